@@ -1,0 +1,3 @@
+from pg2qdrant.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""How psycopg decodes the source's binary values for us.
+
+psycopg's C loaders are used for almost everything (ints, floats, numeric,
+text, uuid, json, arrays...). We replace a few loaders where psycopg's result
+would change the meaning or fail on valid data:
+
+- date/time types: psycopg raises on 'infinity' and on years outside 1..9999,
+  and turns an interval's months into 30-day blocks. Ours decode the binary
+  form and format it with the mapping's functions (ISO 8601 text).
+- pgvector types and bit: passed through as raw bytes, which the mapping
+  decodes a whole batch at a time with numpy (orders of magnitude faster than
+  one Python object per vector).
+- json/jsonb: parsed with the mapping's ``json_loads`` (huge numbers kept as text).
+
+The same adapters serve COPY (migrate, verify) and the replication stream
+(sync, binary pgoutput), so every flow decodes alike.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import psycopg
+from psycopg.adapt import Buffer, Loader
+from psycopg.pq import Format
+from psycopg.types.json import set_json_loads
+
+from pg2qdrant import mapping
+
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_TIMETZ = struct.Struct(">qi")
+_INTERVAL = struct.Struct(">qii")
+
+
+class RawBytesLoader(Loader):
+    """Binary value as bytes, untouched (vectors: decoded in bulk by the mapping)."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+class DateTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        return mapping.format_date(_I32.unpack(data)[0])
+
+
+class TimestampTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        return mapping.format_timestamp(_I64.unpack(data)[0], utc=False)
+
+
+class TimestamptzTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        return mapping.format_timestamp(_I64.unpack(data)[0], utc=True)
+
+
+class TimeTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        return mapping.format_time(_I64.unpack(data)[0])
+
+
+class TimetzTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        usecs, west = _TIMETZ.unpack(data)
+        return mapping.format_timetz(usecs, west)
+
+
+class IntervalTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> str:
+        usecs, days, months = _INTERVAL.unpack(data)
+        return mapping.format_interval(usecs, days, months)
+
+
+_TEMPORAL = {
+    "date": DateTextLoader,
+    "timestamp": TimestampTextLoader,
+    "timestamptz": TimestamptzTextLoader,
+    "time": TimeTextLoader,
+    "timetz": TimetzTextLoader,
+    "interval": IntervalTextLoader,
+}
+
+
+def configure(conn: psycopg.Connection, raw_oids: list[int] | tuple[int, ...] = ()) -> None:
+    """Install our loaders on ``conn`` (connection scope only: nothing global changes)."""
+    for name, loader in _TEMPORAL.items():
+        conn.adapters.register_loader(name, loader)
+    for oid in raw_oids:
+        conn.adapters.register_loader(oid, RawBytesLoader)
+    set_json_loads(mapping.json_loads, conn)
+
+
+def load_oids(conn: psycopg.Connection, load_types: list[str]) -> list[int]:
+    """OIDs for COPY's set_types(): type names, 'name[]' arrays and 'raw:<oid>'."""
+    registry = conn.adapters.types
+    out = []
+    for t in load_types:
+        if t.startswith("raw:"):
+            out.append(int(t[4:]))
+        else:
+            out.append(registry.get_oid(t))
+    return out

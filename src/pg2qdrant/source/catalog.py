@@ -1,0 +1,450 @@
+"""What PostgreSQL knows about the source table: columns, types, keys, indexes, partitions.
+
+Only catalog reads happen here (no table data), so introspection is cheap and
+works for a role that has nothing but SELECT on the table. Everything is
+returned as plain frozen dataclasses for :mod:`pg2qdrant.plan` to decide on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from pg2qdrant.errors import InputError
+
+PGVECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+BIT_OID = 1560  # pg_catalog.bit: fixed-length bit string, pgvector's binary vector
+
+
+@dataclass(frozen=True)
+class PgType:
+    """A type after domains are resolved to their base type."""
+
+    oid: int
+    name: str  # typname
+    schema: str
+    typtype: str  # b base, e enum, r range, c composite, m multirange, p pseudo
+    category: str  # typcategory: A array, N numeric, S string, ...
+    extension: str | None  # name of the extension that owns it (e.g. 'vector', 'citext')
+    elem: "PgType | None" = None  # element type of an array (resolved)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    attnum: int
+    declared: str  # format_type(): what the user wrote, e.g. vector(384), my_domain
+    declared_oid: int  # the column's own type (a domain or array of one differs from .type)
+    type: PgType  # resolved base type
+    typmod: int  # of the base type (domains carry their own typmod)
+    not_null: bool
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """An HNSW or IVFFlat index whose operator class names the distance the user searched with."""
+
+    name: str
+    column: str
+    method: str
+    opclass: str
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A relation that physically stores rows of the table (itself, a partition or a child)."""
+
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+    pages: int  # from pg_relation_size at introspection time
+    estimated_rows: int  # reltuples, -1 when never analyzed
+
+    @property
+    def ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    oid: int
+    schema: str
+    name: str
+    relkind: str  # r table, p partitioned, v view, m matview, f foreign
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    unique_keys: tuple[tuple[str, ...], ...]  # non-partial, column-only, all NOT NULL
+    vector_indexes: tuple[VectorIndex, ...]
+    btree_columns: tuple[str, ...]  # single columns leading a btree index
+    leaves: tuple[Leaf, ...]
+    replica_identity: str  # d default, f full, i index, n nothing
+
+    @property
+    def ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def estimated_rows(self) -> int:
+        return sum(max(leaf.estimated_rows, 0) for leaf in self.leaves)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int
+    version: str
+    database: str
+    encoding: str
+    pgvector: str | None  # installed extension version, None when absent
+    system_identifier: str | None
+    current_user: str
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def pgvector_tuple(self) -> tuple[int, ...]:
+        if not self.pgvector:
+            return ()
+        return tuple(int(p) for p in self.pgvector.split(".") if p.isdigit())
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    row = conn.execute(
+        """
+        SELECT current_setting('server_version_num')::int, current_setting('server_version'),
+               current_database(), pg_encoding_to_char(d.encoding),
+               (SELECT extversion FROM pg_extension WHERE extname = 'vector'), current_user
+        FROM pg_database d WHERE d.datname = current_database()
+        """
+    ).fetchone()
+    assert row is not None
+    try:  # needs pg_read_all_settings or superuser on some servers: optional
+        sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    except psycopg.Error:
+        conn.rollback() if not conn.autocommit else None
+        sysid = None
+    return ServerInfo(row[0], row[1], row[2], row[3], row[4], sysid, row[5])
+
+
+# ---------------------------------------------------------------------------------------
+# Table name resolution
+# ---------------------------------------------------------------------------------------
+
+def split_qualified_name(text: str) -> list[tuple[str, bool]]:
+    """Split ``schema.table`` honouring double quotes: [(part, was_quoted), ...].
+
+    Raises InputError on unbalanced quotes or empty parts.
+    """
+    parts: list[tuple[str, bool]] = []
+    buf: list[str] = []
+    quoted = False
+    in_quotes = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if in_quotes:
+            if ch == '"':
+                if i + 1 < len(text) and text[i + 1] == '"':
+                    buf.append('"')
+                    i += 1
+                else:
+                    in_quotes = False
+            else:
+                buf.append(ch)
+        elif ch == '"':
+            in_quotes = True
+            quoted = True
+        elif ch == ".":
+            parts.append(("".join(buf), quoted))
+            buf, quoted = [], False
+        else:
+            buf.append(ch)
+        i += 1
+    if in_quotes:
+        raise InputError(f"--pg.table {text!r} has an unbalanced double quote.",
+                         fix='quote each part separately, e.g. \'"My Schema"."My Table"\'.')
+    parts.append(("".join(buf), quoted))
+    if any(not p.strip() and not q for p, q in parts) or len(parts) > 3:
+        raise InputError(f"--pg.table {text!r} is not a table name.",
+                         fix="give 'table', 'schema.table' or '\"Schema\".\"Table\"'.")
+    return parts
+
+
+_FIND_RELATION = """
+SELECT c.oid, n.nspname, c.relname, c.relkind
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %(rel)s
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND (%(schema)s::text IS NULL AND n.nspname = ANY (current_schemas(false))
+       OR n.nspname = %(schema)s)
+ORDER BY array_position(current_schemas(false), n.nspname::text) NULLS LAST
+LIMIT 1
+"""
+
+
+def _candidates(text: str) -> list[tuple[str | None, str]]:
+    """Interpretations of --pg.table, most literal first.
+
+    Unquoted parts are tried verbatim (the reference tool quotes the whole name,
+    so 'MyTable' must keep its case) and then folded to lower case as SQL would.
+    A name with a dot that is not a qualified name is also tried as one identifier.
+    """
+    parts = split_qualified_name(text)
+    out: list[tuple[str | None, str]] = []
+    if len(parts) >= 2:
+        (schema, sq), (rel, rq) = parts[-2], parts[-1]
+        out.append((schema, rel))
+        out.append((schema if sq else schema.lower(), rel if rq else rel.lower()))
+    else:
+        rel, rq = parts[0]
+        out.append((None, rel))
+        if not rq:
+            out.append((None, rel.lower()))
+    if '"' not in text and "." in text:
+        out.append((None, text))
+    seen, unique = set(), []
+    for cand in out:
+        if cand not in seen:
+            seen.add(cand)
+            unique.append(cand)
+    return unique
+
+
+def vector_tables(conn: psycopg.Connection) -> list[str]:
+    """schema.table of every table that has a pgvector column (for 'did you mean' hints)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND t.typname = ANY(%s)
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND NOT c.relispartition
+        ORDER BY 1 LIMIT 20
+        """,
+        (list(PGVECTOR_TYPES),),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def resolve_table(conn: psycopg.Connection, text: str) -> tuple[int, str, str, str]:
+    """Find --pg.table: (oid, schema, name, relkind) or an InputError with suggestions."""
+    if not text or not text.strip():
+        raise InputError("--pg.table is empty.", fix="name the table to migrate, e.g. --pg.table public.items.")
+    for schema, rel in _candidates(text):
+        row = conn.execute(_FIND_RELATION, {"rel": rel, "schema": schema}).fetchone()
+        if row:
+            return row[0], row[1], row[2], row[3]
+    suggestions = vector_tables(conn)
+    db = conn.info.dbname
+    hint = (f"tables with vector columns in database {db!r}: {', '.join(suggestions)}"
+            if suggestions else f"database {db!r} has no table with a pgvector column that this role can see")
+    raise InputError(
+        f"Table {text!r} was not found in database {db!r} (search_path schemas were tried for an "
+        f"unqualified name).",
+        fix=f"check the name and schema; {hint}.",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Columns and types
+# ---------------------------------------------------------------------------------------
+
+_TYPES = """
+WITH RECURSIVE dom(oid, base, typmod) AS (
+    SELECT t.oid, t.oid, -1 FROM pg_type t WHERE t.oid = ANY(%(oids)s)
+  UNION ALL
+    SELECT dom.oid, t.typbasetype, CASE WHEN dom.typmod = -1 THEN t.typtypmod ELSE dom.typmod END
+    FROM dom JOIN pg_type t ON t.oid = dom.base WHERE t.typtype = 'd'
+)
+SELECT dom.oid, dom.base, dom.typmod, b.typname, bn.nspname, b.typtype, b.typcategory, b.typelem,
+       (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_type'::regclass AND d.objid = b.oid AND d.deptype = 'e' LIMIT 1)
+FROM dom JOIN pg_type b ON b.oid = dom.base JOIN pg_namespace bn ON bn.oid = b.typnamespace
+WHERE b.typtype <> 'd'
+"""
+
+
+def _load_types(conn: psycopg.Connection, oids: set[int]) -> dict[int, tuple[PgType, int]]:
+    """Resolve type OIDs (domains to base types, arrays to element types) -> (type, domain typmod)."""
+    found: dict[int, tuple[PgType, int]] = {}
+    pending = set(oids)
+    raw: dict[int, tuple] = {}
+    while pending:
+        rows = conn.execute(_TYPES, {"oids": list(pending)}).fetchall()
+        pending = set()
+        for oid, base, typmod, name, schema, typtype, category, elem, ext in rows:
+            raw[oid] = (base, typmod, name, schema, typtype, category, elem, ext)
+            if category == "A" and elem and elem not in raw:
+                pending.add(elem)
+        pending -= set(raw)
+
+    def build(oid: int) -> tuple[PgType, int]:
+        base, typmod, name, schema, typtype, category, elem, ext = raw[oid]
+        elem_type = build(elem)[0] if category == "A" and elem in raw else None
+        return PgType(base, name, schema, typtype, category, ext, elem_type), typmod
+
+    for oid in oids:
+        if oid in raw:
+            found[oid] = build(oid)
+    return found
+
+
+def _columns(conn: psycopg.Connection, oid: int) -> tuple[Column, ...]:
+    rows = conn.execute(
+        """
+        SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid,
+               a.atttypmod, a.attnotnull
+        FROM pg_attribute a
+        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (oid,),
+    ).fetchall()
+    types = _load_types(conn, {r[3] for r in rows})
+    cols = []
+    for name, attnum, declared, typoid, typmod, notnull in rows:
+        pgtype, domain_typmod = types[typoid]
+        cols.append(Column(name, attnum, declared, typoid, pgtype, typmod if typmod != -1 else domain_typmod, notnull))
+    return tuple(cols)
+
+
+def _keys(conn: psycopg.Connection, oid: int) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    rows = conn.execute(
+        """
+        SELECT i.indisprimary,
+               array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     ORDER BY k.ord),
+               bool_and(a2.attnotnull) FILTER (WHERE a2.attnum IS NOT NULL),
+               0 = ALL(i.indkey::int2[]) OR i.indexprs IS NOT NULL
+        FROM pg_index i
+        LEFT JOIN pg_attribute a2 ON a2.attrelid = i.indrelid AND a2.attnum = ANY(i.indkey::int2[])
+        WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indisvalid
+        GROUP BY i.indexrelid, i.indisprimary, i.indkey, i.indrelid, i.indexprs
+        ORDER BY i.indisprimary DESC, array_length(i.indkey::int2[], 1), i.indexrelid
+        """,
+        (oid,),
+    ).fetchall()
+    primary: tuple[str, ...] = ()
+    uniques: list[tuple[str, ...]] = []
+    for is_primary, cols, all_not_null, has_expr in rows:
+        if has_expr:
+            continue
+        if is_primary and not primary:
+            primary = tuple(cols)
+        if all_not_null:
+            uniques.append(tuple(cols))
+    return primary, tuple(uniques)
+
+
+def _vector_indexes(conn: psycopg.Connection, oid: int) -> tuple[VectorIndex, ...]:
+    """HNSW/IVFFlat indexes with the column they cover (through expressions too)."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname, am.amname, opc.opcname,
+               coalesce(a.attname,
+                        (SELECT a2.attname FROM pg_depend d
+                         JOIN pg_attribute a2 ON a2.attrelid = d.refobjid AND a2.attnum = d.refobjsubid
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                           AND d.refobjid = i.indrelid AND d.refobjsubid > 0 LIMIT 1))
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = ic.relam
+        JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] AND i.indkey[0] > 0
+        WHERE i.indrelid = %s AND am.amname IN ('hnsw', 'ivfflat')
+        ORDER BY (am.amname = 'hnsw') DESC, ic.relname
+        """,
+        (oid,),
+    ).fetchall()
+    return tuple(VectorIndex(name, col, method, opclass) for name, method, opclass, col in rows if col)
+
+
+def _btree_columns(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
+    rows = conn.execute(
+        """
+        SELECT DISTINCT a.attname
+        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = %s AND am.amname = 'btree' AND i.indkey[0] > 0
+        ORDER BY 1
+        """,
+        (oid,),
+    ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def _leaves(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[Leaf, ...]:
+    """Every relation holding rows: partitions (all levels) and inheritance children."""
+    rows = conn.execute(
+        """
+        WITH RECURSIVE tree(relid) AS (
+            SELECT %(oid)s::oid
+          UNION
+            SELECT inh.inhrelid FROM pg_inherits inh JOIN tree ON inh.inhparent = tree.relid
+        )
+        SELECT c.oid, n.nspname, c.relname, c.relkind,
+               CASE WHEN c.relkind IN ('r', 'm') THEN
+                    pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END,
+               c.reltuples::bigint
+        FROM tree JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm', 'f', 'v')
+        ORDER BY c.oid = %(oid)s DESC, n.nspname, c.relname
+        """,
+        {"oid": oid},
+    ).fetchall()
+    return tuple(Leaf(*r) for r in rows)
+
+
+def describe_table(conn: psycopg.Connection, text: str) -> TableInfo:
+    """Resolve ``--pg.table`` and read everything the plan needs about it."""
+    oid, schema, name, relkind = resolve_table(conn, text)
+    columns = _columns(conn, oid)
+    primary, uniques = _keys(conn, oid)
+    ident = conn.execute("SELECT relreplident FROM pg_class WHERE oid = %s", (oid,)).fetchone()[0]
+    return TableInfo(
+        oid=oid, schema=schema, name=name, relkind=relkind, columns=columns,
+        primary_key=primary, unique_keys=uniques,
+        vector_indexes=_vector_indexes(conn, oid),
+        btree_columns=_btree_columns(conn, oid),
+        leaves=_leaves(conn, oid, relkind),
+        replica_identity=ident,
+    )
+
+
+def first_vector_dimension(conn: psycopg.Connection, table: TableInfo, column: str) -> int | None:
+    """Dimension of the first non-NULL value of a vector column declared without one."""
+    row = conn.execute(
+        sql.SQL("SELECT vector_dims({col}) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1").format(
+            col=sql.Identifier(column), tbl=table.ident)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def vector_dimensions(conn: psycopg.Connection, table: TableInfo, column: str, type_name: str) -> list[int]:
+    """Distinct dimensions present in a column (a full read of the column: used when affordable)."""
+    fn = "vector_dims" if type_name != "bit" else "length"
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT {fn}({col}) FROM {tbl} WHERE {col} IS NOT NULL ORDER BY 1 LIMIT 10").format(
+            fn=sql.SQL(fn), col=sql.Identifier(column), tbl=table.ident)
+    ).fetchall()
+    return [r[0] for r in rows]

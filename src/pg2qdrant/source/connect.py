@@ -1,0 +1,67 @@
+"""Connecting to the source, with errors that say what to fix and never show a password."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import conninfo
+
+from pg2qdrant import redaction
+from pg2qdrant.errors import InputError, SourceError
+
+CONNECT_TIMEOUT_S = 10  # long enough for a cloud database waking up, short enough to fail fast
+APPLICATION_NAME = "pg2qdrant"
+
+
+def check_url(url: str | None) -> dict:
+    """Parse a PostgreSQL URL or keyword string; InputError if it is malformed."""
+    if not url:
+        raise InputError("--pg.url is required.",
+                         fix="pass the connection URL, e.g. --pg.url postgresql://user:password@host:5432/dbname.")
+    redaction.register_url(url)
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise InputError(
+            f"--pg.url is not a valid PostgreSQL connection string: {redaction.redact(exc)}",
+            fix="use the form postgresql://user:password@host:5432/dbname (percent-encode special "
+                "characters in the password).",
+        ) from None
+    redaction.register(params.get("password"))
+    return params
+
+
+def _classify(exc: psycopg.OperationalError, safe_target: str) -> Exception:
+    text = redaction.redact(str(exc)).strip()
+    low = text.lower()
+    if "password authentication failed" in low or "no password supplied" in low or \
+            "authentication failed" in low or "role" in low and "does not exist" in low:
+        return InputError(
+            f"PostgreSQL at {safe_target} rejected the credentials: {text}",
+            fix="check the user name and password in --pg.url (or PGPASSWORD).",
+        )
+    if "database" in low and "does not exist" in low:
+        return InputError(
+            f"PostgreSQL at {safe_target}: {text}",
+            fix="check the database name at the end of --pg.url (list them with psql -l).",
+        )
+    if "no pg_hba.conf entry" in low:
+        return InputError(f"PostgreSQL at {safe_target} refused this client: {text}",
+                          fix="allow this host/user in pg_hba.conf, or use the sslmode the server requires.")
+    return SourceError(
+        f"Cannot reach PostgreSQL at {safe_target}: {text}",
+        fix="check host and port in --pg.url, that the server is running, and that no firewall blocks it.",
+    )
+
+
+def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
+    """Open a read-only-by-default connection with a clear error on failure."""
+    params = check_url(url)
+    safe = redaction.safe_url(url) if "://" in url else f"host={params.get('host', 'localhost')}"
+    options = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": APPLICATION_NAME}
+    for k in list(options):
+        if k in params:
+            options.pop(k)
+    try:
+        return psycopg.connect(url, autocommit=autocommit, **options, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise _classify(exc, safe) from None

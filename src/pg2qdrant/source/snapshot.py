@@ -1,0 +1,30 @@
+"""One consistent view of the table for every reader.
+
+A coordinator transaction exports its snapshot; each worker imports it, so
+all ranges are read as of the same instant even while the application writes
+(notes/02). The coordinator's transaction must stay open until every worker
+has attached, so it lives for the whole copy. Transactions are READ ONLY: the
+source is never written.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+
+def begin_snapshot(conn: psycopg.Connection) -> str:
+    """Start the coordinator's REPEATABLE READ READ ONLY transaction; return its snapshot id."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+
+
+def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
+    """Make ``conn`` (autocommit) see exactly the coordinator's snapshot."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.execute("SET TRANSACTION SNAPSHOT %s" % sql.quote(snapshot_id))
+
+
+def end(conn: psycopg.Connection) -> None:
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")

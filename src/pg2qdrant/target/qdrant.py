@@ -1,0 +1,255 @@
+"""The Qdrant side through the official qdrant-client: a server by URL, or embedded local mode.
+
+``--qdrant.url`` forms:
+  http(s)://host:port  a Qdrant server; gRPC when the port is 6334, REST otherwise, TLS for https
+  local:DIR            qdrant-client's embedded local mode, stored in DIR
+  :memory:             local mode in memory (gone when the process ends: for tests and demos)
+  edge:DIR             a Qdrant Edge shard (see target/edge.py)
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from pg2qdrant import redaction
+from pg2qdrant.errors import InputError, TargetError
+from pg2qdrant.mapping import PointBatch, SparseValue
+from pg2qdrant.plan import CollectionShape, Plan
+
+GRPC_PORT = 6334
+REST_PORT = 6333
+# The server accepts requests up to 32 MiB; the client's gRPC default is 4 MB (the
+# reference tool's users hit it, its issue 30). Raise the client's limit to the server's.
+GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+REQUEST_TIMEOUT_S = 120
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TargetAddress:
+    kind: str  # server | local | memory | edge
+    url: str = ""  # server: URL as given (displayed redacted)
+    path: str = ""  # local / edge: folder
+    host: str = ""
+    port: int = 0
+    https: bool = False
+    grpc: bool = False
+    prefix: str | None = None
+
+    def display(self) -> str:
+        if self.kind == "server":
+            return f"{redaction.safe_url(self.url)} ({'gRPC' if self.grpc else 'REST'})"
+        if self.kind == "memory":
+            return ":memory: (local mode, in memory)"
+        return f"{self.kind}:{self.path}"
+
+
+def parse_target_url(url: str | None) -> TargetAddress:
+    """Understand --qdrant.url; InputError with the accepted forms when it is not one."""
+    forms = "http(s)://host:port, local:DIR, :memory: or edge:DIR"
+    if not url or not url.strip():
+        raise InputError("--qdrant.url is empty.", fix=f"use one of {forms}.")
+    url = url.strip()
+    redaction.register_url(url)
+    if url == ":memory:":
+        return TargetAddress("memory")
+    for kind in ("local", "edge"):
+        if url.startswith(kind + ":"):
+            path = url[len(kind) + 1:]
+            if path.startswith("//"):
+                path = path[2:]
+            if not path:
+                raise InputError(f"--qdrant.url {url!r} names no folder.", fix=f"write {kind}:/path/to/folder.")
+            return TargetAddress(kind, path=path)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"--qdrant.url {redaction.redact(url)!r} is not a valid URL: {exc}.",
+                         fix=f"use one of {forms}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"--qdrant.url {redaction.redact(url)!r} is not a Qdrant address.",
+            fix=f"use one of {forms} (for example http://localhost:6334 for gRPC or "
+                "https://xyz.cloud.qdrant.io:6333 for REST).",
+        )
+    https = parts.scheme == "https"
+    if port is None:
+        port = REST_PORT  # qdrant-client's convention; the reference went to 80/443 (a trap)
+    prefix = parts.path.strip("/") or None
+    return TargetAddress("server", url=url, host=parts.hostname, port=port, https=https,
+                         grpc=(port == GRPC_PORT), prefix=prefix)
+
+
+def _shape_of(info: models.CollectionInfo) -> CollectionShape:
+    params = info.config.params
+    dense: dict[str, tuple[int, str, str]] = {}
+    vectors = params.vectors
+    if isinstance(vectors, models.VectorParams):
+        vectors = {"": vectors}
+    for name, vp in (vectors or {}).items():
+        datatype = vp.datatype.value if vp.datatype is not None else "float32"
+        dense[name] = (vp.size, vp.distance.value, datatype)
+    return CollectionShape(dense, frozenset((params.sparse_vectors or {}).keys()))
+
+
+def _dense_list(values: np.ndarray) -> list[float]:
+    return values.astype(np.float32, copy=False).tolist()
+
+
+def _sparse_model(value: SparseValue) -> models.SparseVector:
+    return models.SparseVector(indices=value.indices.tolist(), values=value.values.tolist())
+
+
+def points_of(batch: PointBatch) -> list[models.PointStruct]:
+    """PointStructs without pydantic re-validation (values are already the right types)."""
+    dense = {name: (col.values.astype(np.float32, copy=False).tolist(), col.present)
+             for name, col in batch.dense.items()}
+    points = []
+    for i, pid in enumerate(batch.ids):
+        vector: dict[str, Any] = {}
+        for name, (rows, present) in dense.items():
+            if present[i]:
+                vector[name] = rows[i]
+        for name, values in batch.sparse.items():
+            if values[i] is not None:
+                vector[name] = _sparse_model(values[i])
+        points.append(models.PointStruct.model_construct(id=pid, vector=vector, payload=batch.payloads[i]))
+    return points
+
+
+class QdrantTarget:
+    """One collection in Qdrant, reached with qdrant-client (server, local or in-memory)."""
+
+    def __init__(self, address: TargetAddress, *, api_key: str | None = None,
+                 skip_tls_verification: bool = False, timeout: int = REQUEST_TIMEOUT_S):
+        self.address = address
+        redaction.register(api_key)
+        if address.kind == "memory":
+            self.client = QdrantClient(location=":memory:")
+        elif address.kind == "local":
+            self.client = self._open_local(address.path)
+        elif address.kind == "server":
+            kwargs: dict[str, Any] = dict(
+                host=address.host, https=address.https, api_key=api_key or None, prefix=address.prefix,
+                timeout=timeout, check_compatibility=False,
+            )
+            if address.grpc:
+                kwargs.update(prefer_grpc=True, grpc_port=address.port, port=None,
+                              grpc_options={"grpc.max_send_message_length": GRPC_MAX_MESSAGE,
+                                            "grpc.max_receive_message_length": GRPC_MAX_MESSAGE})
+            else:
+                kwargs.update(port=address.port)
+            if skip_tls_verification:
+                kwargs["verify"] = False
+            self.client = QdrantClient(**kwargs)
+        else:  # pragma: no cover - parse_target_url does not produce other kinds here
+            raise InputError(f"unsupported target {address.kind}")
+
+    @staticmethod
+    def _open_local(path: str) -> QdrantClient:
+        try:
+            return QdrantClient(path=path)
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise InputError(
+                    f"The local Qdrant folder {path} is open in another process.",
+                    fix="stop the other process (local mode allows one at a time) or use another folder.",
+                ) from None
+            raise
+
+    # -- error translation -------------------------------------------------------------
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (InputError, TargetError):
+            raise
+        except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
+            raise translate_error(exc, what, self.address) from None
+
+    # -- collection --------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        self.call("connect", lambda: self.client.get_collections())
+
+    def shape(self, collection: str) -> CollectionShape | None:
+        if not self.call("check the collection", lambda: self.client.collection_exists(collection)):
+            return None
+        return _shape_of(self.call("read the collection", lambda: self.client.get_collection(collection)))
+
+    def create_collection(self, plan: Plan, *, on_disk: bool | None = None,
+                          hnsw: models.HnswConfigDiff | None = None, **extra: Any) -> None:
+        vectors = {
+            v.name: models.VectorParams(size=v.size, distance=models.Distance(v.distance),
+                                        datatype=models.Datatype(v.datatype), on_disk=on_disk)
+            for v in plan.dense_vectors
+        }
+        sparse = {v.name: models.SparseVectorParams() for v in plan.sparse_vectors}
+        self.call("create the collection", lambda: self.client.create_collection(
+            plan.collection, vectors_config=vectors, sparse_vectors_config=sparse or None,
+            hnsw_config=hnsw, **extra))
+
+    def delete_collection(self, collection: str) -> None:
+        self.call("delete the collection", lambda: self.client.delete_collection(collection))
+
+    # -- points ------------------------------------------------------------------------
+    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
+        points = points_of(batch)
+        self.call("write points", lambda: self.client.upsert(collection, points=points, wait=wait))
+
+    def count(self, collection: str) -> int:
+        return self.call("count points", lambda: self.client.count(collection, exact=True).count)
+
+    def retrieve(self, collection: str, ids: list, *, with_vectors: bool = True) -> list[models.Record]:
+        return self.call("read points", lambda: self.client.retrieve(
+            collection, ids=ids, with_payload=True, with_vectors=with_vectors))
+
+    def scroll(self, collection: str, *, batch: int = 1000, with_vectors: bool = False,
+               with_payload: bool | list[str] = True) -> Iterator[models.Record]:
+        offset = None
+        while True:
+            records, offset = self.call("read points", lambda: self.client.scroll(
+                collection, limit=batch, offset=offset, with_payload=with_payload, with_vectors=with_vectors))
+            yield from records
+            if offset is None:
+                return
+
+    def delete_points(self, collection: str, ids: Iterable) -> None:
+        ids = list(ids)
+        self.call("delete points", lambda: self.client.delete(
+            collection, points_selector=models.PointIdsList(points=ids), wait=True))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing must not hide the real outcome
+            pass
+
+
+def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:
+    """Turn a qdrant-client/httpx/grpc exception into our error with the fix in it."""
+    where = address.display()
+    text = redaction.redact(f"{type(exc).__name__}: {exc}").strip()
+    status = getattr(exc, "status_code", None)
+    code = None
+    if hasattr(exc, "code") and callable(exc.code):
+        try:
+            code = exc.code().name  # grpc.StatusCode
+        except Exception:
+            code = None
+    if status in (401, 403) or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return InputError(f"Qdrant at {where} rejected the request to {what}: {text}",
+                          fix="check --qdrant.api-key (or QDRANT_API_KEY); it needs write access.")
+    low = text.lower()
+    if code == "UNAVAILABLE" or any(s in low for s in ("connecterror", "connection refused", "connect error",
+                                                        "name or service not known", "failed to connect",
+                                                        "nodename nor servname", "timed out")):
+        return TargetError(f"Cannot reach Qdrant at {where} (while trying to {what}): {text}",
+                           fix="check --qdrant.url (host, port: 6334 is gRPC, 6333 is REST) and that "
+                               "Qdrant is running and reachable from here.")
+    return TargetError(f"Qdrant at {where} failed to {what}: {text}")
