@@ -196,8 +196,11 @@ def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
 # Target side
 # ---------------------------------------------------------------------------------------
 
-def open_target(options: MigrationOptions, address: TargetAddress | None = None) -> QdrantTarget:
+def open_target(options: MigrationOptions, address: TargetAddress | None = None,
+                ui: UI | None = None) -> QdrantTarget:
     address = address or parse_target_url(options.qdrant_url)
+    if ui and options.api_key and address.kind == "server" and not address.https:
+        ui.warn(f"the API key is sent unencrypted to {address.display()}; use https:// for remote servers.")
     target = QdrantTarget(address, api_key=options.api_key,
                           skip_tls_verification=options.skip_tls_verification)
     try:
@@ -250,7 +253,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False) -> Mi
             for w in plan.warnings:
                 ui.warn(w)
         source_rows = count_rows(session.conn, plan)
-        target = open_target(options, address)
+        target = open_target(options, address, ui)
         try:
             created = ensure_collection(target, plan, create=options.create_collection, ui=ui)
             written = _copy(session, target, options, ui, source_rows)

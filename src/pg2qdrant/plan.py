@@ -258,12 +258,15 @@ def _payload_read(col: Column) -> tuple[str, str, str]:
 
 
 def _key_read(col: Column, mode: str) -> tuple[str, str, str]:
-    """(kind, SQL expression, load type) for a key column: int, uuid, or its text form."""
-    name = col.type.name if col.type.schema == "pg_catalog" else ""
-    if name in ("int2", "int4", "int8") and col.type.category != "A":
-        return "int", _quote(col.name), "int8"
-    if name == "uuid":
-        return "uuid", _quote(col.name), "uuid"
+    """(kind, SQL expression, load type) for a key column: int, uuid, or its text form.
+
+    Integer and UUID keys are read exactly like the payload column (one read
+    serves both); any other key is read as its PostgreSQL text form.
+    """
+    name = col.type.name if col.type.schema == "pg_catalog" and col.type.category != "A" else ""
+    if name in ("int2", "int4", "int8", "uuid"):
+        _, expr, load = _payload_read(col)
+        return ("uuid" if name == "uuid" else "int"), expr, load
     return "text", _cast(col, "text"), "text"
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 from pg2qdrant import redaction
 
 PLAIN_PROGRESS_EVERY_S = 5.0
+NON_TERMINAL_WIDTH = 200
 
 
 class RedactingStream(io.TextIOBase):
@@ -47,10 +48,16 @@ class RedactingStream(io.TextIOBase):
         return getattr(self.inner, "encoding", "utf-8")
 
 
+def _console(stream: TextIO) -> Console:
+    # Logs and pipes are read (and grepped) later: do not wrap tables to 80 columns there.
+    width = None if stream.isatty() else NON_TERMINAL_WIDTH
+    return Console(file=RedactingStream(stream), highlight=False, soft_wrap=True, width=width)
+
+
 class UI:
     def __init__(self, *, quiet: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None):
-        self.out = Console(file=RedactingStream(stdout or sys.stdout), highlight=False, soft_wrap=True)
-        self.err = Console(file=RedactingStream(stderr or sys.stderr), highlight=False, soft_wrap=True)
+        self.out = _console(stdout or sys.stdout)
+        self.err = _console(stderr or sys.stderr)
         self.quiet = quiet
 
     def info(self, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import psycopg
 from psycopg import conninfo
 
@@ -27,6 +29,17 @@ def check_url(url: str | None) -> dict:
                 "characters in the password).",
         ) from None
     redaction.register(params.get("password"))
+    if "://" in url:
+        try:
+            scheme, port = urllib.parse.urlsplit(url).scheme, urllib.parse.urlsplit(url).port
+        except ValueError as exc:  # libpq would only fail later, at connect time
+            raise InputError(
+                f"--pg.url is not a valid PostgreSQL connection string: {redaction.redact(exc)}",
+                fix="use the form postgresql://user:password@host:5432/dbname.",
+            ) from None
+        if scheme not in ("postgres", "postgresql"):
+            raise InputError(f"--pg.url must start with postgresql:// (found {scheme}://).",
+                             fix="use the form postgresql://user:password@host:5432/dbname.")
     return params
 
 
