@@ -93,6 +93,21 @@ def target_options(fn: Callable) -> Callable:
         opt("--qdrant.distance-metric", "distance_metric", multiple=True,
             help="Distance per vector column: embedding=dot (cosine, dot, euclid, manhattan); repeat or "
                  "comma-separate. Default: from the column's HNSW/IVFFlat index, else cosine."),
+        opt("--qdrant.payload-index", "payload_index", multiple=True,
+            help="Create a payload index before loading: column[:type] (keyword, integer, float, bool, "
+                 "datetime, uuid, text, geo); repeatable."),
+        click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True, default=False,
+                     help="Do not mirror btree-indexed scalar columns as payload indexes."),
+        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=16, show_default=True,
+            help="HNSW m, set once the load is done (building is deferred while loading); 0 = no HNSW."),
+        opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int, default=100, show_default=True,
+            help="HNSW ef_construct."),
+        bool_flag("--qdrant.on-disk", "on_disk", False, "Store vectors on disk (memmap) instead of RAM."),
+        opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]), default=None,
+            help="Scalar quantization of dense vectors (int8)."),
+        opt("--qdrant.shard-number", "shard_number", type=int, default=None, help="Shards of the new collection."),
+        opt("--qdrant.replication-factor", "replication_factor", type=int, default=None,
+            help="Replication factor of the new collection."),
     ]):
         fn = decorator(fn)
     return fn
@@ -112,6 +127,8 @@ def migration_options(fn: Callable) -> Callable:
                   "Create the collection when it does not exist.", "-c"),
         opt("--migration.offsets-collection", "offsets_collection", default="_migration_offsets",
             show_default=True, help="Collection that stores resume checkpoints in the target."),
+        bool_flag("--migration.dry-run", "dry_run", False,
+                  "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
         opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference"]), default="native",
             show_default=True,
             help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does."),
@@ -192,7 +209,11 @@ def build_migration_options(kw: dict):
         distance_overrides=_distance_overrides(kw["distance_metric"]),
         num_workers=workers, batch_size=kw["batch_size"], batch_delay_ms=kw["batch_delay"],
         restart=kw["restart"], create_collection=kw["create_collection"], id_mode=kw["id_mode"],
-        skip_tls_verification=kw["skip_tls_verification"],
+        skip_tls_verification=kw["skip_tls_verification"], dry_run=kw["dry_run"],
+        hnsw_m=kw["hnsw_m"], hnsw_ef_construct=kw["hnsw_ef_construct"], on_disk=kw["on_disk"] or None,
+        quantization=kw["quantization"], shard_number=kw["shard_number"],
+        replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
+        auto_payload_index=not kw["no_auto_payload_index"],
     )
 
 

@@ -25,6 +25,13 @@ class Pg2QdrantError(Exception):
     def render(self) -> str:
         return self.message if not self.fix else f"{self.message}\nFix: {self.fix}"
 
+    def __reduce__(self):  # keep message and fix apart across processes (reader workers)
+        return _rebuild, (type(self), self.message, self.fix)
+
+
+def _rebuild(cls, message, fix):
+    return cls(message, fix=fix)
+
 
 class InputError(Pg2QdrantError):
     """The command line, the source table or the target collection is not usable as given."""

@@ -15,7 +15,7 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -174,11 +174,6 @@ def _to_str(v: Any) -> str:
     return str(v)
 
 
-def json_value(v: Any) -> Any:
-    """json/jsonb as nested JSON; psycopg parsed it with :func:`json_loads`."""
-    return v
-
-
 def json_loads(data: str | bytes) -> Any:
     """JSON parser for json/jsonb: integers stay exact Python ints; numbers too large for
     a double (1e400) are kept as their text instead of becoming infinity."""
@@ -198,18 +193,18 @@ PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "numeric": numeric_value,
     "text": text_value,
     "text_form": text_value,
-    "json": json_value,
+    "json": _identity,  # parsed by psycopg with json_loads below
     "uuid": _to_str,
     "inet": _to_str,
     "bytea": bytea_value,
     # Date/time kinds are decoded straight to their text by source.adapters, which
     # calls the formatting functions below (they are part of the mapping).
-    "timestamptz": text_value,
-    "timestamp": text_value,
-    "date": text_value,
-    "time": text_value,
-    "timetz": text_value,
-    "interval": text_value,
+    "timestamptz": _identity,
+    "timestamp": _identity,
+    "date": _identity,
+    "time": _identity,
+    "timetz": _identity,
+    "interval": _identity,
 }
 
 
@@ -383,6 +378,14 @@ def _dense_from_blobs(blobs: list[bytes | None], dim: int, header: int, dtype: s
     present = np.fromiter((b is not None for b in blobs), dtype=bool, count=n)
     itemsize = np.dtype(dtype).itemsize
     row_bytes = header + dim * itemsize
+    if present.all() and n:
+        sizes = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
+        if (sizes == row_bytes).all():
+            buf = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(n, row_bytes)
+            dims = buf[:, 0].astype(np.int32) << 8 | buf[:, 1]
+            if (dims == dim).all():
+                values = buf[:, header:].copy().view(dtype).astype(np.float32)
+                return DenseColumn(values, present)
     values = np.zeros((n, dim), dtype=np.float32)
     if present.any():
         live = [b for b in blobs if b is not None]
@@ -483,12 +486,37 @@ class PointBatch:
                 out[name] = values[i]
         return out
 
-    def nbytes(self) -> int:
-        """Rough serialized size, to keep requests under the server's limit."""
-        total = sum(c.values.nbytes * 2 for c in self.dense.values())  # floats travel as text/varints
-        total += sum(8 * len(s.indices) for vals in self.sparse.values() for s in vals if s is not None)
-        total += sum(len(json.dumps(p, default=str)) for p in self.payloads)
-        return total + 40 * len(self.ids)
+    def points(self, make_sparse: Callable[[list[int], list[float]], Any], *,
+               buffers: bool = False) -> Iterator[tuple[PointId, dict, dict]]:
+        """(id, named vectors, payload) per point; NULL vectors are left out.
+
+        Dense vectors are float lists (what qdrant-client serialises), or with
+        ``buffers=True`` float32 memoryviews of the batch's array: Qdrant Edge reads
+        those without creating a Python float per component (~2.5x cheaper per point).
+        """
+        dense = []
+        for name, col in self.dense.items():
+            values = np.ascontiguousarray(col.values, dtype=np.float32)
+            rows = [memoryview(r) for r in values] if buffers else values.tolist()
+            dense.append((name, rows, col.present))
+        for i, pid in enumerate(self.ids):
+            vector: dict[str, Any] = {name: rows[i] for name, rows, present in dense if present[i]}
+            for name, values in self.sparse.items():
+                value = values[i]
+                if value is not None:
+                    vector[name] = make_sparse(value.indices.tolist(), value.values.tolist())
+            yield pid, vector, self.payloads[i]
+
+    def point_sizes(self) -> list[int]:
+        """Estimated request bytes of each point (JSON floats: ~12 bytes each), to stay under
+        a server's request size limit."""
+        fixed = sum(c.values.shape[1] * 12 for c in self.dense.values())
+        sizes = [64 + fixed + len(json.dumps(p, default=str)) for p in self.payloads]
+        for values in self.sparse.values():
+            for i, v in enumerate(values):
+                if v is not None:
+                    sizes[i] += 20 * len(v.indices)
+        return sizes
 
     def slice(self, start: int, stop: int) -> "PointBatch":
         return PointBatch(
@@ -529,13 +557,16 @@ class RowMapper:
 
     def map_rows(self, rows: Sequence[Sequence[Any]]) -> PointBatch:
         ids = [self.point_id(r) for r in rows]
-        payloads = []
-        for r in rows:
-            payload = {}
-            for name, idx, convert in self._payload:
-                v = r[idx]
-                payload[name] = None if v is None else convert(v)
-            payloads.append(payload)
+        # Column by column: one list comprehension per converted column, none for the
+        # columns whose decoded value is already the payload value (ints, bools, json...).
+        names = [name for name, _, _ in self._payload]
+        columns = []
+        for _name, idx, convert in self._payload:
+            values = [r[idx] for r in rows]
+            if convert is not _identity:
+                values = [None if v is None else convert(v) for v in values]
+            columns.append(values)
+        payloads = [dict(zip(names, vals)) for vals in zip(*columns)] if columns else [{} for _ in rows]
         batch = PointBatch(ids=ids, payloads=payloads)
         for spec in self._vectors:
             blobs = [r[spec.read_index] for r in rows]

@@ -9,24 +9,33 @@ collection holds.
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import psycopg
 from psycopg import sql
 
 from pg2qdrant import redaction
-from pg2qdrant.errors import DataError, InputError, SourceError
-from pg2qdrant.mapping import RowMapper
-from pg2qdrant.plan import Plan, build_plan, pgvector_feature_check, shape_differences
+from pg2qdrant.errors import DataError, InputError
+from pg2qdrant.errors import SourceError
+from pg2qdrant.mapping import PointBatch
+from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_feature_check,
+                            shape_differences)
 from pg2qdrant.source import catalog, connect, reader, snapshot
-from pg2qdrant.target.qdrant import QdrantTarget, TargetAddress, parse_target_url
-from pg2qdrant.ui import UI, Summary
+from pg2qdrant.source.reader import ReadRange
+from pg2qdrant.target import open_target
+from pg2qdrant.target.qdrant import TargetAddress, parse_target_url
+from pg2qdrant.ui import UI, Summary, render_plan
+from pg2qdrant.workers import ReaderPool, ReaderSpec
 
 # A full read of a vector column to prove all rows share a dimension is affordable
 # up to this many rows (a few seconds); above it the check happens while copying.
 DIMENSION_PRECHECK_MAX_ROWS = 1_000_000
 DEFAULT_BATCH_SIZE = 256  # points per request: Qdrant's bulk-load advice is 64-256
-PAGES_PER_RANGE = 2048  # 16 MiB of heap per range: many ranges per worker, small resume unit
+READ_BATCH_ROWS = 1024  # rows mapped at a time: amortises numpy calls, bounds memory per batch
+ROWS_PER_RANGE = 50_000  # a range is the unit of parallel work and of resume
+RANGES_PER_WORKER = 4
 
 
 @dataclass
@@ -46,6 +55,23 @@ class MigrationOptions:
     create_collection: bool = True
     id_mode: str = "native"
     skip_tls_verification: bool = False
+    dry_run: bool = False
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    on_disk: bool | None = None
+    quantization: str | None = None
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    payload_index: list[str] = field(default_factory=list)
+    auto_payload_index: bool = True
+
+    def collection_options(self, plan: Plan) -> CollectionOptions:
+        return CollectionOptions(
+            hnsw_m=self.hnsw_m, hnsw_ef_construct=self.hnsw_ef_construct, on_disk=self.on_disk,
+            quantization=self.quantization, shard_number=self.shard_number,
+            replication_factor=self.replication_factor,
+            payload_indexes=tuple((p.field, p.type) for p in plan.payload_indexes),
+        )
 
     def validate(self) -> None:
         if self.batch_size <= 0:
@@ -54,6 +80,16 @@ class MigrationOptions:
         if self.num_workers < 0:
             raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
                              fix="use 1 or more (0 means one per CPU core).")
+        if self.hnsw_m < 0 or self.hnsw_ef_construct <= 0:
+            raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
+                             fix="use e.g. --qdrant.hnsw-m 16 --qdrant.hnsw-ef-construct 100.")
+        if self.quantization not in (None, "int8"):
+            raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
+                             fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
+        for flag, value in (("--qdrant.shard-number", self.shard_number),
+                            ("--qdrant.replication-factor", self.replication_factor)):
+            if value is not None and value <= 0:
+                raise InputError(f"{flag} must be positive (got {value}).", fix=f"use e.g. {flag} 1.")
         if self.batch_delay_ms < 0:
             raise InputError(f"--migration.batch-delay must not be negative (got {self.batch_delay_ms}).",
                              fix="give milliseconds to sleep between batches, e.g. 100.")
@@ -67,17 +103,29 @@ class MigrationResult:
     target_count: int
     seconds: float
     created_collection: bool
+    dry_run: bool = False
+    workers: int = 1
+    ranges: int = 1
 
     @property
     def rate(self) -> float:
         return self.points_written / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self, target: str) -> Summary:
+        if self.dry_run:
+            return Summary("Dry run summary (nothing written)", [
+                ("source", f"{self.plan.table.display} ({self.source_rows:,} rows in the snapshot)"),
+                ("rows read, mapped and validated", f"{self.points_written:,}"),
+                ("workers / ranges", f"{self.workers} / {self.ranges}"),
+                ("time", f"{self.seconds:,.1f} s"),
+                ("rate", f"{self.rate:,.0f} rows/s"),
+            ])
         return Summary("Migration summary", [
             ("source", f"{self.plan.table.display} ({self.source_rows:,} rows in the snapshot)"),
             ("target", f"{self.plan.collection} at {target}"),
             ("points written", f"{self.points_written:,}"),
             ("points in collection", f"{self.target_count:,}"),
+            ("workers / ranges", f"{self.workers} / {self.ranges}"),
             ("time", f"{self.seconds:,.1f} s"),
             ("rate", f"{self.rate:,.0f} rows/s"),
         ])
@@ -117,7 +165,8 @@ def open_source(options: MigrationOptions, ui: UI) -> SourceSession:
         pgvector_feature_check(server, table)
         plan = build_plan(table, server, collection=options.collection, key_columns=options.key_columns,
                           columns=options.columns, distance_overrides=options.distance_overrides,
-                          id_mode=options.id_mode)
+                          id_mode=options.id_mode, payload_index_flags=options.payload_index,
+                          auto_payload_index=options.auto_payload_index)
         plan = _resolve_vector_sizes(conn, plan)
         _check_keys(conn, plan)
         return SourceSession(conn, plan, snapshot_id)
@@ -196,22 +245,14 @@ def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
 # Target side
 # ---------------------------------------------------------------------------------------
 
-def open_target(options: MigrationOptions, address: TargetAddress | None = None,
-                ui: UI | None = None) -> QdrantTarget:
+def connect_target(options: MigrationOptions, address: TargetAddress | None = None, ui: UI | None = None):
     address = address or parse_target_url(options.qdrant_url)
     if ui and options.api_key and address.kind == "server" and not address.https:
         ui.warn(f"the API key is sent unencrypted to {address.display()}; use https:// for remote servers.")
-    target = QdrantTarget(address, api_key=options.api_key,
-                          skip_tls_verification=options.skip_tls_verification)
-    try:
-        target.check_reachable()
-    except BaseException:
-        target.close()
-        raise
-    return target
+    return open_target(address, api_key=options.api_key, skip_tls_verification=options.skip_tls_verification)
 
 
-def ensure_collection(target: QdrantTarget, plan: Plan, *, create: bool, ui: UI) -> bool:
+def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
     """Create the collection, or prove the existing one fits the plan. True when created."""
     actual = target.shape(plan.collection)
     if actual is None:
@@ -220,8 +261,10 @@ def ensure_collection(target: QdrantTarget, plan: Plan, *, create: bool, ui: UI)
                 f"Collection {plan.collection!r} does not exist and --migration.create-collection is false.",
                 fix="create it first, or drop --migration.create-collection=false to let pg2qdrant create it.",
             )
-        target.create_collection(plan)
-        ui.info(f"Created collection {plan.collection!r}: {plan.shape().describe()}")
+        target.create_collection(plan, collection_options)
+        ui.info(f"Created collection {plan.collection!r}: {plan.shape().describe()}"
+                + (f"; payload indexes: {', '.join(f'{f} ({t})' for f, t in collection_options.payload_indexes)}"
+                   if collection_options.payload_indexes else ""))
         return True
     diffs = shape_differences(plan.shape(), actual)
     if diffs:
@@ -235,64 +278,166 @@ def ensure_collection(target: QdrantTarget, plan: Plan, *, create: bool, ui: UI)
     return False
 
 
+class Writer:
+    """Writes batches as requests bounded by points and bytes, several in flight for a server.
+
+    Every request is sent with wait=true, so a write counts as done (and a range as
+    complete) only once Qdrant has applied it; concurrency comes from requests in
+    flight, not from skipping the acknowledgement.
+    """
+
+    def __init__(self, target, collection: str, *, batch_size: int, delay_s: float, on_written):
+        self.target = target
+        self.collection = collection
+        self.batch_size = batch_size
+        self.max_bytes = target.max_request_bytes
+        self.delay_s = delay_s
+        self.on_written = on_written  # (range_index, points) after Qdrant acknowledged them
+        self.in_flight = max(1, target.max_in_flight)
+        self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer") \
+            if self.in_flight > 1 else None
+        self._pending: set[Future] = set()
+
+    def requests(self, batch: PointBatch) -> Iterator[PointBatch]:
+        """Slices of ``batch`` within the point and (for servers) byte limits."""
+        if self.max_bytes is None:
+            for start in range(0, len(batch), self.batch_size):
+                yield batch.slice(start, start + self.batch_size)
+            return
+        sizes = batch.point_sizes()
+        start = 0
+        while start < len(batch):
+            end, total = start, 0
+            while end < len(batch) and end - start < self.batch_size and (end == start or total + sizes[end] <= self.max_bytes):
+                total += sizes[end]
+                end += 1
+            if sizes[start] > self.max_bytes:
+                raise DataError(
+                    f"Point {batch.ids[start]!r} is about {sizes[start] / 2**20:.1f} MiB, larger than the "
+                    f"{self.max_bytes / 2**20:.0f} MiB we allow per request (the server rejects 32 MiB).",
+                    fix="leave the large columns out with --pg.columns, or raise the server's "
+                        "service.max_request_size_mb and use a smaller --migration.batch-size.",
+                )
+            yield batch.slice(start, end)
+            start = end
+
+    def write(self, range_index: int, batch: PointBatch) -> None:
+        for request in self.requests(batch):
+            if self._pool is None:
+                self._send(range_index, request)
+            else:
+                while len(self._pending) >= self.in_flight:
+                    self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
+                self._pending.add(self._pool.submit(self._send, range_index, request))
+
+    def _send(self, range_index: int, request: PointBatch) -> tuple[int, int]:
+        self.target.upsert(self.collection, request, wait=True)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self._pool is None:
+            self.on_written(range_index, len(request))
+        return range_index, len(request)
+
+    def _collect(self, done) -> None:
+        for future in done:
+            self._pending.discard(future)
+            range_index, n = future.result()  # re-raises the request's error here
+            self.on_written(range_index, n)
+
+    def drain(self) -> None:
+        while self._pending:
+            self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for f in self._pending:
+                f.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 # ---------------------------------------------------------------------------------------
 # The copy
 # ---------------------------------------------------------------------------------------
+
+def plan_read_ranges(plan: Plan, workers: int) -> list[ReadRange]:
+    """Ranges sized so that workers share the work and a range stays a small unit of resume."""
+    total_pages = sum(leaf.pages for leaf in plan.table.leaves)
+    rows = max(plan.table.estimated_rows, 1)
+    rows_per_page = max(rows / total_pages, 1.0) if total_pages else 1.0
+    pages = max(1, int(ROWS_PER_RANGE / rows_per_page))
+    # At least a few ranges per worker, so a slow range does not leave the others idle.
+    if total_pages > 0:
+        pages = max(1, min(pages, total_pages // (RANGES_PER_WORKER * max(workers, 1)) or 1))
+    return reader.plan_ranges(plan.table, server_version=plan.server.version_num, pages_per_range=pages)
+
 
 def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False) -> MigrationResult:
     options.validate()
     address = parse_target_url(options.qdrant_url)  # input errors before any connection
     started = time.monotonic()
     session = open_source(options, ui)
+    target = None
     try:
         plan = session.plan
         if show_plan:
-            from pg2qdrant.ui import render_plan
             render_plan(ui, plan, address.display())
         else:
             for w in plan.warnings:
                 ui.warn(w)
         source_rows = count_rows(session.conn, plan)
-        target = open_target(options, address, ui)
-        try:
-            created = ensure_collection(target, plan, create=options.create_collection, ui=ui)
-            written = _copy(session, target, options, ui, source_rows)
+        ranges = plan_read_ranges(plan, options.num_workers)
+        created = False
+        collection_options = options.collection_options(plan)
+        if not options.dry_run:
+            target = connect_target(options, address, ui)
+            created = ensure_collection(target, plan, collection_options, create=options.create_collection, ui=ui)
+        written = _copy(session, target, ranges, options, ui, source_rows)
+        target_count = 0
+        if target is not None:
+            target.finish_load(plan, collection_options, created)
             target_count = target.count(plan.collection)
-        finally:
-            target.close()
     finally:
+        if target is not None:
+            target.close()
         session.close()
-    result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started, created)
+    result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started, created,
+                             dry_run=options.dry_run, workers=options.num_workers, ranges=len(ranges))
     _check_result(result)
     return result
 
 
-def _copy(session: SourceSession, target: QdrantTarget, options: MigrationOptions, ui: UI,
+def _copy(session: SourceSession, target, ranges: list[ReadRange], options: MigrationOptions, ui: UI,
           source_rows: int) -> int:
-    plan, conn = session.plan, session.conn
-    oids = reader.prepare_connection(conn, plan)
-    mapper = RowMapper(plan)
-    ranges = reader.plan_ranges(plan.table, server_version=plan.server.version_num,
-                                pages_per_range=PAGES_PER_RANGE)
-    written = 0
-    read_batch = max(options.batch_size * 4, 1024)
-    delay = options.batch_delay_ms / 1000.0
-    with ui.progress(source_rows, f"Copying {plan.table.display}") as progress:
-        for rng in ranges:
-            try:
-                for rows in reader.read_range(conn, plan, rng, oids, read_batch):
-                    batch = mapper.map_rows(rows)
-                    for start in range(0, len(batch), options.batch_size):
-                        part = batch.slice(start, start + options.batch_size)
-                        target.upsert(plan.collection, part, wait=True)
-                        written += len(part)
-                        progress.advance(len(part))
-                        if delay:
-                            time.sleep(delay)
-            except psycopg.OperationalError as exc:
-                raise SourceError(f"PostgreSQL failed while reading {rng.describe()}: {redaction.redact(exc)}",
-                                  fix="rerun the same command when the server is back.") from None
-    return written
+    plan = session.plan
+    spec = ReaderSpec(options.pg_url, session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
+                      dry_run=options.dry_run, secrets=redaction.registered())
+    pool = ReaderPool(spec, ranges, options.num_workers)
+    done = 0
+    verb = "Reading and mapping (dry run)" if options.dry_run else "Copying"
+    with ui.progress(source_rows, f"{verb} {plan.table.display}") as progress:
+
+        def written(range_index: int, n: int) -> None:
+            progress.advance(n)
+
+        writer = None if target is None else Writer(
+            target, plan.collection, batch_size=options.batch_size, delay_s=options.batch_delay_ms / 1000.0,
+            on_written=written)
+        pool.start()
+        try:
+            for kind, range_index, payload in pool.messages():
+                if kind == "batch":
+                    writer.write(range_index, payload)
+                    done += len(payload)
+                elif kind == "range_done" and writer is None:
+                    done += payload
+                    progress.advance(payload)
+            if writer is not None:
+                writer.drain()
+        finally:
+            pool.stop()
+            if writer is not None:
+                writer.close()
+    return done
 
 
 def _check_result(result: MigrationResult) -> None:
@@ -307,4 +452,3 @@ def _check_result(result: MigrationResult) -> None:
             "different keys produced the same point ID (for example UUID text that differs only in case).",
             fix="choose a key whose values map to distinct IDs (--pg.key-column), or --migration.id-mode.",
         )
-

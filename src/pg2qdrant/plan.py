@@ -185,6 +185,33 @@ class CollectionShape:
         return "; ".join(parts) or "no vectors"
 
 
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "uuid", "text", "geo")
+_INDEX_TYPE_OF_KIND = {
+    "int": "integer", "float4": "float", "float8": "float", "bool": "bool", "text": "keyword",
+    "uuid": "uuid", "timestamptz": "datetime", "timestamp": "datetime", "date": "datetime",
+}
+
+
+@dataclass(frozen=True)
+class PayloadIndexSpec:
+    field: str
+    type: str  # one of PAYLOAD_INDEX_TYPES
+    source: str  # why: "--qdrant.payload-index" or "btree index <name> in PostgreSQL"
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """How the collection is created and bulk-loaded (only used when we create it)."""
+
+    hnsw_m: int = 16  # restored after the load; 0 keeps the collection without HNSW
+    hnsw_ef_construct: int = 100
+    on_disk: bool | None = None
+    quantization: str | None = None  # "int8"
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    payload_indexes: tuple[tuple[str, str], ...] = ()  # (field, type), created before loading
+
+
 @dataclass(frozen=True)
 class Plan:
     table: TableInfo
@@ -195,6 +222,7 @@ class Plan:
     vectors: tuple[VectorSpec, ...]
     payload: tuple[PayloadSpec, ...]
     warnings: tuple[str, ...] = field(default=())
+    payload_indexes: tuple[PayloadIndexSpec, ...] = field(default=())
 
     @property
     def dense_vectors(self) -> tuple[VectorSpec, ...]:
@@ -314,6 +342,8 @@ def build_plan(
     columns: list[str] | None = None,
     distance_overrides: dict[str, str] | None = None,
     id_mode: str = "native",
+    payload_index_flags: list[str] | None = None,
+    auto_payload_index: bool = True,
 ) -> Plan:
     """Decide the whole mapping from catalog facts and options (raises InputError)."""
     if not collection or not collection.strip():
@@ -345,11 +375,7 @@ def build_plan(
     chosen = [c for c in table.columns if not selected or c.name in selected or c.name in key_columns]
 
     # Vectors.
-    pgvector_needed = []
     vectors_cols = [c for c in chosen if _vector_kind(c) is not None]
-    for c in chosen:
-        if c.type.extension == "vector" and c.type.name not in ("vector", "halfvec", "sparsevec"):
-            pgvector_needed.append(c)
     if not vectors_cols:
         vector_like = [c.name for c in table.columns if _vector_kind(c)]
         if selected and vector_like:
@@ -452,12 +478,43 @@ def build_plan(
         kind, expr, load = _payload_read(col)
         payload.append(PayloadSpec(col.name, col.name, col.declared, kind, read(col, expr, load)))
 
+    indexes = _payload_indexes(table, payload, key_columns, payload_index_flags or [], auto_payload_index)
     if table.relkind in ("v", "f"):
         warnings.append(
             f"{table.display} is a {'view' if table.relkind == 'v' else 'foreign table'}: it is read "
             "by one worker in one pass (no physical ranges).")
     return Plan(table, server, collection, tuple(reads), key, tuple(vectors), tuple(payload),
-                tuple(warnings))
+                tuple(warnings), indexes)
+
+
+def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: list[str],
+                     flags: list[str], auto: bool) -> tuple[PayloadIndexSpec, ...]:
+    """Payload indexes to create before loading: the flags, plus mirrors of btree-indexed scalars."""
+    by_name = {p.name: p for p in payload}
+    out: dict[str, PayloadIndexSpec] = {}
+    for item in _split_list(flags):
+        name, _, typ = item.partition(":")
+        name, typ = name.strip(), typ.strip().lower()
+        if name not in by_name:
+            raise InputError(f"--qdrant.payload-index {item!r}: {name!r} is not a migrated payload column.",
+                             fix=f"payload columns are: {', '.join(by_name) or 'none'}.")
+        if not typ:
+            typ = _INDEX_TYPE_OF_KIND.get(by_name[name].kind, "")
+            if not typ:
+                raise InputError(f"--qdrant.payload-index {item!r}: no default index type for "
+                                 f"{by_name[name].declared}.",
+                                 fix=f"give the type: {name}:keyword (one of {', '.join(PAYLOAD_INDEX_TYPES)}).")
+        if typ not in PAYLOAD_INDEX_TYPES:
+            raise InputError(f"--qdrant.payload-index {item!r}: unknown index type {typ!r}.",
+                             fix=f"use one of {', '.join(PAYLOAD_INDEX_TYPES)}.")
+        out[name] = PayloadIndexSpec(name, typ, "--qdrant.payload-index")
+    if auto:
+        for column in table.btree_columns:
+            spec = by_name.get(column)
+            typ = _INDEX_TYPE_OF_KIND.get(spec.kind) if spec else None
+            if spec and typ and column not in out and column not in key_columns:
+                out[column] = PayloadIndexSpec(column, typ, "btree index in PostgreSQL")
+    return tuple(out.values())
 
 
 def shape_differences(expected: CollectionShape, actual: CollectionShape) -> list[str]:

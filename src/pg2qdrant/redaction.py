@@ -46,6 +46,12 @@ def register_url(url: str | None) -> None:
         register(match.group("pw"))
 
 
+def registered() -> tuple[str, ...]:
+    """The secrets known so far (handed to reader processes, which redact on their own)."""
+    with _lock:
+        return tuple(_secrets)
+
+
 def redact(text: object) -> str:
     """Return ``text`` with every registered secret and URL password masked."""
     s = str(text)

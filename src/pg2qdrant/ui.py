@@ -194,5 +194,12 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     for p in plan.payload:
         pt.add_row(p.name, p.declared, p.description)
     ui.out.print(pt)
+    if plan.payload_indexes:
+        it = Table(title="Payload indexes (created before loading)", title_justify="left")
+        for col in ("field", "index type", "because"):
+            it.add_column(col)
+        for p in plan.payload_indexes:
+            it.add_row(p.field, p.type, p.source)
+        ui.out.print(it)
     for w in plan.warnings:
         ui.warn(w)

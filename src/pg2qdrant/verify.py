@@ -9,6 +9,7 @@ what Qdrant returns, field by field and vector by vector.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -62,8 +63,22 @@ def json_type(v: Any) -> str:
     return type(v).__name__
 
 
-def same_json(expected: Any, actual: Any) -> str | None:
-    """None when equal in value and JSON type (int stays int, null stays null); else why not."""
+def ulps_apart(a: float, b: float) -> int:
+    """Distance between two doubles in units in the last place."""
+    ia, ib = (struct.unpack("<q", struct.pack("<d", x))[0] for x in (a, b))
+    # Map the sign-magnitude bit patterns onto a monotonic integer line.
+    ia = ia if ia >= 0 else -(2**63) - ia
+    ib = ib if ib >= 0 else -(2**63) - ib
+    return abs(ia - ib)
+
+
+def same_json(expected: Any, actual: Any, float_ulps: int = 0) -> str | None:
+    """None when equal in value and JSON type (int stays int, null stays null); else why not.
+
+    ``float_ulps`` tolerates floats that differ by that many units in the last place
+    (Qdrant Edge re-parses payload floats with serde_json's default parser, which is
+    not exact; see README "Known target limitations").
+    """
     te, ta = json_type(expected), json_type(actual)
     if te != ta:
         return f"type {te} became {ta}"
@@ -71,7 +86,7 @@ def same_json(expected: Any, actual: Any) -> str | None:
         if len(expected) != len(actual):
             return f"list of {len(expected)} became {len(actual)} items"
         for i, (e, a) in enumerate(zip(expected, actual)):
-            why = same_json(e, a)
+            why = same_json(e, a, float_ulps)
             if why:
                 return f"[{i}]: {why}"
         return None
@@ -81,12 +96,16 @@ def same_json(expected: Any, actual: Any) -> str | None:
             extra = sorted(set(actual) - set(expected))
             return f"keys differ (missing {missing}, extra {extra})"
         for k in expected:
-            why = same_json(expected[k], actual[k])
+            why = same_json(expected[k], actual[k], float_ulps)
             if why:
                 return f".{k}: {why}"
         return None
-    if te == "float" and math.isnan(expected) and math.isnan(actual):
-        return None
+    if te == "float" and expected != actual:
+        if math.isnan(expected) and math.isnan(actual):
+            return None
+        if math.isfinite(expected) and math.isfinite(actual):
+            n = ulps_apart(expected, actual)
+            return None if n <= float_ulps else f"float differs by {n} ULP"
     return None if expected == actual else "value differs"
 
 
@@ -125,7 +144,7 @@ def compare_vector(spec: VectorSpec, expected: Any, actual: Any) -> str | None:
     return None
 
 
-def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any]) -> list[Mismatch]:
+def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any], *, float_ulps: int = 0) -> list[Mismatch]:
     """Every expected point of ``batch`` against the records Qdrant returned for their IDs."""
     by_id = {_norm_id(r.id): r for r in records}
     specs = {v.name: v for v in plan.vectors}
@@ -142,7 +161,7 @@ def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any]) -> lis
                 out.append(Mismatch(pid, name, value, "<absent>", "field missing (null dropped?)"
                                     if value is None else "field missing"))
                 continue
-            why = same_json(value, payload[name])
+            why = same_json(value, payload[name], float_ulps)
             if why:
                 out.append(Mismatch(pid, name, value, payload[name], why))
         for name in sorted(set(payload) - set(expected_payload)):

@@ -14,13 +14,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, TargetError
-from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.plan import CollectionShape, Plan
+from pg2qdrant.mapping import PointBatch
+from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 
 GRPC_PORT = 6334
 REST_PORT = 6333
@@ -28,6 +27,10 @@ REST_PORT = 6333
 # reference tool's users hit it, its issue 30). Raise the client's limit to the server's.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 120
+# Keep each write request well under the server's 32 MiB limit (estimated size).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Qdrant's bulk-load advice: 2-4 requests in flight (or one per shard).
+SERVER_REQUESTS_IN_FLIGHT = 4
 
 T = TypeVar("T")
 
@@ -100,29 +103,14 @@ def _shape_of(info: models.CollectionInfo) -> CollectionShape:
     return CollectionShape(dense, frozenset((params.sparse_vectors or {}).keys()))
 
 
-def _dense_list(values: np.ndarray) -> list[float]:
-    return values.astype(np.float32, copy=False).tolist()
-
-
-def _sparse_model(value: SparseValue) -> models.SparseVector:
-    return models.SparseVector(indices=value.indices.tolist(), values=value.values.tolist())
+def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
+    return models.SparseVector.model_construct(indices=indices, values=values)
 
 
 def points_of(batch: PointBatch) -> list[models.PointStruct]:
     """PointStructs without pydantic re-validation (values are already the right types)."""
-    dense = {name: (col.values.astype(np.float32, copy=False).tolist(), col.present)
-             for name, col in batch.dense.items()}
-    points = []
-    for i, pid in enumerate(batch.ids):
-        vector: dict[str, Any] = {}
-        for name, (rows, present) in dense.items():
-            if present[i]:
-                vector[name] = rows[i]
-        for name, values in batch.sparse.items():
-            if values[i] is not None:
-                vector[name] = _sparse_model(values[i])
-        points.append(models.PointStruct.model_construct(id=pid, vector=vector, payload=batch.payloads[i]))
-    return points
+    return [models.PointStruct.model_construct(id=pid, vector=vector, payload=payload)
+            for pid, vector, payload in batch.points(_sparse)]
 
 
 class QdrantTarget:
@@ -186,17 +174,43 @@ class QdrantTarget:
             return None
         return _shape_of(self.call("read the collection", lambda: self.client.get_collection(collection)))
 
-    def create_collection(self, plan: Plan, *, on_disk: bool | None = None,
-                          hnsw: models.HnswConfigDiff | None = None, **extra: Any) -> None:
+    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+        quantization = None
+        if options.quantization == "int8":
+            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, always_ram=True))
         vectors = {
             v.name: models.VectorParams(size=v.size, distance=models.Distance(v.distance),
-                                        datatype=models.Datatype(v.datatype), on_disk=on_disk)
+                                        datatype=models.Datatype(v.datatype), on_disk=options.on_disk)
             for v in plan.dense_vectors
         }
-        sparse = {v.name: models.SparseVectorParams() for v in plan.sparse_vectors}
+        sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk))
+                  for v in plan.sparse_vectors}
         self.call("create the collection", lambda: self.client.create_collection(
             plan.collection, vectors_config=vectors, sparse_vectors_config=sparse or None,
-            hnsw_config=hnsw, **extra))
+            # m=0 defers HNSW building until every point is in (finish_load restores m).
+            hnsw_config=models.HnswConfigDiff(m=0, ef_construct=options.hnsw_ef_construct),
+            quantization_config=quantization, shard_number=options.shard_number,
+            replication_factor=options.replication_factor))
+        for field, kind in options.payload_indexes:
+            self.call(f"create the payload index on {field}", lambda: self.client.create_payload_index(
+                plan.collection, field_name=field, field_schema=models.PayloadSchemaType(kind), wait=True))
+
+    def finish_load(self, plan: Plan, options: CollectionOptions, created: bool) -> None:
+        """Restore HNSW's m on a collection we created with m=0; Qdrant then builds the index."""
+        if created and options.hnsw_m > 0:
+            self.call("enable HNSW indexing", lambda: self.client.update_collection(
+                plan.collection, hnsw_config=models.HnswConfigDiff(m=options.hnsw_m,
+                                                                   ef_construct=options.hnsw_ef_construct)))
+
+    @property
+    def max_in_flight(self) -> int:
+        """Concurrent write requests: several for a server, one for the in-process local mode."""
+        return SERVER_REQUESTS_IN_FLIGHT if self.address.kind == "server" else 1
+
+    @property
+    def max_request_bytes(self) -> int | None:
+        return MAX_REQUEST_BYTES if self.address.kind == "server" else None
 
     def delete_collection(self, collection: str) -> None:
         self.call("delete the collection", lambda: self.client.delete_collection(collection))

@@ -1,0 +1,194 @@
+"""Qdrant Edge target: Qdrant's own engine in-process (``qdrant-edge-py``, beta, pinned).
+
+``edge:DIR`` with ``--qdrant.collection NAME`` writes the shard ``DIR/NAME``, so one
+folder can hold several collections like a Qdrant storage directory. The same
+plan, mapping and checks apply as for a server; HNSW building is deferred to
+the end of the load (built by ``optimize()``) unless ``--qdrant.hnsw-m 0``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pg2qdrant.errors import InputError, TargetError
+from pg2qdrant.mapping import PointBatch
+from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
+from pg2qdrant.target.qdrant import TargetAddress
+
+CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
+
+
+def _edge():
+    try:
+        import qdrant_edge
+    except ImportError:
+        raise InputError("The Qdrant Edge target needs the qdrant-edge-py package.",
+                         fix="pip install 'pg2qdrant[edge]'") from None
+    return qdrant_edge
+
+
+_DATATYPES = {"float32": "Float32", "float16": "Float16", "uint8": "Uint8"}
+_PAYLOAD_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool",
+                  "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo"}
+
+
+class EdgeTarget:
+    """One Edge shard per collection, under the ``edge:`` folder."""
+
+    max_in_flight = 1  # the shard is an in-process engine that holds the GIL while writing
+    max_request_bytes = None  # no network request: no size limit
+
+    def __init__(self, address: TargetAddress):
+        self.address = address
+        self.root = Path(address.path)
+        self._shards: dict[str, Any] = {}
+
+    def path(self, collection: str) -> Path:
+        return self.root / collection
+
+    def shard(self, collection: str):
+        if collection not in self._shards:
+            edge = _edge()
+            path = self.path(collection)
+            if not (path / CONFIG_FILE).exists():
+                raise InputError(f"No Edge shard for collection {collection!r} at {path}.",
+                                 fix="run migrate first, or check --qdrant.url edge:DIR and --qdrant.collection.")
+            try:
+                self._shards[collection] = edge.EdgeShard.load(str(path))
+            except Exception as exc:
+                raise _translate(exc, f"open the Edge shard at {path}") from None
+        return self._shards[collection]
+
+    # -- collection --------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        _edge()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"Cannot create the Edge folder {self.root}: {exc}.",
+                             fix="choose a writable folder in --qdrant.url edge:DIR.") from None
+
+    def shape(self, collection: str) -> CollectionShape | None:
+        config_file = self.path(collection) / CONFIG_FILE
+        if not config_file.exists():
+            return None
+        config = json.loads(config_file.read_text())
+        dense = {name: (p["size"], p["distance"], (p.get("datatype") or "float32").lower())
+                 for name, p in (config.get("vectors") or {}).items()}
+        return CollectionShape(dense, frozenset((config.get("sparse_vectors") or {}).keys()))
+
+    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+        edge = _edge()
+        vectors = {
+            v.name: edge.EdgeVectorParams(
+                size=v.size, distance=getattr(edge.Distance, v.distance),
+                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]),
+                on_disk=options.on_disk)
+            for v in plan.dense_vectors
+        }
+        sparse = {v.name: edge.EdgeSparseVectorParams() for v in plan.sparse_vectors}
+        config = edge.EdgeConfig(
+            vectors=vectors or None, sparse_vectors=sparse or None,
+            # m=0: no HNSW while loading; finish_load() builds it once, at the end.
+            hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=options.hnsw_ef_construct, full_scan_threshold=10000),
+        )
+        path = self.path(plan.collection)
+        try:
+            shard = edge.EdgeShard.create(str(path), config)
+        except Exception as exc:
+            raise _translate(exc, f"create the Edge shard at {path}") from None
+        self._shards[plan.collection] = shard
+        for field, kind in options.payload_indexes:
+            shard.update(edge.UpdateOperation.create_field_index(
+                field, getattr(edge.PayloadSchemaType, _PAYLOAD_TYPES[kind])))
+
+    def finish_load(self, plan: Plan, options: CollectionOptions, created: bool) -> None:
+        """Build HNSW now that every point is in (skipped for an existing shard or m=0)."""
+        shard = self.shard(plan.collection)
+        shard.flush()
+        if not created or options.hnsw_m == 0:
+            return
+        edge = _edge()
+        shard.close()
+        del self._shards[plan.collection]
+        vectors = {
+            v.name: edge.EdgeVectorParams(
+                size=v.size, distance=getattr(edge.Distance, v.distance),
+                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
+            for v in plan.dense_vectors
+        }
+        sparse = {v.name: edge.EdgeSparseVectorParams() for v in plan.sparse_vectors}
+        config = edge.EdgeConfig(
+            vectors=vectors or None, sparse_vectors=sparse or None,
+            hnsw_config=edge.HnswIndexConfig(m=options.hnsw_m, ef_construct=options.hnsw_ef_construct,
+                                             full_scan_threshold=10000),
+            # Index every segment, however small (the default threshold would leave small
+            # collections unindexed).
+            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1),
+        )
+        shard = edge.EdgeShard.load(str(self.path(plan.collection)), config)
+        self._shards[plan.collection] = shard
+        shard.optimize()
+        shard.flush()
+
+    def delete_collection(self, collection: str) -> None:
+        import shutil
+        shard = self._shards.pop(collection, None)
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(self.path(collection), ignore_errors=True)
+
+    # -- points ------------------------------------------------------------------------
+    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
+        edge = _edge()
+        points = edge_points(batch, edge)
+        try:
+            self.shard(collection).update(edge.UpdateOperation.upsert_points(points))
+        except Exception as exc:
+            raise _translate(exc, "write points") from None
+
+    def flush(self, collection: str) -> None:
+        self.shard(collection).flush()
+
+    def count(self, collection: str) -> int:
+        return self.shard(collection).count(_edge().CountRequest(exact=True))
+
+    def retrieve(self, collection: str, ids: list, *, with_vectors: bool = True) -> list:
+        return self.shard(collection).retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+
+    def scroll(self, collection: str, *, batch: int = 1000, with_vectors: bool = False,
+               with_payload: bool | list[str] = True) -> Iterator[Any]:
+        edge = _edge()
+        offset = None
+        while True:
+            records, offset = self.shard(collection).scroll(edge.ScrollRequest(
+                offset=offset, limit=batch, with_payload=with_payload, with_vector=with_vectors))
+            yield from records
+            if offset is None:
+                return
+
+    def delete_points(self, collection: str, ids: Iterable) -> None:
+        self.shard(collection).update(_edge().UpdateOperation.delete_points(list(ids)))
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            try:
+                shard.flush()
+                shard.close()
+            except Exception:
+                pass
+        self._shards.clear()
+
+
+def edge_points(batch: PointBatch, edge) -> list:
+    return [edge.Point(pid, vector, payload) for pid, vector, payload in batch.points(edge.SparseVector, buffers=True)]
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    text = f"{type(exc).__name__}: {exc}"
+    if "lock" in text.lower() or "already" in text.lower():
+        return InputError(f"Qdrant Edge could not {what}: {text}",
+                          fix="another process has this shard open; stop it or use another folder.")
+    return TargetError(f"Qdrant Edge failed to {what}: {text}")

@@ -1,0 +1,52 @@
+"""Shared test helpers: build tables, compare a whole collection with its source table."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+
+from pg2qdrant.plan import build_plan
+from pg2qdrant.source import catalog
+from pg2qdrant.verify import compare_points, fetch_source_batch
+
+
+def vector_literal(v) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def fill_items(conn: psycopg.Connection, table: str, rows: int, dim: int = 16, *, key: str = "bigint",
+               seed: int = 3, start: int = 1) -> None:
+    """Rows with a key, a few payload columns (some NULL) and a random vector."""
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(rows, dim)).astype(np.float32)
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY {table} (id, title, n, score, v) FROM STDIN") as copy:
+            for i in range(rows):
+                k = start + i
+                key_value = k if key != "text" else f"key-{k}"
+                copy.write_row((key_value, None if k % 10 == 0 else f"title {k}", k * 3,
+                                None if k % 7 == 0 else float(k) / 3, vector_literal(vecs[i])))
+
+
+def source_plan(url: str, table: str, collection: str = "c", **kwargs):
+    with psycopg.connect(url, autocommit=True) as conn:
+        server = catalog.server_info(conn)
+        info = catalog.describe_table(conn, table)
+        return build_plan(info, server, collection=collection, **kwargs)
+
+
+def assert_collection_equals_table(url: str, table: str, target, collection: str = "c", *, float_ulps: int = 0,
+                                  **plan_kwargs) -> int:
+    """Every row is a point with the same payload and vectors, and there is no other point."""
+    plan = source_plan(url, table, collection, **plan_kwargs)
+    with psycopg.connect(url, autocommit=True) as conn:
+        expected = fetch_source_batch(conn, plan)
+    ids = list(expected.ids)
+    records = []
+    for start in range(0, len(ids), 500):
+        records.extend(target.retrieve(collection, ids[start:start + 500]))
+    mismatches = compare_points(plan, expected, records, float_ulps=float_ulps)
+    assert not mismatches, [m.describe() for m in mismatches[:5]]
+    count = target.count(collection)
+    assert count == len(ids), f"{count} points for {len(ids)} rows"
+    return count

@@ -1,0 +1,170 @@
+"""Parallel, snapshot-consistent copy: exact results with 1, 2 and 4 workers, even under concurrent writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import migrate_args
+from helpers import assert_collection_equals_table, fill_items
+from pg2qdrant import pipeline
+from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+
+
+@pytest.fixture
+def small_ranges(monkeypatch):
+    """Many small ranges, so that even small test tables are split across workers."""
+    monkeypatch.setattr(pipeline, "ROWS_PER_RANGE", 150)
+    monkeypatch.setattr(pipeline, "READ_BATCH_ROWS", 64)
+
+
+def open_local(path) -> QdrantTarget:
+    return QdrantTarget(parse_target_url(f"local:{path}"))
+
+
+TABLES = {
+    "plain": "CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))",
+    "text_key": "CREATE TABLE t (id text PRIMARY KEY, title text, n int, score float8, v vector(16))",
+    "partitioned": """
+        CREATE TABLE t (id bigint, title text, n int, score float8, v vector(16), PRIMARY KEY (id))
+            PARTITION BY RANGE (id);
+        CREATE TABLE t_a PARTITION OF t FOR VALUES FROM (MINVALUE) TO (700);
+        CREATE TABLE t_b PARTITION OF t FOR VALUES FROM (700) TO (1500);
+        CREATE TABLE t_c PARTITION OF t FOR VALUES FROM (1500) TO (MAXVALUE);
+    """,
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_parallel_copy_is_exact(db, qdrant_path, cli, small_ranges, kind, workers):
+    db.execute(TABLES[kind])
+    with db.connect() as conn:
+        fill_items(conn, "t", 2000, key="text" if kind == "text_key" else "bigint")
+        conn.execute("ANALYZE t")
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.num-workers", str(workers), "-b", "100")
+    assert r.exit_code == 0, r.output
+    assert f"{workers} / " in r.stdout  # workers / ranges line of the summary
+    target = open_local(qdrant_path)
+    try:
+        assert assert_collection_equals_table(db.url, "t", target) == 2000
+    finally:
+        target.close()
+
+
+def _wait_for_copy(url: str, timeout: float = 30.0) -> None:
+    """Until a pg2qdrant reader has issued its COPY (so the snapshot has been taken)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            # The last statement of a reader (it may already wait, idle in its transaction).
+            n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg2qdrant' "
+                             "AND query LIKE 'COPY%'").fetchone()[0]
+            if n:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the copy never started")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_writes_do_not_leak_into_the_copy(db, qdrant_path, cli, small_ranges, workers):
+    """Inserts, updates and deletes committed while the copy runs are not in the result: it is the snapshot."""
+    db.execute(TABLES["plain"])
+    with db.connect() as conn:
+        fill_items(conn, "t", 1500)
+        conn.execute("ANALYZE t")
+        conn.execute("CREATE TABLE before_copy AS TABLE t")  # the state the copy must reproduce
+    changed = threading.Event()
+
+    def application():
+        _wait_for_copy(db.url)
+        with db.connect() as conn:
+            with conn.transaction():
+                conn.execute("INSERT INTO t SELECT id + 100000, 'new', 0, 0, v FROM t WHERE id <= 300")
+                conn.execute("UPDATE t SET title = 'changed', v = '[9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9]' "
+                             "WHERE id % 3 = 0")
+                conn.execute("DELETE FROM t WHERE id % 5 = 0")
+        changed.set()
+
+    app = threading.Thread(target=application)
+    app.start()
+    # A delay per request keeps the copy running while the application writes.
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.num-workers", str(workers), "-b", "50",
+            "--migration.batch-delay", "40")
+    app.join()
+    assert r.exit_code == 0, r.output
+    assert changed.is_set()
+    live = db.execute("SELECT count(*) FROM t")[0][0]
+    assert live != 1500  # the application really changed the table
+    target = open_local(qdrant_path)
+    try:
+        assert assert_collection_equals_table(db.url, "before_copy", target, key_columns=["id"]) == 1500
+    finally:
+        target.close()
+
+
+def test_dry_run_reads_everything_and_writes_nothing(db, qdrant_path, cli, small_ranges):
+    db.execute(TABLES["plain"])
+    with db.connect() as conn:
+        fill_items(conn, "t", 700)
+        conn.execute("ANALYZE t")
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.dry-run", "--migration.num-workers", "2")
+    assert r.exit_code == 0, r.output
+    assert "Dry run summary" in r.stdout and "700" in r.stdout
+    assert not qdrant_path.exists()
+
+
+def test_dry_run_finds_a_bad_row_while_reading(db, qdrant_path, cli, small_ranges, monkeypatch):
+    monkeypatch.setattr(pipeline, "DIMENSION_PRECHECK_MAX_ROWS", 0)  # as for a huge table
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector)")
+    db.execute("INSERT INTO t SELECT i, '[1,2,3]' FROM generate_series(1, 500) i")
+    db.execute("INSERT INTO t VALUES (501, '[1,2]')")
+    db.execute("ANALYZE t")
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.dry-run", "--migration.num-workers", "2")
+    assert r.exit_code == 2, r.output
+    assert "id=501 has 2" in r.stderr and "Traceback" not in r.output
+
+
+class _Target:
+    """Just the attributes the Writer reads (no Qdrant involved): for request slicing."""
+
+    max_in_flight = 1
+
+    def __init__(self, max_bytes):
+        self.max_request_bytes = max_bytes
+        self.requests = []
+
+    def upsert(self, collection, batch, wait=True):
+        self.requests.append(len(batch))
+
+
+def _batch(n, payload_size):
+    import numpy as np
+
+    from pg2qdrant.mapping import DenseColumn, PointBatch
+    return PointBatch(ids=list(range(n)), payloads=[{"t": "x" * payload_size} for _ in range(n)],
+                      dense={"v": DenseColumn(np.zeros((n, 8), np.float32), np.ones(n, bool))})
+
+
+def test_writer_bounds_requests_by_points_and_bytes():
+    from pg2qdrant.pipeline import Writer
+    written = []
+    target = _Target(max_bytes=10_000)
+    w = Writer(target, "c", batch_size=50, delay_s=0, on_written=lambda r, n: written.append(n))
+    w.write(0, _batch(120, 10))  # small points: bounded by count
+    assert target.requests == [50, 50, 20]
+    target.requests.clear()
+    w.write(0, _batch(30, 3000))  # ~3 KB points: 3 per 10 KB request
+    assert target.requests == [3] * 10
+    assert sum(written) == 150
+
+
+def test_writer_refuses_a_single_point_over_the_request_limit():
+    from pg2qdrant.errors import DataError
+    from pg2qdrant.pipeline import Writer
+    w = Writer(_Target(max_bytes=1000), "c", batch_size=50, delay_s=0, on_written=lambda r, n: None)
+    with pytest.raises(DataError, match="larger than"):
+        w.write(0, _batch(2, 5000))
