@@ -150,8 +150,14 @@ class SourceSession:
             self.conn.close()
 
 
-def open_source(options: MigrationOptions, ui: UI) -> SourceSession:
-    """Connect, describe the table, build the plan and run the pre-write checks."""
+def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None) -> SourceSession:
+    """Connect, describe the table, build the plan and run the pre-write checks.
+
+    Everything happens in one REPEATABLE READ READ ONLY transaction whose snapshot
+    the readers import. With ``snapshot_id`` (a replication slot's exported
+    snapshot, for a gap-free hand-off to `sync`) that snapshot is imported
+    instead of exporting a new one.
+    """
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
         server = catalog.server_info(conn)
@@ -160,7 +166,10 @@ def open_source(options: MigrationOptions, ui: UI) -> SourceSession:
                 f"The pgvector extension is not installed in database {server.database!r}.",
                 fix="connect to the database that holds your embeddings (the last part of --pg.url).",
             )
-        snapshot_id = snapshot.begin_snapshot(conn)
+        if snapshot_id is None:
+            snapshot_id = snapshot.begin_snapshot(conn)
+        else:
+            snapshot.attach_snapshot(conn, snapshot_id)
         table = catalog.describe_table(conn, options.table)
         pgvector_feature_check(server, table)
         plan = build_plan(table, server, collection=options.collection, key_columns=options.key_columns,
@@ -371,11 +380,13 @@ def plan_read_ranges(plan: Plan, workers: int) -> list[ReadRange]:
     return reader.plan_ranges(plan.table, server_version=plan.server.version_num, pages_per_range=pages)
 
 
-def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False) -> MigrationResult:
+def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
+            snapshot_id: str | None = None) -> MigrationResult:
+    """Copy the table; with ``snapshot_id`` the copy reads that exported snapshot (see open_source)."""
     options.validate()
     address = parse_target_url(options.qdrant_url)  # input errors before any connection
     started = time.monotonic()
-    session = open_source(options, ui)
+    session = open_source(options, ui, snapshot_id=snapshot_id)
     target = None
     try:
         plan = session.plan

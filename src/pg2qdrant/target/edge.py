@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pg2qdrant.errors import InputError, TargetError
-from pg2qdrant.mapping import PointBatch
+from pg2qdrant.mapping import PointBatch, SparseValue
+from pg2qdrant.target import operations as ops
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 from pg2qdrant.target.qdrant import TargetAddress
 
@@ -169,6 +170,32 @@ class EdgeTarget:
             if offset is None:
                 return
 
+    def apply(self, collection: str, operations: list[ops.Operation], *, wait: bool = True) -> None:
+        """Apply operations in order (each is an Edge update operation)."""
+        edge = _edge()
+        shard = self.shard(collection)
+        try:
+            for op in operations:
+                for update in _edge_operations(op, edge):
+                    shard.update(update)
+        except Exception as exc:
+            raise _translate(exc, "apply changes") from None
+
+    def search(self, collection: str, vector_name: str, query: Any, limit: int, *, exact: bool) -> list[tuple[Any, float]]:
+        edge = _edge()
+        if isinstance(query, SparseValue):
+            query = edge.SparseVector(query.indices.tolist(), query.values.tolist())
+        else:
+            query = [float(x) for x in query]
+        hits = self.shard(collection).query(edge.QueryRequest(
+            limit=limit, query=edge.Query.Nearest(query, using=vector_name or None), with_payload=False,
+            params=edge.SearchParams(exact=exact)))
+        return [(h.id, h.score) for h in hits]
+
+    def index_status(self, collection: str) -> tuple[int, int, bool]:
+        info = self.shard(collection).info()
+        return info.indexed_vectors_count, info.points_count, True  # optimize() is synchronous
+
     def delete_points(self, collection: str, ids: Iterable) -> None:
         self.shard(collection).update(_edge().UpdateOperation.delete_points(list(ids)))
 
@@ -184,6 +211,30 @@ class EdgeTarget:
 
 def edge_points(batch: PointBatch, edge) -> list:
     return [edge.Point(pid, vector, payload) for pid, vector, payload in batch.points(edge.SparseVector, buffers=True)]
+
+
+def _edge_vector(value: Any, edge) -> Any:
+    if isinstance(value, SparseValue):
+        return edge.SparseVector(value.indices.tolist(), value.values.tolist())
+    return [float(x) for x in value]
+
+
+def _edge_operations(op: ops.Operation, edge) -> list:
+    U = edge.UpdateOperation
+    if isinstance(op, ops.Upsert):
+        return [U.upsert_points(edge_points(op.batch, edge))]
+    if isinstance(op, ops.SetPayload):
+        return [U.set_payload([op.point_id], op.payload)]
+    if isinstance(op, ops.UpdateVectors):
+        vectors = {name: _edge_vector(v, edge) for name, v in op.vectors.items()}
+        return [U.update_vectors([edge.PointVectors(op.point_id, vectors)])]
+    if isinstance(op, ops.DeleteVectors):
+        return [U.delete_vectors([op.point_id], list(op.names))]
+    if isinstance(op, ops.DeletePoints):
+        return [U.delete_points(list(op.ids))] if op.ids else []
+    if isinstance(op, ops.ClearCollection):
+        return [U.delete_points_by_filter(edge.Filter())]
+    raise TypeError(f"unknown operation {op!r}")
 
 
 def _translate(exc: Exception, what: str) -> Exception:

@@ -18,7 +18,8 @@ from qdrant_client import QdrantClient, models
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, TargetError
-from pg2qdrant.mapping import PointBatch
+from pg2qdrant.mapping import PointBatch, SparseValue
+from pg2qdrant.target import operations as ops
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 
 GRPC_PORT = 6334
@@ -237,6 +238,32 @@ class QdrantTarget:
             if offset is None:
                 return
 
+    def apply(self, collection: str, operations: list[ops.Operation], *, wait: bool = True) -> None:
+        """Apply operations in order, as one request (the server applies a batch in order)."""
+        converted = [c for op in operations for c in _client_operations(op)]
+        if converted:
+            self.call("apply changes", lambda: self.client.batch_update_points(
+                collection, update_operations=converted, wait=wait))
+
+    def search(self, collection: str, vector_name: str, query: Any, limit: int, *, exact: bool) -> list[tuple[Any, float]]:
+        """(id, score) of the nearest points; ``exact`` forces a full scan (no HNSW)."""
+        if isinstance(query, SparseValue):
+            query = _sparse(query.indices.tolist(), query.values.tolist())
+        elif not isinstance(query, list):
+            query = [float(x) for x in query]
+        # Local mode always searches exhaustively (and warns about search_params).
+        params = models.SearchParams(exact=exact) if self.address.kind == "server" else None
+        result = self.call("search", lambda: self.client.query_points(
+            collection, query=query, using=vector_name or None, limit=limit, with_payload=False,
+            search_params=params))
+        return [(p.id, p.score) for p in result.points]
+
+    def index_status(self, collection: str) -> tuple[int, int, bool]:
+        """(indexed vectors, points, optimizer idle): HNSW recall means something only once indexed."""
+        info = self.call("read the collection", lambda: self.client.get_collection(collection))
+        idle = info.status == models.CollectionStatus.GREEN
+        return info.indexed_vectors_count or 0, info.points_count or 0, idle
+
     def delete_points(self, collection: str, ids: Iterable) -> None:
         ids = list(ids)
         self.call("delete points", lambda: self.client.delete(
@@ -247,6 +274,31 @@ class QdrantTarget:
             self.client.close()
         except Exception:  # closing must not hide the real outcome
             pass
+
+
+def _vector_value(value: Any) -> Any:
+    if isinstance(value, SparseValue):
+        return _sparse(value.indices.tolist(), value.values.tolist())
+    return [float(x) for x in value]
+
+
+def _client_operations(op: ops.Operation) -> list:
+    if isinstance(op, ops.Upsert):
+        return [models.UpsertOperation(upsert=models.PointsList(points=points_of(op.batch)))]
+    if isinstance(op, ops.SetPayload):
+        return [models.SetPayloadOperation(set_payload=models.SetPayload(payload=op.payload, points=[op.point_id]))]
+    if isinstance(op, ops.UpdateVectors):
+        vectors = {name: _vector_value(v) for name, v in op.vectors.items()}
+        return [models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+            points=[models.PointVectors(id=op.point_id, vector=vectors)]))]
+    if isinstance(op, ops.DeleteVectors):
+        return [models.DeleteVectorsOperation(delete_vectors=models.DeleteVectors(
+            points=[op.point_id], vector=list(op.names)))]
+    if isinstance(op, ops.DeletePoints):
+        return [models.DeleteOperation(delete=models.PointIdsList(points=list(op.ids)))] if op.ids else []
+    if isinstance(op, ops.ClearCollection):
+        return [models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter()))]
+    raise TypeError(f"unknown operation {op!r}")
 
 
 def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:
