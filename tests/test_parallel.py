@@ -28,6 +28,8 @@ def open_local(path) -> QdrantTarget:
 TABLES = {
     "plain": "CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))",
     "text_key": "CREATE TABLE t (id text PRIMARY KEY, title text, n int, score float8, v vector(16))",
+    # No index on the key: physical (ctid) ranges instead of key ranges.
+    "no_key_index": "CREATE TABLE t (id bigint NOT NULL, title text, n int, score float8, v vector(16))",
     "partitioned": """
         CREATE TABLE t (id bigint, title text, n int, score float8, v vector(16), PRIMARY KEY (id))
             PARTITION BY RANGE (id);
@@ -45,12 +47,14 @@ def test_parallel_copy_is_exact(db, qdrant_path, cli, small_ranges, kind, worker
     with db.connect() as conn:
         fill_items(conn, "t", 2000, key="text" if kind == "text_key" else "bigint")
         conn.execute("ANALYZE t")
-    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.num-workers", str(workers), "-b", "100")
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.num-workers", str(workers), "-b", "100",
+            "--pg.key-column", "id")
     assert r.exit_code == 0, r.output
     assert f"{workers} / " in r.stdout  # workers / ranges line of the summary
+    assert ("page ranges" if kind == "no_key_index" else "key ranges") in r.stdout
     target = open_local(qdrant_path)
     try:
-        assert assert_collection_equals_table(db.url, "t", target) == 2000
+        assert assert_collection_equals_table(db.url, "t", target, key_columns=["id"]) == 2000
     finally:
         target.close()
 

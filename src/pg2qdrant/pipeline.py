@@ -106,17 +106,23 @@ class MigrationResult:
     dry_run: bool = False
     workers: int = 1
     ranges: int = 1
+    range_kind: str = "key"
 
     @property
     def rate(self) -> float:
         return self.points_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ranges_text(self) -> str:
+        kind = {"key": "key ranges", "ctid": "page ranges", "all": "one pass"}.get(self.range_kind, self.range_kind)
+        return f"{self.workers} / {self.ranges} {kind}"
 
     def summary(self, target: str) -> Summary:
         if self.dry_run:
             return Summary("Dry run summary (nothing written)", [
                 ("source", f"{self.plan.table.display} ({self.source_rows:,} rows in the snapshot)"),
                 ("rows read, mapped and validated", f"{self.points_written:,}"),
-                ("workers / ranges", f"{self.workers} / {self.ranges}"),
+                ("workers / ranges", self.ranges_text),
                 ("time", f"{self.seconds:,.1f} s"),
                 ("rate", f"{self.rate:,.0f} rows/s"),
             ])
@@ -125,7 +131,7 @@ class MigrationResult:
             ("target", f"{self.plan.collection} at {target}"),
             ("points written", f"{self.points_written:,}"),
             ("points in collection", f"{self.target_count:,}"),
-            ("workers / ranges", f"{self.workers} / {self.ranges}"),
+            ("workers / ranges", self.ranges_text),
             ("time", f"{self.seconds:,.1f} s"),
             ("rate", f"{self.rate:,.0f} rows/s"),
         ])
@@ -368,16 +374,21 @@ class Writer:
 # The copy
 # ---------------------------------------------------------------------------------------
 
-def plan_read_ranges(plan: Plan, workers: int) -> list[ReadRange]:
-    """Ranges sized so that workers share the work and a range stays a small unit of resume."""
-    total_pages = sum(leaf.pages for leaf in plan.table.leaves)
+def plan_read_ranges(conn: psycopg.Connection, plan: Plan, workers: int) -> list[ReadRange]:
+    """Ranges sized so that workers share the work and a range stays a small unit of resume.
+
+    Key ranges when the key allows (safe to resume across snapshots), else page ranges.
+    """
     rows = max(plan.table.estimated_rows, 1)
-    rows_per_page = max(rows / total_pages, 1.0) if total_pages else 1.0
-    pages = max(1, int(ROWS_PER_RANGE / rows_per_page))
-    # At least a few ranges per worker, so a slow range does not leave the others idle.
-    if total_pages > 0:
-        pages = max(1, min(pages, total_pages // (RANGES_PER_WORKER * max(workers, 1)) or 1))
-    return reader.plan_ranges(plan.table, server_version=plan.server.version_num, pages_per_range=pages)
+    wanted = max(-(-rows // ROWS_PER_RANGE), 1)
+    if rows >= ROWS_PER_RANGE // 4:  # a few ranges per worker keep them all busy until the end
+        wanted = max(wanted, RANGES_PER_WORKER * max(workers, 1))
+    key = reader.key_range_column(plan)
+    if key is not None:
+        return reader.plan_key_ranges(conn, plan, key[0], key[1], wanted)
+    total_pages = sum(leaf.pages for leaf in plan.table.leaves)
+    pages = max(1, -(-total_pages // wanted)) if total_pages else 1
+    return reader.plan_ctid_ranges(plan.table, server_version=plan.server.version_num, pages_per_range=pages)
 
 
 def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
@@ -396,7 +407,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             for w in plan.warnings:
                 ui.warn(w)
         source_rows = count_rows(session.conn, plan)
-        ranges = plan_read_ranges(plan, options.num_workers)
+        ranges = plan_read_ranges(session.conn, plan, options.num_workers)
         created = False
         collection_options = options.collection_options(plan)
         if not options.dry_run:
@@ -412,7 +423,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             target.close()
         session.close()
     result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started, created,
-                             dry_run=options.dry_run, workers=options.num_workers, ranges=len(ranges))
+                             dry_run=options.dry_run, workers=min(options.num_workers, len(ranges) or 1),
+                             ranges=len(ranges), range_kind=ranges[0].kind if ranges else "all")
     _check_result(result)
     return result
 

@@ -1,11 +1,20 @@
-"""Reading the table: binary COPY over physical (ctid) ranges, inside one snapshot.
+"""Reading the table: binary COPY over ranges, inside one snapshot.
 
 Binary COPY is the fastest way out of PostgreSQL (notes/02: ~100k rows/s of
 768-d vectors here, against ~48k for a binary cursor and ~4k for text).
-Ranges are physical page ranges of each leaf relation (``ctid`` range scans,
-PostgreSQL 14+): they need no key, no ORDER BY and no OFFSET, they split a
-table evenly for parallel workers, and the plan of ranges is deterministic for
-a given table size, so it can be recorded and resumed.
+
+A range is the unit of parallel work and of resume. Two kinds:
+
+- **key ranges** ``lower <= key < upper`` when the point key is one column
+  with a btree index (a primary key, typically). Boundaries are quantiles of a
+  repeatable sample, so they follow the key's real distribution. They are
+  preferred because they stay valid across runs: a resumed run (which reads a
+  new snapshot) cannot miss a row that an UPDATE moved to another page.
+- **ctid ranges** (pages ``[first, end)`` of each leaf relation, Tid Range Scan,
+  PostgreSQL 14+) when there is no such key: no index or ORDER BY needed.
+
+Views and foreign tables are read in one pass. The ranges are recorded in the
+resume state, so a resumed run never re-derives different boundaries.
 """
 
 from __future__ import annotations
@@ -21,24 +30,34 @@ from pg2qdrant.source import adapters
 from pg2qdrant.source.catalog import TableInfo
 
 TID_RANGE_SCAN_MIN_VERSION = 140000  # Tid Range Scan: ctid ranges read only their pages
+SAMPLE_KEYS_PER_RANGE = 50  # sampled keys per boundary: smooths the quantiles
+SAMPLE_SEED = 0  # TABLESAMPLE ... REPEATABLE: the same table gives the same boundaries
 
 
 @dataclass(frozen=True)
 class ReadRange:
-    """Rows of one leaf relation whose ctid page is in [first_page, end_page)."""
+    """Rows of the table in one range (see module docstring for the kinds)."""
 
     index: int
+    kind: str  # key | ctid | all
     schema: str
     relation: str
-    first_page: int | None  # None: from the start
-    end_page: int | None  # None: to the end (the last range stays open: the table may grow)
-    only: bool = True  # False for views and foreign tables (read as a whole)
+    first_page: int | None = None  # ctid: None = from the start
+    end_page: int | None = None  # ctid: None = to the end (the table may grow)
+    key_column: str | None = None  # key
+    key_type: str | None = None  # key: SQL type the boundaries are cast to
+    lower: str | None = None  # key: text of the inclusive lower bound (None: unbounded)
+    upper: str | None = None  # key: text of the exclusive upper bound (None: unbounded)
+    only: bool = True  # ctid: read this relation alone (leaves are listed separately)
 
     def describe(self) -> str:
         where = f"{self.schema}.{self.relation}"
-        if self.first_page is None and self.end_page is None:
-            return where
-        return f"{where} pages [{self.first_page or 0}, {'end' if self.end_page is None else self.end_page})"
+        if self.kind == "key":
+            return f"{where} {self.key_column} in [{self.lower or '-inf'}, {self.upper or '+inf'})"
+        if self.kind == "ctid" and (self.first_page is not None or self.end_page is not None):
+            end = "end" if self.end_page is None else self.end_page
+            return f"{where} pages [{self.first_page or 0}, {end})"
+        return where
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -48,37 +67,87 @@ class ReadRange:
         return cls(**data)
 
 
-def plan_ranges(table: TableInfo, *, server_version: int, pages_per_range: int) -> list[ReadRange]:
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def key_range_column(plan: Plan) -> tuple[str, str] | None:
+    """(column, SQL type) when the plan's key suits key ranges: one column led by a btree index."""
+    table = plan.table
+    if len(plan.key.columns) != 1 or table.relkind in ("v", "f"):
+        return None
+    column = plan.key.columns[0]
+    col = table.column(column)
+    if column not in table.btree_columns or col is None or col.type.category == "A":
+        return None
+    return column, f"{_quote(col.type.schema)}.{_quote(col.type.name)}"
+
+
+def plan_key_ranges(conn: psycopg.Connection, plan: Plan, column: str, type_sql: str,
+                    ranges: int) -> list[ReadRange]:
+    """Boundaries at quantiles of a repeatable sample of the key (in the caller's snapshot)."""
+    table = plan.table
+    base = dict(kind="key", schema=table.schema, relation=table.name, key_column=column, key_type=type_sql)
+    if ranges <= 1:
+        return [ReadRange(0, **base)]
+    rows = max(table.estimated_rows, 1)
+    percent = min(100.0, 100.0 * SAMPLE_KEYS_PER_RANGE * ranges / rows)
+    fractions = [i / ranges for i in range(1, ranges)]
+    row = conn.execute(
+        sql.SQL("SELECT percentile_disc({f}::float8[]) WITHIN GROUP (ORDER BY {k})::text[] "
+                "FROM {t} TABLESAMPLE SYSTEM ({p}) REPEATABLE ({seed}) WHERE {k} IS NOT NULL").format(
+            f=sql.Literal(fractions), k=sql.Identifier(column), t=table.ident,
+            p=sql.Literal(percent), seed=sql.Literal(SAMPLE_SEED)),
+    ).fetchone()
+    cuts: list[str] = []
+    for value in (row[0] if row and row[0] else []):
+        if value is not None and (not cuts or value != cuts[-1]):
+            cuts.append(value)
+    bounds = [None, *cuts, None]
+    return [ReadRange(i, lower=bounds[i], upper=bounds[i + 1], **base) for i in range(len(bounds) - 1)]
+
+
+def plan_ctid_ranges(table: TableInfo, *, server_version: int, pages_per_range: int) -> list[ReadRange]:
     """Split every leaf into page ranges of ``pages_per_range`` (one range if ranges can't be used)."""
     ranges: list[ReadRange] = []
     if table.relkind in ("v", "f"):
-        return [ReadRange(0, table.schema, table.name, None, None, only=False)]
+        return [ReadRange(0, "all", table.schema, table.name, only=False)]
     split = server_version >= TID_RANGE_SCAN_MIN_VERSION and pages_per_range > 0
     for leaf in table.leaves:
-        if leaf.relkind in ("v", "f"):
-            ranges.append(ReadRange(len(ranges), leaf.schema, leaf.name, None, None, only=True))
-            continue
-        if not split or leaf.pages <= pages_per_range:
-            ranges.append(ReadRange(len(ranges), leaf.schema, leaf.name, None, None))
+        if leaf.relkind in ("v", "f") or not split or leaf.pages <= pages_per_range:
+            ranges.append(ReadRange(len(ranges), "ctid", leaf.schema, leaf.name))
             continue
         start = 0
         while start + pages_per_range < leaf.pages:
-            ranges.append(ReadRange(len(ranges), leaf.schema, leaf.name, start or None, start + pages_per_range))
+            ranges.append(ReadRange(len(ranges), "ctid", leaf.schema, leaf.name, start or None,
+                                    start + pages_per_range))
             start += pages_per_range
-        ranges.append(ReadRange(len(ranges), leaf.schema, leaf.name, start, None))
+        ranges.append(ReadRange(len(ranges), "ctid", leaf.schema, leaf.name, start, None))
     return ranges
+
+
+def _conditions(rng: ReadRange) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    if rng.kind == "ctid":
+        if rng.first_page is not None:
+            out.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({rng.first_page},0)")))
+        if rng.end_page is not None:
+            out.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({rng.end_page},0)")))
+    elif rng.kind == "key":
+        key, typ = sql.Identifier(rng.key_column), sql.SQL(rng.key_type)  # type built from catalog names
+        if rng.lower is not None:
+            out.append(sql.SQL("{} >= {}::{}").format(key, sql.Literal(rng.lower), typ))
+        if rng.upper is not None:
+            out.append(sql.SQL("{} < {}::{}").format(key, sql.Literal(rng.upper), typ))
+    return out
 
 
 def select_statement(plan: Plan, rng: ReadRange) -> sql.Composed:
     columns = sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads)  # built from quoted names
     source = sql.Identifier(rng.schema, rng.relation)
-    conditions = []
-    if rng.first_page is not None:
-        conditions.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({rng.first_page},0)")))
-    if rng.end_page is not None:
-        conditions.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({rng.end_page},0)")))
+    conditions = _conditions(rng)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
-    only = sql.SQL("ONLY ") if rng.only else sql.SQL("")
+    only = sql.SQL("ONLY ") if rng.kind == "ctid" and rng.only else sql.SQL("")
     return sql.SQL("SELECT {cols} FROM {only}{src}{where}").format(cols=columns, only=only, src=source, where=where)
 
 
