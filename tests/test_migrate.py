@@ -338,7 +338,9 @@ def test_rerun_into_matching_collection_is_idempotent(db, qdrant_path, cli, open
                "INSERT INTO m SELECT i, 't', '[1,2,3]' FROM generate_series(1, 50) i")
     assert cli(*migrate_args(db, "m", qdrant_path)).exit_code == 0
     r = cli(*migrate_args(db, "m", qdrant_path))
-    assert r.exit_code == 0 and "matches the plan" in r.stderr
+    assert r.exit_code == 0 and "already complete" in r.stderr and "--migration.restart" in r.stderr
+    r = cli(*migrate_args(db, "m", qdrant_path), "--migration.restart")
+    assert r.exit_code == 0 and "matches the plan" in r.stderr and "50 rows in the snapshot" in r.stdout
     assert open_qdrant(qdrant_path).count("c").count == 50
 
 

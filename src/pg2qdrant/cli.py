@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Any, Callable
 
@@ -125,8 +127,17 @@ def migration_options(fn: Callable) -> Callable:
                   "Ignore saved progress and copy everything again."),
         bool_flag("--migration.create-collection", "create_collection", True,
                   "Create the collection when it does not exist.", "-c"),
-        opt("--migration.offsets-collection", "offsets_collection", default="_migration_offsets",
-            show_default=True, help="Collection that stores resume checkpoints in the target."),
+        opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state",
+            show_default=True, help="Collection that stores resume checkpoints in the target (qdrant-client "
+                                    "targets; an edge: target keeps them in a file in its folder)."),
+        opt("--migration.state-file", "state_file", default=None,
+            help="Keep resume checkpoints in this local JSON file instead of the target."),
+        opt("--migration.max-retries", "max_retries", type=int, default=5, show_default=True,
+            help="Retries of a transient failure (Qdrant request, PostgreSQL range read)."),
+        opt("--migration.retry-deadline", "retry_deadline", type=float, default=300.0, show_default=True,
+            help="Seconds one request may spend retrying."),
+        opt("--migration.range-rows", "range_rows", type=int, default=None,
+            help="Rows per range, the unit of parallel work and of resume (default 50,000)."),
         bool_flag("--migration.dry-run", "dry_run", False,
                   "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
         opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference"]), default="native",
@@ -149,6 +160,14 @@ def _setup_logging(debug: bool) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, kill) stops a run like Ctrl-C: progress is saved first."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Turn our errors into a message + exit code; anything unexpected too (traceback only with --debug)."""
 
@@ -156,6 +175,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
         _setup_logging(debug)
+        _stop_on_sigterm()
         ui = UI()
         try:
             return fn(*args, ui=ui, **kwargs)
@@ -165,7 +185,7 @@ def handle_errors(fn: Callable) -> Callable:
             ui.error(exc.render())
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            ui.error(Interrupted("Interrupted.").render())
+            ui.error(Interrupted("Interrupted.", fix="rerun the same command to resume.").render())
             sys.exit(Interrupted.exit_code)
         except click.exceptions.Exit:
             raise
@@ -202,6 +222,10 @@ def build_migration_options(kw: dict):
     _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
                 "--qdrant.collection": kw["qdrant_collection"]})
     workers = kw["num_workers"] if kw["num_workers"] != 0 else (os.cpu_count() or 1)
+    if kw["range_rows"] is not None and kw["range_rows"] <= 0:
+        from pg2qdrant.errors import InputError
+        raise InputError(f"--migration.range-rows must be positive (got {kw['range_rows']}).",
+                         fix="use e.g. --migration.range-rows 50000.")
     return MigrationOptions(
         pg_url=kw["pg_url"], table=kw["pg_table"], collection=kw["qdrant_collection"],
         qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
@@ -213,7 +237,9 @@ def build_migration_options(kw: dict):
         hnsw_m=kw["hnsw_m"], hnsw_ef_construct=kw["hnsw_ef_construct"], on_disk=kw["on_disk"] or None,
         quantization=kw["quantization"], shard_number=kw["shard_number"],
         replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
-        auto_payload_index=not kw["no_auto_payload_index"],
+        auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
+        state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
+        range_rows=kw["range_rows"],
     )
 
 
@@ -279,6 +305,87 @@ def inspect_cmd(ui: UI, **kw: Any) -> None:
         render_plan(ui, session.plan)
     finally:
         session.close()
+
+
+@main.group("state")
+def state_group() -> None:
+    """Show or remove saved migration progress (resume checkpoints)."""
+
+
+def _state_store_for(ui: UI, kw: dict):
+    from pg2qdrant.pipeline import MigrationOptions, connect_target, state_store
+    options = MigrationOptions(pg_url="", table="", collection="", qdrant_url=kw["qdrant_url"],
+                               api_key=kw["qdrant_api_key"], offsets_collection=kw["offsets_collection"],
+                               state_file=kw["state_file"], skip_tls_verification=kw["skip_tls_verification"])
+    target = connect_target(options, ui=ui)
+    return target, state_store(options, target)
+
+
+def _state_options(fn: Callable) -> Callable:
+    for decorator in reversed([
+        opt("--qdrant.url", "qdrant_url", default="http://localhost:6334", show_default=True,
+            help="The target whose saved progress to show."),
+        opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
+            help="Qdrant API key."),
+        opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state", show_default=True,
+            help="Collection holding the progress records."),
+        opt("--migration.state-file", "state_file", default=None, help="Local JSON file holding them instead."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+@state_group.command("list")
+@_state_options
+@global_options
+@handle_errors
+def state_list(ui: UI, **kw: Any) -> None:
+    """List saved migrations: table, collection, ranges done, status."""
+    import datetime
+    from rich.table import Table
+    target, store = _state_store_for(ui, kw)
+    try:
+        states = store.list()
+    finally:
+        target.close()
+    if not states:
+        ui.info(f"No saved migration progress in {store.describe()}.")
+        return
+    table = Table(title=f"Saved migrations ({store.describe()})", title_justify="left")
+    for col in ("id", "source table", "collection", "ranges done", "rows done", "status", "updated"):
+        table.add_column(col)
+    for st in sorted(states, key=lambda x: x.updated_at):
+        updated = datetime.datetime.fromtimestamp(st.updated_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        table.add_row(st.state_id[:12], f"{st.source.get('database')}.{st.source.get('table')}", st.collection,
+                      f"{len(st.done)}/{len(st.ranges)}", f"{st.rows_done:,}", st.status, updated)
+    ui.out.print(table)
+
+
+@state_group.command("clear")
+@click.argument("state_ids", nargs=-1)
+@click.option("--all", "clear_all", is_flag=True, help="Remove every saved record in this store.")
+@_state_options
+@global_options
+@handle_errors
+def state_clear(ui: UI, state_ids: tuple[str, ...], clear_all: bool, **kw: Any) -> None:
+    """Remove saved progress by id (prefixes from `state list` work), or --all."""
+    from pg2qdrant.errors import InputError
+    if not state_ids and not clear_all:
+        raise InputError("Name the records to remove, or pass --all.",
+                         fix="see their ids with `pg2qdrant state list`.")
+    target, store = _state_store_for(ui, kw)
+    try:
+        states = store.list()
+        chosen = states if clear_all else [s for s in states if any(s.state_id.startswith(p) for p in state_ids)]
+        unknown = [p for p in state_ids if not any(s.state_id.startswith(p) for s in states)]
+        if unknown:
+            raise InputError(f"No saved migration with id {', '.join(unknown)} in {store.describe()}.",
+                             fix="see the ids with `pg2qdrant state list`.")
+        for st in chosen:
+            store.delete(st.state_id)
+            ui.info(f"Removed {st.state_id[:12]} ({st.source.get('table')} -> {st.collection}).")
+    finally:
+        target.close()
 
 
 @main.command("demo")

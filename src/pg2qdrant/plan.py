@@ -517,6 +517,20 @@ def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: 
     return tuple(out.values())
 
 
+def plan_fingerprint(plan: Plan) -> str:
+    """A hash of everything that decides what the points look like (for resume: a changed plan
+    must not resume a copy made with another one)."""
+    import hashlib
+    import json
+    parts = {
+        "reads": [(r.sql, r.load_type) for r in plan.reads],
+        "key": [plan.key.columns, plan.key.kinds, plan.key.mode],
+        "vectors": [(v.name, v.kind, v.size, v.distance, v.datatype) for v in plan.vectors],
+        "payload": [(p.name, p.kind) for p in plan.payload],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def shape_differences(expected: CollectionShape, actual: CollectionShape) -> list[str]:
     """Human sentences naming every difference between the plan and an existing collection."""
     diffs: list[str] = []

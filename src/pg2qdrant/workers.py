@@ -7,17 +7,27 @@ Python, and threads would share one interpreter lock). Workers send mapped
 bounded queue, so memory stays flat however large the table is: when the
 writer is slower, readers wait.
 
-Messages on the result queue:
-  ("batch", range_index, PointBatch)
-  ("range_done", range_index, rows_read)
-  ("error", worker_id, exception)
+Tasks are (ReadRange, attempt); a range that fails because PostgreSQL dropped
+the connection is reported and the coordinator queues it again (the worker
+reconnects); rows already written by the failed attempt are harmless, since
+writes are idempotent upserts by point ID.
+
+Messages on the result queue (``tag`` is (range index, attempt)):
+  ("batch", tag, PointBatch)
+  ("range_done", tag, rows_read)
+  ("range_failed", tag, message)
+  ("note", worker_id, message)
+  ("error", worker_id, exception)   fatal
   ("exit", worker_id, None)
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import queue
+import signal
+import time
 import threading
 import traceback
 from dataclasses import dataclass
@@ -37,6 +47,8 @@ from pg2qdrant.source.reader import ReadRange
 # (a 1,024-row batch of 1536-d vectors is ~6 MiB).
 QUEUE_BATCHES_PER_WORKER = 3
 POLL_S = 0.2
+RECONNECT_PAUSE_S = 1.0  # first pause before re-reading a range PostgreSQL dropped (a restart takes ~1 s)
+RECONNECT_MAX_PAUSE_S = 30.0  # pauses double per attempt up to this
 
 
 @dataclass(frozen=True)
@@ -58,43 +70,89 @@ def read_and_map(conn: psycopg.Connection, spec: ReaderSpec, rng: ReadRange, map
         yield mapper.map_rows(rows)
 
 
-def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop) -> None:
+def _ignore_interrupts_and_die_with_parent() -> None:
+    """Ctrl-C reaches the whole process group: the coordinator handles it, workers do not
+    print tracebacks. If the coordinator is killed (even with SIGKILL), workers go too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the parent check in _put() still ends us
+        pass
+
+
+def _open(spec: ReaderSpec, results, stop, worker_id: int) -> tuple[psycopg.Connection, list[int]]:
+    """Connect and import the snapshot (a fresh one if the coordinator's is gone)."""
+    conn = connect.connect(spec.pg_url, autocommit=True)
+    try:
+        snapshot.attach_snapshot(conn, spec.snapshot_id)
+    except psycopg.Error:
+        conn.rollback() if not conn.autocommit else conn.execute("ROLLBACK")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        _put(results, ("note", worker_id, "the copy's snapshot is gone (server restarted?); remaining "
+                                          "ranges are read in a newer snapshot"), stop)
+    return conn, reader.prepare_connection(conn, spec.plan)
+
+
+def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop, in_process: bool = True) -> None:
+    if in_process:
+        _ignore_interrupts_and_die_with_parent()
     for secret in spec.secrets:
         redaction.register(secret)
     conn = None
+    mapper = RowMapper(spec.plan)
     try:
-        conn = connect.connect(spec.pg_url, autocommit=True)
-        snapshot.attach_snapshot(conn, spec.snapshot_id)
-        oids = reader.prepare_connection(conn, spec.plan)
-        mapper = RowMapper(spec.plan)
         while not stop.is_set():
-            rng = tasks.get()
-            if rng is None:
-                break
-            rows = 0
-            for batch in read_and_map(conn, spec, rng, mapper, oids):
-                rows += len(batch)
-                if not spec.dry_run:
-                    _put(results, ("batch", rng.index, batch), stop)
-                if stop.is_set():
+            try:
+                task = tasks.get(timeout=POLL_S)
+            except queue.Empty:
+                if not _parent_alive():
                     return
-            _put(results, ("range_done", rng.index, rows), stop)
+                continue
+            if task is None:
+                break
+            rng, attempt = task
+            tag = (rng.index, attempt)
+            if attempt:  # a retried range: give a restarting server time, more each attempt
+                time.sleep(min(RECONNECT_MAX_PAUSE_S, RECONNECT_PAUSE_S * 2 ** (attempt - 1)))
+            try:
+                if conn is None or conn.closed:
+                    conn, oids = _open(spec, results, stop, worker_id)
+                rows = 0
+                for batch in read_and_map(conn, spec, rng, mapper, oids):
+                    rows += len(batch)
+                    if not spec.dry_run:
+                        _put(results, ("batch", tag, batch), stop)
+                    if stop.is_set():
+                        return
+                _put(results, ("range_done", tag, rows), stop)
+            except (psycopg.OperationalError, SourceError) as exc:
+                _close(conn)
+                conn = None
+                text = exc.message if isinstance(exc, SourceError) else str(exc)
+                _put(results, ("range_failed", tag, redaction.redact(text)), stop)
         _put(results, ("exit", worker_id, None), stop)
     except Pg2QdrantError as exc:
         _put(results, ("error", worker_id, exc), stop)
-    except psycopg.OperationalError as exc:
-        _put(results, ("error", worker_id, SourceError(
-            f"PostgreSQL failed while reading: {redaction.redact(exc)}",
-            fix="rerun the same command when the server is back.")), stop)
     except BaseException as exc:  # report, never hang the coordinator
         detail = redaction.redact("".join(traceback.format_exception(exc)))
         _put(results, ("error", worker_id, RuntimeError(f"reader {worker_id} failed: {detail}")), stop)
     finally:
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        _close(conn)
+
+
+def _close(conn) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
 
 
 def _put(results, message, stop) -> None:
@@ -104,12 +162,13 @@ def _put(results, message, stop) -> None:
             results.put(message, timeout=POLL_S)
             return
         except queue.Full:
-            if stop.is_set():
+            if stop.is_set() or not _parent_alive():
                 return
 
 
 class ReaderPool:
-    """N readers over a list of ranges; iterate :meth:`messages` until all have exited."""
+    """N readers over a queue of ranges; iterate :meth:`messages`, :meth:`requeue` failed ranges,
+    :meth:`finish` once every range is complete."""
 
     def __init__(self, spec: ReaderSpec, ranges: list[ReadRange], workers: int):
         self.spec = spec
@@ -128,16 +187,25 @@ class ReaderPool:
             self.results = queue.Queue(maxsize=QUEUE_BATCHES_PER_WORKER)
             self.stop_event = threading.Event()
             self._procs = [threading.Thread(target=_worker, name="pg2qdrant-reader", daemon=True,
-                                            args=(spec, 0, self.tasks, self.results, self.stop_event))]
+                                            args=(spec, 0, self.tasks, self.results, self.stop_event, False))]
         for rng in ranges:
-            self.tasks.put(rng)
-        for _ in range(self.workers):
-            self.tasks.put(None)
+            self.tasks.put((rng, 0))
+        self._finished = False
 
     def start(self) -> "ReaderPool":
         for p in self._procs:
             p.start()
         return self
+
+    def requeue(self, rng: ReadRange, attempt: int) -> None:
+        self.tasks.put((rng, attempt))
+
+    def finish(self) -> None:
+        """No more ranges: let every worker exit."""
+        if not self._finished:
+            self._finished = True
+            for _ in range(self.workers):
+                self.tasks.put(None)
 
     def messages(self) -> Iterator[tuple]:
         alive = self.workers
@@ -148,7 +216,7 @@ class ReaderPool:
                 if self.use_processes and not any(p.is_alive() for p in self._procs):
                     # Every process is gone without saying goodbye: killed from outside.
                     raise SourceError("All reader processes exited unexpectedly.",
-                                      fix="rerun; if it repeats, run with --migration.num-workers 1 --debug.")
+                                      fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.")
                 continue
             kind = message[0]
             if kind == "exit":

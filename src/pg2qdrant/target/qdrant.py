@@ -17,9 +17,11 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from qdrant_client import QdrantClient, models
 
 from pg2qdrant import redaction
-from pg2qdrant.errors import InputError, TargetError
+from pg2qdrant.errors import DataError, InputError, TargetError
+from pg2qdrant.retry import RetryPolicy, call_with_retries
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.target import operations as ops
+from pg2qdrant.target.checkpoints import CollectionStateStore
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 
 GRPC_PORT = 6334
@@ -118,8 +120,11 @@ class QdrantTarget:
     """One collection in Qdrant, reached with qdrant-client (server, local or in-memory)."""
 
     def __init__(self, address: TargetAddress, *, api_key: str | None = None,
-                 skip_tls_verification: bool = False, timeout: int = REQUEST_TIMEOUT_S):
+                 skip_tls_verification: bool = False, timeout: int = REQUEST_TIMEOUT_S,
+                 retry: RetryPolicy | None = None):
         self.address = address
+        self.retry = retry or RetryPolicy()
+        self.retries = 0  # transient failures retried (reported in the summary)
         redaction.register(api_key)
         if address.kind == "memory":
             self.client = QdrantClient(location=":memory:")
@@ -157,18 +162,26 @@ class QdrantTarget:
                 ) from None
             raise
 
-    # -- error translation -------------------------------------------------------------
+    # -- error translation and retries ---------------------------------------------------
     def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one client call: transient failures are retried, the rest become our errors."""
+        def counted(attempt: int, exc: BaseException, delay: float) -> None:
+            self.retries += 1
         try:
-            return fn()
+            return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what,
+                                     on_retry=counted)
         except (InputError, TargetError):
             raise
         except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
-            raise translate_error(exc, what, self.address) from None
+            raise translate_error(exc, what, self.address) from exc
 
     # -- collection --------------------------------------------------------------------
     def check_reachable(self) -> None:
-        self.call("connect", lambda: self.client.get_collections())
+        """Fail fast before anything is written: no retries (a rerun is free at this point)."""
+        try:
+            self.client.get_collections()
+        except Exception as exc:
+            raise translate_error(exc, "connect", self.address) from exc
 
     def shape(self, collection: str) -> CollectionShape | None:
         if not self.call("check the collection", lambda: self.client.collection_exists(collection)):
@@ -213,13 +226,30 @@ class QdrantTarget:
     def max_request_bytes(self) -> int | None:
         return MAX_REQUEST_BYTES if self.address.kind == "server" else None
 
+    def state_store(self, collection: str):
+        """Migration progress kept in the target itself (see target/checkpoints.py)."""
+        return _RetryingStateStore(CollectionStateStore(self.client, collection), self)
+
     def delete_collection(self, collection: str) -> None:
         self.call("delete the collection", lambda: self.client.delete_collection(collection))
 
     # -- points ------------------------------------------------------------------------
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
+        """Write points; a request the server rejects as too large is split in halves and retried."""
         points = points_of(batch)
-        self.call("write points", lambda: self.client.upsert(collection, points=points, wait=wait))
+        try:
+            self.call("write points", lambda: self.client.upsert(collection, points=points, wait=wait))
+        except TargetError as exc:
+            if not is_too_large(exc.__cause__) or len(batch) <= 1:
+                if len(batch) == 1 and is_too_large(exc.__cause__):
+                    raise DataError(
+                        f"Qdrant rejected point {batch.ids[0]!r} as too large: {exc.message}",
+                        fix="leave large columns out with --pg.columns, or raise the server's "
+                            "service.max_request_size_mb.") from None
+                raise
+            half = len(batch) // 2
+            self.upsert(collection, batch.slice(0, half), wait=wait)
+            self.upsert(collection, batch.slice(half, len(batch)), wait=wait)
 
     def count(self, collection: str) -> int:
         return self.call("count points", lambda: self.client.count(collection, exact=True).count)
@@ -276,6 +306,28 @@ class QdrantTarget:
             pass
 
 
+class _RetryingStateStore:
+    """The collection state store, its calls retried and translated like every other call."""
+
+    def __init__(self, store: CollectionStateStore, target: "QdrantTarget"):
+        self.store, self.target = store, target
+
+    def describe(self) -> str:
+        return self.store.describe()
+
+    def load(self, state_id):
+        return self.target.call("read the migration state", lambda: self.store.load(state_id))
+
+    def save(self, state) -> None:
+        self.target.call("save the migration state", lambda: self.store.save(state))
+
+    def list(self):
+        return self.target.call("list migration states", self.store.list)
+
+    def delete(self, state_id) -> bool:
+        return self.target.call("delete a migration state", lambda: self.store.delete(state_id))
+
+
 def _vector_value(value: Any) -> Any:
     if isinstance(value, SparseValue):
         return _sparse(value.indices.tolist(), value.values.tolist())
@@ -299,6 +351,56 @@ def _client_operations(op: ops.Operation) -> list:
     if isinstance(op, ops.ClearCollection):
         return [models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter()))]
     raise TypeError(f"unknown operation {op!r}")
+
+
+_TRANSIENT_STATUS = {429, 502, 503, 504}
+_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+_TRANSPORT_NAMES = ("ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout",
+                    "WriteTimeout", "ConnectTimeout", "PoolTimeout", "ConnectionResetError",
+                    "ConnectionRefusedError", "BrokenPipeError", "IncompleteRead")
+
+
+def _grpc_code(exc: BaseException) -> str | None:
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            return code().name
+        except Exception:
+            return None
+    return None
+
+
+def is_too_large(exc: BaseException | None) -> bool:
+    """The server refused the request for its size: splitting it (not retrying it) helps."""
+    if exc is None:
+        return False
+    text = f"{exc}".lower()
+    if getattr(exc, "status_code", None) == 413:
+        return True
+    return any(s in text for s in ("too large", "payload too large", "larger than max", "message length",
+                                   "max_request_size"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: overload, restarts, dropped connections; never input or auth errors."""
+    if is_too_large(exc):
+        return False
+    status = getattr(exc, "status_code", None)
+    if status in _TRANSIENT_STATUS:
+        return True
+    if status is not None:
+        return "please retry" in f"{exc}".lower()
+    code = _grpc_code(exc)
+    if code is not None:
+        return code in _TRANSIENT_GRPC
+    chain: BaseException | None = exc
+    seen: set[int] = set()
+    while chain is not None and id(chain) not in seen:  # ResponseHandlingException wraps httpx's as .source
+        seen.add(id(chain))
+        if type(chain).__name__ in _TRANSPORT_NAMES or "please retry" in f"{chain}".lower():
+            return True
+        chain = getattr(chain, "source", None) or chain.__cause__ or chain.__context__
+    return False
 
 
 def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:

@@ -1,0 +1,172 @@
+"""Durable migration progress, for resume.
+
+Progress is kept **in the target by default**, so a rerun from another machine
+resumes: in a vector-less collection (``--migration.offsets-collection``,
+default ``_pg2qdrant_state``) for qdrant-client targets, and in a JSON file
+inside the ``edge:`` folder for Qdrant Edge. ``--migration.state-file PATH``
+keeps it in a local JSON file instead.
+
+One state record per (source system, database, table, collection, plan): runs
+of other tables or collections never touch each other's records. A record
+holds the ranges themselves (so a resumed run reads exactly the same
+boundaries) and which ranges are complete. A range is marked complete only
+after Qdrant acknowledged every write of it (writes are sent with wait=true).
+Nothing secret is stored: no URL, no password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_STATE_COLLECTION = "_pg2qdrant_state"
+STATE_VERSION = 1
+
+
+@dataclass
+class MigrationState:
+    state_id: str
+    source: dict[str, Any]  # system identifier, database, table (no credentials)
+    collection: str
+    plan_fingerprint: str
+    ranges: list[dict[str, Any]]
+    done: dict[str, int] = field(default_factory=dict)  # range index (str for JSON) -> rows
+    status: str = "running"  # running | complete
+    collection_created: bool = False  # by this migration: HNSW is enabled when it completes
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    version: int = STATE_VERSION
+
+    @property
+    def rows_done(self) -> int:
+        return sum(self.done.values())
+
+    def mark_done(self, range_index: int, rows: int) -> None:
+        self.done[str(range_index)] = rows
+        self.updated_at = time.time()
+
+    def is_done(self, range_index: int) -> bool:
+        return str(range_index) in self.done
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MigrationState":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def state_id_for(source: dict[str, Any], collection: str, plan_fingerprint: str) -> str:
+    text = json.dumps({"source": source, "collection": collection, "plan": plan_fingerprint}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class StateStore(Protocol):
+    def load(self, state_id: str) -> MigrationState | None: ...
+    def save(self, state: MigrationState) -> None: ...
+    def list(self) -> list[MigrationState]: ...
+    def delete(self, state_id: str) -> bool: ...
+    def describe(self) -> str: ...
+
+
+class CollectionStateStore:
+    """State records as payload-only points of a vector-less collection in the target."""
+
+    def __init__(self, client, collection: str = DEFAULT_STATE_COLLECTION):
+        self.client = client  # a qdrant_client.QdrantClient
+        self.collection = collection
+
+    def describe(self) -> str:
+        return f"collection {self.collection!r} in the target"
+
+    @staticmethod
+    def _point_id(state_id: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "pg2qdrant-state:" + state_id))
+
+    def _ensure(self) -> None:
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(self.collection, vectors_config={})
+
+    def load(self, state_id: str) -> MigrationState | None:
+        if not self.client.collection_exists(self.collection):
+            return None
+        records = self.client.retrieve(self.collection, [self._point_id(state_id)], with_payload=True)
+        return MigrationState.from_json(json.loads(records[0].payload["state"])) if records else None
+
+    def save(self, state: MigrationState) -> None:
+        from qdrant_client import models
+        self._ensure()
+        # Stored as one JSON string: the record is read back exactly as written.
+        payload = {"state": json.dumps(state.to_json()), "state_id": state.state_id,
+                   "collection": state.collection, "status": state.status}
+        self.client.upsert(self.collection, [models.PointStruct(id=self._point_id(state.state_id), vector={},
+                                                                payload=payload)], wait=True)
+
+    def list(self) -> list[MigrationState]:
+        if not self.client.collection_exists(self.collection):
+            return []
+        out, offset = [], None
+        while True:
+            records, offset = self.client.scroll(self.collection, limit=100, offset=offset, with_payload=True)
+            out += [MigrationState.from_json(json.loads(r.payload["state"])) for r in records]
+            if offset is None:
+                return out
+
+    def delete(self, state_id: str) -> bool:
+        from qdrant_client import models
+        if self.load(state_id) is None:
+            return False
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=[self._point_id(state_id)]),
+                           wait=True)
+        return True
+
+
+class FileStateStore:
+    """State records in one JSON file, replaced atomically (write to a temp file, fsync, rename)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        return json.loads(self.path.read_text() or "{}")
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self, state_id: str) -> MigrationState | None:
+        data = self._read().get(state_id)
+        return MigrationState.from_json(data) if data else None
+
+    def save(self, state: MigrationState) -> None:
+        data = self._read()
+        data[state.state_id] = state.to_json()
+        self._write(data)
+
+    def list(self) -> list[MigrationState]:
+        return [MigrationState.from_json(v) for v in self._read().values()]
+
+    def delete(self, state_id: str) -> bool:
+        data = self._read()
+        if data.pop(state_id, None) is None:
+            return False
+        self._write(data)
+        return True

@@ -1,0 +1,205 @@
+"""Never lose a row: SIGKILL and rerun, interrupt and resume, PostgreSQL dropping connections."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import migrate_args
+from helpers import assert_collection_equals_table, fill_items
+from pg2qdrant.target.edge import EdgeTarget
+from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+
+
+def edge_args(db, table, path, *extra):
+    args = migrate_args(db, table, path, "c", *extra)
+    args[args.index("--qdrant.url") + 1] = f"edge:{path}"
+    return args
+
+
+def spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pg2qdrant", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def table_50k(db):
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
+    with db.connect() as conn:
+        fill_items(conn, "t", 50_000)
+        conn.execute("ANALYZE t")
+    return db
+
+
+def test_sigkill_at_ten_random_moments_then_rerun_loses_nothing(table_50k, tmp_path):
+    db = table_50k
+    args = edge_args(db, "t", tmp_path, "--migration.range-rows", "2500", "--migration.num-workers", "2")
+    rnd = random.Random(42)
+    kills = 0
+    while kills < 10:
+        proc = spawn(args)
+        time.sleep(rnd.uniform(0.8, 3.0))
+        if proc.poll() is not None:  # finished before the kill: start over to keep killing mid-copy
+            out = proc.communicate()
+            assert proc.returncode == 0, out
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = subprocess.run([sys.executable, "-m", "pg2qdrant", *args], capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 5, "the copy finished too fast to be killed mid-way"
+    target = EdgeTarget(parse_target_url(f"edge:{tmp_path}"))
+    try:
+        # Count, every ID, payload and vector; no extra point (Edge: floats within 2 ULP, see test_edge).
+        assert assert_collection_equals_table(db.url, "t", target, float_ulps=2) == 50_000
+    finally:
+        target.close()
+
+
+def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_path):
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
+    with db.connect() as conn:
+        fill_items(conn, "t", 3000)
+        conn.execute("ANALYZE t")
+    args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "50",
+                        "--migration.batch-delay", "30", "--migration.num-workers", "2")
+    proc = spawn(args)
+    time.sleep(6)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10, "did not stop within a few seconds"
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    r = subprocess.run([sys.executable, "-m", "pg2qdrant", *args[:-2]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Resuming the migration" in r.stderr and "by earlier runs" in r.stdout
+    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
+    try:
+        assert assert_collection_equals_table(db.url, "t", target) == 3000
+    finally:
+        target.close()
+
+
+def test_state_file_list_and_clear(db, qdrant_path, tmp_path, cli):
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(2)); INSERT INTO t SELECT i, '[1,1]' "
+               "FROM generate_series(1, 20) i")
+    state_file = tmp_path / "state.json"
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.state-file", str(state_file))
+    assert r.exit_code == 0, r.output
+    assert state_file.exists() and "password" not in state_file.read_text()
+    listed = cli("state", "list", "--migration.state-file", str(state_file), "--qdrant.url", f"local:{qdrant_path}")
+    assert listed.exit_code == 0 and "public.t" in listed.stdout and "complete" in listed.stdout
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.state-file", str(state_file))
+    assert "already complete" in r.stderr
+    cleared = cli("state", "clear", "--all", "--migration.state-file", str(state_file),
+                  "--qdrant.url", f"local:{qdrant_path}")
+    assert cleared.exit_code == 0 and "Removed" in cleared.stderr
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.state-file", str(state_file))
+    assert r.exit_code == 0 and "20 rows in the snapshot" in r.stdout and "already complete" not in r.stderr
+
+
+def test_state_in_the_target_by_default_and_other_runs_untouched(db, qdrant_path, cli):
+    db.execute("CREATE TABLE a (id int PRIMARY KEY, v vector(2)); CREATE TABLE b (id int PRIMARY KEY, v vector(2));"
+               "INSERT INTO a VALUES (1, '[1,1]'); INSERT INTO b VALUES (1, '[1,1]')")
+    assert cli(*migrate_args(db, "a", qdrant_path, "ca")).exit_code == 0
+    assert cli(*migrate_args(db, "b", qdrant_path, "cb")).exit_code == 0
+    listed = cli("state", "list", "--qdrant.url", f"local:{qdrant_path}")
+    assert "public.a" in listed.stdout and "public.b" in listed.stdout
+    # Restarting one migration leaves the other's record alone.
+    assert cli(*migrate_args(db, "a", qdrant_path, "ca"), "--migration.restart").exit_code == 0
+    assert "already complete" in cli(*migrate_args(db, "b", qdrant_path, "cb")).stderr
+
+
+def _terminate_readers(url: str, stop: threading.Event, times: int) -> None:
+    killed = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while killed < times and not stop.is_set():
+            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "application_name = 'pg2qdrant' AND query LIKE 'COPY%'"
+                                ).fetchall()
+            killed += len(rows)
+            time.sleep(0.3 if rows else 0.05)
+
+
+def test_dropped_postgres_connections_are_retried_range_by_range(db, qdrant_path, cli):
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
+    with db.connect() as conn:
+        fill_items(conn, "t", 4000)
+        conn.execute("ANALYZE t")
+    stop = threading.Event()
+    killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, 3))
+    killer.start()
+    try:
+        r = cli(*migrate_args(db, "t", qdrant_path), "--migration.range-rows", "400", "-b", "50",
+                "--migration.batch-delay", "20", "--migration.num-workers", "2")
+    finally:
+        stop.set()
+        killer.join()
+    assert r.exit_code == 0, r.output
+    assert "retrying the range" in r.stderr
+    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
+    try:
+        assert assert_collection_equals_table(db.url, "t", target) == 4000
+    finally:
+        target.close()
+
+
+def test_postgres_failing_beyond_the_retry_budget_leaves_a_resumable_state(db, qdrant_path, cli):
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
+    with db.connect() as conn:
+        fill_items(conn, "t", 3000)
+        conn.execute("ANALYZE t")
+    stop = threading.Event()
+    killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, 1000))
+    killer.start()
+    try:
+        r = cli(*migrate_args(db, "t", qdrant_path), "--migration.range-rows", "300", "-b", "50",
+                "--migration.batch-delay", "20", "--migration.num-workers", "1", "--migration.max-retries", "1")
+    finally:
+        stop.set()
+        killer.join()
+    assert r.exit_code == 1, r.output
+    assert "rerun the same command to resume" in r.stderr and "Traceback" not in r.output
+    r = cli(*migrate_args(db, "t", qdrant_path))
+    assert r.exit_code == 0, r.output
+    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
+    try:
+        assert assert_collection_equals_table(db.url, "t", target) == 3000
+    finally:
+        target.close()
+
+
+def test_postgres_restart_during_the_copy(db, qdrant_path, cli, pg_server):
+    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
+    with db.connect() as conn:
+        fill_items(conn, "t", 3000)
+        conn.execute("ANALYZE t")
+
+    def restart_soon():
+        time.sleep(2.0)
+        pg_server.restart()
+
+    restarter = threading.Thread(target=restart_soon)
+    restarter.start()
+    try:
+        r = cli(*migrate_args(db, "t", qdrant_path), "--migration.range-rows", "300", "-b", "50",
+                "--migration.batch-delay", "25", "--migration.num-workers", "2")
+    finally:
+        restarter.join()
+    assert r.exit_code == 0, r.output
+    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
+    try:
+        assert assert_collection_equals_table(db.url, "t", target) == 3000
+    finally:
+        target.close()
