@@ -299,7 +299,7 @@ def inspect_cmd(ui: UI, **kw: Any) -> None:
     if not kw["qdrant_collection"]:
         kw["qdrant_collection"] = (kw["pg_table"] or "").split(".")[-1].strip('"') or "collection"
     options = build_migration_options(kw)
-    session = open_source(options, ui)
+    session = open_source(options, ui, count=False)
     try:
         from pg2qdrant.ui import render_plan
         render_plan(ui, session.plan)

@@ -172,6 +172,7 @@ class SourceSession:
     conn: psycopg.Connection
     plan: Plan
     snapshot_id: str
+    source_rows: int | None = None  # exact count(*) in the snapshot, when asked for
 
     def close(self) -> None:
         try:
@@ -182,7 +183,8 @@ class SourceSession:
             self.conn.close()
 
 
-def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None) -> SourceSession:
+def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None,
+                count: bool = True) -> SourceSession:
     """Connect, describe the table, build the plan and run the pre-write checks.
 
     Everything happens in one REPEATABLE READ READ ONLY transaction whose snapshot
@@ -210,7 +212,7 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
                           auto_payload_index=options.auto_payload_index)
         plan = _resolve_vector_sizes(conn, plan)
         _check_keys(conn, plan)
-        return SourceSession(conn, plan, snapshot_id)
+        return SourceSession(conn, plan, snapshot_id, count_rows(conn, plan) if count else None)
     except psycopg.errors.InsufficientPrivilege as exc:
         conn.close()
         raise InputError(f"PostgreSQL refused a read: {redaction.redact(exc)}",
@@ -358,7 +360,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         else:
             for w in plan.warnings:
                 ui.warn(w)
-        source_rows = count_rows(session.conn, plan)
+        source_rows = session.source_rows
         if options.dry_run:
             ranges = plan_read_ranges(session.conn, plan, options.num_workers, options.range_rows)
             run = CopyRun(session, None, ranges, options, ui, state=None, store=None)

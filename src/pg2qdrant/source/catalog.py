@@ -205,7 +205,12 @@ def _candidates(text: str) -> list[tuple[str | None, str]]:
     so 'MyTable' must keep its case) and then folded to lower case as SQL would.
     A name with a dot that is not a qualified name is also tried as one identifier.
     """
-    parts = split_qualified_name(text)
+    try:
+        parts = split_qualified_name(text)
+    except InputError:
+        # Not a valid qualified name: the reference tool quotes the whole string as one
+        # identifier, so look for a table with exactly this name.
+        return [(None, text)]
     out: list[tuple[str | None, str]] = []
     if len(parts) >= 2:
         (schema, sq), (rel, rq) = parts[-2], parts[-1]
