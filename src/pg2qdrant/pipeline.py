@@ -499,20 +499,20 @@ class CopyRun:
     def _loop(self, pool: ReaderPool, writer: Writer | None) -> None:
         remaining = {r.index for r in self.todo}
         for kind, tag, payload in pool.messages():
+            if writer is not None:
+                writer.poll()  # writes acknowledged meanwhile may complete ranges
             if kind == "note":
                 self.ui.warn(payload)
-                continue
-            index, attempt = tag
-            if attempt != self.attempt.get(index):
-                continue  # a late message of an attempt that was already given up
-            if kind == "batch":
+            elif kind == "tick" or attempt_of(tag) != self.attempt.get(tag[0]):
+                pass  # nothing new, or a late message of an attempt that was given up
+            elif kind == "batch":
                 writer.write(tag, payload)
             elif kind == "range_done":
-                self.read_rows[index] = payload
+                self.read_rows[tag[0]] = payload
                 if writer is None:
                     self._written(tag, payload)
             elif kind == "range_failed":
-                self._retry_range(pool, index, payload)
+                self._retry_range(pool, tag[0], payload)
             for done in [i for i in remaining if self._complete(i)]:
                 remaining.discard(done)
                 self._record(done)
@@ -564,6 +564,10 @@ class CopyRun:
             f"Interrupted. {len(self.state.done)} of {len(self.state.ranges)} ranges "
             f"({self.state.rows_done:,} rows) are complete and saved in {self.store.describe()}.",
             fix="rerun the same command to resume where this run stopped.")
+
+
+def attempt_of(tag: tuple[int, int] | None) -> int | None:
+    return tag[1] if tag is not None else None
 
 
 def _check_result(result: MigrationResult) -> None:

@@ -19,6 +19,8 @@ Messages on the result queue (``tag`` is (range index, attempt)):
   ("note", worker_id, message)
   ("error", worker_id, exception)   fatal
   ("exit", worker_id, None)
+:meth:`ReaderPool.messages` also yields ("tick", None, None) whenever the queue
+stays empty for a moment, so the coordinator can account for finished writes.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class ReaderPool:
                     # Every process is gone without saying goodbye: killed from outside.
                     raise SourceError("All reader processes exited unexpectedly.",
                                       fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.")
+                yield ("tick", None, None)
                 continue
             kind = message[0]
             if kind == "exit":

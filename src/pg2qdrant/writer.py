@@ -77,6 +77,12 @@ class Writer:
             tag, n = future.result()  # re-raises the request's error here
             self.on_written(tag, n)
 
+    def poll(self) -> None:
+        """Account for requests that finished meanwhile, without waiting for the others."""
+        done = [f for f in self._pending if f.done()]
+        if done:
+            self._collect(done)
+
     def drain(self) -> None:
         while self._pending:
             self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
