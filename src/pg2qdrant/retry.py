@@ -44,7 +44,7 @@ def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, is_transient:
         except Exception as exc:
             if not is_transient(exc) or attempt >= policy.max_retries:
                 raise
-            delay = policy.delay(attempt)
+            delay = max(policy.delay(attempt), float(getattr(exc, "retry_after_s", 0) or 0))
             if time.monotonic() - started + delay > policy.deadline_s:
                 raise
             attempt += 1

@@ -374,10 +374,10 @@ def is_too_large(exc: BaseException | None) -> bool:
     """The server refused the request for its size: splitting it (not retrying it) helps."""
     if exc is None:
         return False
-    text = f"{exc}".lower()
     if getattr(exc, "status_code", None) == 413:
         return True
-    return any(s in text for s in ("too large", "payload too large", "larger than max", "message length",
+    text = f"{exc} {server_message(exc)}".lower()
+    return any(s in text for s in ("too large", "larger than allowed", "larger than max", "message length",
                                    "max_request_size"))
 
 
@@ -385,6 +385,8 @@ def is_transient(exc: BaseException) -> bool:
     """Worth retrying: overload, restarts, dropped connections; never input or auth errors."""
     if is_too_large(exc):
         return False
+    if type(exc).__name__ == "ResourceExhaustedResponse":  # 429 with Retry-After (qdrant-client)
+        return True
     status = getattr(exc, "status_code", None)
     if status in _TRANSIENT_STATUS:
         return True
@@ -403,25 +405,50 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def server_message(exc: BaseException) -> str:
+    """The server's own words: Qdrant's JSON status.error when there is one, else the exception text
+    (qdrant-client's str() of an UnexpectedResponse cuts the body at 200 bytes)."""
+    structured = getattr(exc, "structured", None)
+    if callable(structured):
+        try:
+            error = structured().get("status", {}).get("error")
+            if error:
+                return str(error)
+        except Exception:
+            pass
+        content = getattr(exc, "content", b"")
+        if content:
+            return content.decode("utf-8", "replace").strip()[:500]
+    source = getattr(exc, "source", None)
+    if source is not None:
+        return f"{type(source).__name__}: {source}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:
     """Turn a qdrant-client/httpx/grpc exception into our error with the fix in it."""
     where = address.display()
-    text = redaction.redact(f"{type(exc).__name__}: {exc}").strip()
+    text = redaction.redact(server_message(exc)).strip()
     status = getattr(exc, "status_code", None)
-    code = None
-    if hasattr(exc, "code") and callable(exc.code):
-        try:
-            code = exc.code().name  # grpc.StatusCode
-        except Exception:
-            code = None
+    code = _grpc_code(exc)
     if status in (401, 403) or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        return InputError(f"Qdrant at {where} rejected the request to {what}: {text}",
+        return InputError(f"Qdrant at {where} rejected the request to {what} (HTTP {status or code}): {text}",
                           fix="check --qdrant.api-key (or QDRANT_API_KEY); it needs write access.")
-    low = text.lower()
+    low = f"{type(exc).__name__} {text}".lower()
+    if "certificate" in low or "ssl" in low:
+        return TargetError(f"TLS failed with Qdrant at {where}: {text}",
+                           fix="use the server's real host name and a trusted certificate, or pass "
+                               "--skip-tls-verification if you accept an unverified connection.")
+    if "timeout" in low or "timed out" in low:
+        return TargetError(f"Qdrant at {where} did not answer in time (while trying to {what}): {text}",
+                           fix="check the server's load and network; rerun the same command to resume.")
     if code == "UNAVAILABLE" or any(s in low for s in ("connecterror", "connection refused", "connect error",
                                                         "name or service not known", "failed to connect",
-                                                        "nodename nor servname", "timed out")):
+                                                        "nodename nor servname")):
         return TargetError(f"Cannot reach Qdrant at {where} (while trying to {what}): {text}",
                            fix="check --qdrant.url (host, port: 6334 is gRPC, 6333 is REST) and that "
                                "Qdrant is running and reachable from here.")
-    return TargetError(f"Qdrant at {where} failed to {what}: {text}")
+    detail = f" (HTTP {status})" if status else (f" (gRPC {code})" if code else "")
+    return TargetError(f"Qdrant at {where} failed to {what}{detail}: {text}",
+                       fix="see the server's message above (and Qdrant's log); once it is resolved, rerun the "
+                           "same command: saved progress is resumed.")
