@@ -13,7 +13,7 @@ resource tracker) of
   roughly the private heap: what grows if a queue or a buffer grows.
 
 Sampling can miss a spike shorter than the interval; the child also reports
-its own exact ``ru_maxrss`` (getrusage), which bounds the main process's peak.
+its own exact peak (VmHWM), which bounds the main process's peak.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class TreeSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.interval = interval
         self.memory = TreeMemory()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def sample(self) -> None:
         try:
@@ -76,12 +76,12 @@ class TreeSampler(threading.Thread):
         mem.peak_processes = max(mem.peak_processes, counted)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.sample()
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> TreeMemory:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.memory
 
@@ -153,12 +153,19 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def max_rss_self_bytes() -> tuple[int, int]:
-    """(this process's exact peak RSS, the largest reaped child's peak RSS), bytes (Linux: KiB)."""
-    import resource
-    scale = 1 if sys.platform == "darwin" else 1024
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale)
+def own_peak_rss_bytes() -> int | None:
+    """This process's exact peak RSS since it started (VmHWM), in bytes.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent across
+    fork + exec, so a child started by a big parent reports the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def machine_info() -> dict:

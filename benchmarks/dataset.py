@@ -6,7 +6,7 @@ generating 200,000 rows takes seconds rather than minutes of text formatting.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import psycopg
@@ -37,5 +37,5 @@ def create_table(url: str, rows: int, dim: int = 768, *, table: str = TABLE, see
                     for i in range(n):
                         k = start + i
                         copy.write_row((k + 1, f"document number {k + 1}", CATEGORIES[k % len(CATEGORIES)],
-                                        float(scores[i]), created, vecs[i]))
+                                        float(scores[i]), created + timedelta(seconds=k), vecs[i]))
         conn.execute(f"ANALYZE {table}")

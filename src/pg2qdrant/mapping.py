@@ -9,6 +9,7 @@ and return what Qdrant stores. See README "Mapping rules" for the table.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import struct
@@ -256,14 +257,20 @@ def _year(y: int) -> str:
     return f"{'-' if y < 0 else '+'}{abs(y):04d}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_text(days_since_2000: int) -> str:
+    # Cached: a table's dates and timestamps share relatively few distinct days.
+    y, m, d = _civil_from_days(days_since_2000 + POSTGRES_EPOCH_DAYS)
+    return f"{_year(y)}-{m:02d}-{d:02d}"
+
+
 def format_date(days: int) -> str:
     """``date`` (days since 2000-01-01) as YYYY-MM-DD; infinities as PostgreSQL spells them."""
     if days == DATE_INFINITY:
         return "infinity"
     if days == DATE_NEG_INFINITY:
         return "-infinity"
-    y, m, d = _civil_from_days(days + POSTGRES_EPOCH_DAYS)
-    return f"{_year(y)}-{m:02d}-{d:02d}"
+    return _date_text(days)
 
 
 def _clock(usecs: int) -> str:
@@ -280,8 +287,10 @@ def format_timestamp(usecs: int, *, utc: bool) -> str:
     if usecs == TS_NEG_INFINITY:
         return "-infinity"
     days, day_us = divmod(usecs, USECS_PER_DAY)
-    y, m, d = _civil_from_days(days + POSTGRES_EPOCH_DAYS)
-    return f"{_year(y)}-{m:02d}-{d:02d}T{_clock(day_us)}{'Z' if utc else ''}"
+    secs, us = divmod(day_us, 1_000_000)
+    mins, s = divmod(secs, 60)
+    h, mi = divmod(mins, 60)
+    return f"{_date_text(days)}T{h:02d}:{mi:02d}:{s:02d}.{us:06d}{'Z' if utc else ''}"
 
 
 def format_time(usecs: int) -> str:
