@@ -264,6 +264,9 @@ def main() -> None:
     """Move vector data from PostgreSQL/pgvector into Qdrant, faithfully and fast."""
 
 
+from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
+
+
 def _migrate_command(name: str, hidden: bool = False):
     @main.command(name, hidden=hidden, help=(
         "Copy a pgvector table into a Qdrant collection. Accepts the flags of `qdrant-migration pg`."
@@ -271,14 +274,20 @@ def _migrate_command(name: str, hidden: bool = False):
     @source_options
     @target_options
     @migration_options
+    @bool_flag("--verify", "verify", False, "After the copy, run `pg2qdrant verify` (exit 1 if a check fails).")
+    @verify_options
     @global_options
     @handle_errors
     def command(ui: UI, **kw: Any) -> None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
+        verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
         result = migrate(options, ui, show_plan=False)
         from pg2qdrant.target.qdrant import parse_target_url
         result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+        if verify is not None:
+            from pg2qdrant.verify import run_verify
+            sys.exit(run_verify(options, verify, ui).exit_code)
 
     return command
 
