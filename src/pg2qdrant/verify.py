@@ -237,22 +237,6 @@ def source_select(conn: psycopg.Connection, plan: Plan, where: sql.Composable | 
     return query
 
 
-def _copy_rows(conn: psycopg.Connection, query: sql.Composable, oids: list[int],
-               batch_rows: int) -> Iterator[list[tuple]]:
-    """Rows of a binary COPY, decoded with the plan's loaders, ``batch_rows`` at a time."""
-    with conn.cursor() as cur:
-        with cur.copy(query) as copy:
-            copy.set_types(oids)
-            rows: list[tuple] = []
-            for row in copy.rows():
-                rows.append(row)
-                if len(rows) >= batch_rows:
-                    yield rows
-                    rows = []
-            if rows:
-                yield rows
-
-
 def iter_source_batches(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
                         params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
                         limit: int | None = None, batch_rows: int = 256) -> Iterator[PointBatch]:
@@ -260,7 +244,7 @@ def iter_source_batches(conn: psycopg.Connection, plan: Plan, where: sql.Composa
     oids = reader.prepare_connection(conn, plan)
     mapper = RowMapper(plan)
     query = source_select(conn, plan, where, params, tablesample=tablesample, limit=limit)
-    for rows in _copy_rows(conn, query, oids, batch_rows):
+    for rows in reader.copy_rows(conn, query, oids, batch_rows):
         yield mapper.map_rows(rows)
 
 
@@ -270,7 +254,7 @@ def fetch_source_batch(conn: psycopg.Connection, plan: Plan, where: sql.Composab
     """Read rows with the plan's own SELECT (optionally filtered) and map them like migrate."""
     oids = reader.prepare_connection(conn, plan)
     query = source_select(conn, plan, where, params, tablesample=tablesample, limit=limit)
-    rows = [row for chunk in _copy_rows(conn, query, oids, 10_000) for row in chunk]
+    rows = [row for chunk in reader.copy_rows(conn, query, oids, 10_000) for row in chunk]
     return RowMapper(plan).map_rows(rows)
 
 
@@ -518,7 +502,7 @@ def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, m
         source, found = _IdArrays(), _IdArrays()
         for tag, (_, relation) in enumerate(leaves):
             query = sql.SQL("COPY (SELECT {k} FROM {r}) TO STDOUT (FORMAT BINARY)").format(k=keys, r=relation)
-            for rows in _copy_rows(conn, query, key_oids, ID_READ_ROWS):
+            for rows in reader.copy_rows(conn, query, key_oids, ID_READ_ROWS):
                 source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
                 if bucket == 0:
                     scan.leaf_rows[tag] += len(rows)

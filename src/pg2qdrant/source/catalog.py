@@ -56,16 +56,11 @@ class VectorIndex:
     opclass: str
 
 
-@dataclass(frozen=True)
-class Leaf:
-    """A relation that physically stores rows of the table (itself, a partition or a child)."""
+class _Relation:
+    """schema + name of a relation, quoted for SQL and shown to users."""
 
-    oid: int
     schema: str
     name: str
-    relkind: str
-    pages: int  # from pg_relation_size at introspection time
-    estimated_rows: int  # reltuples, -1 when never analyzed
 
     @property
     def ident(self) -> sql.Composable:
@@ -77,7 +72,19 @@ class Leaf:
 
 
 @dataclass(frozen=True)
-class TableInfo:
+class Leaf(_Relation):
+    """A relation that physically stores rows of the table (itself, a partition or a child)."""
+
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+    pages: int  # from pg_relation_size at introspection time
+    estimated_rows: int  # reltuples, -1 when never analyzed
+
+
+@dataclass(frozen=True)
+class TableInfo(_Relation):
     oid: int
     schema: str
     name: str
@@ -89,14 +96,6 @@ class TableInfo:
     btree_columns: tuple[str, ...]  # single columns leading a btree index
     leaves: tuple[Leaf, ...]
     replica_identity: str  # d default, f full, i index, n nothing
-
-    @property
-    def ident(self) -> sql.Composable:
-        return sql.Identifier(self.schema, self.name)
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

@@ -166,11 +166,11 @@ def prepare_connection(conn: psycopg.Connection, plan: Plan) -> list[int]:
     return adapters.load_oids(conn, [r.load_type for r in plan.reads])
 
 
-def read_range(conn: psycopg.Connection, plan: Plan, rng: ReadRange, oids: list[int],
-               batch_rows: int) -> Iterator[list[tuple]]:
-    """Yield the rows of ``rng`` in lists of at most ``batch_rows`` (tuples in plan.reads order)."""
+def copy_rows(conn: psycopg.Connection, query: sql.Composable, oids: list[int],
+              batch_rows: int) -> Iterator[list[tuple]]:
+    """Rows of a binary COPY, decoded with the given loaders, in lists of at most ``batch_rows``."""
     with conn.cursor() as cur:
-        with cur.copy(copy_statement(plan, rng)) as copy:
+        with cur.copy(query) as copy:
             copy.set_types(oids)
             batch: list[tuple] = []
             for row in copy.rows():
@@ -180,3 +180,9 @@ def read_range(conn: psycopg.Connection, plan: Plan, rng: ReadRange, oids: list[
                     batch = []
             if batch:
                 yield batch
+
+
+def read_range(conn: psycopg.Connection, plan: Plan, rng: ReadRange, oids: list[int],
+               batch_rows: int) -> Iterator[list[tuple]]:
+    """The rows of ``rng`` (tuples in plan.reads order)."""
+    return copy_rows(conn, copy_statement(plan, rng), oids, batch_rows)
