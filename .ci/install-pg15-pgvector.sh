@@ -73,6 +73,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     if installed postgresql-$PG_MAJOR; then
         request+=("postgresql-$PG_MAJOR=$(dpkg-query -W -f='${Version}' postgresql-$PG_MAJOR)")
     fi
+    # A cluster that Debian's package creates during this run is ours to keep out of the way.
+    settle_new_clusters() {
+        local c
+        for c in $(ls -1 /etc/postgresql/$PG_MAJOR 2>/dev/null || true); do
+            if ! grep -qx "$c" <<<"$clusters_before" && [ -f "/etc/postgresql/$PG_MAJOR/$c/start.conf" ]; then
+                log "Debian's package created cluster $PG_MAJOR/$c: leaving it stopped, start mode 'manual'"
+                pg_ctlcluster "$PG_MAJOR" "$c" stop >/dev/null 2>&1 || true
+                echo manual > "/etc/postgresql/$PG_MAJOR/$c/start.conf"
+            fi
+        done
+    }
     apt_install() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
             -o DPkg::Lock::Timeout=600 "${request[@]}" >"$work/apt-install.log" 2>&1
@@ -81,18 +92,11 @@ if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install failed; refreshing the package lists (apt-get update) and retrying"
         apt-get update -q -o DPkg::Lock::Timeout=600 >"$work/apt-update.log" 2>&1 \
             || { tail -20 "$work/apt-update.log" >&2; die "apt-get update failed (see above)."; }
-        apt_install || { tail -30 "$work/apt-install.log" >&2
+        apt_install || { tail -30 "$work/apt-install.log" >&2; settle_new_clusters
             die "apt-get install ${request[*]} failed (see above). PostgreSQL $PG_MAJOR needs Debian 12 (bookworm) package lists."; }
     fi
+    settle_new_clusters
     if [ "$policy_created" = 1 ]; then rm -f /usr/sbin/policy-rc.d; policy_created=0; fi
-    # A cluster the package created now is ours to keep out of the way.
-    for c in $(ls -1 /etc/postgresql/$PG_MAJOR 2>/dev/null || true); do
-        if ! grep -qx "$c" <<<"$clusters_before"; then
-            log "Debian's package created cluster $PG_MAJOR/$c: leaving it stopped, start mode 'manual'"
-            pg_ctlcluster "$PG_MAJOR" "$c" stop >/dev/null 2>&1 || true
-            echo manual > "/etc/postgresql/$PG_MAJOR/$c/start.conf"
-        fi
-    done
     log "packages installed (${SECONDS}s so far)"
 else
     log "packages already installed: ${packages[*]}"
@@ -125,16 +129,18 @@ Dir::Cache "$apt_dir/cache";
 Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 Acquire::Languages "none";
+APT::Sandbox::User "root";
 EOF
     export APT_CONFIG="$apt_dir/apt.conf"
     log "fetching the pgvector source package from Debian trixie (private apt configuration in $apt_dir)"
-    apt-get update -q >"$work/src-update.log" 2>&1 \
-        || { tail -20 "$work/src-update.log" >&2; die "could not read Debian trixie's source index from $MIRROR (see above)."; }
-    deb_version=$(apt-cache showsrc pgvector 2>/dev/null | awk '/^Version:/ {print $2}' \
-                  | grep -E "^$PGVECTOR_VERSION-" | sort -V | tail -1 || true)
+    if ! apt-get update -q >"$work/src-update.log" 2>&1 || ! ls "$apt_dir/lists/"*_Sources* >/dev/null 2>&1; then
+        tail -20 "$work/src-update.log" >&2
+        die "could not read Debian trixie's source index from $MIRROR (see above)."
+    fi
+    versions=$(apt-cache showsrc pgvector 2>/dev/null | awk '/^Version:/ {print $2}' | sort -V || true)
+    deb_version=$(grep -E "^$PGVECTOR_VERSION-" <<<"$versions" | tail -1 || true)
     if [ -z "$deb_version" ]; then
-        found=$(apt-cache showsrc pgvector 2>/dev/null | awk '/^Version:/ {print $2}' | tr '\n' ' ')
-        die "Debian trixie has no pgvector $PGVECTOR_VERSION source package (found: ${found:-none})."
+        die "Debian trixie has no pgvector $PGVECTOR_VERSION source package (found: $(echo ${versions:-none}))."
     fi
     (cd "$work/src" && apt-get source -q --download-only "pgvector=$deb_version") >"$work/src-get.log" 2>&1 \
         || { tail -20 "$work/src-get.log" >&2; die "apt-get source pgvector=$deb_version failed (see above)."; }

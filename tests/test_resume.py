@@ -71,9 +71,10 @@ def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_p
         fill_items(conn, "t", 3000)
         conn.execute("ANALYZE t")
     args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "50",
-                        "--migration.batch-delay", "30", "--migration.num-workers", "2")
+                        "--migration.batch-delay", "150", "--migration.num-workers", "2")
     proc = spawn(args)
-    time.sleep(6)
+    _wait_until_copying(db.url, proc)
+    time.sleep(2)  # some ranges complete (60 requests of 150 ms make the copy last ~9 s)
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -89,6 +90,18 @@ def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_p
         assert assert_collection_equals_table(db.url, "t", target) == 3000
     finally:
         target.close()
+
+
+def _wait_until_copying(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until a reader issued its COPY: the process is past start-up (its signal handlers are set)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg2qdrant' "
+                            "AND query LIKE 'COPY%'").fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the copy did not start")
 
 
 def test_state_file_list_and_clear(db, qdrant_path, tmp_path, cli):

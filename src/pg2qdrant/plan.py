@@ -555,17 +555,26 @@ def shape_differences(expected: CollectionShape, actual: CollectionShape) -> lis
     return diffs
 
 
-def pgvector_feature_check(server: ServerInfo, table: TableInfo) -> None:
-    """Explain (instead of failing obscurely) when a table needs a newer pgvector."""
-    if server.pgvector is None:
+def pgvector_feature_check(server: ServerInfo, table: TableInfo, columns: Iterable[str] | None = None) -> None:
+    """Explain (instead of failing obscurely) when a table needs a newer pgvector.
+
+    halfvec and sparsevec columns, and bit(n) columns (migrated as binary vectors),
+    need pgvector 0.7 or newer. Only the columns that will be migrated count:
+    ``columns`` is the --pg.columns selection (empty: every column).
+    """
+    if server.pgvector is None or server.pgvector_tuple >= (0, 7):
         return
-    if server.pgvector_tuple < (0, 7):
-        for c in table.columns:
-            if c.type.oid == BIT_OID:
-                continue
-            if c.type.name in ("halfvec", "sparsevec") and c.type.extension == "vector":
-                raise InputError(
-                    f"Column {c.name} is {c.declared}, which needs pgvector 0.7 or newer; "
-                    f"this server has pgvector {server.pgvector}.",
-                    fix="upgrade pgvector (ALTER EXTENSION vector UPDATE) or leave the column out with --pg.columns.",
-                )
+    selected = set(_split_list(columns))
+    for c in table.columns:
+        if selected and c.name not in selected:
+            continue
+        if c.type.oid == BIT_OID:
+            needs = "which pg2qdrant migrates as a binary vector; binary vectors need pgvector 0.7 or newer"
+        elif c.type.name in ("halfvec", "sparsevec") and c.type.extension == "vector":
+            needs = "which needs pgvector 0.7 or newer"
+        else:
+            continue
+        raise InputError(
+            f"Column {c.name} is {c.declared}, {needs}; this server has pgvector {server.pgvector}.",
+            fix="upgrade pgvector (ALTER EXTENSION vector UPDATE) or leave the column out with --pg.columns.",
+        )

@@ -49,6 +49,7 @@ from pg2qdrant.source.reader import ReadRange
 # (a 1,024-row batch of 1536-d vectors is ~6 MiB).
 QUEUE_BATCHES_PER_WORKER = 3
 POLL_S = 0.2
+STOP_GRACE_S = 2.0  # a reader finishing its batch; then it is terminated
 RECONNECT_PAUSE_S = 1.0  # first pause before re-reading a range PostgreSQL dropped (a restart takes ~1 s)
 RECONNECT_MAX_PAUSE_S = 30.0  # pauses double per attempt up to this
 
@@ -230,9 +231,11 @@ class ReaderPool:
                 yield message
 
     def stop(self) -> None:
+        """Ask readers to stop; processes that do not exit promptly are terminated (the
+        coordinator must stop within a few seconds of Ctrl-C/SIGTERM)."""
         self.stop_event.set()
         for p in self._procs:
-            p.join(timeout=5)
+            p.join(timeout=STOP_GRACE_S)
         if self.use_processes:
             for p in self._procs:
                 if p.is_alive():
