@@ -13,7 +13,7 @@ import ssl
 import numpy as np
 import pytest
 
-from fake_qdrant import (UPSERT, Drop, FakeQdrant, Respond, bad_gateway, gateway_timeout, please_retry,
+from fake_qdrant import (UPSERT, Drop, FakeQdrant, bad_gateway, gateway_timeout, please_retry,
                          rate_limited, service_unavailable, wrong_input)
 from helpers import fill_items
 

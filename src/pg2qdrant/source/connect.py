@@ -30,8 +30,10 @@ def check_url(url: str | None) -> dict:
         ) from None
     redaction.register(params.get("password"))
     if "://" in url:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme
         try:
-            scheme, port = urllib.parse.urlsplit(url).scheme, urllib.parse.urlsplit(url).port
+            parts.port  # noqa: B018  (raises on a port that is not a number)
         except ValueError as exc:  # libpq would only fail later, at connect time
             raise InputError(
                 f"--pg.url is not a valid PostgreSQL connection string: {redaction.redact(exc)}",
