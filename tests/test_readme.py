@@ -32,14 +32,16 @@ def readme_flags(section: str) -> set[str]:
 @pytest.mark.parametrize("command,section", [
     (("migrate",), "### `pg2qdrant migrate` / `pg2qdrant pg`"),
     (("verify",), "### `pg2qdrant verify`"),
+    (("sync",), "### `pg2qdrant sync`"),
 ])
 def test_every_flag_is_documented_and_every_documented_flag_exists(command, section):
     documented = readme_flags(section)
     actual = help_flags(*command)
-    if command == ("verify",):
-        actual = {f for f in actual if f.startswith("--verify.")}
-    else:  # migrate --verify takes verify's flags, documented in verify's section
-        actual = {f for f in actual if not f.startswith("--verify.")}
+    own = {"verify": "--verify.", "sync": "--sync."}.get(command[0])
+    if own:  # the command's own flags; the shared ones are documented under migrate
+        actual = {f for f in actual if f.startswith(own)}
+    else:  # migrate --verify / --then-sync take those commands' flags, documented in their sections
+        actual = {f for f in actual if not f.startswith(("--verify.", "--sync."))}
     assert documented - actual == set(), "README documents flags that do not exist"
     assert actual - documented - {"--trace"} == set(), "flags missing from README"
 

@@ -265,6 +265,7 @@ def main() -> None:
 
 
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
+from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
 
 
 def _migrate_command(name: str, hidden: bool = False):
@@ -276,11 +277,19 @@ def _migrate_command(name: str, hidden: bool = False):
     @migration_options
     @bool_flag("--verify", "verify", False, "After the copy, run `pg2qdrant verify` (exit 1 if a check fails).")
     @verify_options
+    @bool_flag("--then-sync", "then_sync", False,
+               "Copy from a new replication slot's snapshot, then keep the collection in sync (CDC) until "
+               "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
+    @sync_flags
     @global_options
     @handle_errors
     def command(ui: UI, **kw: Any) -> None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
+        if kw["then_sync"]:
+            from pg2qdrant.sync import run_sync
+            run_sync(options, sync_options_from(kw), ui, initial_copy=True)
+            return
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
         result = migrate(options, ui, show_plan=False)
         from pg2qdrant.target.qdrant import parse_target_url

@@ -1,4 +1,4 @@
-"""`pg2qdrant verify`: the command line of the five verification checks (see verify.py).
+"""`pg2qdrant verify`: the command line of the five verification checks (see the verify package).
 
 It takes the migrate command's own flags (``--pg.*``, ``--qdrant.*``,
 ``--migration.*``), so a migrate command line becomes a verify command line by

@@ -346,13 +346,17 @@ def plan_read_ranges(conn: psycopg.Connection, plan: Plan, workers: int,
 
 
 def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
-            snapshot_id: str | None = None) -> MigrationResult:
-    """Copy the table (resuming a stopped run); with ``snapshot_id`` read that exported snapshot."""
+            snapshot_id: str | None = None, target=None) -> MigrationResult:
+    """Copy the table (resuming a stopped run); with ``snapshot_id`` read that exported snapshot.
+
+    ``target``: an open target to write to (sync's initial copy shares its client: a
+    ``:memory:`` collection lives in one client, local mode allows one per folder).
+    """
     options.validate()
     address = parse_target_url(options.qdrant_url)  # input errors before any connection
     started = time.monotonic()
     session = open_source(options, ui, snapshot_id=snapshot_id)
-    target = None
+    own_target = target is None
     try:
         plan = session.plan
         if show_plan:
@@ -370,7 +374,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
                                      range_kind=_kind(ranges))
             _check_result(result)
             return result
-        target = connect_target(options, address, ui)
+        if own_target:
+            target = connect_target(options, address, ui)
         store = state_store(options, target)
         state, resumed = _load_or_start_state(session, plan, options, store, ui)
         if state.status == "complete":
@@ -395,7 +400,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         target_count = target.count(plan.collection)
         retries = getattr(target, "retries", 0) + run.source_retries
     finally:
-        if target is not None:
+        if target is not None and own_target:
             target.close()
         session.close()
     result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started,

@@ -206,6 +206,8 @@ class QdrantTarget:
             hnsw_config=models.HnswConfigDiff(m=0, ef_construct=options.hnsw_ef_construct),
             quantization_config=quantization, shard_number=options.shard_number,
             replication_factor=options.replication_factor))
+        if self.address.kind != "server":
+            return  # local mode has no payload indexes (qdrant-client would only warn)
         for field, kind in options.payload_indexes:
             self.call(f"create the payload index on {field}", lambda: self.client.create_payload_index(
                 plan.collection, field_name=field, field_schema=models.PayloadSchemaType(kind), wait=True))

@@ -1,0 +1,239 @@
+"""Benchmark: how many changes per second `pg2qdrant sync` (CDC) applies, and with what lag.
+
+    python benchmarks/bench_sync.py                          # 500, 2000, 5000 changes/s + max; :memory: and edge:
+    python benchmarks/bench_sync.py --rates 1000 --seconds 20 --targets edge
+    python benchmarks/bench_sync.py --rows 2000 --seconds 5  # smoke run
+
+It starts a throwaway PostgreSQL 18 + pgvector (pg2qdrant.localpg, wal_level=logical),
+creates `bench_items` (benchmarks/dataset.py: id bigint primary key, title, category,
+score, created_at, embedding vector(768)), and for each target starts
+`sync.run_sync(..., initial_copy=True)` in a thread of this process (as `pg2qdrant
+sync --sync.initial-copy` runs). Once it streams, a load generator in another
+process offers a steady load for --seconds: transactions of --per-txn changes,
+paced to the offered rate, mixing
+
+  40% payload-only UPDATEs (the 768-d vector is TOASTed and arrives as unchanged 'u':
+      applied in place), 20% vector UPDATEs, 20% INSERTs, 20% DELETEs.
+
+`max` offers changes as fast as one connection can write them (100 per transaction).
+
+Measured, per target and offered load:
+
+  applied/s   changes applied during the run / seconds from the first offered change
+              until sync had acknowledged everything (the load's duration plus the
+              drain); equals the offered rate when sync keeps up
+  lag p50/p99 end-to-end: commit time in PostgreSQL (from the commit record) to the
+              moment Qdrant acknowledged the batch holding it (SyncStats.latencies)
+  drain       seconds sync needed after the load stopped to apply the backlog
+
+Results: a table on stdout, JSON in benchmarks/results/sync-<time>.json (git-ignored).
+The machine should be quiet: the load generator, PostgreSQL and sync share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+TABLE = "bench_items"
+COLLECTION = "bench_sync"
+SLOT = "bench_sync"
+
+
+def _load(url: str, rate: float, seconds: float, per_txn: int, first_new_id: int, live: int, dim: int,
+          seed: int, result) -> None:
+    """Offer ``rate`` changes/s (0 = as fast as possible) for ``seconds``; put the count in ``result``."""
+    import numpy as np
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    rng = np.random.default_rng(seed)
+    ids = list(range(1, live + 1))
+    next_id = first_new_id
+    done = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if rate:
+                due = start + done / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            with conn.transaction(), conn.cursor() as cur:
+                for _ in range(per_txn):
+                    r = rng.random()
+                    if r < 0.4 and ids:
+                        cur.execute(f"UPDATE {TABLE} SET title = %s, score = %s WHERE id = %s",
+                                    (f"edited {done}", float(rng.random()), ids[int(rng.integers(len(ids)))]))
+                    elif r < 0.6 and ids:
+                        cur.execute(f"UPDATE {TABLE} SET embedding = %s WHERE id = %s",
+                                    (rng.normal(size=dim).astype(np.float32), ids[int(rng.integers(len(ids)))]))
+                    elif r < 0.8 or not ids:
+                        cur.execute(f"INSERT INTO {TABLE} (id, title, category, score, created_at, embedding) "
+                                    "VALUES (%s, %s, 'news', %s, now(), %s)",
+                                    (next_id, f"new {next_id}", float(rng.random()),
+                                     rng.normal(size=dim).astype(np.float32)))
+                        ids.append(next_id)
+                        next_id += 1
+                    else:
+                        k = ids.pop(int(rng.integers(len(ids))))
+                        cur.execute(f"DELETE FROM {TABLE} WHERE id = %s", (k,))
+                    done += 1
+    result.put(done)
+
+
+def _streaming(conn, slot: str) -> bool:
+    row = conn.execute("SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r "
+                       "ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,)).fetchone()
+    return bool(row) and row[0] in ("streaming", "catchup")
+
+
+def _insert_lsn(conn) -> int:
+    from pg2qdrant.source.changes import parse_lsn
+    return parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds: float, per_txn: int,
+            seed: int) -> dict:
+    import psycopg
+    import dataset
+    from pg2qdrant.pipeline import MigrationOptions
+    from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+    from pg2qdrant.ui import UI
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone():
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+        conn.execute("DROP PUBLICATION IF EXISTS bench_sync")
+    dataset.create_table(url, rows, dim, table=TABLE, seed=seed)
+    options = MigrationOptions(pg_url=url, table=TABLE, collection=COLLECTION, qdrant_url=target_url,
+                               num_workers=1, batch_size=256, hnsw_m=0, restart=True)
+    stop, stats = threading.Event(), SyncStats()
+    errors: list[BaseException] = []
+
+    def sync_thread() -> None:
+        try:
+            run_sync(options, SyncOptions(slot=SLOT, publication="bench_sync"), UI(quiet=True),
+                     initial_copy=True, stop=stop, stats=stats)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=sync_thread, daemon=True)
+    worker.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 300
+        while not _streaming(conn, SLOT):
+            if errors or time.monotonic() > deadline:
+                raise RuntimeError(f"sync did not start: {errors}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the first keepalive round trip settle
+        changes_before, latencies_before = stats.changes, len(stats.latencies)
+        ctx = multiprocessing.get_context("spawn")
+        result = ctx.Queue()
+        load = ctx.Process(target=_load, args=(url, rate, seconds, per_txn, 10_000_000, rows, dim, seed + 1, result))
+        started = time.monotonic()
+        load.start()
+        offered = result.get()
+        load.join()
+        load_end = time.monotonic()
+        end_lsn = _insert_lsn(conn)
+        last_change, seen = time.monotonic(), stats.changes
+        while stats.acked_lsn < end_lsn:
+            if errors or not worker.is_alive():
+                raise RuntimeError(f"sync stopped: {errors}")
+            now = time.monotonic()
+            if stats.changes != seen:
+                last_change, seen = now, stats.changes
+            elif now - last_change > 3 and stats.acked_lsn >= stats.server_lsn:
+                break  # the insert position lies in WAL not flushed yet: everything sent is applied
+            time.sleep(0.02)
+        caught_up = time.monotonic() if stats.acked_lsn >= end_lsn else last_change
+    stop.set()
+    worker.join(60)
+    applied = stats.changes - changes_before
+    lat = list(stats.latencies)[latencies_before:]
+    return {
+        "target": target_url.split(":")[0] if target_url != ":memory:" else "memory",
+        "offered_rate": rate or "max", "seconds": seconds, "per_txn": per_txn,
+        "offered_changes": offered, "offered_per_s": offered / (load_end - started),
+        "applied_changes": applied, "applied_per_s": applied / (caught_up - started),
+        "drain_s": caught_up - load_end,
+        "lag_p50_s": _percentile(lat, 50), "lag_p99_s": _percentile(lat, 99), "lag_max_s": max(lat, default=0),
+        "transactions": len(lat), "batches": stats.batches, "partial_updates": stats.partial_updates,
+        "rereads": stats.rereads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5000, help="rows copied before streaming")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--rates", default="500,2000,5000,max", help="offered changes/s, comma-separated; max = unpaced")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each offered load")
+    parser.add_argument("--per-txn", type=int, default=10, help="changes per transaction (paced loads)")
+    parser.add_argument("--targets", default="memory,edge", help="memory, edge (comma-separated)")
+    parser.add_argument("--out", default=None, help="JSON result file")
+    args = parser.parse_args()
+
+    from pg2qdrant.localpg import LocalPostgres
+
+    results = []
+    # synchronous_commit on (the launcher's default for tests is off): with it off, the walsender
+    # sees a commit only when the WAL writer flushes it (every 200 ms), which would dominate the lag.
+    server = LocalPostgres(settings={"synchronous_commit": "on"})
+    workdir = Path(tempfile.mkdtemp(prefix="pg2qdrant-bench-sync-"))
+    try:
+        server.start()
+        url = server.url()
+        for target in args.targets.split(","):
+            for rate_text in args.rates.split(","):
+                rate = 0.0 if rate_text == "max" else float(rate_text)
+                per_txn = 100 if rate == 0 else args.per_txn
+                if target == "edge":
+                    shutil.rmtree(workdir / "edge", ignore_errors=True)
+                    target_url = f"edge:{workdir / 'edge'}"
+                else:
+                    target_url = ":memory:"
+                try:
+                    r = run_one(url, target_url, args.rows, args.dim, rate, args.seconds, per_txn, seed=7)
+                except Exception as exc:  # e.g. :memory: before pipeline.migrate takes target=
+                    print(f"{target:>6} offered {rate_text}/s: failed: {exc}", flush=True)
+                    continue
+                results.append(r)
+                print(f"{r['target']:>6} offered {str(r['offered_rate']):>5}/s ({r['offered_per_s']:7,.0f}/s real): "
+                      f"applied {r['applied_per_s']:7,.0f} changes/s, lag p50 {r['lag_p50_s'] * 1000:6.0f} ms, "
+                      f"p99 {r['lag_p99_s'] * 1000:6.0f} ms, drain {r['drain_s']:5.1f} s", flush=True)
+    finally:
+        server.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+    out = Path(args.out) if args.out else HERE / "results" / time.strftime("sync-%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import pg2qdrant
+    out.write_text(json.dumps({"results": results, "args": vars(args), "cpus": os.cpu_count(),
+                               "load_average": os.getloadavg(), "version": pg2qdrant.__version__,
+                               "python": sys.version}, indent=2))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
