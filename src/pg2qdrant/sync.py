@@ -616,9 +616,13 @@ class CdcSync:
             finally:
                 rep.close()
             self._state(address, marker_key, {**marker_value, "copied": False, "at": time.time()})
-            ui.warn(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}: changes from now on are "
-                    "synced. Changes made between the copy and now are not; for a gap-free start use "
-                    "--sync.initial-copy (or `migrate --then-sync`), or add --sync.reconcile once.")
+            if self.sync.reconcile:
+                ui.info(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}; the reconciliation "
+                        "below catches up whatever changed between the copy and now.")
+            else:
+                ui.warn(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}: changes from now on are "
+                        "synced. Changes made between the copy and now are not; for a gap-free start use "
+                        "--sync.initial-copy (or `migrate --then-sync`), or add --sync.reconcile once.")
         else:
             ui.info(f"Resuming from replication slot {self.slot!r} (last applied LSN "
                     f"{format_lsn(existing.confirmed_flush)}, {_mib(existing.lag_bytes)} behind).")

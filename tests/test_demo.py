@@ -1,0 +1,16 @@
+"""`pg2qdrant demo` runs end to end (its own PostgreSQL, local-mode Qdrant, verify, sync)."""
+
+from __future__ import annotations
+
+
+def test_demo_runs_and_checks_itself(cli, tmp_path):
+    r = cli("demo", "--rows", "400", "--dir", str(tmp_path / "demo"))
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "400 rows in PostgreSQL, 400 points in Qdrant: equal" in out
+    assert "compared field by field and vector by vector: identical" in out
+    assert "Verdict: PASS" in out
+    assert "point 401 is there; point 2's title is 'Renamed document' and it kept its embedding: True; " \
+           "point 3 is gone" in out
+    assert "QdrantClient(path=" in out
+    assert "warning" not in r.stderr.lower()
