@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from pg2qdrant.cli import (bool_flag, build_migration_options, global_options, handle_errors, main,
+from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, main,
                            migration_options, opt, source_options, target_options)
 from pg2qdrant.ui import UI
 

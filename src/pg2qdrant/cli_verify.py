@@ -77,7 +77,7 @@ def build_verify_options(kw: dict[str, Any]) -> VerifyOptions:
 
 
 # The command itself needs cli's shared flags and error handling (imported last, see docstring).
-from pg2qdrant.cli import (build_migration_options, global_options, handle_errors, main,  # noqa: E402
+from pg2qdrant.cli_common import (build_migration_options, global_options, handle_errors, main,  # noqa: E402
                            migration_options, source_options, target_options)
 from pg2qdrant.ui import UI  # noqa: E402
 

@@ -1,0 +1,267 @@
+"""The command line's shared parts: the `pg2qdrant` group, the dotted flags, error handling.
+
+Kept apart from the commands (cli.py, cli_verify.py, cli_sync.py) so that each command module
+can import these without importing the others.
+
+A command copied from Qdrant's documentation works after replacing the
+`docker run ... qdrant-migration` prefix with `pg2qdrant`: the flag names,
+the `--flag=value` / `--flag value` forms, bare booleans (`--migration.restart`)
+and the map form of `--qdrant.distance-metric` are all accepted. Global flags
+may come before or after the command, as with the reference.
+
+Every flag also reads an environment variable (shown in --help), e.g.
+PG2QDRANT_PG_URL; the API key also comes from QDRANT_API_KEY.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+import click
+
+from pg2qdrant import __version__, redaction
+from pg2qdrant.errors import Interrupted, Pg2QdrantError
+from pg2qdrant.ui import UI
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+               "false": False, "0": False, "no": False, "off": False}
+
+
+class OptionalBool(click.ParamType):
+    """A boolean flag that may be given bare (`--x`), or with a value (`--x=false`), like Go's kong."""
+
+    name = "BOOL"
+
+    def convert(self, value: Any, param, ctx) -> bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word not in _BOOL_WORDS:
+            self.fail(f"{value!r} is not a boolean (use true or false)", param, ctx)
+        return _BOOL_WORDS[word]
+
+
+def bool_flag(name: str, dest: str, default: bool, help: str, *aliases: str) -> Callable:
+    return click.option(name, *aliases, dest, type=OptionalBool(), default=default, is_flag=False,
+                        flag_value="true", show_default=True, help=help,
+                        envvar=_env(name))
+
+
+def _env(flag: str) -> str:
+    return "PG2QDRANT_" + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
+
+
+def opt(name: str, dest: str, *aliases: str, **kwargs) -> Callable:
+    kwargs.setdefault("envvar", _env(name))
+    kwargs.setdefault("show_envvar", True)
+    return click.option(name, *aliases, dest, **kwargs)
+
+
+def global_options(fn: Callable) -> Callable:
+    """--debug / --trace / --skip-tls-verification, accepted on every command (as the reference)."""
+    fn = click.option("--debug", "debug", is_flag=True, default=False,
+                      help="Show debug logs and tracebacks (secrets stay masked).")(fn)
+    fn = click.option("--trace", "trace", is_flag=True, default=False, hidden=True,
+                      help="Same as --debug (reference tool compatibility).")(fn)
+    fn = click.option("--skip-tls-verification", "skip_tls_verification", is_flag=True, default=False,
+                      help="Do not verify the Qdrant server's TLS certificate (REST).")(fn)
+    return fn
+
+
+def source_options(fn: Callable) -> Callable:
+    for decorator in reversed([
+        opt("--pg.url", "pg_url", help="PostgreSQL connection URL, e.g. postgresql://user:pass@host:5432/db."),
+        opt("--pg.table", "pg_table", help="Table to migrate: table, schema.table or '\"Schema\".\"Table\"'."),
+        opt("--pg.key-column", "pg_key_column", multiple=True,
+            help="Column(s) giving the point ID (default: the primary key; comma-separate a composite key)."),
+        opt("--pg.columns", "pg_columns", multiple=True,
+            help="Columns to migrate, comma-separated (default: all). The key column is always added."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def target_options(fn: Callable) -> Callable:
+    for decorator in reversed([
+        opt("--qdrant.url", "qdrant_url", default="http://localhost:6334", show_default=True,
+            help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), local:DIR, :memory:, edge:DIR."),
+        opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
+            help="Qdrant API key (better: set QDRANT_API_KEY, so it is not on the command line)."),
+        opt("--qdrant.collection", "qdrant_collection", help="Target collection name."),
+        opt("--qdrant.distance-metric", "distance_metric", multiple=True,
+            help="Distance per vector column: embedding=dot (cosine, dot, euclid, manhattan); repeat or "
+                 "comma-separate. Default: from the column's HNSW/IVFFlat index, else cosine."),
+        opt("--qdrant.payload-index", "payload_index", multiple=True,
+            help="Create a payload index before loading: column[:type] (keyword, integer, float, bool, "
+                 "datetime, uuid, text, geo); repeatable."),
+        click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True, default=False,
+                     help="Do not mirror btree-indexed scalar columns as payload indexes."),
+        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=16, show_default=True,
+            help="HNSW m, set once the load is done (building is deferred while loading); 0 = no HNSW."),
+        opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int, default=100, show_default=True,
+            help="HNSW ef_construct."),
+        bool_flag("--qdrant.on-disk", "on_disk", False, "Store vectors on disk (memmap) instead of RAM."),
+        opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]), default=None,
+            help="Scalar quantization of dense vectors (int8)."),
+        opt("--qdrant.shard-number", "shard_number", type=int, default=None, help="Shards of the new collection."),
+        opt("--qdrant.replication-factor", "replication_factor", type=int, default=None,
+            help="Replication factor of the new collection."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def migration_options(fn: Callable) -> Callable:
+    for decorator in reversed([
+        opt("--migration.num-workers", "num_workers", type=int, default=0, show_default=True,
+            help="Parallel readers (0 = one per CPU core)."),
+        opt("--migration.batch-size", "batch_size", "-b", type=int, default=256, show_default=True,
+            help="Points per write request (the reference's default, 50, is slow)."),
+        opt("--migration.batch-delay", "batch_delay", type=int, default=0, show_default=True,
+            help="Milliseconds to sleep after each write request (rate limiting)."),
+        bool_flag("--migration.restart", "restart", False,
+                  "Ignore saved progress and copy everything again."),
+        bool_flag("--migration.create-collection", "create_collection", True,
+                  "Create the collection when it does not exist.", "-c"),
+        opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state",
+            show_default=True, help="Collection that stores resume checkpoints in the target (qdrant-client "
+                                    "targets; an edge: target keeps them in a file in its folder)."),
+        opt("--migration.state-file", "state_file", default=None,
+            help="Keep resume checkpoints in this local JSON file instead of the target."),
+        opt("--migration.max-retries", "max_retries", type=int, default=5, show_default=True,
+            help="Retries of a transient failure (Qdrant request, PostgreSQL range read)."),
+        opt("--migration.retry-deadline", "retry_deadline", type=float, default=300.0, show_default=True,
+            help="Seconds one request may spend retrying."),
+        opt("--migration.range-rows", "range_rows", type=int, default=None,
+            help="Rows per range, the unit of parallel work and of resume (default 50,000)."),
+        bool_flag("--migration.dry-run", "dry_run", False,
+                  "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
+        opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference"]), default="native",
+            show_default=True,
+            help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(redaction.RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if debug:  # third-party chatter at debug level is noise, not diagnosis
+        for name in ("httpx", "httpcore", "urllib3", "grpc", "hpack"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, kill) stops a run like Ctrl-C: progress is saved first."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn our errors into a message + exit code; anything unexpected too (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
+        _setup_logging(debug)
+        _stop_on_sigterm()
+        ui = UI()
+        try:
+            return fn(*args, ui=ui, **kwargs)
+        except Pg2QdrantError as exc:
+            if debug:
+                ui.err.print(redaction.redact(traceback.format_exc()), markup=False)
+            ui.error(exc.render())
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            ui.error(Interrupted("Interrupted.", fix="rerun the same command to resume.").render())
+            sys.exit(Interrupted.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: still no raw traceback by default
+            if debug:
+                ui.err.print(redaction.redact(traceback.format_exc()), markup=False)
+            ui.error(f"Unexpected failure: {type(exc).__name__}: {redaction.redact(exc)}\n"
+                     "Fix: rerun with --debug to see where it happened, and report it if it persists.")
+            sys.exit(1)
+
+    return wrapper
+
+
+def _require(**values: Any) -> None:
+    missing = [flag for flag, v in values.items() if not v]
+    if missing:
+        from pg2qdrant.errors import InputError
+        raise InputError(f"Missing required flag(s): {', '.join(missing)}.",
+                         fix="see `pg2qdrant migrate --help`; e.g. pg2qdrant migrate --pg.url postgresql://"
+                             "user:pass@host/db --pg.table items --qdrant.collection items.")
+
+
+def _distance_overrides(values) -> dict[str, str]:
+    from pg2qdrant.plan import parse_distance_overrides
+    return parse_distance_overrides(values)
+
+
+def _split(values) -> list[str]:
+    return [p.strip() for v in values or () for p in v.split(",") if p.strip()]
+
+
+def build_migration_options(kw: dict):
+    from pg2qdrant.pipeline import MigrationOptions
+    _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
+                "--qdrant.collection": kw["qdrant_collection"]})
+    workers = kw["num_workers"] if kw["num_workers"] != 0 else (os.cpu_count() or 1)
+    if kw["range_rows"] is not None and kw["range_rows"] <= 0:
+        from pg2qdrant.errors import InputError
+        raise InputError(f"--migration.range-rows must be positive (got {kw['range_rows']}).",
+                         fix="use e.g. --migration.range-rows 50000.")
+    return MigrationOptions(
+        pg_url=kw["pg_url"], table=kw["pg_table"], collection=kw["qdrant_collection"],
+        qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
+        key_columns=_split(kw["pg_key_column"]), columns=_split(kw["pg_columns"]),
+        distance_overrides=_distance_overrides(kw["distance_metric"]),
+        num_workers=workers, batch_size=kw["batch_size"], batch_delay_ms=kw["batch_delay"],
+        restart=kw["restart"], create_collection=kw["create_collection"], id_mode=kw["id_mode"],
+        skip_tls_verification=kw["skip_tls_verification"], dry_run=kw["dry_run"],
+        hnsw_m=kw["hnsw_m"], hnsw_ef_construct=kw["hnsw_ef_construct"], on_disk=kw["on_disk"] or None,
+        quantization=kw["quantization"], shard_number=kw["shard_number"],
+        replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
+        auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
+        state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
+        range_rows=kw["range_rows"],
+    )
+
+
+class Group(click.Group):
+    """Lets global flags appear before the command name too (`pg2qdrant --debug pg ...`)."""
+
+    def parse_args(self, ctx, args):
+        globals_ = {"--debug", "--trace", "--skip-tls-verification"}
+        front = []
+        while args and args[0] in globals_:
+            front.append(args.pop(0))
+        if front and args:
+            args = [args[0], *front, *args[1:]]
+        elif front:
+            args = front
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pg2qdrant")
+def main() -> None:
+    """Move vector data from PostgreSQL/pgvector into Qdrant, faithfully and fast."""
