@@ -144,52 +144,46 @@ def _terminate_readers(url: str, stop: threading.Event, times: int) -> None:
             time.sleep(0.3 if rows else 0.05)
 
 
-def test_dropped_postgres_connections_are_retried_range_by_range(db, qdrant_path, cli):
+def _copy_while_terminating_readers(db, qdrant_path, cli, kills: int, rows: int, *extra: str):
+    """Migrate a table of ``rows`` while another connection terminates the readers' backends."""
     db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
     with db.connect() as conn:
-        fill_items(conn, "t", 4000)
+        fill_items(conn, "t", rows)
         conn.execute("ANALYZE t")
     stop = threading.Event()
-    killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, 3))
+    killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, kills))
     killer.start()
     try:
-        r = cli(*migrate_args(db, "t", qdrant_path), "--migration.range-rows", "400", "-b", "50",
-                "--migration.batch-delay", "20", "--migration.num-workers", "2")
+        return cli(*migrate_args(db, "t", qdrant_path), "-b", "50", "--migration.batch-delay", "20", *extra)
     finally:
         stop.set()
         killer.join()
-    assert r.exit_code == 0, r.output
-    assert "retrying the range" in r.stderr
+
+
+def _assert_local_collection_equals_table(db, qdrant_path, rows: int) -> None:
     target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
     try:
-        assert assert_collection_equals_table(db.url, "t", target) == 4000
+        assert assert_collection_equals_table(db.url, "t", target) == rows
     finally:
         target.close()
 
 
+def test_dropped_postgres_connections_are_retried_range_by_range(db, qdrant_path, cli):
+    r = _copy_while_terminating_readers(db, qdrant_path, cli, 3, 4000, "--migration.range-rows", "400",
+                                        "--migration.num-workers", "2")
+    assert r.exit_code == 0, r.output
+    assert "retrying the range" in r.stderr
+    _assert_local_collection_equals_table(db, qdrant_path, 4000)
+
+
 def test_postgres_failing_beyond_the_retry_budget_leaves_a_resumable_state(db, qdrant_path, cli):
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", 3000)
-        conn.execute("ANALYZE t")
-    stop = threading.Event()
-    killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, 1000))
-    killer.start()
-    try:
-        r = cli(*migrate_args(db, "t", qdrant_path), "--migration.range-rows", "300", "-b", "50",
-                "--migration.batch-delay", "20", "--migration.num-workers", "1", "--migration.max-retries", "1")
-    finally:
-        stop.set()
-        killer.join()
+    r = _copy_while_terminating_readers(db, qdrant_path, cli, 1000, 3000, "--migration.range-rows", "300",
+                                        "--migration.num-workers", "1", "--migration.max-retries", "1")
     assert r.exit_code == 1, r.output
     assert "rerun the same command to resume" in r.stderr and "Traceback" not in r.output
     r = cli(*migrate_args(db, "t", qdrant_path))
     assert r.exit_code == 0, r.output
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 3000
-    finally:
-        target.close()
+    _assert_local_collection_equals_table(db, qdrant_path, 3000)
 
 
 def test_postgres_restart_during_the_copy(db, qdrant_path, cli, pg_server):
@@ -210,8 +204,4 @@ def test_postgres_restart_during_the_copy(db, qdrant_path, cli, pg_server):
     finally:
         restarter.join()
     assert r.exit_code == 0, r.output
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 3000
-    finally:
-        target.close()
+    _assert_local_collection_equals_table(db, qdrant_path, 3000)

@@ -15,14 +15,8 @@ checks see the same table state:
 4. schema: the collection's vectors vs the plan's;
 5. search parity: pgvector's exact top-k vs Qdrant's exact and HNSW top-k.
 
-Memory of the ID check (2): IDs are streamed from both sides (key columns only
-on the source, ``scroll`` without payload or vectors on the target) into
-compact numpy arrays, integers as 8 bytes and UUIDs as 16, then sorted and
-merged. That costs at most :data:`BYTES_PER_ROW` bytes per row at the peak
-(72 measured: about 70 MB for a 1M-row table). When the expected row count would
-exceed ``--verify.id-memory`` (256 MiB by default, ~2.6M rows), the ID space is
-split into hash buckets and both sides are streamed once per bucket, holding one
-bucket at a time.
+The ID check's memory (about 72 bytes per row, hash-bucket passes above
+``--verify.id-memory``) is described in :mod:`.ids`.
 
 Layout (one module per concern; every public name is re-exported here, so
 ``from pg2qdrant.verify import ...`` works as it did when this was one module):
