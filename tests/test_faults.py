@@ -150,3 +150,20 @@ def test_tls_certificates_are_verified_unless_told_otherwise(table, cli, tmp_pat
         r = migrate(cli, table, fake.url, "--skip-tls-verification")
         assert r.exit_code == 0, r.output
         assert_points_equal_table(fake, table)
+
+
+def test_server_collection_is_created_for_a_bulk_load(table, cli):
+    """Against a server: HNSW off (m=0) while loading, restored at the end; payload indexes first."""
+    table.execute("CREATE INDEX t_n_idx ON t (n)")
+    with FakeQdrant(keep_bodies=True) as fake:
+        r = migrate(cli, table, fake.url, "--qdrant.hnsw-m", "24", "--qdrant.payload-index", "title:keyword")
+        assert r.exit_code == 0, r.output
+        create = next(q for q in fake.seen(r"^/collections/c$", "PUT"))
+        assert create.body["hnsw_config"]["m"] == 0
+        first_upsert = min(i for i, q in enumerate(fake.requests) if q.method == "PUT" and q.path == "/collections/c/points")
+        index_requests = [i for i, q in enumerate(fake.requests) if q.path == "/collections/c/index"]
+        assert len(index_requests) == 2 and max(index_requests) < first_upsert  # title (flag) and n (btree)
+        patch = next(q for q in fake.seen(r"^/collections/c$", "PATCH"))
+        assert patch.body["hnsw_config"]["m"] == 24
+        assert fake.collection("c").hnsw["m"] == 24
+        assert set(fake.collection("c").payload_schema) == {"title", "n"}

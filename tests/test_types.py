@@ -178,3 +178,28 @@ def test_timestamps_and_dates_match_postgres_including_bc_and_far_future(db):
             expr = "VALUES " + ", ".join(f"(({s})::{typ})" for s in stamps)
             for server, ours in _our_text(conn, expr, typ):
                 assert _pg_timestamp_to_iso(server) == ours, (typ, server, ours)
+
+
+def test_invalid_utf8_from_a_sql_ascii_database_does_not_crash(pg_server, tmp_path, cli, open_qdrant):
+    """Only a SQL_ASCII database can hold bytes that are not UTF-8; they become U+FFFD, nothing crashes."""
+    name = f"ascii_{tmp_path.name[-12:]}".replace("-", "_").lower()
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                     "TEMPLATE template0")
+    try:
+        url = pg_server.url(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY, title text, tags text[], v vector(2))")
+            conn.execute("INSERT INTO t VALUES (1, E'caf\\xe9 ok', ARRAY[E'\\xff'], '[1,2]'), "
+                         "(2, 'plain', NULL, '[3,4]')")
+        r = cli("migrate", "--pg.url", url, "--pg.table", "t", "--qdrant.url", f"local:{tmp_path / 'q'}",
+                "--qdrant.collection", "c")
+        assert r.exit_code == 0, r.output
+        points = {p.id: p for p in open_qdrant(tmp_path / "q").retrieve("c", [1, 2])}
+        assert points[1].payload["title"] == "caf\ufffd ok"
+        assert points[1].payload["tags"] == ["\ufffd"]
+        assert points[2].payload["title"] == "plain"
+    finally:
+        with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -78,6 +78,39 @@ class IntervalTextLoader(Loader):
         return mapping.format_interval(usecs, days, months)
 
 
+class LenientTextLoader(Loader):
+    """Text (either format) decoded as UTF-8 with U+FFFD for invalid bytes.
+
+    Only for SQL_ASCII databases, the one place where text can hold bytes that are
+    not UTF-8: psycopg would otherwise hand us bytes (or fail) for every text value,
+    catalog names included. The replacement is the documented, only lossy case.
+    """
+
+    def load(self, data: Buffer) -> str:
+        return bytes(data).decode("utf-8", "replace")
+
+
+class LenientTextBinaryLoader(LenientTextLoader):
+    format = Format.BINARY
+
+
+def _lenient_json(data: bytes | str):
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8", "replace")
+    return mapping.json_loads(data)
+
+
+def tolerate_invalid_utf8(conn: psycopg.Connection) -> None:
+    """In a SQL_ASCII database: read text as UTF-8 strings, replacing invalid bytes."""
+    for name in ("text", "varchar", "bpchar", "name", '"char"'):
+        for loader in (LenientTextLoader, LenientTextBinaryLoader):
+            try:
+                conn.adapters.register_loader(name, loader)
+            except KeyError:  # a type psycopg does not know by that name
+                pass
+    set_json_loads(_lenient_json, conn)
+
+
 _TEMPORAL = {
     "date": DateTextLoader,
     "timestamp": TimestampTextLoader,
@@ -95,6 +128,8 @@ def configure(conn: psycopg.Connection, raw_oids: list[int] | tuple[int, ...] = 
     for oid in raw_oids:
         # psycopg swaps in its C implementation of this loader when available.
         conn.adapters.register_loader(oid, ByteaBinaryLoader)
+    if conn.info.encoding == "ascii":  # SQL_ASCII (tolerate_invalid_utf8 already set JSON)
+        return
     set_json_loads(mapping.json_loads, conn)
 
 

@@ -77,6 +77,10 @@ def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connecti
         if k in params:
             options.pop(k)
     try:
-        return psycopg.connect(url, autocommit=autocommit, **options, **kwargs)
+        conn = psycopg.connect(url, autocommit=autocommit, **options, **kwargs)
     except psycopg.OperationalError as exc:
         raise _classify(exc, safe) from None
+    if conn.info.encoding == "ascii":  # a SQL_ASCII database: psycopg would return text as bytes
+        from pg2qdrant.source.adapters import tolerate_invalid_utf8
+        tolerate_invalid_utf8(conn)
+    return conn
