@@ -1,4 +1,4 @@
-"""`pg2qdrant sync`, `sync status`, `sync drop`: the command line of the sync flows (sync.py).
+"""`pg2qdrant sync`, `sync status`, `sync drop`: the command line of the sync flows (the sync package).
 
 Kept apart from cli.py so the sync flags live next to each other; the commands
 hang off cli.main (cli.py imports this module at its end). Sync takes every

@@ -1,0 +1,168 @@
+"""Poll mode: :class:`PollSync`, re-copying rows whose updated column advanced past a watermark.
+
+Also runs ``--sync.mode reconcile`` (a single reconciliation). No deletes are
+seen by polling; ``--sync.reconcile`` removes points whose rows are gone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+from psycopg import sql
+
+from pg2qdrant import redaction
+from pg2qdrant.errors import InputError, SourceError, TargetError
+from pg2qdrant.mapping import RowMapper
+from pg2qdrant.pipeline import MigrationOptions, connect_target, open_source, READ_BATCH_ROWS
+from pg2qdrant.plan import Plan
+from pg2qdrant.source import adapters, connect, snapshot
+from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S, SyncOptions, SyncStats
+from pg2qdrant.sync.reconcile import _reconcile_now
+from pg2qdrant.sync.state import _StateStore
+from pg2qdrant.sync.status import StatusLine
+from pg2qdrant.target import operations as ops
+from pg2qdrant.target.qdrant import parse_target_url
+from pg2qdrant.ui import UI
+
+_POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
+               "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}
+
+
+class PollSync:
+    """Incremental mode: rows whose updated column advanced, with an overlap window; no deletes."""
+
+    def __init__(self, options: MigrationOptions, sync_options: SyncOptions, ui: UI, stop: threading.Event,
+                 stats: SyncStats):
+        self.options = options
+        self.sync = sync_options
+        self.ui = ui
+        self.stop = stop
+        self.stats = stats
+        self.plan: Plan | None = None
+        self.target = None
+
+    def prepare(self) -> None:
+        from pg2qdrant.pipeline import ensure_collection
+        options, ui = self.options, self.ui
+        options.validate()
+        address = parse_target_url(options.qdrant_url)
+        session = open_source(options, ui)
+        plan = session.plan
+        session.close()
+        self.plan = plan
+        if self.sync.mode == "poll":
+            col = plan.table.column(self.sync.updated_column)
+            if col is None:
+                raise InputError(
+                    f"--sync.updated-column {self.sync.updated_column!r} is not a column of {plan.table.display}.",
+                    fix=f"columns are: {', '.join(c.name for c in plan.table.columns)}.")
+            if col.type.schema != "pg_catalog" or col.type.name not in _POLL_TYPES:
+                raise InputError(
+                    f"--sync.updated-column {col.name} is {col.declared}; poll mode needs a timestamp, date or "
+                    "integer/numeric column that every insert and update advances.",
+                    fix="add one, e.g. updated_at timestamptz set by a trigger (see README), or use CDC mode.")
+            self.column = col
+            if col.name not in plan.table.btree_columns:
+                ui.warn(f"no index on {col.name}: every poll reads the whole table. "
+                        f"CREATE INDEX ON {plan.table.display} ({col.name}) makes polls cheap.")
+            if not self.sync.reconcile:
+                ui.warn("poll mode does not see deletes (or key changes); add --sync.reconcile to remove "
+                        "points whose rows are gone.")
+        self.target = connect_target(options, address, ui)
+        ensure_collection(self.target, plan, options.collection_options(plan), create=options.create_collection,
+                          ui=ui)
+        self.address = address
+        self.state = _StateStore(self.target, options,
+                                 f"{plan.collection}:{plan.table.display}:{self.sync.updated_column}")
+
+    def run(self) -> None:
+        if self.sync.mode == "reconcile":
+            _reconcile_now(self.options, self.plan, self.target, self.ui, self.stats)
+            return
+        state = self.state.load() or {}
+        watermark = state.get("watermark")
+        if watermark is not None and self.target.count(self.plan.collection) == 0:
+            self.ui.warn("the collection is empty although a watermark was saved: copying every row again.")
+            watermark = None
+        self.stats.watermark = watermark
+        last_reconcile = None
+        backoff = BACKOFF_START_S
+        with StatusLine(self.ui, self.stats, self.sync.status_every_s, "poll") as status:
+            while not self.stop.is_set():
+                try:
+                    watermark = self._round(watermark)
+                    if self.sync.reconcile and (last_reconcile is None or self.sync.once or
+                                                time.monotonic() - last_reconcile >= self.sync.reconcile_interval_s):
+                        _reconcile_now(self.options, self.plan, self.target, self.ui, self.stats)
+                        last_reconcile = time.monotonic()
+                    backoff = BACKOFF_START_S
+                except (psycopg.OperationalError, SourceError, TargetError) as exc:
+                    self.ui.warn(f"{redaction.redact(getattr(exc, 'message', None) or exc)} - retrying in "
+                                 f"{backoff:.1f} s.")
+                    self.stats.reconnects += 1
+                    if self.stop.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    continue
+                status.tick(force=self.sync.once)
+                if self.sync.once or self.stop.wait(self.sync.interval_s):
+                    break
+
+    def _round(self, watermark: str | None) -> str | None:
+        """Copy rows past ``watermark - overlap``; returns the new watermark (max of the column)."""
+        plan, col = self.plan, self.column
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            raw = [int(r.load_type[4:]) for r in plan.reads if r.load_type.startswith("raw:")]
+            adapters.configure(conn, raw)
+            oids = adapters.load_oids(conn, [r.load_type for r in plan.reads])
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # max() and rows: one snapshot
+            column = sql.Identifier(col.name)
+            type_sql = sql.SQL(col.declared)  # format_type() output from the catalog
+            high = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(column, plan.table.ident)).fetchone()[0]
+            where = None
+            if watermark is not None:
+                if _POLL_TYPES[col.type.name] == "time":
+                    where = sql.SQL("{} > {}::{} - {} * interval '1 second'").format(
+                        column, sql.Literal(watermark), type_sql, sql.Literal(self.sync.overlap))
+                else:
+                    where = sql.SQL("{} > {}::{} - {}").format(column, sql.Literal(watermark), type_sql,
+                                                               sql.Literal(self.sync.overlap))
+            select = sql.SQL("SELECT {} FROM {}{}").format(
+                sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads), plan.table.ident,
+                (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
+            mapper = RowMapper(plan)
+            written = 0
+            with conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select)) as copy:
+                    copy.set_types(oids)
+                    rows: list = []
+                    for row in copy.rows():
+                        rows.append(row)
+                        if len(rows) >= READ_BATCH_ROWS:
+                            written += self._upsert(mapper, rows)
+                            rows = []
+                    written += self._upsert(mapper, rows)
+            snapshot.end(conn)
+        finally:
+            conn.close()
+        new_watermark = high if high is not None else watermark
+        if new_watermark != watermark:
+            self.state.save({"watermark": new_watermark, "column": col.name, "table": plan.table.display,
+                             "collection": plan.collection, "saved_at": time.time()})
+        self.stats.changes += written
+        self.stats.watermark = new_watermark
+        return new_watermark
+
+    def _upsert(self, mapper: RowMapper, rows: list) -> int:
+        for start in range(0, len(rows), self.options.batch_size):
+            self.target.apply(self.plan.collection,
+                              [ops.Upsert(mapper.map_rows(rows[start:start + self.options.batch_size]))], wait=True)
+        return len(rows)
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.close()
+            self.target = None
