@@ -27,6 +27,7 @@ from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, FEEDBACK_EVE
                                     MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, ONCE_IDLE_S, SLOT_BUSY_GIVE_UP_S,
                                     TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
 from pg2qdrant.sync.reconcile import _reconcile_now, reconcile
+from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.target.qdrant import parse_target_url
@@ -35,19 +36,13 @@ from pg2qdrant.ui import UI
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
 
 
-class CdcSync:
+class CdcSync(Runner):
     """One sync run in CDC mode: setup, (initial copy), stream with reconnects, clean stop."""
 
     def __init__(self, options: MigrationOptions, sync_options: SyncOptions, ui: UI, stop: threading.Event,
                  stats: SyncStats):
-        self.options = options
-        self.sync = sync_options
-        self.ui = ui
-        self.stop = stop
-        self.stats = stats
+        super().__init__(options, sync_options, ui, stop, stats)
         self.slot, self.publication = sync_options.names(options.collection)
-        self.plan: Plan | None = None
-        self.target = None
         self.until_lsn: int | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -401,7 +396,3 @@ class CdcSync:
                 acknowledge()
                 return True
 
-    def close(self) -> None:
-        if self.target is not None:
-            self.target.close()
-            self.target = None

@@ -6,7 +6,6 @@ seen by polling; ``--sync.reconcile`` removes points whose rows are gone.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg
@@ -15,33 +14,22 @@ from psycopg import sql
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
-from pg2qdrant.pipeline import MigrationOptions, connect_target, open_source, READ_BATCH_ROWS
-from pg2qdrant.plan import Plan
+from pg2qdrant.pipeline import connect_target, open_source, READ_BATCH_ROWS
 from pg2qdrant.source import adapters, connect, snapshot
-from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S, SyncOptions, SyncStats
+from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
+from pg2qdrant.sync.runner import Runner
 from pg2qdrant.target import operations as ops
 from pg2qdrant.target.qdrant import parse_target_url
-from pg2qdrant.ui import UI
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
                "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}
 
 
-class PollSync:
+class PollSync(Runner):
     """Incremental mode: rows whose updated column advanced, with an overlap window; no deletes."""
-
-    def __init__(self, options: MigrationOptions, sync_options: SyncOptions, ui: UI, stop: threading.Event,
-                 stats: SyncStats):
-        self.options = options
-        self.sync = sync_options
-        self.ui = ui
-        self.stop = stop
-        self.stats = stats
-        self.plan: Plan | None = None
-        self.target = None
 
     def prepare(self) -> None:
         from pg2qdrant.pipeline import ensure_collection
@@ -162,7 +150,3 @@ class PollSync:
                               [ops.Upsert(mapper.map_rows(rows[start:start + self.options.batch_size]))], wait=True)
         return len(rows)
 
-    def close(self) -> None:
-        if self.target is not None:
-            self.target.close()
-            self.target = None
