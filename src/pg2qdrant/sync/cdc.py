@@ -17,7 +17,7 @@ import psycopg
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
-from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate, open_source
+from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
 from pg2qdrant.plan import Plan, shape_differences
 from pg2qdrant.source import adapters, changes, connect, snapshot
 from pg2qdrant.source.changes import (Begin, Commit, ConnectionLost, Delete, Insert, Keepalive, Relation,
@@ -30,7 +30,6 @@ from pg2qdrant.sync.reconcile import _reconcile_now, reconcile
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
-from pg2qdrant.target.qdrant import parse_target_url
 from pg2qdrant.ui import UI
 
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
@@ -53,11 +52,7 @@ class CdcSync(Runner):
         side effect (publication, slot, writes).
         """
         options, ui = self.options, self.ui
-        options.validate()
-        address = parse_target_url(options.qdrant_url)
-        session = open_source(options, ui)
-        plan = session.plan
-        session.close()
+        address, plan = self._plan()
         conn = connect.connect(options.pg_url, autocommit=True)
         try:
             settings = changes.wal_settings(conn)

@@ -14,7 +14,7 @@ from psycopg import sql
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
-from pg2qdrant.pipeline import connect_target, open_source, READ_BATCH_ROWS
+from pg2qdrant.pipeline import connect_target, READ_BATCH_ROWS
 from pg2qdrant.source import adapters, connect, snapshot
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
@@ -22,7 +22,6 @@ from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.target import operations as ops
-from pg2qdrant.target.qdrant import parse_target_url
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
                "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}
@@ -34,11 +33,7 @@ class PollSync(Runner):
     def prepare(self) -> None:
         from pg2qdrant.pipeline import ensure_collection
         options, ui = self.options, self.ui
-        options.validate()
-        address = parse_target_url(options.qdrant_url)
-        session = open_source(options, ui)
-        plan = session.plan
-        session.close()
+        address, plan = self._plan()
         self.plan = plan
         if self.sync.mode == "poll":
             col = plan.table.column(self.sync.updated_column)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.pipeline import MigrationOptions, open_source
 from pg2qdrant.plan import Plan
 from pg2qdrant.sync.options import SyncOptions, SyncStats
+from pg2qdrant.target.qdrant import parse_target_url
 from pg2qdrant.ui import UI
 
 
@@ -22,6 +23,17 @@ class Runner:
         self.stats = stats
         self.plan: Plan | None = None
         self.target = None
+
+    def _plan(self):
+        """(target address, plan): the input checks and the plan every run starts with.
+
+        The plan's snapshot is only for planning here, so rows are not counted.
+        """
+        self.options.validate()
+        address = parse_target_url(self.options.qdrant_url)
+        session = open_source(self.options, self.ui, count=False)
+        session.close()
+        return address, session.plan
 
     def close(self) -> None:
         if self.target is not None:

@@ -547,7 +547,7 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     address = parse_target_url(options.qdrant_url)
     own = session is None
     if own:
-        session = pipeline.open_source(options, ui)
+        session = pipeline.open_source(options, ui, count=False)  # the ID scan counts per partition
     target = None
     try:
         target = pipeline.connect_target(options, address, ui)
