@@ -466,6 +466,8 @@ class CopyRun:
         self.attempt: dict[int, int] = {r.index: 0 for r in self.todo}
         self.read_rows: dict[int, int] = {}  # range -> rows of its current attempt (once known)
         self.written: dict[int, int] = {}  # range -> points acknowledged for its current attempt
+        self.remaining = {r.index for r in self.todo}
+        self.changed: set[int] = set()  # ranges whose counts moved since the last completion check
         self.source_retries = 0
         self.pool_workers = 1
         self.rows = 0
@@ -502,7 +504,6 @@ class CopyRun:
         return self.rows
 
     def _loop(self, pool: ReaderPool, writer: Writer | None) -> None:
-        remaining = {r.index for r in self.todo}
         for kind, tag, payload in pool.messages():
             if writer is not None:
                 writer.poll()  # writes acknowledged meanwhile may complete ranges
@@ -514,28 +515,34 @@ class CopyRun:
                 writer.write(tag, payload)
             elif kind == "range_done":
                 self.read_rows[tag[0]] = payload
+                self.changed.add(tag[0])
                 if writer is None:
                     self._written(tag, payload)
             elif kind == "range_failed":
                 self._retry_range(pool, tag[0], payload)
-            for done in [i for i in remaining if self._complete(i)]:
-                remaining.discard(done)
-                self._record(done)
-            if not remaining:
+            self._record_completed()
+            if not self.remaining:
                 pool.finish()
         if writer is not None:
             writer.drain()
-            for done in [i for i in remaining if self._complete(i)]:
-                remaining.discard(done)
-                self._record(done)
-        if remaining:  # pragma: no cover - every exit path above completes or raises
-            raise SourceError(f"{len(remaining)} ranges were not completed.", fix="rerun to resume.")
+            self._record_completed()
+        if self.remaining:  # pragma: no cover - every exit path above completes or raises
+            raise SourceError(f"{len(self.remaining)} ranges were not completed.", fix="rerun to resume.")
+
+    def _record_completed(self) -> None:
+        """Record the ranges that became complete (only those whose counts moved are looked at)."""
+        for index in self.changed & self.remaining:
+            if self._complete(index):
+                self.remaining.discard(index)
+                self._record(index)
+        self.changed.clear()
 
     def _written(self, tag: tuple[int, int], n: int) -> None:
         index, attempt = tag
         if attempt != self.attempt.get(index):
             return
         self.written[index] = self.written.get(index, 0) + n
+        self.changed.add(index)
         self.rows += n
         self.progress.advance(n)
 
