@@ -88,6 +88,12 @@ def composite_key_text(values: Sequence[Any]) -> str:
     return json.dumps([_key_text(v) for v in values], ensure_ascii=False, separators=(",", ":"))
 
 
+def normalize_point_id(pid: Any) -> PointId:
+    """A point ID as compared and reported: the int, or canonical lower-case UUID text
+    (whatever object a target returns a UUID ID as)."""
+    return pid if isinstance(pid, int) else str(pid).lower()
+
+
 def make_point_id(key: KeySpec, values: Sequence[Any]) -> PointId:
     """Point ID of one row from its key values (in ``key.columns`` order)."""
     if len(values) > 1:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import PointId, RowMapper, make_point_id
+from pg2qdrant.mapping import normalize_point_id, PointId, RowMapper, make_point_id
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import changes, connect
 from pg2qdrant.source.changes import UNCHANGED, RowDecoder
@@ -22,10 +22,6 @@ from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.target import operations as ops
 
 FULL, PARTIAL, DELETE, REREAD = "full", "partial", "delete", "reread"
-
-
-def _norm(pid: Any) -> PointId:
-    return pid if isinstance(pid, int) else str(pid).lower()
 
 
 @dataclass
@@ -100,7 +96,7 @@ class Applier:
                 f"A change of {self.plan.table.display} arrived without its key ({', '.join(self.plan.key.columns)}).",
                 fix="give the table a replica identity that includes the key (see the REPLICA IDENTITY advice "
                     "printed at start), then restart sync with --sync.reconcile.")
-        return _norm(make_point_id(self.plan.key, key))
+        return normalize_point_id(make_point_id(self.plan.key, key))
 
     def apply(self, batch: ChangeBatch) -> int:
         """Apply ``batch``; returns the number of row changes it held."""
@@ -231,7 +227,7 @@ class Applier:
         for start in range(0, len(ids), EXISTENCE_CHUNK):
             records = self.target.retrieve(self.plan.collection, ids[start:start + EXISTENCE_CHUNK],
                                            with_vectors=False)
-            present.update(_norm(r.id) for r in records)
+            present.update(normalize_point_id(r.id) for r in records)
         return present
 
     def _send(self, operations: list[ops.Operation]) -> None:

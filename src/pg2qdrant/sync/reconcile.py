@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import psycopg
 
-from pg2qdrant.mapping import PointId, RowMapper, make_point_id
+from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import adapters, changes, connect
-from pg2qdrant.sync.apply import _norm
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.target import operations as ops
 from pg2qdrant.ui import UI
@@ -30,8 +29,8 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     oids = adapters.load_oids(conn, [r.load_type for r in plan.reads])
     source: dict[PointId, tuple] = {}
     for key in changes.iter_key_rows(conn, plan, oids):
-        source[_norm(make_point_id(plan.key, key))] = key
-    present = {_norm(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
+        source[normalize_point_id(make_point_id(plan.key, key))] = key
+    present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
     for start in range(0, len(orphans), 10_000):

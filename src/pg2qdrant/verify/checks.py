@@ -20,10 +20,10 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.errors import InputError, Pg2QdrantError
-from pg2qdrant.mapping import PointBatch, make_point_id
+from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
 from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, shape_differences
 from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
-from pg2qdrant.verify.compare import Mismatch, _norm_id, _short, compare_points, same_json
+from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
 from pg2qdrant.verify.ids import IdScan, scan_ids
 from pg2qdrant.verify.options import BYTES_PER_ROW, EXAMPLES_KEPT, INDEX_POLL_S, RETRIEVE_BATCH, VerifyOptions, \
     sample_size
@@ -35,13 +35,8 @@ from pg2qdrant.verify.source_rows import iter_source_batches
 # The checks
 # ---------------------------------------------------------------------------------------
 
-def _id(pid: Any) -> Any:
-    """A point ID as JSON: the integer, or the UUID's canonical text."""
-    return pid if isinstance(pid, int) else str(pid)
-
-
 def _finding(pid: Any, field_name: str, reason: str, message: str, expected: Any = "", actual: Any = "") -> dict:
-    return {"id": _id(pid), "field": field_name, "reason": reason, "message": message,
+    return {"id": normalize_point_id(pid), "field": field_name, "reason": reason, "message": message,
             "expected": _shown(expected), "actual": _shown(actual)}
 
 
@@ -220,7 +215,7 @@ class Verification:
                         if len(ulp_examples) < EXAMPLES_KEPT:
                             ulp_examples.append(m)
                         continue
-                    rows_bad.add(_norm_id(m.point_id))
+                    rows_bad.add(normalize_point_id(m.point_id))
                     by_field[m.field] += 1
                     if len(real) < EXAMPLES_KEPT:
                         real.append(m)
@@ -434,7 +429,7 @@ class Verification:
                     if i == 0:
                         index_used = self._pg_uses_index(search_sql, literal)
                     # NaN distances (a zero vector under cosine) have no rank on either side.
-                    expected = [(_norm_id(pid), qdrant_score(distance, d))
+                    expected = [(normalize_point_id(pid), qdrant_score(distance, d))
                                 for pid, d in self._pg_top_k(search_sql, literal) if math.isfinite(d)]
                     if spec.is_sparse:
                         # Qdrant's sparse search returns only points sharing an index with the
@@ -448,9 +443,9 @@ class Verification:
                     for stats, is_exact in ((exact, True), (approx, False)):
                         if stats is None:
                             continue
-                        found = [(_norm_id(pid), float(s)) for pid, s in self.target.search(
+                        found = [(normalize_point_id(pid), float(s)) for pid, s in self.target.search(
                             self.collection, spec.name, query, self.opts.k, exact=is_exact)]
-                        stats.add(_id(label), expected, found, tol=tol)
+                        stats.add(normalize_point_id(label), expected, found, tol=tol)
                         ids_by_mode.append([pid for pid, _ in found])
                     hnsw_same_as_exact = hnsw_same_as_exact and ids_by_mode[0] == ids_by_mode[-1]
                     progress.advance(1)

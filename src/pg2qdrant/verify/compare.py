@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pg2qdrant.mapping import PointBatch, SparseValue
+from pg2qdrant.mapping import PointBatch, SparseValue, normalize_point_id
 from pg2qdrant.plan import Plan, VectorSpec
 
 # float16 keeps 11 significant bits: after normalisation on either side values can
@@ -143,11 +143,11 @@ def compare_vector(spec: VectorSpec, expected: Any, actual: Any) -> str | None:
 
 def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any], *, float_ulps: int = 0) -> list[Mismatch]:
     """Every expected point of ``batch`` against the records Qdrant returned for their IDs."""
-    by_id = {_norm_id(r.id): r for r in records}
+    by_id = {normalize_point_id(r.id): r for r in records}
     specs = {v.name: v for v in plan.vectors}
     out: list[Mismatch] = []
     for i, pid in enumerate(batch.ids):
-        rec = by_id.get(_norm_id(pid))
+        rec = by_id.get(normalize_point_id(pid))
         if rec is None:
             out.append(Mismatch(pid, "point", "present", "missing", "point is missing in the collection"))
             continue
@@ -179,7 +179,3 @@ def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any], *, flo
                     out.append(Mismatch(pid, f"vector:{name}", _short([float(x) for x in np.asarray(exp)[:4]] if not
                                         spec.is_sparse else exp), _short(act), why))
     return out
-
-
-def _norm_id(pid: Any) -> Any:
-    return str(pid) if not isinstance(pid, int) else pid
