@@ -28,6 +28,17 @@ def fill_items(conn: psycopg.Connection, table: str, rows: int, dim: int = 16, *
                                 None if k % 7 == 0 else float(k) / 3, vector_literal(vecs[i])))
 
 
+ITEMS_TABLE = "CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))"
+
+
+def create_items_table(db, rows: int) -> None:
+    """Table ``t`` (ITEMS_TABLE) with ``rows`` rows from fill_items, analyzed (so ranges are planned)."""
+    db.execute(ITEMS_TABLE)
+    with db.connect() as conn:
+        fill_items(conn, "t", rows)
+        conn.execute("ANALYZE t")
+
+
 def source_plan(url: str, table: str, collection: str = "c", **kwargs):
     with psycopg.connect(url, autocommit=True) as conn:
         server = catalog.server_info(conn)

@@ -15,15 +15,12 @@ import pytest
 
 from fake_qdrant import (UPSERT, Drop, FakeQdrant, bad_gateway, gateway_timeout, please_retry,
                          rate_limited, service_unavailable, wrong_input)
-from helpers import fill_items
+from helpers import create_items_table
 
 
 @pytest.fixture
 def table(db):
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", 600)
-        conn.execute("ANALYZE t")
+    create_items_table(db, 600)
     return db
 
 

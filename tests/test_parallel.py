@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from conftest import migrate_args
-from helpers import assert_collection_equals_table, fill_items
+from helpers import ITEMS_TABLE, assert_collection_equals_table, fill_items
 from pg2qdrant import pipeline
 from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
 
@@ -26,7 +26,7 @@ def open_local(path) -> QdrantTarget:
 
 
 TABLES = {
-    "plain": "CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))",
+    "plain": ITEMS_TABLE,
     "text_key": "CREATE TABLE t (id text PRIMARY KEY, title text, n int, score float8, v vector(16))",
     # No index on the key: physical (ctid) ranges instead of key ranges.
     "no_key_index": "CREATE TABLE t (id bigint NOT NULL, title text, n int, score float8, v vector(16))",

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from conftest import migrate_args
-from helpers import assert_collection_equals_table, fill_items
+from helpers import assert_collection_equals_table, create_items_table
 from pg2qdrant.target.edge import EdgeTarget
 from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
 
@@ -31,10 +31,7 @@ def spawn(args: list[str]) -> subprocess.Popen:
 
 @pytest.fixture
 def table_50k(db):
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", 50_000)
-        conn.execute("ANALYZE t")
+    create_items_table(db, 50_000)
     return db
 
 
@@ -65,10 +62,7 @@ def test_sigkill_at_ten_random_moments_then_rerun_loses_nothing(table_50k, tmp_p
 
 
 def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_path):
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", 3000)
-        conn.execute("ANALYZE t")
+    create_items_table(db, 3000)
     args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "50",
                         "--migration.batch-delay", "150", "--migration.num-workers", "2")
     proc = spawn(args)
@@ -146,10 +140,7 @@ def _terminate_readers(url: str, stop: threading.Event, times: int) -> None:
 
 def _copy_while_terminating_readers(db, qdrant_path, cli, kills: int, rows: int, *extra: str):
     """Migrate a table of ``rows`` while another connection terminates the readers' backends."""
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", rows)
-        conn.execute("ANALYZE t")
+    create_items_table(db, rows)
     stop = threading.Event()
     killer = threading.Thread(target=_terminate_readers, args=(db.url, stop, kills))
     killer.start()
@@ -187,10 +178,7 @@ def test_postgres_failing_beyond_the_retry_budget_leaves_a_resumable_state(db, q
 
 
 def test_postgres_restart_during_the_copy(db, qdrant_path, cli, pg_server):
-    db.execute("CREATE TABLE t (id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))")
-    with db.connect() as conn:
-        fill_items(conn, "t", 3000)
-        conn.execute("ANALYZE t")
+    create_items_table(db, 3000)
 
     def restart_soon():
         time.sleep(2.0)
