@@ -109,7 +109,8 @@ def _state_options(fn: Callable) -> Callable:
 def state_list(ui: UI, **kw: Any) -> None:
     """List saved migrations: table, collection, ranges done, status."""
     import datetime
-    from rich.table import Table
+
+    from pg2qdrant.ui import table
     target, store = _state_store_for(ui, kw)
     try:
         states = store.list()
@@ -118,14 +119,15 @@ def state_list(ui: UI, **kw: Any) -> None:
     if not states:
         ui.info(f"No saved migration progress in {store.describe()}.")
         return
-    table = Table(title=f"Saved migrations ({store.describe()})", title_justify="left")
-    for col in ("id", "source table", "collection", "ranges done", "rows done", "status", "updated"):
-        table.add_column(col)
-    for st in sorted(states, key=lambda x: x.updated_at):
-        updated = datetime.datetime.fromtimestamp(st.updated_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-        table.add_row(st.state_id[:12], f"{st.source.get('database')}.{st.source.get('table')}", st.collection,
-                      f"{len(st.done)}/{len(st.ranges)}", f"{st.rows_done:,}", st.status, updated)
-    ui.out.print(table)
+    def updated(st) -> str:
+        return datetime.datetime.fromtimestamp(st.updated_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    ui.out.print(table(
+        f"Saved migrations ({store.describe()})",
+        ("id", "source table", "collection", "ranges done", "rows done", "status", "updated"),
+        [(st.state_id[:12], f"{st.source.get('database')}.{st.source.get('table')}", st.collection,
+          f"{len(st.done)}/{len(st.ranges)}", f"{st.rows_done:,}", st.status, updated(st))
+         for st in sorted(states, key=lambda x: x.updated_at)]))
 
 
 @state_group.command("clear")

@@ -91,6 +91,13 @@ def _merged(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _admin_args(ctx: click.Context, kw: dict[str, Any]):
+    """(url, collection, SyncOptions) for `sync status` / `sync drop`."""
+    kw = _merged(ctx, kw)
+    url, collection = _names_args(kw)
+    return url, collection, sync_options_from(kw)
+
+
 def _names_args(kw: dict[str, Any]) -> tuple[str, str]:
     from pg2qdrant.errors import InputError
     if not kw.get("pg_url"):
@@ -109,9 +116,7 @@ def _names_args(kw: dict[str, Any]) -> tuple[str, str]:
 def sync_status_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
     """Print the slot's last applied LSN, lag and the WAL it keeps."""
     from pg2qdrant.sync import sync_status
-    kw = _merged(ctx, kw)
-    url, collection = _names_args(kw)
-    sync_status(url, collection, sync_options_from(kw), ui)
+    sync_status(*_admin_args(ctx, kw), ui)
 
 
 @sync_cmd.command("drop")
@@ -121,9 +126,7 @@ def sync_status_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
 def sync_drop_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
     """Remove the replication slot and the publication sync created (the collection stays)."""
     from pg2qdrant.sync import sync_drop
-    kw = _merged(ctx, kw)
-    url, collection = _names_args(kw)
-    sync_drop(url, collection, sync_options_from(kw), ui)
+    sync_drop(*_admin_args(ctx, kw), ui)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m pg2qdrant.cli_sync sync ...`

@@ -138,18 +138,27 @@ class ProgressReporter:
             self._bar.stop()
 
 
+def table(title: str, columns: tuple[str, ...] | None, rows) -> Table:
+    """A titled table; ``columns=None`` makes a two-column "name: value" table without a header."""
+    out = Table(title=title, show_header=columns is not None, title_justify="left")
+    if columns is None:
+        out.add_column(style="bold")
+        out.add_column()
+    else:
+        for col in columns:
+            out.add_column(col)
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
 @dataclass
 class Summary:
     title: str
     rows: list[tuple[str, str]]
 
     def render(self, ui: UI) -> None:
-        table = Table(title=self.title, show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column()
-        for k, v in self.rows:
-            table.add_row(k, v)
-        ui.out.print(table)
+        ui.out.print(table(self.title, None, self.rows))
 
 
 def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
@@ -157,49 +166,36 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     t = plan.table
     s = plan.server
     kinds = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
-    head = Table(title="Source", show_header=False, title_justify="left")
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row("table", f"{t.display} ({kinds.get(t.relkind, t.relkind)})")
+    source = [("table", f"{t.display} ({kinds.get(t.relkind, t.relkind)})")]
     if len(t.leaves) > 1 or (t.leaves and t.leaves[0].oid != t.oid):
-        head.add_row("reads from", ", ".join(leaf.display for leaf in t.leaves[:8])
-                     + (f" (+{len(t.leaves) - 8} more)" if len(t.leaves) > 8 else ""))
-    head.add_row("server", f"PostgreSQL {s.version}, pgvector {s.pgvector or 'not installed'}")
-    head.add_row("estimated rows", f"{t.estimated_rows:,}" if t.estimated_rows else "unknown (not analyzed)")
-    head.add_row("collection", plan.collection + (f" at {target_display}" if target_display else ""))
-    ui.out.print(head)
+        source.append(("reads from", ", ".join(leaf.display for leaf in t.leaves[:8])
+                       + (f" (+{len(t.leaves) - 8} more)" if len(t.leaves) > 8 else "")))
+    source += [
+        ("server", f"PostgreSQL {s.version}, pgvector {s.pgvector or 'not installed'}"),
+        ("estimated rows", f"{t.estimated_rows:,}" if t.estimated_rows else "unknown (not analyzed)"),
+        ("collection", plan.collection + (f" at {target_display}" if target_display else "")),
+    ]
+    ui.out.print(table("Source", None, source))
 
-    vt = Table(title="Vectors (one named vector per column)", title_justify="left")
-    for col in ("vector", "column type", "size", "distance", "datatype", "distance decided by"):
-        vt.add_column(col)
-    for v in plan.vectors:
-        size = "sparse" if v.is_sparse else (f"{v.size}" + (" (from data)" if v.size_from_data else ""))
-        vt.add_row(v.name, v.declared, size, v.distance or "dot (sparse)", v.datatype, v.distance_source)
-    ui.out.print(vt)
+    ui.out.print(table(
+        "Vectors (one named vector per column)",
+        ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
+        [(v.name, v.declared, "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
+          v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
 
     k = plan.key
-    kt = Table(title="Point IDs", show_header=False, title_justify="left")
-    kt.add_column(style="bold")
-    kt.add_column()
-    kt.add_row("key", f"{', '.join(k.columns)} (from {k.source})")
-    kt.add_row("ID", k.description)
-    kt.add_row("uniqueness", "guaranteed by a unique constraint" if k.unique_by_constraint
-               else "checked before writing (no unique constraint)")
-    kt.add_row("payload", "the key value is kept in the payload under its column name")
-    ui.out.print(kt)
+    ui.out.print(table("Point IDs", None, [
+        ("key", f"{', '.join(k.columns)} (from {k.source})"),
+        ("ID", k.description),
+        ("uniqueness", "guaranteed by a unique constraint" if k.unique_by_constraint
+         else "checked before writing (no unique constraint)"),
+        ("payload", "the key value is kept in the payload under its column name"),
+    ]))
 
-    pt = Table(title="Payload", title_justify="left")
-    for col in ("field", "column type", "stored in Qdrant as"):
-        pt.add_column(col)
-    for p in plan.payload:
-        pt.add_row(p.name, p.declared, p.description)
-    ui.out.print(pt)
+    ui.out.print(table("Payload", ("field", "column type", "stored in Qdrant as"),
+                       [(p.name, p.declared, p.description) for p in plan.payload]))
     if plan.payload_indexes:
-        it = Table(title="Payload indexes (created before loading)", title_justify="left")
-        for col in ("field", "index type", "because"):
-            it.add_column(col)
-        for p in plan.payload_indexes:
-            it.add_row(p.field, p.type, p.source)
-        ui.out.print(it)
+        ui.out.print(table("Payload indexes (created before loading)", ("field", "index type", "because"),
+                           [(p.field, p.type, p.source) for p in plan.payload_indexes]))
     for w in plan.warnings:
         ui.warn(w)
