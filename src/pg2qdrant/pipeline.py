@@ -24,7 +24,7 @@ from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.target import open_target
 from pg2qdrant.target.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.target.checkpoints import (DEFAULT_STATE_COLLECTION, FileStateStore, MigrationState, StateStore,
+from pg2qdrant.target.checkpoints import (DEFAULT_STATE_COLLECTION, STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
                                           state_id_for)
 from pg2qdrant.workers import ReaderPool, ReaderSpec
 from pg2qdrant.writer import Writer
@@ -416,8 +416,8 @@ def _kind(ranges: list[ReadRange]) -> str:
 
 def state_store(options: MigrationOptions, target) -> StateStore:
     if options.state_file:
-        return FileStateStore(options.state_file)
-    return target.state_store(options.offsets_collection)
+        return StateStore(FileRecords(options.state_file))
+    return StateStore(target.records(options.offsets_collection, STATE_NAMESPACE))
 
 
 def source_identity(plan: Plan) -> dict:

@@ -69,68 +69,68 @@ def state_id_for(source: dict[str, Any], collection: str, plan_fingerprint: str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class StateStore(Protocol):
-    def load(self, state_id: str) -> MigrationState | None: ...
-    def save(self, state: MigrationState) -> None: ...
-    def list(self) -> list[MigrationState]: ...
-    def delete(self, state_id: str) -> bool: ...
+class RecordStore(Protocol):
+    """JSON records by key, kept with the target (or in a local file)."""
+
+    def load(self, key: str) -> dict[str, Any] | None: ...
+    def save(self, key: str, record: dict[str, Any]) -> None: ...
+    def records(self) -> list[dict[str, Any]]: ...
+    def delete(self, key: str) -> bool: ...
     def describe(self) -> str: ...
 
 
-class CollectionStateStore:
-    """State records as payload-only points of a vector-less collection in the target."""
+class CollectionRecords:
+    """Records as payload-only points of a vector-less collection (qdrant-client targets).
 
-    def __init__(self, client, collection: str = DEFAULT_STATE_COLLECTION):
+    Each record is stored as one JSON string, so it reads back exactly as written;
+    the point ID is uuid5 of ``namespace:key``.
+    """
+
+    def __init__(self, client, collection: str, namespace: str):
         self.client = client  # a qdrant_client.QdrantClient
         self.collection = collection
+        self.namespace = namespace
 
     def describe(self) -> str:
         return f"collection {self.collection!r} in the target"
 
-    @staticmethod
-    def _point_id(state_id: str) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, "pg2qdrant-state:" + state_id))
+    def _point_id(self, key: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.namespace}:{key}"))
 
-    def _ensure(self) -> None:
-        if not self.client.collection_exists(self.collection):
-            self.client.create_collection(self.collection, vectors_config={})
-
-    def load(self, state_id: str) -> MigrationState | None:
+    def load(self, key: str) -> dict[str, Any] | None:
         if not self.client.collection_exists(self.collection):
             return None
-        records = self.client.retrieve(self.collection, [self._point_id(state_id)], with_payload=True)
-        return MigrationState.from_json(json.loads(records[0].payload["state"])) if records else None
+        found = self.client.retrieve(self.collection, [self._point_id(key)], with_payload=True)
+        return json.loads(found[0].payload["record"]) if found else None
 
-    def save(self, state: MigrationState) -> None:
+    def save(self, key: str, record: dict[str, Any]) -> None:
         from qdrant_client import models
-        self._ensure()
-        # Stored as one JSON string: the record is read back exactly as written.
-        payload = {"state": json.dumps(state.to_json()), "state_id": state.state_id,
-                   "collection": state.collection, "status": state.status}
-        self.client.upsert(self.collection, [models.PointStruct(id=self._point_id(state.state_id), vector={},
-                                                                payload=payload)], wait=True)
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(self.collection, vectors_config={})
+        self.client.upsert(self.collection, [models.PointStruct(
+            id=self._point_id(key), vector={}, payload={"key": key, "record": json.dumps(record)})], wait=True)
 
-    def list(self) -> list[MigrationState]:
+    def records(self) -> list[dict[str, Any]]:
         if not self.client.collection_exists(self.collection):
             return []
         out, offset = [], None
         while True:
-            records, offset = self.client.scroll(self.collection, limit=100, offset=offset, with_payload=True)
-            out += [MigrationState.from_json(json.loads(r.payload["state"])) for r in records]
+            found, offset = self.client.scroll(self.collection, limit=100, offset=offset, with_payload=True)
+            out += [json.loads(r.payload["record"]) for r in found]
             if offset is None:
                 return out
 
-    def delete(self, state_id: str) -> bool:
+    def delete(self, key: str) -> bool:
         from qdrant_client import models
-        if self.load(state_id) is None:
+        if self.load(key) is None:
             return False
-        self.client.delete(self.collection, points_selector=models.PointIdsList(points=[self._point_id(state_id)]),
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=[self._point_id(key)]),
                            wait=True)
         return True
 
 
-class FileStateStore:
-    """State records in one JSON file, replaced atomically (write to a temp file, fsync, rename)."""
+class FileRecords:
+    """Records in one JSON file ``{key: record}``, replaced atomically (temp file, fsync, rename)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,21 +152,46 @@ class FileStateStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def load(self, state_id: str) -> MigrationState | None:
-        data = self._read().get(state_id)
-        return MigrationState.from_json(data) if data else None
+    def load(self, key: str) -> dict[str, Any] | None:
+        return self._read().get(key)
 
-    def save(self, state: MigrationState) -> None:
+    def save(self, key: str, record: dict[str, Any]) -> None:
         data = self._read()
-        data[state.state_id] = state.to_json()
+        data[key] = record
         self._write(data)
 
-    def list(self) -> list[MigrationState]:
-        return [MigrationState.from_json(v) for v in self._read().values()]
+    def records(self) -> list[dict[str, Any]]:
+        return list(self._read().values())
 
-    def delete(self, state_id: str) -> bool:
+    def delete(self, key: str) -> bool:
         data = self._read()
-        if data.pop(state_id, None) is None:
+        if data.pop(key, None) is None:
             return False
         self._write(data)
         return True
+
+
+class StateStore:
+    """Migration states (MigrationState) on top of a record store."""
+
+    def __init__(self, records: RecordStore):
+        self.records = records
+
+    def describe(self) -> str:
+        return self.records.describe()
+
+    def load(self, state_id: str) -> MigrationState | None:
+        data = self.records.load(state_id)
+        return MigrationState.from_json(data) if data else None
+
+    def save(self, state: MigrationState) -> None:
+        self.records.save(state.state_id, state.to_json())
+
+    def list(self) -> list[MigrationState]:
+        return [MigrationState.from_json(r) for r in self.records.records()]
+
+    def delete(self, state_id: str) -> bool:
+        return self.records.delete(state_id)
+
+
+STATE_NAMESPACE = "pg2qdrant-state"  # point IDs of migration records

@@ -134,10 +134,10 @@ class EdgeTarget:
         shard.optimize()
         shard.flush()
 
-    def state_store(self, collection: str):
-        """Migration progress as a JSON file inside the edge folder (the target itself)."""
-        from pg2qdrant.target.checkpoints import FileStateStore
-        return FileStateStore(self.root / f"{collection}.json")
+    def records(self, collection: str, namespace: str):
+        """Small JSON records as a file inside the edge folder (the target itself)."""
+        from pg2qdrant.target.checkpoints import FileRecords
+        return FileRecords(self.root / f"{collection}.json")
 
     def delete_collection(self, collection: str) -> None:
         import shutil

@@ -21,7 +21,7 @@ from pg2qdrant.errors import DataError, InputError, TargetError
 from pg2qdrant.retry import RetryPolicy, call_with_retries
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.target import operations as ops
-from pg2qdrant.target.checkpoints import CollectionStateStore
+from pg2qdrant.target.checkpoints import CollectionRecords
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 
 GRPC_PORT = 6334
@@ -228,9 +228,9 @@ class QdrantTarget:
     def max_request_bytes(self) -> int | None:
         return MAX_REQUEST_BYTES if self.address.kind == "server" else None
 
-    def state_store(self, collection: str):
-        """Migration progress kept in the target itself (see target/checkpoints.py)."""
-        return _RetryingStateStore(CollectionStateStore(self.client, collection), self)
+    def records(self, collection: str, namespace: str):
+        """Small JSON records kept in the target itself (resume progress, sync markers)."""
+        return _RetryingRecords(CollectionRecords(self.client, collection, namespace), self)
 
     def delete_collection(self, collection: str) -> None:
         self.call("delete the collection", lambda: self.client.delete_collection(collection))
@@ -308,26 +308,26 @@ class QdrantTarget:
             pass
 
 
-class _RetryingStateStore:
-    """The collection state store, its calls retried and translated like every other call."""
+class _RetryingRecords:
+    """Collection records, their calls retried and translated like every other call."""
 
-    def __init__(self, store: CollectionStateStore, target: "QdrantTarget"):
+    def __init__(self, store: CollectionRecords, target: "QdrantTarget"):
         self.store, self.target = store, target
 
     def describe(self) -> str:
         return self.store.describe()
 
-    def load(self, state_id):
-        return self.target.call("read the migration state", lambda: self.store.load(state_id))
+    def load(self, key):
+        return self.target.call("read a saved record", lambda: self.store.load(key))
 
-    def save(self, state) -> None:
-        self.target.call("save the migration state", lambda: self.store.save(state))
+    def save(self, key, record) -> None:
+        self.target.call("save a record", lambda: self.store.save(key, record))
 
-    def list(self):
-        return self.target.call("list migration states", self.store.list)
+    def records(self):
+        return self.target.call("list saved records", self.store.records)
 
-    def delete(self, state_id) -> bool:
-        return self.target.call("delete a migration state", lambda: self.store.delete(state_id))
+    def delete(self, key) -> bool:
+        return self.target.call("delete a saved record", lambda: self.store.delete(key))
 
 
 def _vector_value(value: Any) -> Any:
