@@ -35,7 +35,7 @@ from psycopg.adapt import Transformer
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import adapters, connect
+from pg2qdrant.source import connect, reader
 
 PG_EPOCH_UNIX = 946_684_800  # 2000-01-01T00:00:00Z, the epoch of replication timestamps
 _IDENT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
@@ -319,9 +319,7 @@ class RowDecoder:
     def __init__(self, plan: Plan, conn: psycopg.Connection):
         self.plan = plan
         self.conn = conn
-        raw = [int(r.load_type[4:]) for r in plan.reads if r.load_type.startswith("raw:")]
-        adapters.configure(conn, raw)
-        self.load_oids = adapters.load_oids(conn, [r.load_type for r in plan.reads])
+        self.load_oids = reader.prepare_connection(conn, plan)
         self.tx = Transformer(conn)
         self.relations: dict[int, Relation] = {}
         self._rules: dict[int, list[tuple[int | None, _ReadRule]]] = {}
@@ -813,17 +811,11 @@ def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], key
                       chunk: int = 500) -> list[tuple]:
     """Current rows with these key values, read with the plan's own SELECT and loaders (as the copy)."""
     out: list[tuple] = []
-    columns = sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads)
     for start in range(0, len(keys), chunk):
         where, params = key_match(plan, keys[start:start + chunk])
-        select = sql.SQL("SELECT {} FROM {} WHERE {}").format(columns, plan.table.ident, where)
-        # COPY takes no bind parameters: rendered client-side, quoted by psycopg.
-        query = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(
-            sql.SQL(psycopg.ClientCursor(conn).mogrify(select, params)))
-        with conn.cursor() as cur:
-            with cur.copy(query) as copy:
-                copy.set_types(oids)
-                out.extend(copy.rows())
+        query = reader.copy_query(conn, plan, where, params)
+        for rows in reader.copy_rows(conn, query, oids, chunk):
+            out.extend(rows)
     return out
 
 

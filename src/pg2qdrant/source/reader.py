@@ -20,7 +20,7 @@ resume state, so a resumed run never re-derives different boundaries.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import psycopg
 from psycopg import sql
@@ -146,8 +146,27 @@ def _conditions(rng: ReadRange) -> list[sql.Composable]:
     return out
 
 
+def select_list(plan: Plan) -> sql.Composable:
+    """The plan's read expressions, in ``plan.reads`` order (built from quoted catalog names)."""
+    return sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads)
+
+
+def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
+               params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
+               limit: int | None = None) -> sql.Composable:
+    """``COPY (SELECT <plan reads> FROM table [TABLESAMPLE ...] [WHERE ...] [LIMIT n]) TO STDOUT``."""
+    query = sql.SQL("COPY (SELECT {c} FROM {t}{s}{w}{l}) TO STDOUT (FORMAT BINARY)").format(
+        c=select_list(plan), t=plan.table.ident,
+        s=(sql.SQL(" TABLESAMPLE ") + tablesample) if tablesample is not None else sql.SQL(""),
+        w=(sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""),
+        l=sql.SQL(" LIMIT {}").format(sql.Literal(int(limit))) if limit is not None else sql.SQL(""))
+    if params:  # COPY takes no bind parameters: render them client-side, safely quoted
+        query = sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params))
+    return query
+
+
 def select_statement(plan: Plan, rng: ReadRange) -> sql.Composed:
-    columns = sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads)  # built from quoted names
+    columns = select_list(plan)
     source = sql.Identifier(rng.schema, rng.relation)
     conditions = _conditions(rng)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")

@@ -19,7 +19,7 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
 from pg2qdrant.plan import Plan, shape_differences
-from pg2qdrant.source import adapters, changes, connect, snapshot
+from pg2qdrant.source import changes, connect, snapshot
 from pg2qdrant.source.changes import (Begin, Commit, ConnectionLost, Delete, Insert, Keepalive, Relation,
                                       ReplicationConnection, SlotBusy, Truncate, Update, XLogData, format_lsn)
 from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup, _RowChange, _TruncateChange
@@ -181,8 +181,6 @@ class CdcSync(Runner):
                 # An existing collection may hold points whose rows were deleted before the copy.
                 conn = connect.connect(options.pg_url, autocommit=True)
                 try:
-                    adapters.configure(conn, [int(r.load_type[4:]) for r in plan.reads
-                                              if r.load_type.startswith("raw:")])
                     snapshot.attach_snapshot(conn, snapshot_name)
                     deleted, _ = reconcile(plan, target, conn, batch_size=options.batch_size, fill=False)
                     snapshot.end(conn)

@@ -15,7 +15,7 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
 from pg2qdrant.pipeline import connect_target, READ_BATCH_ROWS
-from pg2qdrant.source import adapters, connect, snapshot
+from pg2qdrant.source import connect, reader, snapshot
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
 from pg2qdrant.sync.state import _StateStore
@@ -98,9 +98,7 @@ class PollSync(Runner):
         plan, col = self.plan, self.column
         conn = connect.connect(self.options.pg_url, autocommit=True)
         try:
-            raw = [int(r.load_type[4:]) for r in plan.reads if r.load_type.startswith("raw:")]
-            adapters.configure(conn, raw)
-            oids = adapters.load_oids(conn, [r.load_type for r in plan.reads])
+            oids = reader.prepare_connection(conn, plan)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # max() and rows: one snapshot
             column = sql.Identifier(col.name)
             type_sql = sql.SQL(col.declared)  # format_type() output from the catalog
@@ -113,21 +111,10 @@ class PollSync(Runner):
                 else:
                     where = sql.SQL("{} > {}::{} - {}").format(column, sql.Literal(watermark), type_sql,
                                                                sql.Literal(self.sync.overlap))
-            select = sql.SQL("SELECT {} FROM {}{}").format(
-                sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads), plan.table.ident,
-                (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
             mapper = RowMapper(plan)
             written = 0
-            with conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select)) as copy:
-                    copy.set_types(oids)
-                    rows: list = []
-                    for row in copy.rows():
-                        rows.append(row)
-                        if len(rows) >= READ_BATCH_ROWS:
-                            written += self._upsert(mapper, rows)
-                            rows = []
-                    written += self._upsert(mapper, rows)
+            for rows in reader.copy_rows(conn, reader.copy_query(conn, plan, where), oids, READ_BATCH_ROWS):
+                written += self._upsert(mapper, rows)
             snapshot.end(conn)
         finally:
             conn.close()

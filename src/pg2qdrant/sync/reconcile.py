@@ -13,7 +13,7 @@ import psycopg
 from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import adapters, changes, connect
+from pg2qdrant.source import changes, connect, reader
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.target import operations as ops
 from pg2qdrant.ui import UI
@@ -26,7 +26,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     Runs while nothing else writes the collection. ``conn`` may be inside a
     snapshot (the initial copy's), then the comparison is as of that snapshot.
     """
-    oids = adapters.load_oids(conn, [r.load_type for r in plan.reads])
+    oids = reader.prepare_connection(conn, plan)
     source: dict[PointId, tuple] = {}
     for key in changes.iter_key_rows(conn, plan, oids):
         source[normalize_point_id(make_point_id(plan.key, key))] = key
@@ -54,7 +54,6 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
 def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats: SyncStats) -> None:
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
-        adapters.configure(conn, [int(r.load_type[4:]) for r in plan.reads if r.load_type.startswith("raw:")])
         deleted, filled = reconcile(plan, target, conn, batch_size=options.batch_size, ui=ui)
         stats.deleted_orphans += deleted
         stats.filled_missing += filled

@@ -34,7 +34,8 @@ Layout (one module per concern; every public name is re-exported here, so
 
 from pg2qdrant.verify.compare import (COSINE_ATOL, FLOAT16_RTOL, Mismatch, compare_points, compare_vector, json_type,
                                       same_json, ulps_apart)
-from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches, source_select
+from pg2qdrant.source.reader import copy_query as source_select
+from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches
 from pg2qdrant.verify.options import (BYTES_PER_ROW, DEFAULT_K, DEFAULT_QUERIES, EXAMPLES_KEPT, ID_MEMORY_MB,
                                       ID_READ_ROWS, ID_SCROLL_BATCH, INDEX_POLL_S, INDEX_TIMEOUT_S, RETRIEVE_BATCH,
                                       SAMPLE_ALL_BELOW, SAMPLE_FRACTION, SAMPLE_MIN_ROWS, SCORE_PAIRS_KEPT,
