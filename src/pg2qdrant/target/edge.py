@@ -80,21 +80,28 @@ class EdgeTarget:
                  for name, p in (config.get("vectors") or {}).items()}
         return CollectionShape(dense, frozenset((config.get("sparse_vectors") or {}).keys()))
 
-    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+    @staticmethod
+    def _config(plan: Plan, options: CollectionOptions, *, hnsw_m: int, optimizers=None):
+        """The shard's configuration for the plan, with the given HNSW m."""
         edge = _edge()
         vectors = {
             v.name: edge.EdgeVectorParams(
                 size=v.size, distance=getattr(edge.Distance, v.distance),
-                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]),
-                on_disk=options.on_disk)
+                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
             for v in plan.dense_vectors
         }
         sparse = {v.name: edge.EdgeSparseVectorParams() for v in plan.sparse_vectors}
-        config = edge.EdgeConfig(
+        return edge.EdgeConfig(
             vectors=vectors or None, sparse_vectors=sparse or None,
-            # m=0: no HNSW while loading; finish_load() builds it once, at the end.
-            hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=options.hnsw_ef_construct, full_scan_threshold=10000),
+            hnsw_config=edge.HnswIndexConfig(m=hnsw_m, ef_construct=options.hnsw_ef_construct,
+                                             full_scan_threshold=10000),
+            optimizers=optimizers,
         )
+
+    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+        edge = _edge()
+        # m=0: no HNSW while loading; finish_load() builds it once, at the end.
+        config = self._config(plan, options, hnsw_m=0)
         path = self.path(plan.collection)
         try:
             shard = edge.EdgeShard.create(str(path), config)
@@ -114,21 +121,10 @@ class EdgeTarget:
         edge = _edge()
         shard.close()
         del self._shards[plan.collection]
-        vectors = {
-            v.name: edge.EdgeVectorParams(
-                size=v.size, distance=getattr(edge.Distance, v.distance),
-                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
-            for v in plan.dense_vectors
-        }
-        sparse = {v.name: edge.EdgeSparseVectorParams() for v in plan.sparse_vectors}
-        config = edge.EdgeConfig(
-            vectors=vectors or None, sparse_vectors=sparse or None,
-            hnsw_config=edge.HnswIndexConfig(m=options.hnsw_m, ef_construct=options.hnsw_ef_construct,
-                                             full_scan_threshold=10000),
-            # Index every segment, however small (the default threshold would leave small
-            # collections unindexed).
-            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1),
-        )
+        # Index every segment, however small (the default threshold would leave small
+        # collections unindexed).
+        config = self._config(plan, options, hnsw_m=options.hnsw_m,
+                              optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
         shard = edge.EdgeShard.load(str(self.path(plan.collection)), config)
         self._shards[plan.collection] = shard
         shard.optimize()
