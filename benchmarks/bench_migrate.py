@@ -236,8 +236,8 @@ def child_ingest(spec: dict) -> dict:
     from pg2qdrant.mapping import RowMapper
     from pg2qdrant.pipeline import READ_BATCH_ROWS, open_source, plan_read_ranges
     from pg2qdrant.source import connect, reader, snapshot
-    from pg2qdrant.target.edge import EdgeTarget, edge_points
-    from pg2qdrant.target.qdrant import parse_target_url
+    from pg2qdrant.destination.edge import EdgeTarget, edge_points
+    from pg2qdrant.destination.qdrant import parse_target_url
     build_timed = spec["kind"] == "ingest-build"
     batch_size = spec["batch_size"]
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}", hnsw_m=0)
@@ -302,8 +302,8 @@ def child_ingest(spec: dict) -> dict:
 def child_hnsw(spec: dict) -> dict:
     """The HNSW build (default m) that migrate runs at the end, on the shard the edge run loaded with m=0."""
     from pg2qdrant.pipeline import open_source
-    from pg2qdrant.target.edge import EdgeTarget
-    from pg2qdrant.target.qdrant import parse_target_url
+    from pg2qdrant.destination.edge import EdgeTarget
+    from pg2qdrant.destination.qdrant import parse_target_url
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}")  # hnsw_m: migrate's default
     session = open_source(options, _quiet_ui())
     target = EdgeTarget(parse_target_url(options.qdrant_url))

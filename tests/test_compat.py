@@ -22,7 +22,7 @@ from qdrant_client import models
 from conftest import Database, migrate_args
 from helpers import assert_collection_equals_table, vector_literal
 from pg2qdrant.localpg import LocalPostgres, LocalPostgresError, server_problem
-from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 
 PGSERVER_REQUIREMENT = "pgserver==0.1.4"
 

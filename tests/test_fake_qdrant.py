@@ -160,7 +160,7 @@ def test_bad_input_is_rejected_like_qdrant(client):
 
 
 def test_pg2qdrant_target_reaches_it_over_rest(fake):
-    from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 
     address = parse_target_url(fake.url)
     assert address.kind == "server" and not address.grpc

@@ -11,7 +11,7 @@ import pytest
 from conftest import migrate_args
 from helpers import ITEMS_TABLE, assert_collection_equals_table, fill_items
 from pg2qdrant import pipeline
-from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 
 
 @pytest.fixture

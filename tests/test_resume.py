@@ -14,8 +14,8 @@ import pytest
 
 from conftest import migrate_args
 from helpers import assert_collection_equals_table, create_items_table
-from pg2qdrant.target.edge import EdgeTarget
-from pg2qdrant.target.qdrant import QdrantTarget, parse_target_url
+from pg2qdrant.destination.edge import EdgeTarget
+from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 
 
 def edge_args(db, table, path, *extra):

@@ -26,8 +26,8 @@ from helpers import assert_collection_equals_table, vector_literal
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.source.changes import derived_name, parse_lsn
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
-from pg2qdrant.target import open_target
-from pg2qdrant.target.qdrant import parse_target_url
+from pg2qdrant.destination import open_target
+from pg2qdrant.destination.qdrant import parse_target_url
 from pg2qdrant.ui import UI
 
 import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
@@ -483,7 +483,7 @@ def test_poll_mode_with_reconcile_matches_deletes(sdb, tmp_path, cli):
     # Reconcile alone: a point that went missing is written again.
     target = open_target(parse_target_url(url))
     try:
-        from pg2qdrant.target import operations as ops
+        from pg2qdrant.destination import operations as ops
         target.apply("c", [ops.DeletePoints((workload.ids[0],))])
     finally:
         target.close()

@@ -41,7 +41,7 @@ def _migrate_command(name: str, hidden: bool = False):
             return
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
         result = migrate(options, ui, show_plan=False)
-        from pg2qdrant.target.qdrant import parse_target_url
+        from pg2qdrant.destination.qdrant import parse_target_url
         result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
         if verify is not None:
             from pg2qdrant.verify import run_verify

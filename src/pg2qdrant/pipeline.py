@@ -21,10 +21,10 @@ from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_featur
 from pg2qdrant.source import catalog, connect, reader, snapshot
 from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source.reader import ReadRange
-from pg2qdrant.target import open_target
-from pg2qdrant.target.qdrant import TargetAddress, parse_target_url
+from pg2qdrant.destination import open_target
+from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.target.checkpoints import (DEFAULT_STATE_COLLECTION, STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
+from pg2qdrant.destination.checkpoints import (DEFAULT_STATE_COLLECTION, STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
                                           state_id_for)
 from pg2qdrant.workers import ReaderPool, ReaderSpec
 from pg2qdrant.writer import Writer

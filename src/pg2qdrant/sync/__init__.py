@@ -10,7 +10,7 @@ Three modes:
 - ``cdc`` (default): logical replication with pgoutput. Changes are collected
   into batches; a batch is reduced to its net effect per point (commit order
   per key, any order across keys), turned into target operations
-  (target/operations.py) and applied with wait=true. Only then is the LSN of
+  (destination/operations.py) and applied with wait=true. Only then is the LSN of
   the last commit fully inside the batch acknowledged to PostgreSQL, whose
   slot (``confirmed_flush_lsn``) is therefore the checkpoint: after a crash
   the stream replays from there, and replaying is harmless because every

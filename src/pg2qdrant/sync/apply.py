@@ -19,7 +19,7 @@ from pg2qdrant.plan import Plan
 from pg2qdrant.source import changes, connect
 from pg2qdrant.source.changes import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
-from pg2qdrant.target import operations as ops
+from pg2qdrant.destination import operations as ops
 
 FULL, PARTIAL, DELETE, REREAD = "full", "partial", "delete", "reread"
 

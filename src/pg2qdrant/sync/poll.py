@@ -21,7 +21,7 @@ from pg2qdrant.sync.reconcile import _reconcile_now
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.runner import Runner
-from pg2qdrant.target import operations as ops
+from pg2qdrant.destination import operations as ops
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
                "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}

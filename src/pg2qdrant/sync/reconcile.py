@@ -15,7 +15,7 @@ from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import changes, connect, reader
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
-from pg2qdrant.target import operations as ops
+from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
 
 

@@ -7,7 +7,7 @@ Shared by both runners: the CDC runner's "initial copy finished" marker
 from __future__ import annotations
 
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.target.checkpoints import FileRecords
+from pg2qdrant.destination.checkpoints import FileRecords
 
 SYNC_NAMESPACE = "pg2qdrant-sync"  # point IDs of sync records
 
@@ -15,7 +15,7 @@ SYNC_NAMESPACE = "pg2qdrant-sync"  # point IDs of sync records
 class _StateStore:
     """Sync's own small records (poll watermark, "initial copy finished" marker), kept with the target.
 
-    Next to the collection, like migrate's progress (target/checkpoints.py), so that a
+    Next to the collection, like migrate's progress (destination/checkpoints.py), so that a
     new or deleted collection starts over: in ``<--migration.offsets-collection>_sync``
     (a payload-only collection, or a file of that name in an Edge folder), or with
     ``--migration.state-file PATH`` in the file ``PATH.sync.json``. Separate from

@@ -535,7 +535,7 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     InputError (exit 2); the caller exits with ``report.exit_code`` (0 pass, 1 fail).
     """
     from pg2qdrant import pipeline  # pipeline may import this module for migrate --verify
-    from pg2qdrant.target.qdrant import parse_target_url
+    from pg2qdrant.destination.qdrant import parse_target_url
 
     started = time.monotonic()
     verify_options.validate()

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Iterator
 
 from pg2qdrant.errors import InputError, TargetError
 from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.target import operations as ops
+from pg2qdrant.destination import operations as ops
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
-from pg2qdrant.target.qdrant import TargetAddress
+from pg2qdrant.destination.qdrant import TargetAddress
 
 CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
 
@@ -132,7 +132,7 @@ class EdgeTarget:
 
     def records(self, collection: str, namespace: str):
         """Small JSON records as a file inside the edge folder (the target itself)."""
-        from pg2qdrant.target.checkpoints import FileRecords
+        from pg2qdrant.destination.checkpoints import FileRecords
         return FileRecords(self.root / f"{collection}.json")
 
     def delete_collection(self, collection: str) -> None:

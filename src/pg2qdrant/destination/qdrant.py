@@ -4,7 +4,7 @@
   http(s)://host:port  a Qdrant server; gRPC when the port is 6334, REST otherwise, TLS for https
   local:DIR            qdrant-client's embedded local mode, stored in DIR
   :memory:             local mode in memory (gone when the process ends: for tests and demos)
-  edge:DIR             a Qdrant Edge shard (see target/edge.py)
+  edge:DIR             a Qdrant Edge shard (see destination/edge.py)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import DataError, InputError, TargetError
 from pg2qdrant.retry import RetryPolicy, call_with_retries
 from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.target import operations as ops
-from pg2qdrant.target.checkpoints import CollectionRecords
+from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination.checkpoints import CollectionRecords
 from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 
 GRPC_PORT = 6334

@@ -7,14 +7,14 @@ max_in_flight / max_request_bytes hints the writer uses.
 
 from __future__ import annotations
 
-from pg2qdrant.target.qdrant import QdrantTarget, TargetAddress, parse_target_url
+from pg2qdrant.destination.qdrant import QdrantTarget, TargetAddress, parse_target_url
 
 
 def open_target(address: TargetAddress, *, api_key: str | None = None, skip_tls_verification: bool = False,
                 retry=None):
     """A connected target for ``address`` (InputError/TargetError when it cannot be used)."""
     if address.kind == "edge":
-        from pg2qdrant.target.edge import EdgeTarget
+        from pg2qdrant.destination.edge import EdgeTarget
         target = EdgeTarget(address)
     else:
         target = QdrantTarget(address, api_key=api_key, skip_tls_verification=skip_tls_verification, retry=retry)
