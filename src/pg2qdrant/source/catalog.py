@@ -397,8 +397,9 @@ def _btree_columns(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
     return tuple(r[0] for r in rows)
 
 
-def _leaves(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[Leaf, ...]:
-    """Every relation holding rows: partitions (all levels) and inheritance children."""
+def leaves(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[Leaf, ...]:
+    """Every relation holding rows: partitions (all levels) and inheritance children (also read
+    again by sync when a TRUNCATE names some of them: partitions come and go)."""
     rows = conn.execute(
         """
         WITH RECURSIVE tree(relid) AS (
@@ -430,7 +431,7 @@ def describe_table(conn: psycopg.Connection, text: str) -> TableInfo:
         primary_key=primary, unique_keys=uniques,
         vector_indexes=_vector_indexes(conn, oid),
         btree_columns=_btree_columns(conn, oid),
-        leaves=_leaves(conn, oid, relkind),
+        leaves=leaves(conn, oid, relkind),
         replica_identity=ident,
     )
 

@@ -665,8 +665,20 @@ def publication_state(conn: psycopg.Connection, publication: str, plan: Plan) ->
     return dict(zip(keys, row))
 
 
-def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, collection: str) -> bool:
-    """Create the publication for the table, or check an existing one covers it. True when created."""
+def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, collection: str) -> str:
+    """Create the publication for the table, or check an existing one covers it.
+
+    Returns ``created``, ``exists``, ``altered`` (ours, switched off publishing via the
+    partition root) or ``via_root`` (someone else's publication that publishes via the
+    partition root: a TRUNCATE of single partitions cannot reach sync, the caller warns).
+
+    Partitioned tables are published **without** ``publish_via_partition_root``: with it,
+    pgoutput drops the Truncate message of a partition truncated on its own (it only
+    sends a TRUNCATE of the root), and naming the partitions in the same or another
+    publication does not bring it back (measured on PostgreSQL 15 and 18). Without it,
+    changes arrive under each partition's own relation, and a Truncate names exactly the
+    partitions emptied (``TRUNCATE root`` names every partition, not the root).
+    """
     state = publication_state(conn, publication, plan)
     table = plan.table
     if state is None:
@@ -675,21 +687,20 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
                 f"{table.display} is a {'view' if table.relkind == 'v' else 'materialized view or foreign table'}; "
                 "PostgreSQL publishes changes of tables only.",
                 fix="sync the underlying table, or use --sync.mode poll --sync.updated-column COLUMN.")
-        options = " WITH (publish_via_partition_root = true)" if table.relkind == "p" else ""
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}" + options).format(
+                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
                     sql.Identifier(publication), table.ident))
                 conn.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
                     sql.Identifier(publication), sql.Literal(PUBLICATION_COMMENT + collection)))
         except psycopg.errors.InsufficientPrivilege as exc:
             raise InputError(
                 f"PostgreSQL refused to create publication {publication!r}: {redaction.redact(exc)}",
-                fix=f"have the table owner run: CREATE PUBLICATION {publication} FOR TABLE {table.display}"
-                    f"{options}; then rerun (sync reuses it).") from None
+                fix=f"have the table owner run: CREATE PUBLICATION {publication} FOR TABLE {table.display}; "
+                    "then rerun (sync reuses it).") from None
         except psycopg.errors.DuplicateObject:
-            return False  # created concurrently by another sync: fine
-        return True
+            return "exists"  # created concurrently by another sync: fine
+        return "created"
     missing = [k for k in ("insert", "update", "delete", "truncate") if not state[k]]
     if not (state["has_table"] or state["has_leaf"] or state["all_tables"]):
         raise InputError(
@@ -700,7 +711,16 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
         raise InputError(
             f"Publication {publication!r} does not publish {', '.join(missing)}; those changes would be lost.",
             fix=f"ALTER PUBLICATION {publication} SET (publish = 'insert, update, delete, truncate').")
-    return False
+    if state["via_root"] and table.relkind == "p":
+        if not (state["comment"] or "").startswith(PUBLICATION_COMMENT):
+            return "via_root"
+        try:  # created by an earlier pg2qdrant with the option: ours to change
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = false)").format(
+                sql.Identifier(publication)))
+        except psycopg.errors.InsufficientPrivilege:
+            return "via_root"
+        return "altered"
+    return "exists"
 
 
 def drop_publication(conn: psycopg.Connection, publication: str) -> str:
@@ -791,11 +811,13 @@ def current_wal_lsn(conn: psycopg.Connection) -> int:
     return parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
 
 
-def key_ids_query(plan: Plan, where: sql.Composable | None = None) -> sql.Composed:
-    """COPY of the key reads only (for ID sets)."""
+def key_ids_query(plan: Plan, where: sql.Composable | None = None,
+                  relation: sql.Composable | None = None) -> sql.Composed:
+    """COPY of the key reads only (for ID sets), of the table or of ``relation`` (e.g. ``ONLY leaf``)."""
     columns = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
     return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT BINARY)").format(
-        columns, plan.table.ident, (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
+        columns, plan.table.ident if relation is None else relation,
+        (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
 
 
 def key_match(plan: Plan, keys: list[tuple]) -> tuple[sql.Composable, list]:
@@ -819,10 +841,12 @@ def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], key
     return out
 
 
-def iter_key_rows(conn: psycopg.Connection, plan: Plan, oids: list[int]) -> Iterable[tuple]:
-    """Every row's key values (in plan.key order), decoded like the copy decodes them."""
+def iter_key_rows(conn: psycopg.Connection, plan: Plan, oids: list[int],
+                  relation: sql.Composable | None = None) -> Iterable[tuple]:
+    """Every row's key values (in plan.key order), decoded like the copy decodes them; of the
+    table, or of ``relation`` only."""
     with conn.cursor() as cur:
-        with cur.copy(key_ids_query(plan)) as copy:
+        with cur.copy(key_ids_query(plan, relation=relation)) as copy:
             copy.set_types([oids[i] for i in plan.key.read_indexes])
             yield from copy.rows()
 

@@ -16,7 +16,8 @@ from typing import Callable
 from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import normalize_point_id, PointId, RowMapper, make_point_id
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import changes, connect
+from pg2qdrant.source import catalog, changes, connect
+from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.source.changes import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
@@ -35,7 +36,7 @@ class _RowChange:
 
 @dataclass
 class _TruncateChange:
-    full: bool  # the whole table (else only some inheritance children / partitions)
+    relations: frozenset[int]  # OIDs the Truncate message named (ours): partitions, parent, children
 
 
 @dataclass
@@ -62,6 +63,25 @@ class SourceLookup:
     def oids(self) -> list[int]:
         return self.decoder.load_oids
 
+    def current_leaves(self) -> tuple[Leaf, ...]:
+        """The relations holding the table's rows now (the plan's list is as of sync's start)."""
+        return catalog.leaves(self.conn, self.plan.table.oid, self.plan.table.relkind)
+
+    def split_leaves(self, truncated: frozenset[int]) -> tuple[tuple[Leaf, ...], tuple[Leaf, ...]]:
+        """(relations emptied, relations holding rows still) after a TRUNCATE of ``truncated``.
+
+        Read from the catalog now, not from the plan: partitions created or attached
+        while sync runs hold rows too. ``TRUNCATE ONLY parent`` names the parent alone,
+        its children keep their rows; a Truncate naming a partitioned table (sent by a
+        publication via the partition root) empties all of it.
+        """
+        table = self.plan.table
+        current = self.current_leaves()
+        if table.relkind == "p" and table.oid in truncated:
+            return current, ()
+        return (tuple(leaf for leaf in current if leaf.oid in truncated),
+                tuple(leaf for leaf in current if leaf.oid not in truncated))
+
     def fetch_rows(self, keys: list[tuple]) -> list[tuple]:
         """Current rows for these key values, read with the plan's own SELECT (as the copy reads)."""
         return changes.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
@@ -77,7 +97,7 @@ class Applier:
     """Turns a batch of decoded changes into operations and applies them (wait=true)."""
 
     def __init__(self, plan: Plan, target, lookup: SourceLookup, *, batch_size: int,
-                 on_partial_truncate: Callable[[], None], stats: SyncStats | None = None):
+                 on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None], stats: SyncStats | None = None):
         self.plan = plan
         self.target = target
         self.lookup = lookup
@@ -105,14 +125,15 @@ class Applier:
         cleared = False
         for item in batch.items:
             if isinstance(item, _TruncateChange):
-                if item.full:
+                truncated, remaining = self.lookup.split_leaves(item.relations)
+                if not remaining:
                     states.clear()
                     cleared = True
-                else:  # only some children: apply what we have, then fix the rest by ID sets
+                else:  # only some relations: apply what we have, then delete exactly their points
                     self._write(states, cleared)
                     states.clear()
                     cleared = False
-                    self.on_partial_truncate()
+                    self.on_partial_truncate(truncated, remaining)
                 continue
             self._fold(states, item, cleared)
         self._write(states, cleared)

@@ -26,7 +26,7 @@ from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup, _RowChange,
 from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
                                     MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, ONCE_IDLE_S, SLOT_BUSY_GIVE_UP_S,
                                     TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
-from pg2qdrant.sync.reconcile import _reconcile_now, reconcile
+from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated, reconcile
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
@@ -101,8 +101,18 @@ class CdcSync(Runner):
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
         conn = connect.connect(options.pg_url, autocommit=True)
         try:
-            if changes.ensure_publication(conn, self.publication, plan, options.collection):
+            outcome = changes.ensure_publication(conn, self.publication, plan, options.collection)
+            if outcome == "created":
                 ui.info(f"Created publication {self.publication!r} for {plan.table.display}.")
+            elif outcome == "altered":
+                ui.info(f"Publication {self.publication!r} no longer publishes via the partition root, so that "
+                        "a TRUNCATE of single partitions reaches sync.")
+            elif outcome == "via_root":
+                ui.warn(f"publication {self.publication!r} publishes {plan.table.display} with "
+                        "publish_via_partition_root = true: PostgreSQL then sends nothing for a TRUNCATE of single "
+                        "partitions, and their points would stay in the collection. Fix: ALTER PUBLICATION "
+                        f"{self.publication} SET (publish_via_partition_root = false); after such a TRUNCATE, "
+                        "run `pg2qdrant sync --sync.mode reconcile` once.")
         finally:
             conn.close()
 
@@ -266,8 +276,8 @@ class CdcSync(Runner):
         rep: ReplicationConnection | None = None
         try:
             applier = Applier(plan, self.target, lookup, batch_size=self.options.batch_size,
-                              on_partial_truncate=lambda: _reconcile_now(self.options, plan, self.target,
-                                                                         self.ui, self.stats),
+                              on_partial_truncate=lambda truncated, remaining: delete_truncated(
+                                  self.options, plan, self.target, truncated, remaining, self.ui),
                               stats=self.stats)
             rep = ReplicationConnection(self.options.pg_url)
             rep.start(self.slot, self.publication)
@@ -282,8 +292,10 @@ class CdcSync(Runner):
         plan = self.plan
         stats = self.stats
         decoder = lookup.decoder
+        # Changes arrive under each partition's own relation (see changes.ensure_publication);
+        # a relation not in the plan (a partition created since) is looked up once.
         ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves)}
-        leaves = {leaf.oid for leaf in plan.table.leaves}
+        others: set[int] = set()
         batch = ChangeBatch()
         in_txn = False
         received = stats.acked_lsn
@@ -353,13 +365,18 @@ class CdcSync(Runner):
                     batch.commit_times.append(msg.commit_time)
                     received = max(received, msg.end_lsn)
                 elif isinstance(msg, Relation):
+                    if msg.oid not in ours and msg.oid not in others:
+                        ours.update(leaf.oid for leaf in lookup.current_leaves())
+                        if msg.oid not in ours:
+                            others.add(msg.oid)  # another table of a shared publication
                     if msg.oid in ours:
                         decoder.add_relation(msg)
                 elif isinstance(msg, Truncate):
+                    # It names the relations actually emptied (TRUNCATE ONLY parent: the parent alone);
+                    # the applier turns them into a clear or a delete of exactly their points.
                     hit = ours.intersection(msg.relations)
                     if hit:
-                        full = plan.table.oid in hit or leaves <= hit
-                        batch.items.append(_TruncateChange(full))
+                        batch.items.append(_TruncateChange(frozenset(hit)))
                         batch.rows += 1
             elif isinstance(frame, Keepalive):
                 stats.server_lsn = max(stats.server_lsn, frame.wal_end)

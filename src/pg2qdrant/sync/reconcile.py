@@ -1,19 +1,21 @@
 """Reconciliation: compare ID sets, delete orphans, fill missing points.
 
 :func:`reconcile` is ``--sync.mode reconcile`` / ``--sync.reconcile``, the orphan
-check after an initial copy into an existing collection, and the fix-up after a
-TRUNCATE of only some partitions; :func:`_reconcile_now` runs it on a connection
-of its own and counts the result.
+check after an initial copy into an existing collection; :func:`_reconcile_now`
+runs it on a connection of its own and counts the result. :func:`delete_truncated`
+is the same comparison restricted to the relations a TRUNCATE left alone.
 """
 
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import changes, connect, reader
+from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
@@ -33,8 +35,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
-    for start in range(0, len(orphans), 10_000):
-        target.apply(plan.collection, [ops.DeletePoints(tuple(orphans[start:start + 10_000]))], wait=True)
+    _delete(plan, target, orphans)
     filled = 0
     if fill:
         missing = [key for pid, key in source.items() if pid not in present]
@@ -59,3 +60,46 @@ def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats:
         stats.filled_missing += filled
     finally:
         conn.close()
+
+
+def _delete(plan: Plan, target, ids: list[PointId]) -> None:
+    for start in range(0, len(ids), 10_000):
+        target.apply(plan.collection, [ops.DeletePoints(tuple(ids[start:start + 10_000]))], wait=True)
+
+
+def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: tuple[Leaf, ...],
+                     remaining: tuple[Leaf, ...], ui: UI) -> int:
+    """After a TRUNCATE of some of the table's relations: delete exactly their points.
+
+    The points carry nothing naming the relation their row came from, so the truncated
+    relations' points are found as the complement: every point whose ID no row of the
+    ``remaining`` relations (each read alone, ``ONLY``) has. Called when the stream
+    reaches the Truncate, with the collection as of just before it; the rows are read
+    now, at or after the TRUNCATE. A point of a remaining relation whose row was deleted
+    since then goes too, which the later Delete in the stream would do anyway; a row
+    re-inserted into a truncated relation since then has its Insert later in the stream.
+    Not filled from the table (unlike :func:`reconcile`): the stream brings what follows.
+    Holds the remaining relations' IDs in memory (as :func:`reconcile` holds the table's).
+    """
+    conn = connect.connect(options.pg_url, autocommit=True)
+    try:
+        oids = reader.prepare_connection(conn, plan)
+        kept: set[PointId] = set()
+        for leaf in remaining:
+            for key in changes.iter_key_rows(conn, plan, oids, sql.SQL("ONLY ") + leaf.ident):
+                kept.add(normalize_point_id(make_point_id(plan.key, key)))
+    finally:
+        conn.close()
+    gone = [pid for pid in (normalize_point_id(r.id) for r in target.scroll(
+        plan.collection, batch=2000, with_vectors=False, with_payload=False)) if pid not in kept]
+    _delete(plan, target, gone)
+    ui.info(f"TRUNCATE of {_names(truncated)}: deleted {len(gone):,} point(s); the points of {_names(remaining)} "
+            "stay.")
+    return len(gone)
+
+
+def _names(leaves: tuple[Leaf, ...], shown: int = 4) -> str:
+    if not leaves:
+        return "relations dropped since"
+    more = f" (+{len(leaves) - shown} more)" if len(leaves) > shown else ""
+    return ", ".join(leaf.display for leaf in leaves[:shown]) + more
