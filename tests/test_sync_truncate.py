@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 
+from pg2qdrant.source.changes import PUBLICATION_COMMENT, derived_name
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
 from pg2qdrant.ui import UI
 from test_sync import DIM, _vec, compare, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
@@ -119,3 +120,23 @@ def test_publication_via_partition_root_is_reported(sdb, tmp_path, cli):
     assert r.exit_code == 0, r.output
     assert "publish_via_partition_root" in r.output and "--sync.mode reconcile" in r.output
     assert "ALTER PUBLICATION mine SET (publish_via_partition_root = false)" in r.output
+
+
+def test_publication_of_an_earlier_version_stops_publishing_via_root(sdb, tmp_path, cli):
+    """pg2qdrant's own publication, created via the partition root by an earlier version, is switched
+    over, and the TRUNCATE of one partition then arrives."""
+    url = f"local:{tmp_path / 'q'}"
+    sdb.execute(PARTITIONED)
+    _fill(sdb, "items", range(1, 4), 1, seed=1)
+    _fill(sdb, "items", range(4, 6), 2, seed=2)
+    publication = derived_name("pg2qdrant", "c")
+    sdb.execute(f"CREATE PUBLICATION {publication} FOR TABLE items WITH (publish_via_partition_root = true);"
+                f"COMMENT ON PUBLICATION {publication} IS '{PUBLICATION_COMMENT}c'")
+    r = cli(*_sync_args(sdb, url), "--sync.initial-copy")
+    assert r.exit_code == 0, r.output
+    assert "no longer publishes via the partition root" in r.output
+    assert sdb.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)) == [(False,)]
+    sdb.execute("TRUNCATE items_1")
+    r = cli(*_sync_args(sdb, url))
+    assert r.exit_code == 0, r.output
+    assert compare(sdb, url) == 2

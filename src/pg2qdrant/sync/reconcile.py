@@ -80,6 +80,8 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
     re-inserted into a truncated relation since then has its Insert later in the stream.
     Not filled from the table (unlike :func:`reconcile`): the stream brings what follows.
     Holds the remaining relations' IDs in memory (as :func:`reconcile` holds the table's).
+    A key held by a truncated parent and by one of its children at once (inheritance does
+    not keep keys unique across tables; both rows were one point) keeps its point.
     """
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
