@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from conftest import migrate_args
+
 from pg2qdrant import plan as plan_module
 
 DOMAINS = """
@@ -57,7 +57,7 @@ def _create(db, columns: list[str], table: str = "t") -> None:
 
 
 def _payloads(client, collection: str = "c") -> dict:
-    return {p.id: p.payload for p in client.retrieve(collection, [1, 2, 3], with_payload=True)}
+    return {p.id: p.payload for p in client.retrieve(collection, [1, 2, 3, 4], with_payload=True)}
 
 
 def _migrate(db, qdrant_path, cli, open_qdrant, columns: list[str]) -> dict:
@@ -94,9 +94,17 @@ def test_domain_arrays_do_not_poison_plain_arrays(db, qdrant_path, cli, open_qdr
 
 
 def test_char_column_is_a_one_character_string(db, qdrant_path, cli, open_qdrant):
-    payloads = _migrate(db, qdrant_path, cli, open_qdrant, ["c_char", "a_char"])
+    """ASCII as itself, NULL as null; a byte above 127 (the first byte of 'é' here) and the
+    zero byte as PostgreSQL prints them: '\\303' and ''."""
+    db.execute(DOMAINS)
+    _create(db, ["c_char", "a_char"])
+    db.execute("INSERT INTO t (id, c_char, a_char, v) VALUES (3, 'é', ARRAY['é'::\"char\", ''], '[1,1]')")
+    r = cli(*migrate_args(db, "t", qdrant_path))
+    assert r.exit_code == 0, r.output
+    payloads = _payloads(open_qdrant(qdrant_path))
     _assert_row(payloads, ["c_char", "a_char"])
     assert type(payloads[1]["c_char"]) is str
+    assert payloads[3] == {"id": 3, "c_char": "\\303", "a_char": ["\\303", ""]}
 
 
 def test_char_key_column(db, qdrant_path, cli, open_qdrant):
@@ -145,11 +153,13 @@ def test_cdc_decodes_domain_arrays_and_char_like_copy(db, tmp_path, cli, open_qd
         # Row 1: every column set again (pgoutput sends the new row whole); row 2 stays all NULL.
         db.execute(f"UPDATE items SET ({', '.join(columns)}) = ({values}) WHERE id = 1")
         db.execute("UPDATE items SET v = '[7,8]' WHERE id = 2")
+        db.execute("INSERT INTO items (id, c_char, v) VALUES (4, 'é', '[1,1]')")
         r = cli(*base)
         assert r.exit_code == 0, r.output
         payloads = _payloads(open_qdrant(tmp_path / "q"))
         _assert_row(payloads, columns)
         assert {c: payloads[3][c] for c in columns} == {c: CASES[c][2] for c in columns}
+        assert payloads[4]["c_char"] == "\\303"
     finally:
         with db.connect() as conn:
             conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "

@@ -299,7 +299,8 @@ def _payload_read(col: Column) -> tuple[str, str, str]:
 
 def _check_loadable(col: Column, load_type: str) -> None:
     """Fail while planning, before anything is written, when psycopg cannot decode a read."""
-    from pg2qdrant.source import adapters  # here: adapters imports mapping, which imports this module
+    # Imported here: adapters imports mapping, which imports this module.
+    from pg2qdrant.source import adapters
 
     if adapters.load_oid(load_type) is None:
         raise InputError(
