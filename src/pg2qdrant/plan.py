@@ -62,7 +62,7 @@ _SCALAR_KINDS = {
     "float4": "float4", "float8": "float8",
     "bool": "bool",
     "numeric": "numeric",
-    "text": "text", "varchar": "text", "bpchar": "text", "name": "text", "char": "text",
+    "text": "text", "varchar": "text", "bpchar": "text", "name": "text",
     "json": "json", "jsonb": "json",
     "uuid": "uuid",
     "timestamptz": "timestamptz", "timestamp": "timestamp", "date": "date",
@@ -94,8 +94,12 @@ KIND_DESCRIPTIONS = {
 
 
 def _scalar_kind(t: PgType) -> str:
-    if t.typtype == "e" or (t.extension == "citext" and t.name == "citext"):
-        return "text_enum"
+    # Strings read as their PostgreSQL text form (col::text): enums, citext, and "char",
+    # a single byte that PostgreSQL prints as \ooo when it is not ASCII (psycopg would decode
+    # the byte as UTF-8, which fails on such bytes).
+    if (t.typtype == "e" or (t.extension == "citext" and t.name == "citext")
+            or (t.schema == "pg_catalog" and t.name == "char")):
+        return "text_cast"
     if t.schema == "pg_catalog" and t.name in _SCALAR_KINDS:
         return _SCALAR_KINDS[t.name]
     return "text_form"
@@ -269,20 +273,42 @@ def _type_sql(t: PgType) -> str:
 
 
 def _payload_read(col: Column) -> tuple[str, str, str]:
-    """(kind, SQL expression, load type) for a payload column."""
+    """(kind, SQL expression, load type) for a payload column.
+
+    A column whose declared type is not its resolved type (a domain, an array of
+    one, a domain over an array: see catalog._load_types) is cast to the resolved
+    type, so the binary values, array elements included, carry a type OID psycopg
+    has a loader for. This matters beyond the column itself: psycopg shares one
+    array loader among all the reads of one array type, so one array of posint
+    elements used to corrupt a plain int[] read next to it.
+    """
     t = col.type
     is_domain = col.declared_oid != t.oid
     if t.category == "A" and t.elem is not None:
         ek = _scalar_kind(t.elem)
-        if ek in ("text_form", "text_enum"):
+        if ek in ("text_form", "text_cast"):
             return "array:text", _cast(col, "text[]"), "text[]"
         expr = _cast(col, _type_sql(t.elem) + "[]") if is_domain else _quote(col.name)
         return f"array:{ek}", expr, f"{t.elem.name}[]"
     kind = _scalar_kind(t)
-    if kind in ("text_form", "text_enum"):
+    if kind in ("text_form", "text_cast"):
         return ("text_form" if kind == "text_form" else "text"), _cast(col, "text"), "text"
     expr = _cast(col, _type_sql(t)) if is_domain else _quote(col.name)
     return kind, expr, t.name
+
+
+def _check_loadable(col: Column, load_type: str) -> None:
+    """Fail while planning, before anything is written, when psycopg cannot decode a read."""
+    # Imported here: adapters imports mapping, which imports this module.
+    from pg2qdrant.source import adapters
+
+    if adapters.load_oid(load_type) is None:
+        raise InputError(
+            f"Column {col.name} ({col.declared}) cannot be read: psycopg has no binary loader for "
+            f"{load_type!r}, the type pg2qdrant reads it as.",
+            fix=f"leave the column out with --pg.columns, or migrate from a view that casts "
+                f"{col.name} to text; please report the type.",
+        )
 
 
 def _key_read(col: Column, mode: str) -> tuple[str, str, str]:
@@ -405,6 +431,7 @@ def build_plan(
     def read(col: Column, expr: str, load_type: str) -> int:
         k = (expr, load_type)
         if k not in read_at:
+            _check_loadable(col, load_type)
             read_at[k] = len(reads)
             reads.append(ReadColumn(expr, load_type, col.name))
         return read_at[k]

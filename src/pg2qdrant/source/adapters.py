@@ -27,6 +27,7 @@ from psycopg.types.json import set_json_loads
 from psycopg.types.string import ByteaBinaryLoader
 
 from pg2qdrant import mapping
+from pg2qdrant.errors import InputError
 
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -133,13 +134,31 @@ def configure(conn: psycopg.Connection, raw_oids: list[int] | tuple[int, ...] = 
     set_json_loads(mapping.json_loads, conn)
 
 
+def load_oid(load_type: str, context: psycopg.abc.AdaptContext | None = None) -> int | None:
+    """The OID a plan's load type is decoded as: a type name, 'name[]' (array) or 'raw:<oid>'.
+
+    None when psycopg knows no such type or has no binary loader for it (the plan
+    checks every read with this, so that never happens once reading has begun).
+    ``context``: a connection (default: psycopg's global adapters, which every
+    connection starts from).
+    """
+    if load_type.startswith("raw:"):
+        return int(load_type[4:])  # configure() registers the raw loader for it
+    adapters_map = context.adapters if context is not None else psycopg.adapters
+    try:
+        oid = adapters_map.types.get_oid(load_type)
+    except KeyError:
+        return None
+    return oid if adapters_map.get_loader(oid, Format.BINARY) is not None else None
+
+
 def load_oids(conn: psycopg.Connection, load_types: list[str]) -> list[int]:
-    """OIDs for COPY's set_types(): type names, 'name[]' arrays and 'raw:<oid>'."""
-    registry = conn.adapters.types
+    """OIDs for COPY's set_types(), one per load type (see :func:`load_oid`)."""
     out = []
     for t in load_types:
-        if t.startswith("raw:"):
-            out.append(int(t[4:]))
-        else:
-            out.append(registry.get_oid(t))
+        oid = load_oid(t, conn)
+        if oid is None:  # the plan checked it: only a connection set up unlike psycopg's defaults
+            raise InputError(f"psycopg cannot decode values read as {t!r} on this connection.",
+                             fix="please report it with the column types of the table (--debug).")
+        out.append(oid)
     return out

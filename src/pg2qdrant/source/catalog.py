@@ -280,6 +280,7 @@ WITH RECURSIVE dom(oid, base, typmod) AS (
     FROM dom JOIN pg_type t ON t.oid = dom.base WHERE t.typtype = 'd'
 )
 SELECT dom.oid, dom.base, dom.typmod, b.typname, bn.nspname, b.typtype, b.typcategory, b.typelem,
+       b.typarray,
        (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
         WHERE d.classid = 'pg_type'::regclass AND d.objid = b.oid AND d.deptype = 'e' LIMIT 1)
 FROM dom JOIN pg_type b ON b.oid = dom.base JOIN pg_namespace bn ON bn.oid = b.typnamespace
@@ -287,29 +288,60 @@ WHERE b.typtype <> 'd'
 """
 
 
+@dataclass(frozen=True)
+class _TypeRow:
+    """One row of _TYPES: a type OID and what it resolves to once domains are peeled off."""
+
+    base: int
+    typmod: int
+    name: str
+    schema: str
+    typtype: str
+    category: str
+    elem: int
+    array: int  # typarray of the base type (0: it has none)
+    extension: str | None
+
+
 def _load_types(conn: psycopg.Connection, oids: set[int]) -> dict[int, tuple[PgType, int]]:
-    """Resolve type OIDs (domains to base types, arrays to element types) -> (type, domain typmod)."""
-    found: dict[int, tuple[PgType, int]] = {}
+    """Resolve type OIDs to base types, at any depth -> (type, domain typmod).
+
+    A domain becomes its base type; a domain over an array, that array type; an
+    array of a domain, the array of the domain's base type (int4[] for posint[]),
+    so that every column is read as a type psycopg knows. Only an array of a
+    domain over an array has no such array type (PostgreSQL has no arrays of
+    arrays): it stays an array whose element is an array type.
+    """
+    raw: dict[int, _TypeRow] = {}
     pending = set(oids)
-    raw: dict[int, tuple] = {}
     while pending:
-        rows = conn.execute(_TYPES, {"oids": list(pending)}).fetchall()
+        for oid, *rest in conn.execute(_TYPES, {"oids": list(pending)}).fetchall():
+            raw[oid] = _TypeRow(*rest)
         pending = set()
-        for oid, base, typmod, name, schema, typtype, category, elem, ext in rows:
-            raw[oid] = (base, typmod, name, schema, typtype, category, elem, ext)
-            if category == "A" and elem and elem not in raw:
-                pending.add(elem)
+        for row in list(raw.values()):
+            if row.category != "A" or not row.elem:
+                continue
+            if row.elem not in raw:
+                pending.add(row.elem)
+            elif _is_domain(raw, row.elem) and raw[row.elem].array:
+                pending.add(raw[row.elem].array)
         pending -= set(raw)
 
-    def build(oid: int) -> tuple[PgType, int]:
-        base, typmod, name, schema, typtype, category, elem, ext = raw[oid]
-        elem_type = build(elem)[0] if category == "A" and elem in raw else None
-        return PgType(base, name, schema, typtype, category, ext, elem_type), typmod
+    def build(oid: int) -> PgType:
+        row = raw[oid]
+        elem_type = None
+        if row.category == "A" and row.elem in raw:
+            elem = raw[row.elem]
+            if _is_domain(raw, row.elem) and elem.array in raw:
+                return build(elem.array)  # an array of a domain: the array of its base type
+            elem_type = build(row.elem)
+        return PgType(row.base, row.name, row.schema, row.typtype, row.category, row.extension, elem_type)
 
-    for oid in oids:
-        if oid in raw:
-            found[oid] = build(oid)
-    return found
+    return {oid: (build(oid), raw[oid].typmod) for oid in oids if oid in raw}
+
+
+def _is_domain(raw: dict[int, _TypeRow], oid: int) -> bool:
+    return raw[oid].base != oid
 
 
 def _columns(conn: psycopg.Connection, oid: int) -> tuple[Column, ...]:

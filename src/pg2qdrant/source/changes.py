@@ -306,10 +306,11 @@ class RowDecoder:
     format, the same bytes a binary COPY of the bare column yields, so those are
     decoded with the very loaders the copy uses (source.adapters). A read that
     is an expression rather than the bare column (``col::text`` for text-form
-    types and non-integer keys, casts of domains to their base type, arrays of
-    enums...) needs PostgreSQL's conversion: the wire value is sent back as a
-    parameter of that same expression on ``conn`` (one statement per batch), so
-    the result cannot differ from what the copy read. Columns the stream did not
+    types, ``"char"`` and non-integer keys; casts of domains, arrays of domains
+    and domains over arrays to their base type; arrays of enums...) needs
+    PostgreSQL's conversion: the wire value (of the column's own type) is sent
+    back as a parameter of that same expression on ``conn`` (one statement per
+    batch), so the result cannot differ from what the copy read. Columns the stream did not
     send (``u``: unchanged TOAST, or missing from the publication) become
     :data:`UNCHANGED`.
     """
@@ -357,7 +358,8 @@ class RowDecoder:
             direct = (
                 read.load_type.startswith("raw:")  # vectors (a vector domain's bytes are the vector's)
                 or read.sql == quoted  # the bare column, decoded by its own type's loader
-                # a domain cast to its scalar base type: the wire bytes are the base type's
+                # a domain cast to its scalar base type: the wire bytes are the base type's (not
+                # so for arrays: their bytes name the element type, a domain in posint[])
                 or (col.declared_oid != base.oid and base.category != "A"
                     and self.load_oids[i] == base.oid)
                 # col::text of a type whose binary form is its text
