@@ -19,6 +19,9 @@ SCHEMA_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "b
                 "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo"}
 
 
+PLACEHOLDER = "__qdrant_endpoint_no_vectors__"
+
+
 class Unsupported(ValueError):
     """A request the endpoint does not translate (answered as a 400 naming the endpoint)."""
 
@@ -38,8 +41,13 @@ def shard_config(dense: dict[str, models.VectorParams], sparse: dict[str, models
     """The Edge shard for a collection ("" is the unnamed vector)."""
     optimizers = None if indexing_threshold is None else edge.EdgeOptimizersConfig(
         indexing_threshold=indexing_threshold)
+    vectors = {name: vector_params(p) for name, p in dense.items()}
+    if not dense and not sparse:
+        # Qdrant accepts a collection without vectors (pg2qdrant's saved-state one); an Edge shard
+        # needs one: an unused, unreported placeholder that no point ever has.
+        vectors = {PLACEHOLDER: edge.EdgeVectorParams(size=1, distance=edge.Distance.Dot)}
     return edge.EdgeConfig(
-        vectors={name: vector_params(p) for name, p in dense.items()} or None,
+        vectors=vectors or None,
         sparse_vectors={name: edge.EdgeSparseVectorParams() for name in sparse} or None,
         hnsw_config=edge.HnswIndexConfig(m=hnsw.m, ef_construct=hnsw.ef_construct,
                                          full_scan_threshold=hnsw.full_scan_threshold),

@@ -400,8 +400,8 @@ def is_transient(exc: BaseException) -> bool:
     if status is not None:
         return "please retry" in f"{exc}".lower()
     code = _grpc_code(exc)
-    if code is not None:
-        return code in _TRANSIENT_GRPC
+    if code is not None:  # a server error that asks to be retried, whatever its code
+        return code in _TRANSIENT_GRPC or "please retry" in f"{exc}".lower()
     chain: BaseException | None = exc
     seen: set[int] = set()
     while chain is not None and id(chain) not in seen:  # ResponseHandlingException wraps httpx's as .source
