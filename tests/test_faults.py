@@ -12,12 +12,25 @@ import datetime
 
 import numpy as np
 import pytest
-
 from helpers import create_items_table
+from qdrant_endpoint import (
+    CREATE_COLLECTION,
+    CREATE_INDEX,
+    UPSERT,
+    Delay,
+    Drop,
+    QdrantEndpoint,
+    bad_gateway,
+    gateway_timeout,
+    grpc_status,
+    message_larger_than_max,
+    please_retry,
+    rate_limited,
+    service_unavailable,
+    wrong_input,
+)
+
 from pg2qdrant.verify import ulps_apart
-from qdrant_endpoint import (CREATE_COLLECTION, CREATE_INDEX, UPSERT, Delay, Drop, QdrantEndpoint, bad_gateway, gateway_timeout,
-                             grpc_status, message_larger_than_max, please_retry, rate_limited,
-                             service_unavailable, wrong_input)
 
 FRONTS = ["grpc", "rest"]
 
@@ -178,7 +191,7 @@ def _self_signed() -> tuple[bytes, bytes]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))

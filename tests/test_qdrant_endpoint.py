@@ -12,9 +12,21 @@ import pytest
 from qdrant_client import models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-from qdrant_endpoint import (BATCH, COUNT, UPSERT, Delay, Drop, QdrantEndpoint, Respond, bad_gateway,
-                             gateway_timeout, rate_limited, service_unavailable, too_large, wrong_input)
+from qdrant_endpoint import (
+    BATCH,
+    COUNT,
+    UPSERT,
+    Delay,
+    Drop,
+    QdrantEndpoint,
+    Respond,
+    bad_gateway,
+    gateway_timeout,
+    rate_limited,
+    service_unavailable,
+    too_large,
+    wrong_input,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -42,8 +42,9 @@ from typing import Any
 from qdrant_client import models
 
 from . import rest
-from .engine import ApiError, Collection, Engine
-from .faults import *  # noqa: F401,F403  (the fault vocabulary is part of this package's API)
+from .engine import ApiError as ApiError
+from .engine import Collection, Engine
+from .faults import *
 from .faults import DEFAULT_MAX_REQUEST_BYTES, FaultPlan, SeenRequest
 from .proxy import Proxy
 
@@ -104,7 +105,7 @@ class QdrantEndpoint:
     def target_url(self, front: str) -> str:
         return self.grpc_url if front == "grpc" else self.url
 
-    def start(self) -> "QdrantEndpoint":
+    def start(self) -> QdrantEndpoint:
         """Serve (again after stop(): same ports, same data)."""
         if self._rest is not None:
             return self
@@ -158,10 +159,10 @@ class QdrantEndpoint:
         if self._tls_dir is not None:
             self._tls_dir.cleanup()
 
-    def __enter__(self) -> "QdrantEndpoint":
+    def __enter__(self) -> QdrantEndpoint:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -196,7 +197,7 @@ class QdrantEndpoint:
                 and (front is None or r.front == front)]
 
     def upserts(self, collection: str | None = None) -> list[SeenRequest]:
-        return self.seen(UPSERT, collection)  # noqa: F405
+        return self.seen(UPSERT, collection)
 
     def clear_log(self) -> None:
         with self._log_lock:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Operations (SeenRequest.op), the same names on both front-ends.
 UPSERT = "upsert"
@@ -174,7 +175,7 @@ class SeenRequest:
     ids: list | None = None         # point ids written by an upsert (or a batch's upserts)
     status: int | str | None = None  # HTTP status or gRPC code name sent; None when dropped
     outcome: str = "pending"        # ok | error | fault | dropped | unauthorized | too_large
-    fault: "Fault | None" = None
+    fault: Fault | None = None
     body: Any = None                # the request as qdrant-client models, when keep_bodies
 
     @property

@@ -10,8 +10,9 @@ connection a call came on, and a stop() refuses connections like a server going 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent import futures
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from qdrant_client import grpc as pb
@@ -19,7 +20,8 @@ from qdrant_client import models
 from qdrant_client.conversions.conversion import GrpcToRest as G
 from qdrant_client.conversions.conversion import RestToGrpc as R
 
-from . import convert, faults as F
+from . import convert
+from . import faults as F
 from .engine import ApiError
 
 if TYPE_CHECKING:
@@ -49,6 +51,13 @@ def _selector(message: Any, name: str = "points_selector") -> Any:
     return G.convert_points_selector(getattr(message, name))
 
 
+def _grpc_record(r: Any, convert_fn: Callable[[Any], Any]) -> Any:
+    """gRPC has no "payload not requested": an empty map, as Qdrant sends it."""
+    if r.payload is None:
+        r = r.model_copy(update={"payload": {}})
+    return convert_fn(r)
+
+
 def _ids(upsert: pb.UpsertPoints | pb.UpdateBatchPoints) -> list:
     if isinstance(upsert, pb.UpsertPoints):
         return [G.convert_point_id(p.id) for p in upsert.points]
@@ -57,7 +66,7 @@ def _ids(upsert: pb.UpsertPoints | pb.UpdateBatchPoints) -> list:
 
 
 class Collections(pb.CollectionsServicer):
-    def __init__(self, endpoint: "QdrantEndpoint"):
+    def __init__(self, endpoint: QdrantEndpoint):
         self.e = endpoint.engine
 
     def Get(self, request, context):
@@ -92,7 +101,7 @@ class Collections(pb.CollectionsServicer):
 
 
 class Points(pb.PointsServicer):
-    def __init__(self, endpoint: "QdrantEndpoint"):
+    def __init__(self, endpoint: QdrantEndpoint):
         self.e = endpoint.engine
 
     def _update(self, m, operation) -> pb.PointsOperationResponse:
@@ -157,7 +166,7 @@ class Points(pb.PointsServicer):
             m.collection_name, [G.convert_point_id(i) for i in m.ids],
             _opt(m, "with_payload", G.convert_with_payload_selector) or False,
             _opt(m, "with_vectors", G.convert_with_vectors_selector) or False)
-        return pb.GetResponse(result=[R.convert_record(r) for r in records])
+        return pb.GetResponse(result=[_grpc_record(r, R.convert_record) for r in records])
 
     def Scroll(self, m, context):
         req = models.ScrollRequest(
@@ -167,7 +176,7 @@ class Points(pb.PointsServicer):
             with_vector=_opt(m, "with_vectors", G.convert_with_vectors_selector) or False,
             order_by=_opt(m, "order_by", G.convert_order_by))
         records, nxt = self.e.scroll(m.collection_name, req)
-        response = pb.ScrollResponse(result=[R.convert_record(r) for r in records])
+        response = pb.ScrollResponse(result=[_grpc_record(r, R.convert_record) for r in records])
         if nxt is not None:
             response.next_page_offset.CopyFrom(R.convert_extended_point_id(nxt))
         return response
@@ -178,11 +187,11 @@ class Points(pb.PointsServicer):
 
     def Query(self, m, context):
         points = self.e.query(m.collection_name, G.convert_query_points(m))
-        return pb.QueryResponse(result=[R.convert_scored_point(p) for p in points])
+        return pb.QueryResponse(result=[_grpc_record(p, R.convert_scored_point) for p in points])
 
 
 class Health(pb.QdrantServicer):
-    def __init__(self, endpoint: "QdrantEndpoint"):
+    def __init__(self, endpoint: QdrantEndpoint):
         self.endpoint = endpoint
 
     def HealthCheck(self, request, context):
@@ -193,7 +202,7 @@ class Health(pb.QdrantServicer):
 class Interceptor(grpc.ServerInterceptor):
     """Request log, API key, request size limit and faults, around every unary call."""
 
-    def __init__(self, endpoint: "QdrantEndpoint"):
+    def __init__(self, endpoint: QdrantEndpoint):
         self.endpoint = endpoint
 
     def intercept_service(self, continuation, details):
@@ -244,6 +253,9 @@ class Interceptor(grpc.ServerInterceptor):
         except convert.Unsupported as exc:
             req.outcome = "error"
             self._abort(req, context, "INVALID_ARGUMENT", f"qdrant test endpoint does not support {exc}")
+        except Exception as exc:
+            req.outcome = "error"  # a bug in the endpoint: say so
+            self._abort(req, context, "INTERNAL", f"qdrant test endpoint internal error: {type(exc).__name__}: {exc}")
         if hasattr(response, "time"):
             response.time = 0.001
         if req.outcome == "pending":
@@ -288,7 +300,7 @@ class Interceptor(grpc.ServerInterceptor):
         context.abort(getattr(grpc.StatusCode, code), message)
 
 
-def start_server(endpoint: "QdrantEndpoint", credentials: grpc.ServerCredentials | None) -> tuple[grpc.Server, int]:
+def start_server(endpoint: QdrantEndpoint, credentials: grpc.ServerCredentials | None) -> tuple[grpc.Server, int]:
     """The gRPC server on a free loopback port (the proxy in front is what clients reach)."""
     # The real limit is applied (and logged) by the interceptor, with Qdrant's message.
     limit = max(endpoint.max_request_bytes, 64 * 1024 * 1024) + 1024 * 1024

@@ -22,7 +22,7 @@ class Proxy:
         self._pairs: dict[int, tuple[socket.socket, socket.socket]] = {}  # upstream local port -> pair
         self._lock = threading.Lock()
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         if self._listener is not None:
             return self
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -12,14 +12,16 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from qdrant_client import models
 
-from . import convert, faults as F
+from . import convert
+from . import faults as F
 from .engine import ApiError, points_of
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ class Route:
         self.op, self.collection, self.serve, self.ids = op, collection, serve, ids
 
 
-def route(endpoint: "QdrantEndpoint", method: str, path: str) -> Route:
+def route(endpoint: QdrantEndpoint, method: str, path: str) -> Route:
     """The route for METHOD PATH; ``serve(body, query)`` returns the result (or raises ApiError)."""
     e = endpoint.engine
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
@@ -181,7 +183,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
-    endpoint: "QdrantEndpoint"
+    endpoint: QdrantEndpoint
 
 
 class Handler(BaseHTTPRequestHandler):
