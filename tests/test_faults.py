@@ -1,4 +1,5 @@
-"""Qdrant-side faults, injected by the REST stand-in (tests/fake_qdrant.py; no Qdrant server runs here).
+"""Qdrant-side faults, injected in front of the test endpoint (tests/qdrant_endpoint: Qdrant's
+gRPC and REST APIs over Qdrant Edge), over gRPC and over REST.
 
 Transient failures are retried with backoff; a request rejected as too large is
 split; permanent errors stop with the server's message and a resumable state;
@@ -8,14 +9,30 @@ TLS certificates are verified unless --skip-tls-verification.
 from __future__ import annotations
 
 import datetime
-import ssl
 
 import numpy as np
 import pytest
-
-from fake_qdrant import (UPSERT, Drop, FakeQdrant, bad_gateway, gateway_timeout, please_retry,
-                         rate_limited, service_unavailable, wrong_input)
 from helpers import create_items_table
+from qdrant_endpoint import (
+    CREATE_COLLECTION,
+    CREATE_INDEX,
+    UPSERT,
+    Delay,
+    Drop,
+    QdrantEndpoint,
+    bad_gateway,
+    gateway_timeout,
+    grpc_status,
+    message_larger_than_max,
+    please_retry,
+    rate_limited,
+    service_unavailable,
+    wrong_input,
+)
+
+from pg2qdrant.verify import ulps_apart
+
+FRONTS = ["grpc", "rest"]
 
 
 @pytest.fixture
@@ -25,93 +42,148 @@ def table(db):
 
 
 def migrate(cli, db, url: str, *extra: str):
+    # Euclid: Qdrant normalizes Cosine vectors on write, and these tests compare vectors exactly.
     return cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", url, "--qdrant.collection", "c",
-               "-b", "100", "--migration.num-workers", "1", *extra)
+               "-b", "100", "--migration.num-workers", "1", "--qdrant.distance-metric", "v=euclid", *extra)
 
 
-def assert_points_equal_table(fake: FakeQdrant, db) -> None:
-    points = fake.points("c")
+def assert_points_equal_table(q: QdrantEndpoint, db) -> None:
+    """What Qdrant stored (read from the engine) is the table: exactly, but for Qdrant Edge's
+    known re-parsing of float payload values (README: within 2 ULP)."""
+    points = q.points("c")
     rows = db.execute("SELECT id, title, n, score, v::text FROM t ORDER BY id")
     assert sorted(points) == [r[0] for r in rows]
     for rid, title, n, score, v in rows:
         p = points[rid]
-        assert p["payload"] == {"id": rid, "title": title, "n": n, "score": score}
+        stored = dict(p.payload)
+        stored_score = stored.pop("score")
+        assert stored == {"id": rid, "title": title, "n": n}
+        assert stored_score == score if score is None else ulps_apart(stored_score, score) <= 2
         expected = np.array([float(x) for x in v.strip("[]").split(",")], dtype=np.float32)
-        assert np.array_equal(np.asarray(p["vector"]["v"], dtype=np.float32), expected)
+        assert np.array_equal(np.asarray(p.vector["v"], dtype=np.float32), expected)
 
 
-@pytest.mark.parametrize("action", [
-    service_unavailable(), rate_limited(None), rate_limited(1), bad_gateway(), gateway_timeout(), please_retry(),
-    Drop(), Drop(reset=True), Drop(after_apply=True),
-], ids=["503", "429", "429-retry-after", "502", "504", "please-retry", "dropped", "reset", "lost-ack"])
-def test_transient_failures_are_retried(table, cli, action):
-    with FakeQdrant() as fake:
-        fault = fake.faults.add(UPSERT, "PUT", times=2, action=action)
-        r = migrate(cli, table, fake.url)
+TRANSIENT = {
+    "503": service_unavailable(), "429": rate_limited(None), "429-retry-after": rate_limited(1),
+    "502": bad_gateway(), "504": gateway_timeout(), "please-retry": please_retry(),
+    "dropped": Drop(), "reset": Drop(reset=True), "lost-ack": Drop(after_apply=True),
+    "unavailable": grpc_status("UNAVAILABLE", "Socket closed"),
+    "deadline": grpc_status("DEADLINE_EXCEEDED", "Deadline Exceeded"),
+    "resource-exhausted": grpc_status("RESOURCE_EXHAUSTED", "Too many requests"),
+}
+# gRPC carries only codes: the HTTP statuses that map to the same code are not repeated there,
+# and the gRPC-only codes are not repeated over REST (they arrive as a plain 500 there).
+GRPC_ONLY = {"unavailable", "deadline", "resource-exhausted"}
+REST_ONLY = {"502"}
+
+
+@pytest.mark.parametrize("front, name", [(f, n) for f in FRONTS for n in TRANSIENT
+                                         if not (f == "rest" and n in GRPC_ONLY or f == "grpc" and n in REST_ONLY)])
+def test_transient_failures_are_retried(table, cli, front, name):
+    with QdrantEndpoint() as q:
+        fault = q.faults.add(UPSERT, collection="c", times=2, action=TRANSIENT[name])
+        r = migrate(cli, table, q.target_url(front))
         assert r.exit_code == 0, r.output
         assert fault.fired == 2
         assert "transient failures retried" in r.stdout
-        assert_points_equal_table(fake, table)
+        assert {u.front for u in q.upserts("c")} == {front}
+        assert_points_equal_table(q, table)
 
 
-def test_a_batch_rejected_as_too_large_is_split(table, cli):
-    with FakeQdrant(max_request_bytes=20_000) as fake:  # 100-point requests are ~40 KB here
-        r = migrate(cli, table, fake.url)
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_slow_answer_past_the_deadline_is_retried(table, cli, front, monkeypatch):
+    from pg2qdrant.destination.qdrant import QdrantTarget
+    monkeypatch.setitem(QdrantTarget.__init__.__kwdefaults__, "timeout", 1)  # no flag sets it
+    with QdrantEndpoint() as q:
+        fault = q.faults.add(UPSERT, collection="c", times=1, action=Delay(1.5))
+        r = migrate(cli, table, q.target_url(front))
         assert r.exit_code == 0, r.output
-        statuses = [u.status for u in fake.upserts("c")]
-        assert 400 in statuses and statuses.count(200) > 6  # rejected, then accepted in halves
-        assert_points_equal_table(fake, table)
+        assert fault.fired == 1 and "transient failures retried" in r.stdout
+        assert_points_equal_table(q, table)
 
 
-def test_a_single_row_larger_than_the_request_limit(table, cli):
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_batch_rejected_as_too_large_is_split(table, cli, front):
+    # 100-point requests are ~40 KB of JSON or ~15 KB of protobuf here
+    with QdrantEndpoint(max_request_bytes=20_000 if front == "rest" else 8_000) as q:
+        r = migrate(cli, table, q.target_url(front))
+        assert r.exit_code == 0, r.output
+        outcomes = [u.outcome for u in q.upserts("c")]
+        assert "too_large" in outcomes and outcomes.count("ok") > 6  # rejected, then accepted in halves
+        assert_points_equal_table(q, table)
+
+
+def test_grpc_message_larger_than_max_is_split_not_retried(table, cli):
+    with QdrantEndpoint() as q:
+        fault = q.faults.add(UPSERT, collection="c", times=1, action=message_larger_than_max())
+        r = migrate(cli, table, q.grpc_url)
+        assert r.exit_code == 0, r.output
+        refused = next(u for u in q.upserts("c") if u.fault is fault)
+        halves = [u.ids for u in q.upserts("c") if u.ok and set(u.ids) <= set(refused.ids)]
+        assert halves == [refused.ids[:50], refused.ids[50:]]  # split in halves, never sent again whole
+        assert_points_equal_table(q, table)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_single_row_larger_than_the_request_limit(table, cli, front):
     table.execute("UPDATE t SET title = repeat('x', 200000) WHERE id = 7")
-    with FakeQdrant(max_request_bytes=100_000) as fake:
-        r = migrate(cli, table, fake.url)
+    with QdrantEndpoint(max_request_bytes=100_000) as q:
+        r = migrate(cli, table, q.target_url(front))
         assert r.exit_code == 2, r.output
         assert "Qdrant rejected point 7 as too large" in r.stderr and "Fix:" in r.stderr
         assert "Traceback" not in r.output
 
 
-def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli):
-    with FakeQdrant() as fake:
-        fault = fake.faults.add(UPSERT, "PUT", times=1, skip=3, action=wrong_input("Vector dimension error: boom"))
-        r = migrate(cli, table, fake.url)
+@pytest.mark.parametrize("front", FRONTS)
+def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli, front):
+    with QdrantEndpoint() as q:
+        fault = q.faults.add(UPSERT, collection="c", times=1, skip=3,
+                             action=wrong_input("Vector dimension error: boom"))
+        r = migrate(cli, table, q.target_url(front))
         assert r.exit_code == 1, r.output
         assert "Vector dimension error: boom" in r.stderr
         assert "rerun the same command to resume" in r.stderr
-        failed = [u for u in fake.upserts("c") if u.status == 400]
+        failed = [u for u in q.upserts("c") if u.fault is not None]
         assert fault.fired == 1 and len(failed) == 1
         # No retry of a permanent error: the failed request's points were never sent again.
-        assert sum(1 for u in fake.upserts("c") if failed[0].ids[0] in (u.ids or [])) == 1
-        r = migrate(cli, table, fake.url)  # the fault is spent: the rerun finishes the job
+        assert sum(1 for u in q.upserts("c") if failed[0].ids[0] in (u.ids or [])) == 1
+        r = migrate(cli, table, q.target_url(front))  # the fault is spent: the rerun finishes the job
         assert r.exit_code == 0, r.output
-        assert_points_equal_table(fake, table)
+        assert_points_equal_table(q, table)
 
 
-def test_retry_budget_is_bounded(table, cli):
-    with FakeQdrant() as fake:
-        fake.faults.add(r"^/collections/c/points$", "PUT", times=None, action=service_unavailable())
-        r = migrate(cli, table, fake.url, "--migration.max-retries", "2")
+@pytest.mark.parametrize("front", FRONTS)
+def test_retry_budget_is_bounded(table, cli, front):
+    with QdrantEndpoint() as q:
+        q.faults.add(UPSERT, collection="c", times=None, action=service_unavailable())
+        r = migrate(cli, table, q.target_url(front), "--migration.max-retries", "2")
         assert r.exit_code == 1, r.output
-        assert "HTTP 503" in r.stderr and "rerun the same command to resume" in r.stderr
+        assert ("HTTP 503" if front == "rest" else "UNAVAILABLE") in r.stderr
+        assert "rerun the same command to resume" in r.stderr
         tries: dict[int, int] = {}
-        for u in fake.upserts("c"):
+        for u in q.upserts("c"):
             tries[u.ids[0]] = tries.get(u.ids[0], 0) + 1
         assert tries and set(tries.values()) == {3}  # each request: one try and two retries, no more
 
 
-def test_api_key_rejected(table, cli):
-    with FakeQdrant(api_key="the-right-key") as fake:
-        r = migrate(cli, table, fake.url, "--qdrant.api-key", "a-Wrong-Key-123")
+@pytest.mark.parametrize("front", FRONTS)
+def test_api_key_rejected(table, cli, front):
+    with QdrantEndpoint(api_key="the-right-key") as q:
+        r = migrate(cli, table, q.target_url(front), "--qdrant.api-key", "a-Wrong-Key-123")
         assert r.exit_code == 2, r.output
         assert "rejected the request" in r.stderr and "--qdrant.api-key" in r.stderr
         assert "a-Wrong-Key-123" not in r.output
-        r = migrate(cli, table, fake.url, "--qdrant.api-key", "the-right-key")
+        assert {x.outcome for x in q.requests} == {"unauthorized"}
+        r = migrate(cli, table, q.target_url(front), "--qdrant.api-key", "the-right-key")
         assert r.exit_code == 0, r.output
         assert "the-right-key" not in r.output
+        assert_points_equal_table(q, table)
 
 
-def _self_signed(tmp_path) -> ssl.SSLContext:
+def _self_signed() -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for 127.0.0.1, trusted by nobody."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -119,48 +191,53 @@ def _self_signed(tmp_path) -> ssl.SSLContext:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
-def test_tls_certificates_are_verified_unless_told_otherwise(table, cli, tmp_path):
+@pytest.mark.parametrize("front", FRONTS)
+def test_tls_certificates_are_verified(table, cli, front):
     pytest.importorskip("cryptography")
-    with FakeQdrant(tls=_self_signed(tmp_path)) as fake:
-        assert fake.url.startswith("https://")
-        r = migrate(cli, table, fake.url)
+    with QdrantEndpoint(tls=_self_signed()) as q:
+        url = q.target_url(front)
+        assert url.startswith("https://" if front == "rest" else "grpcs://")
+        r = migrate(cli, table, url)
         assert r.exit_code == 1, r.output
-        assert "TLS failed" in r.stderr and "--skip-tls-verification" in r.stderr
-        assert not fake.upserts("c")
-        r = migrate(cli, table, fake.url, "--skip-tls-verification")
-        assert r.exit_code == 0, r.output
-        assert_points_equal_table(fake, table)
+        assert "Fix:" in r.stderr and "Traceback" not in r.output
+        assert not q.upserts("c")
+        if front == "rest":
+            assert "TLS failed" in r.stderr and "--skip-tls-verification" in r.stderr
+            r = migrate(cli, table, url, "--skip-tls-verification")
+            assert r.exit_code == 0, r.output
+            assert_points_equal_table(q, table)
 
 
-def test_server_collection_is_created_for_a_bulk_load(table, cli):
+@pytest.mark.parametrize("front", FRONTS)
+def test_server_collection_is_created_for_a_bulk_load(table, cli, front):
     """Against a server: HNSW off (m=0) while loading, restored at the end; payload indexes first."""
     table.execute("CREATE INDEX t_n_idx ON t (n)")
-    with FakeQdrant(keep_bodies=True) as fake:
-        r = migrate(cli, table, fake.url, "--qdrant.hnsw-m", "24", "--qdrant.payload-index", "title:keyword")
+    with QdrantEndpoint(keep_bodies=True) as q:
+        r = migrate(cli, table, q.target_url(front), "--qdrant.hnsw-m", "24",
+                    "--qdrant.payload-index", "title:keyword")
         assert r.exit_code == 0, r.output
-        create = next(q for q in fake.seen(r"^/collections/c$", "PUT"))
-        assert create.body["hnsw_config"]["m"] == 0
-        first_upsert = min(i for i, q in enumerate(fake.requests) if q.method == "PUT" and q.path == "/collections/c/points")
-        index_requests = [i for i, q in enumerate(fake.requests) if q.path == "/collections/c/index"]
-        assert len(index_requests) == 2 and max(index_requests) < first_upsert  # title (flag) and n (btree)
-        patch = next(q for q in fake.seen(r"^/collections/c$", "PATCH"))
-        assert patch.body["hnsw_config"]["m"] == 24
-        assert fake.collection("c").hnsw["m"] == 24
-        assert set(fake.collection("c").payload_schema) == {"title", "n"}
+        create = q.seen(CREATE_COLLECTION, "c")[0].body  # JSON (REST) or protobuf message (gRPC)
+        assert (create["hnsw_config"]["m"] if front == "rest" else create.hnsw_config.m) == 0
+        ops = [x.op for x in q.seen(collection="c")]
+        assert ops.index("create_collection") < ops.index(CREATE_INDEX) < ops.index(UPSERT)
+        assert ops.count(CREATE_INDEX) == 2 and max(i for i, o in enumerate(ops) if o == CREATE_INDEX) \
+            < ops.index(UPSERT)  # title (flag) and n (btree), before any point
+        assert ops.index("update_collection") > max(i for i, o in enumerate(ops) if o == UPSERT)
+        info = q.info("c")
+        assert info.config.hnsw_config.m == 24
+        assert set(info.payload_schema) == {"title", "n"}
+        assert info.payload_schema["n"].points == 600
+        assert info.indexed_vectors_count == 600  # Edge built the HNSW index once m was restored
+        assert_points_equal_table(q, table)

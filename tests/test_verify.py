@@ -248,6 +248,29 @@ def test_edge_target_measures_hnsw_and_reports_ulp_level_floats(db, tmp_path, cl
     assert strict.exit_code == 1 and "score: float differs by 1 ULP" in strict.stdout
 
 
+@pytest.mark.parametrize("front", ["grpc", "rest"])
+def test_server_target_passes_and_measures_hnsw(db, tmp_path, cli, front):
+    """migrate then verify against a server (the Edge-backed test endpoint, tests/qdrant_endpoint)."""
+    from qdrant_endpoint import QdrantEndpoint
+    create_items(db)
+    with QdrantEndpoint() as q:
+        args = migrate_args(db, "t", tmp_path, "c", "--migration.num-workers", "1")
+        args[args.index("--qdrant.url") + 1] = q.target_url(front)
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        report = tmp_path / "r.json"
+        args[0] = "verify"
+        r = cli(*args, "--verify.seed", "3", "--verify.report", str(report))
+        assert r.exit_code == 0, r.output
+        assert {u.front for u in q.seen(collection="c")} == {front}
+        checks = verdicts(report)
+        assert all(checks[name] == "pass" for name in ("Counts", "IDs", "Schema", "Search parity")), checks
+        assert checks["Values"] in ("pass", "warn")  # warn: Edge's float payload re-parsing (README)
+        search = check_of(report, "Search parity")
+        assert search["figures"]["v"]["HNSW"]["recall mean"] >= 0.85
+        assert q.info("c").indexed_vectors_count == ROWS  # HNSW was really built and searched
+
+
 # --- the report files ------------------------------------------------------------------------------
 
 class _Balanced(HTMLParser):

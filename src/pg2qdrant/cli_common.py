@@ -91,7 +91,7 @@ def source_options(fn: Callable) -> Callable:
 def target_options(fn: Callable) -> Callable:
     for decorator in reversed([
         opt("--qdrant.url", "qdrant_url", default="http://localhost:6334", show_default=True,
-            help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), local:DIR, :memory:, edge:DIR."),
+            help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), grpc(s)://host:port, local:DIR, :memory:, edge:DIR."),
         opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
             help="Qdrant API key (better: set QDRANT_API_KEY, so it is not on the command line)."),
         opt("--qdrant.collection", "qdrant_collection", help="Target collection name."),

@@ -2,6 +2,7 @@
 
 ``--qdrant.url`` forms:
   http(s)://host:port  a Qdrant server; gRPC when the port is 6334, REST otherwise, TLS for https
+  grpc(s)://host:port  a Qdrant server over gRPC on any port (default 6334), TLS for grpcs
   local:DIR            qdrant-client's embedded local mode, stored in DIR
   :memory:             local mode in memory (gone when the process ends: for tests and demos)
   edge:DIR             a Qdrant Edge shard (see destination/edge.py)
@@ -59,7 +60,7 @@ class TargetAddress:
 
 def parse_target_url(url: str | None) -> TargetAddress:
     """Understand --qdrant.url; InputError with the accepted forms when it is not one."""
-    forms = "http(s)://host:port, local:DIR, :memory: or edge:DIR"
+    forms = "http(s)://host:port, grpc(s)://host:port, local:DIR, :memory: or edge:DIR"
     if not url or not url.strip():
         raise InputError("--qdrant.url is empty.", fix=f"use one of {forms}.")
     url = url.strip()
@@ -80,18 +81,22 @@ def parse_target_url(url: str | None) -> TargetAddress:
     except ValueError as exc:
         raise InputError(f"--qdrant.url {redaction.redact(url)!r} is not a valid URL: {exc}.",
                          fix=f"use one of {forms}.") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
         raise InputError(
             f"--qdrant.url {redaction.redact(url)!r} is not a Qdrant address.",
             fix=f"use one of {forms} (for example http://localhost:6334 for gRPC or "
                 "https://xyz.cloud.qdrant.io:6333 for REST).",
         )
-    https = parts.scheme == "https"
+    https = parts.scheme in ("https", "grpcs")
+    # grpc(s):// says gRPC whatever the port (a proxy, a test endpoint); http(s):// keeps the
+    # reference tool's rule: gRPC on 6334 only.
+    explicit_grpc = parts.scheme in ("grpc", "grpcs")
     if port is None:
-        port = REST_PORT  # qdrant-client's convention; the reference went to 80/443 (a trap)
+        # qdrant-client's convention; the reference went to 80/443 (a trap)
+        port = GRPC_PORT if explicit_grpc else REST_PORT
     prefix = parts.path.strip("/") or None
     return TargetAddress("server", url=url, host=parts.hostname, port=port, https=https,
-                         grpc=(port == GRPC_PORT), prefix=prefix)
+                         grpc=explicit_grpc or port == GRPC_PORT, prefix=prefix)
 
 
 def _shape_of(info: models.CollectionInfo) -> CollectionShape:
@@ -395,8 +400,8 @@ def is_transient(exc: BaseException) -> bool:
     if status is not None:
         return "please retry" in f"{exc}".lower()
     code = _grpc_code(exc)
-    if code is not None:
-        return code in _TRANSIENT_GRPC
+    if code is not None:  # a server error that asks to be retried, whatever its code
+        return code in _TRANSIENT_GRPC or "please retry" in f"{exc}".lower()
     chain: BaseException | None = exc
     seen: set[int] = set()
     while chain is not None and id(chain) not in seen:  # ResponseHandlingException wraps httpx's as .source

@@ -1,0 +1,254 @@
+"""Self-tests of the test endpoint (tests/qdrant_endpoint), through the real qdrant-client over
+gRPC and REST: the calls pg2qdrant makes work on the Edge engine, and every fault action reaches
+the client as the exception pg2qdrant's retry logic will see."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import httpx
+import pytest
+from qdrant_client import models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_endpoint import (
+    BATCH,
+    COUNT,
+    UPSERT,
+    Delay,
+    Drop,
+    QdrantEndpoint,
+    Respond,
+    bad_gateway,
+    gateway_timeout,
+    rate_limited,
+    service_unavailable,
+    too_large,
+    wrong_input,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+UID = "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"
+FRONTS = ["grpc", "rest"]
+
+
+@pytest.fixture(scope="module")
+def q():
+    with QdrantEndpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=FRONTS)
+def client(q, request):
+    q.faults.clear()
+    c = q.client(grpc=request.param == "grpc", timeout=1)
+    for name in q.engine.list_collections():
+        q.engine.delete_collection(name)
+    yield c
+    c.close()
+
+
+def make_collection(client, name: str = "c") -> None:
+    client.create_collection(
+        name,
+        vectors_config={"dense": models.VectorParams(size=3, distance=models.Distance.COSINE),
+                        "other": models.VectorParams(size=2, distance=models.Distance.EUCLID)},
+        sparse_vectors_config={"sparse": models.SparseVectorParams()},
+        hnsw_config=models.HnswConfigDiff(m=0, ef_construct=100),
+    )
+
+
+def point(pid, x: float = 0.5, **payload) -> models.PointStruct:
+    return models.PointStruct(
+        id=pid, payload=payload or {"n": pid if isinstance(pid, int) else 0, "f": x},
+        vector={"dense": [x, 0.25, 0.75], "other": [1.0, x],
+                "sparse": models.SparseVector(indices=[1, 3], values=[x, 0.5])})
+
+
+def test_collection_lifecycle_and_shape(client):
+    assert not client.collection_exists("c")
+    make_collection(client)
+    assert client.collection_exists("c")
+    assert [c.name for c in client.get_collections().collections] == ["c"]
+    client.create_payload_index("c", field_name="kind", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+    info = client.get_collection("c")
+    assert info.status == models.CollectionStatus.GREEN
+    assert info.config.params.vectors["dense"].size == 3
+    assert info.config.params.vectors["other"].distance == models.Distance.EUCLID
+    assert set(info.config.params.sparse_vectors) == {"sparse"}
+    assert info.config.hnsw_config.m == 0 and info.points_count == 0 and info.indexed_vectors_count == 0
+    assert info.payload_schema["kind"].data_type == models.PayloadSchemaType.KEYWORD
+    client.upsert("c", [point(i) for i in range(1, 30)])
+    client.update_collection("c", hnsw_config=models.HnswConfigDiff(m=16))
+    info = client.get_collection("c")
+    assert info.config.hnsw_config.m == 16 and info.indexed_vectors_count > 0  # Edge built HNSW
+    assert client.delete_collection("c")
+    assert not client.collection_exists("c")
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.get_collection("c")
+    assert "Not found: Collection `c`" in str(exc.value)
+
+
+def test_points_round_trip(q, client):
+    make_collection(client)
+    client.upsert("c", [point(2), point(UID, text="é", nested={"a": [1, 2.5, None]}), point(1)], wait=True)
+    assert client.count("c", exact=True).count == 3
+    records = {r.id: r for r in client.retrieve("c", [1, 2, UID, 99], with_payload=True, with_vectors=True)}
+    assert set(records) == {1, 2, UID}
+    assert records[2].payload == {"n": 2, "f": 0.5}
+    assert records[2].vector["other"] == [1.0, 0.5]  # Euclid: stored as sent
+    assert records[2].vector["sparse"] == models.SparseVector(indices=[1, 3], values=[0.5, 0.5])
+    assert records[UID].payload == {"text": "é", "nested": {"a": [1, 2.5, None]}}
+    only = client.retrieve("c", [2], with_payload=["f"], with_vectors=["other"])[0]
+    assert only.payload == {"f": 0.5} and only.vector == {"other": [1.0, 0.5]}
+    page, offset = client.scroll("c", limit=2)  # integers in order, then UUIDs
+    assert [r.id for r in page] == [1, 2] and offset == UID
+    page, offset = client.scroll("c", limit=2, offset=offset)
+    assert [r.id for r in page] == [UID] and offset is None
+    assert client.count("c", count_filter=models.Filter(must=[
+        models.FieldCondition(key="n", match=models.MatchValue(value=2))])).count == 1
+    assert client.count("c", count_filter=models.Filter(must=[models.HasIdCondition(has_id=[1, UID])])).count == 2
+    hits = client.query_points("c", query=[1.0, 0.5], using="other", limit=2, with_payload=False,
+                               search_params=models.SearchParams(exact=True)).points
+    assert hits[0].score == 0.0  # Euclid: distance, smallest first
+    client.delete("c", points_selector=models.PointIdsList(points=[2]), wait=True)
+    assert {r.id for r in client.retrieve("c", [1, 2, UID])} == {1, UID}
+    client.delete("c", points_selector=models.FilterSelector(filter=models.Filter()), wait=True)
+    assert client.count("c").count == 0
+
+
+def test_batch_update_and_partial_changes(q, client):
+    make_collection(client)
+    client.upsert("c", [point(1), point(2)])
+    client.batch_update_points("c", update_operations=[
+        models.UpsertOperation(upsert=models.PointsList(points=[point(3)])),
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"k": "v"}, points=[2])),
+        models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(points=[
+            models.PointVectors(id=2, vector={"other": [9.0, 9.0]})])),
+        models.DeleteVectorsOperation(delete_vectors=models.DeleteVectors(points=[3], vector=["sparse"])),
+        models.DeleteOperation(delete=models.PointIdsList(points=[1])),
+    ], wait=True)
+    pts = q.points("c")
+    assert set(pts) == {2, 3}
+    assert pts[2].vector["other"] == [9.0, 9.0] and pts[2].payload["k"] == "v"
+    assert set(pts[3].vector) == {"dense", "other"}
+    assert q.seen(BATCH, "c")[-1].ids == [3]
+    client.overwrite_payload("c", payload={"only": 1}, points=[2])
+    assert q.points("c")[2].payload == {"only": 1}
+
+
+def test_bad_input_is_rejected_like_qdrant(client):
+    make_collection(client)
+    for bad, text in ((models.PointStruct(id=1, vector={"dense": [1.0, 2.0]}), "Vector dimension error"),
+                      (models.PointStruct(id=1, vector={"nope": [1.0]}), "Not existing vector name")):
+        with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+            client.upsert("c", [bad])
+        assert text in str(exc.value)
+    assert client.count("c").count == 0
+
+
+# --- faults: what qdrant-client raises ------------------------------------------------------
+
+@pytest.mark.parametrize("action, status, code, text", [
+    (Respond(429, "Rate limiting exceeded: too many writes"), 429, "RESOURCE_EXHAUSTED", "Rate limiting exceeded"),
+    (bad_gateway(), 502, "UNAVAILABLE", "502 Bad Gateway"),
+    (service_unavailable(), 503, "UNAVAILABLE", "Service unavailable"),
+    (gateway_timeout(), 504, "DEADLINE_EXCEEDED", "504 Gateway Time-out"),
+    (wrong_input(), 400, "INVALID_ARGUMENT", "Wrong input: Vector dimension error"),
+    (too_large(), 400, "OUT_OF_RANGE", "is larger than allowed"),
+], ids=["429", "502", "503", "504", "400", "too-large"])
+def test_status_faults(q, client, action, status, code, text):
+    make_collection(client)
+    fault = q.faults.add(UPSERT, collection="c", action=action)
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.upsert("c", [point(1)])
+    if isinstance(exc.value, grpc.RpcError):
+        assert exc.value.code().name == code and text in exc.value.details()
+    else:
+        assert exc.value.status_code == status and text.encode() in exc.value.content
+    assert fault.exhausted
+    client.upsert("c", [point(1)])  # the fault was for one request
+    assert [u.outcome for u in q.upserts("c")][-2:] == ["fault", "ok"]
+
+
+def test_429_with_retry_after_raises_resource_exhausted(q, client):
+    make_collection(client)
+    q.faults.add(UPSERT, collection="c", action=rate_limited(retry_after=2))
+    with pytest.raises(ResourceExhaustedResponse) as exc:  # REST header or gRPC trailing metadata
+        client.upsert("c", [point(1)])
+    assert exc.value.retry_after_s == 2
+
+
+@pytest.mark.parametrize("action", [Drop(), Drop(reset=True), Delay(1.6)], ids=["drop", "reset", "timeout"])
+def test_connection_faults(q, client, action):
+    make_collection(client)
+    q.faults.add(COUNT, collection="c", action=action)
+    with pytest.raises((ResponseHandlingException, grpc.RpcError)) as exc:
+        client.count("c")
+    if isinstance(exc.value, grpc.RpcError):
+        expected = "DEADLINE_EXCEEDED" if isinstance(action, Delay) else "UNAVAILABLE"
+        assert exc.value.code().name == expected
+    else:
+        expected = {"drop": httpx.RemoteProtocolError, "reset": httpx.ReadError}
+        source = httpx.ReadTimeout if isinstance(action, Delay) else expected["reset" if action.reset else "drop"]
+        assert isinstance(exc.value.source, source)
+    assert client.count("c").count == 0  # the same client recovers
+
+
+def test_after_apply_loses_only_the_acknowledgement(q, client):
+    make_collection(client)
+    q.faults.add(UPSERT, collection="c", action=Drop(after_apply=True))
+    q.faults.add(UPSERT, collection="c", action=Respond(503, "gave up", after_apply=True))
+    for pid in (1, 2):
+        with pytest.raises((ResponseHandlingException, UnexpectedResponse, grpc.RpcError)):
+            client.upsert("c", [point(pid)])
+    assert set(q.points("c")) == {1, 2}  # both writes happened
+
+
+def test_stopped_endpoint_refuses_connections_and_restarts_with_its_data(q, client):
+    make_collection(client)
+    client.upsert("c", [point(1)])
+    q.stop()
+    try:
+        with pytest.raises((ResponseHandlingException, grpc.RpcError)):
+            client.count("c")
+    finally:
+        q.start()
+    for _ in range(100):  # a gRPC channel reconnects after its backoff: a client would retry
+        try:
+            assert client.count("c").count == 1
+            return
+        except grpc.RpcError:
+            time.sleep(0.1)
+    assert client.count("c").count == 1
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_api_key_and_request_size(front):
+    with QdrantEndpoint(api_key="s3cret", max_request_bytes=2000) as q:
+        good = q.client(grpc=front == "grpc")
+        make_collection(good)
+        for key in (None, "wrong"):
+            bad = q.client(grpc=front == "grpc", api_key=key)
+            with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+                bad.get_collections()
+            assert "401" in str(exc.value) or "UNAUTHENTICATED" in str(exc.value)
+            bad.close()
+        with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+            good.upsert("c", [point(i) for i in range(1, 40)])
+        assert "too large" in str(exc.value) or "larger than allowed" in str(exc.value)
+        assert [r.outcome for r in q.requests[-3:]] == ["unauthorized", "unauthorized", "too_large"]
+        assert good.count("c").count == 0
+        good.close()
+
+
+def test_grpc_url_chooses_grpc_on_any_port():
+    from pg2qdrant.destination.qdrant import parse_target_url
+
+    address = parse_target_url("grpc://127.0.0.1:41234")
+    assert address.grpc and address.port == 41234 and not address.https
+    address = parse_target_url("grpcs://example.com")
+    assert address.grpc and address.port == 6334 and address.https
+    assert not parse_target_url("http://127.0.0.1:41234").grpc
