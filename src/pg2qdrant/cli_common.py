@@ -143,9 +143,10 @@ def migration_options(fn: Callable) -> Callable:
             help="Rows per range, the unit of parallel work and of resume (default 50,000)."),
         bool_flag("--migration.dry-run", "dry_run", False,
                   "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
-        opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference"]), default="native",
+        opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference", "hash"]), default="native",
             show_default=True,
-            help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does."),
+            help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does; "
+                 "hash: as native, but text keys are hashed even when they look like a UUID."),
     ]):
         fn = decorator(fn)
     return fn

@@ -34,13 +34,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from pg2qdrant.errors import InputError, Pg2QdrantError
+
 SERVER_USER = "pg2qdrant-pg"
 DEFAULT_PASSWORD = "local-test-password"
 _CACHE_ROOT = Path("/var/tmp")
 
 
-class LocalPostgresError(RuntimeError):
-    """The local server could not be prepared or started; the message says why."""
+class LocalPostgresError(Pg2QdrantError):
+    """The local server could not be prepared or started; the message says why (exit 1)."""
+
+    def __init__(self, message: str, *, fix: str | None = None):
+        super().__init__(message, fix=fix or "read the message (and the server log it quotes) for the cause; "
+                                             "rerun with --debug to see where it happened.")
+
+
+class LocalPostgresMissing(LocalPostgresError, InputError):
+    """The server program is not installed: the user installs it (exit 2)."""
 
 
 # The wheels that bring their own PostgreSQL + pgvector: flavor -> (import name, distribution).
@@ -58,15 +68,14 @@ DEBIAN_BINDIR = "/usr/lib/postgresql/{major}/bin"
 def _wheel_install(flavor: str = "embedded") -> tuple[Path, str]:
     """Return (site folder holding the wheel's package and its ``.libs``, wheel version)."""
     if flavor not in WHEELS:
-        raise LocalPostgresError(f"unknown PostgreSQL flavor {flavor!r}; known: {', '.join(WHEELS)}")
+        raise LocalPostgresMissing(f"Unknown PostgreSQL flavor {flavor!r}.", fix=f"use one of {', '.join(WHEELS)}.")
     module, dist = WHEELS[flavor]
     # Located without importing it: its import has side effects (lock files,
     # runtime-dir warnings) that we do not need.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise LocalPostgresError(
-            f"The {dist} PostgreSQL server is not installed. Install it with: {_INSTALL_HINTS[flavor]}"
-        )
+        raise LocalPostgresMissing(f"The {dist} PostgreSQL server is not installed.",
+                                   fix=f"install it with: {_INSTALL_HINTS[flavor]}")
     package_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
     return package_dir.parent, importlib.metadata.version(dist)
 
@@ -187,18 +196,17 @@ def server_bindir(spec: str = "embedded") -> Path:
     if spec.startswith("pg") and spec[2:].isdigit():
         path = Path(DEBIAN_BINDIR.format(major=spec[2:]))
         if not (path / "postgres").exists():
-            raise LocalPostgresError(
-                f"PostgreSQL {spec[2:]} is not installed ({path}/postgres is missing). "
-                + ("Install it (with pgvector) with: .ci/install-pg15-pgvector.sh" if spec == "pg15"
-                   else f"Install it with: apt-get install postgresql-{spec[2:]}")
-            )
+            raise LocalPostgresMissing(
+                f"PostgreSQL {spec[2:]} is not installed ({path}/postgres is missing).",
+                fix=("install it (with pgvector) with: .ci/install-pg15-pgvector.sh" if spec == "pg15"
+                     else f"install it with: apt-get install postgresql-{spec[2:]}"))
         return _usable_bindir(path)
     path = Path(spec)
     if not (path / "postgres").exists():
-        raise LocalPostgresError(
+        raise LocalPostgresMissing(
             f"{spec!r} is neither a known server ({', '.join(WHEELS)}, pgNN) "
-            "nor a PostgreSQL bin folder (no 'postgres' program in it)."
-        )
+            "nor a PostgreSQL bin folder (no 'postgres' program in it).",
+            fix="name a server that is installed, or the bin folder of a PostgreSQL installation.")
     return _usable_bindir(path)
 
 
@@ -238,7 +246,7 @@ def server_problem(spec: str) -> str | None:
     try:
         bindir = server_bindir(spec)
     except LocalPostgresError as exc:
-        return str(exc)
+        return exc.render().replace("\nFix: ", " Fix: ")
     if pgvector_available(bindir) is None:
         hint = " (.ci/install-pg15-pgvector.sh builds it)" if spec == "pg15" else ""
         return f"{bindir} has no pgvector extension{hint}"

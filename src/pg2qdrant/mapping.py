@@ -106,7 +106,39 @@ def make_point_id(key: KeySpec, values: Sequence[Any]) -> PointId:
         return value if 0 <= value <= UINT64_MAX else uuid5_of_text(str(value))
     if kind == "uuid":
         return str(value)
+    if key.mode == "hash":
+        return uuid5_of_text(_key_text(value))
     return _text_id(_key_text(value))
+
+
+def keys_can_share_ids(key: KeySpec) -> bool:
+    """Whether distinct keys can map to one point ID.
+
+    Only a single text key read as a UUID when it looks like one: Go's parser (kept for the
+    reference tool's IDs) reads '<uuid>', '<UUID>', '{<uuid>}' (any 38-byte wrapper),
+    'urn:uuid:<uuid>' and the 32 bare digits as the same UUID. Integer, uuid and composite
+    keys (uuid5 of a JSON array) cannot collide.
+    """
+    return len(key.columns) == 1 and key.kinds[0] == "text" and key.mode != "hash"
+
+
+def uuid_of_key(value: Any) -> uuid.UUID | None:
+    """The UUID a text key is read as (None: it is hashed instead)."""
+    return go_uuid_parse(_key_text(value))
+
+
+def shared_id_error(plan: Plan, groups: Sequence[tuple[PointId, Sequence[Any]]]) -> DataError:
+    """Distinct keys that would share a point: each write overwrites the other row, a delete removes both."""
+    column = plan.key.columns[0]
+    shown = "; ".join(f"{', '.join(repr(_key_text(k)) for k in keys)} (point {pid})" for pid, keys in groups)
+    return DataError(
+        f"Key column {column} of {plan.table.display} holds different values that are read as the same "
+        f"UUID, so their rows would share one point (each overwrites the other, and deleting one row "
+        f"deletes the other's point): {shown}.",
+        fix=f"give each row its own UUID (e.g. keep one spelling per UUID in {column}), choose another key "
+            "with --pg.key-column, or pass --migration.id-mode hash to hash every text key as written "
+            "(other point IDs: write to a new collection).",
+    )
 
 
 # ---------------------------------------------------------------------------------------

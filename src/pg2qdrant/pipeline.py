@@ -16,6 +16,7 @@ from psycopg import sql
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
+from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_feature_check, plan_fingerprint,
                             shape_differences)
 from pg2qdrant.source import catalog, connect, reader, snapshot
@@ -252,8 +253,11 @@ def _resolve_vector_sizes(conn: psycopg.Connection, plan: Plan) -> Plan:
 
 
 def _check_keys(conn: psycopg.Connection, plan: Plan) -> None:
-    """NULL and duplicate keys stop the run before any write (unless a constraint rules them out)."""
+    """NULL and duplicate keys (unless a constraint rules them out), and distinct keys that
+    share a point ID, stop the run before any write."""
     key = plan.key
+    if keys_can_share_ids(key):
+        _check_shared_ids(conn, plan)
     if key.unique_by_constraint:
         return
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in key.columns)
@@ -277,6 +281,35 @@ def _check_keys(conn: psycopg.Connection, plan: Plan) -> None:
             fix="choose a unique column with --pg.key-column (several columns, comma-separated, "
                 "form a composite key), or deduplicate the table.",
         )
+
+
+_UUID36 = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# mapping.go_uuid_parse in SQL: the UUID a key's text is read as, else NULL. A text that Go
+# parses is all ASCII (a valid UTF-8 text of 38 bytes with 36 ASCII inside starts and ends
+# with ASCII), so characters count as bytes here.
+_GO_UUID_SQL = (
+    "CASE WHEN length(k) NOT IN (32, 36, 38, 45) THEN NULL "
+    "WHEN k ~ {plain} THEN k::uuid "
+    "WHEN k ~ {wrapped} THEN substr(k, 2, 36)::uuid "
+    "WHEN k ~* {urn} THEN substr(k, 10)::uuid END")
+_GO_UUID_PATTERNS = {"plain": f"^([0-9a-fA-F]{{32}}|{_UUID36})$",
+                     "wrapped": f"^[\\x01-\\x7f]{_UUID36}[\\x01-\\x7f]$",
+                     "urn": f"^urn:uuid:{_UUID36}$"}
+
+
+def _check_shared_ids(conn: psycopg.Connection, plan: Plan) -> None:
+    """Distinct key texts read as the same UUID would share a point: found in SQL (server memory
+    bounded by work_mem). Two can only meet when one is not the canonical spelling, so only the
+    UUIDs of such spellings are grouped (usually none: the group scan then ends at once)."""
+    uuid_of = sql.SQL(_GO_UUID_SQL).format(**{n: sql.Literal(p) for n, p in _GO_UUID_PATTERNS.items()})
+    keys = sql.SQL("SELECT k, {u} AS u FROM (SELECT ({e}) COLLATE \"C\" AS k FROM {t}) s").format(
+        u=uuid_of, e=sql.SQL(plan.reads[plan.key.read_indexes[0]].sql), t=plan.table.ident)
+    groups = conn.execute(sql.SQL(
+        "SELECT u::text, array_agg(DISTINCT k ORDER BY k) FROM ({keys}) p "
+        "WHERE u IN (SELECT u FROM ({keys}) q WHERE u IS NOT NULL AND k <> u::text) "
+        "GROUP BY u HAVING count(DISTINCT k) > 1 ORDER BY u LIMIT 5").format(keys=keys)).fetchall()
+    if groups:
+        raise shared_id_error(plan, groups)
 
 
 def count_rows(conn: psycopg.Connection, plan: Plan) -> int:

@@ -149,7 +149,7 @@ class PayloadSpec:
         return KIND_DESCRIPTIONS.get(self.kind, self.kind)
 
 
-ID_MODES = ("native", "reference")
+ID_MODES = ("native", "reference", "hash")
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,8 @@ class KeySpec:
             return "integer key as integer ID (negative keys: uuid5 of their text)"
         if kind == "uuid":
             return "UUID key as UUID ID"
+        if self.mode == "hash":
+            return "uuid5(NAMESPACE_URL, key text), also for UUID-shaped text (hash mode)"
         return "UUID-shaped text as that UUID, else uuid5(NAMESPACE_URL, key text) (as the reference tool)"
 
 
@@ -375,7 +377,7 @@ def build_plan(
     if not collection or not collection.strip():
         raise InputError("--qdrant.collection is empty.", fix="name the target collection.")
     if id_mode not in ID_MODES:
-        raise InputError(f"--migration.id-mode {id_mode!r} is not known.", fix="use native or reference.")
+        raise InputError(f"--migration.id-mode {id_mode!r} is not known.", fix="use native, reference or hash.")
     warnings: list[str] = []
     key_columns = _split_list(key_columns)
     selected = _split_list(columns)

@@ -29,10 +29,6 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2 ** attempt)))
 
 
-class TransientError(Exception):
-    """Raised by a classifier wrapper to mark an exception as worth retrying."""
-
-
 def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],
                       what: str, on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
     """Call ``fn``; retry transient failures per ``policy``; re-raise the last failure otherwise."""

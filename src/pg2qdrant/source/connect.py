@@ -13,6 +13,21 @@ from pg2qdrant.errors import InputError, SourceError
 CONNECT_TIMEOUT_S = 10  # long enough for a cloud database waking up, short enough to fail fast
 APPLICATION_NAME = "pg2qdrant"
 
+# Settings that change how PostgreSQL writes values as text. A key's text form gives the point ID
+# of a non-integer, non-uuid key, text forms fill some payload fields, and key-range bounds and
+# the poll watermark travel as text: all must be the same whatever PGTZ, PGDATESTYLE, PGOPTIONS
+# or ALTER ROLE/DATABASE ... SET say. Set after connecting (PGC_S_SESSION) because a startup
+# parameter from PGTZ/PGDATESTYLE would override the same setting given in `options`.
+# (lc_monetary, the currency of `money` text, is left as the database says: it is its meaning.)
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",  # shortest text that reads back to the same float (the default)
+    "bytea_output": "hex",
+}
+_PIN = "; ".join(f"SET {name} TO '{value}'" for name, value in SESSION_SETTINGS.items())
+
 
 def check_url(url: str | None) -> dict:
     """Parse a PostgreSQL URL or keyword string; InputError if it is malformed."""
@@ -69,7 +84,7 @@ def _classify(exc: psycopg.OperationalError, safe_target: str) -> Exception:
 
 
 def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
-    """Open a read-only-by-default connection with a clear error on failure."""
+    """Open a connection with the pinned session settings, and a clear error on failure."""
     params = check_url(url)
     safe = redaction.safe_url(url) if "://" in url else f"host={params.get('host', 'localhost')}"
     options = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": APPLICATION_NAME}
@@ -80,7 +95,21 @@ def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connecti
         conn = psycopg.connect(url, autocommit=autocommit, **options, **kwargs)
     except psycopg.OperationalError as exc:
         raise _classify(exc, safe) from None
+    try:
+        pin_session_settings(conn)
+    except BaseException:
+        conn.close()
+        raise
     if conn.info.encoding == "ascii":  # a SQL_ASCII database: psycopg would return text as bytes
         from pg2qdrant.source.adapters import tolerate_invalid_utf8
         tolerate_invalid_utf8(conn)
     return conn
+
+
+def pin_session_settings(conn: psycopg.Connection) -> None:
+    """Apply SESSION_SETTINGS (kept after a rollback: committed at once outside autocommit)."""
+    if conn.autocommit:
+        conn.execute(_PIN)
+    else:
+        with conn.transaction():
+            conn.execute(_PIN)

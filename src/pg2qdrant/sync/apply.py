@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import normalize_point_id, PointId, RowMapper, make_point_id
+from pg2qdrant.mapping import (PointId, RowMapper, keys_can_share_ids, make_point_id, normalize_point_id,
+                               shared_id_error, uuid_of_key)
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import catalog, changes, connect
 from pg2qdrant.source.catalog import Leaf
@@ -106,6 +107,11 @@ class Applier:
         self.key_indexes = plan.key.read_indexes
         self.on_partial_truncate = on_partial_truncate
         self.stats = stats or SyncStats()  # rereads, partial_updates counted here
+        self.shared_ids = keys_can_share_ids(plan.key)  # see _guard_shared_ids
+        if self.shared_ids:
+            column = plan.key.columns[0]
+            self._key_field = next(p.name for p in plan.payload if p.column == column)
+            self._padded = plan.table.column(column).type.name == "bpchar"  # its text drops the padding
 
     def _key(self, row: list) -> tuple:
         return tuple(row[i] for i in self.key_indexes)
@@ -143,7 +149,7 @@ class Applier:
         """Fold one change into the per-point net effect (changes of one key arrive in commit order)."""
         if change.op == "D":
             key = self._key(change.old)
-            states[self._id(key)] = (DELETE, None, key)
+            self._delete(states, self._id(key), key)
             return
         new = change.new
         if change.old_kind == "O" and change.old is not None:  # REPLICA IDENTITY FULL: old row is complete
@@ -154,13 +160,17 @@ class Applier:
             for i, v in zip(self.key_indexes, key):
                 new[i] = v
         pid = self._id(key)
+        if self.shared_ids and self._same_point_in_batch(states, pid, key):
+            if change.op == "U" and change.old is not None and self._id(self._key(change.old)) != pid:
+                self._delete(states, self._id(self._key(change.old)), self._key(change.old))
+            return
         partial = any(v is UNCHANGED for v in new)
         if change.op == "U" and change.old is not None:
             old_key = self._key(change.old)
             old_pid = self._id(old_key)
             if old_pid != pid:  # key change: the old point goes, the new one gets the whole row
                 previous = states.get(old_pid)
-                states[old_pid] = (DELETE, None, old_key)
+                self._delete(states, old_pid, old_key)
                 if not partial:
                     states[pid] = (FULL, new, key)
                 elif previous is not None and previous[0] == FULL:
@@ -182,7 +192,53 @@ class Applier:
         else:
             states[pid] = (REREAD, None, key)
 
+    def _delete(self, states: dict, pid: PointId, key: tuple) -> None:
+        previous = states.get(pid)
+        if previous is not None and previous[0] != DELETE and previous[2] != key:
+            return  # the point now holds another row whose key is read as the same UUID
+        states[pid] = (DELETE, None, key)
+
+    def _same_point_in_batch(self, states: dict, pid: PointId, key: tuple) -> bool:
+        """A second key of this batch on one point (see _guard_shared_ids): both rows still in the
+        table stop sync; else the point is read again from the one left (True: handled)."""
+        previous = states.get(pid)
+        if previous is None or previous[0] == DELETE or previous[2] == key:
+            return False
+        found = {self._key(list(r)) for r in self.lookup.fetch_rows([previous[2], key])}
+        if len(found) > 1:
+            raise shared_id_error(self.plan, [(pid, [previous[2][0], key[0]])])
+        states[pid] = (REREAD, None, found.pop() if found else key)
+        return True
+
+    def _guard_shared_ids(self, states: dict) -> None:
+        """Distinct text keys read as the same UUID share a point (migrate and reconcile refuse them).
+
+        A row written here onto a point that holds another row still in the table stops sync
+        (both named); a delete of a key whose point holds another row rewrites that row's point
+        instead (or deletes it when that row is gone too). Costs one read of the points whose
+        key looks like a UUID.
+        """
+        pids = [pid for pid, (kind, _, key) in states.items()
+                if kind != PARTIAL and uuid_of_key(key[0]) is not None]
+        for start in range(0, len(pids), EXISTENCE_CHUNK):
+            for record in self.target.retrieve(self.plan.collection, pids[start:start + EXISTENCE_CHUNK],
+                                               with_vectors=False):
+                holder = (record.payload or {}).get(self._key_field)
+                if not isinstance(holder, str):
+                    continue
+                holder = holder.rstrip(" ") if self._padded else holder
+                pid = normalize_point_id(record.id)
+                kind, _, key = states[pid]
+                if holder == key[0]:
+                    continue
+                if kind == DELETE:
+                    states[pid] = (REREAD, None, (holder,))
+                elif self.lookup.fetch_rows([(holder,)]):
+                    raise shared_id_error(self.plan, [(pid, [holder, key[0]])])
+
     def _write(self, states: dict, cleared: bool) -> None:
+        if self.shared_ids and not cleared:
+            self._guard_shared_ids(states)
         full_rows, partial, deletes, rereads = [], [], [], []
         for pid, (kind, row, key) in states.items():
             if kind == FULL:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id
+from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id, shared_id_error
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import changes, connect, reader
@@ -31,7 +31,10 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     oids = reader.prepare_connection(conn, plan)
     source: dict[PointId, tuple] = {}
     for key in changes.iter_key_rows(conn, plan, oids):
-        source[normalize_point_id(make_point_id(plan.key, key))] = key
+        pid = normalize_point_id(make_point_id(plan.key, key))
+        other = source.setdefault(pid, key)
+        if other != key:  # two rows, one point: deleting either would remove the other's
+            raise shared_id_error(plan, [(pid, [other[0], key[0]])])
     present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
