@@ -89,7 +89,7 @@ class Sink:
     """The servicers' shared state, and the server's life cycle (``with Sink() as sink``)."""
 
     def __init__(self, host: str | None = None, port: int = GRPC_PORT, *, record: bool = False,
-                 threads: int = 8):
+                 api_key: str | None = None, max_receive_bytes: int = 64 << 20, threads: int = 8):
         self.host = host or free_loopback_host(port)
         self.port = port
         self.record = record
@@ -97,8 +97,12 @@ class Sink:
         self.points_received = 0
         self.collections: dict[str, Collection] = {}
         self.lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(threads), options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        # A request over max_receive_bytes is refused by grpc itself (RESOURCE_EXHAUSTED, "Received
+        # message larger than max"), as Qdrant refuses one over its limit.
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(threads), interceptors=[_ApiKey(api_key)] if api_key else [],
+            options=[("grpc.max_receive_message_length", max_receive_bytes),
+                     ("grpc.max_send_message_length", 64 << 20)])
         q.add_QdrantServicer_to_server(_Root(), self.server)
         q.add_CollectionsServicer_to_server(_Collections(self), self.server)
         q.add_PointsServicer_to_server(_Points(self), self.server)
@@ -126,6 +130,22 @@ class Sink:
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Not found: Collection `{name}` doesn't exist!")
         return found
+
+
+class _ApiKey(grpc.ServerInterceptor):
+    """Every call needs the ``api-key`` metadata, as a Qdrant server with an API key configured."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Invalid api-key")
+        self.deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if dict(details.invocation_metadata).get("api-key") == self.key:
+            return continuation(details)
+        return self.deny
 
 
 def _done() -> q.PointsOperationResponse:

@@ -253,10 +253,10 @@ class QdrantTarget:
         if self.wire:
             batch = self.encode(batch)
             send = self._grpc_upsert if self.wire == wire.GRPC else self._rest_upsert
-            write = lambda: send(collection, batch, wait)  # noqa: E731
+            write = lambda: send(collection, batch, wait)
         else:
             points = points_of(batch)
-            write = lambda: self.client.upsert(collection, points=points, wait=wait)  # noqa: E731
+            write = lambda: self.client.upsert(collection, points=points, wait=wait)
         try:
             self.call("write points", write)
         except TargetError as exc:
