@@ -16,6 +16,9 @@ and measures in the same run, for each scale (N, 2N) and each worker count:
                 discarded (psycopg copy blocks, no parsing)
   dry-run       migrate(MigrationOptions(dry_run=True))
   edge          migrate into edge:DIR with hnsw_m=0 (HNSW build excluded)
+  server        migrate over gRPC into benchmarks/grpc_sink.py (its own process): a server that
+                parses each UpsertPoints and counts its points, so the client side is measured
+                (reading, mapping, encoding, sending); compared with the dry run
   edge-hnsw     (--hnsw) the HNSW build migrate runs at the end (default m), on the
                 edge shard of the first worker count and first scale; slow (~15 s per
                 20k points here)
@@ -57,15 +60,16 @@ COLLECTION = "bench"
 INGEST_CHUNK_POINTS = 20_000
 
 # Measurements, in run order. Per-worker kinds run once per --workers value.
-PER_WORKER = ("copy-server", "copy-client", "dry-run", "edge", "local")
-ORDER = ("copy-server", "copy-client", "dry-run", "edge", "edge-hnsw", "ingest-update", "ingest-build",
+PER_WORKER = ("copy-server", "copy-client", "dry-run", "server", "edge", "local")
+ORDER = ("copy-server", "copy-client", "dry-run", "server", "edge", "edge-hnsw", "ingest-update", "ingest-build",
          "local", "naive", "naive-binary")
-DEFAULT_KINDS = ("copy-server", "copy-client", "dry-run", "edge", "ingest-update", "ingest-build", "local",
-                 "naive")
+DEFAULT_KINDS = ("copy-server", "copy-client", "dry-run", "server", "edge", "ingest-update", "ingest-build",
+                 "local", "naive")
 LABELS = {
     "copy-server": "COPY, server alone [src limit]",
     "copy-client": "COPY, to client [src limit]",
     "dry-run": "migrate dry-run",
+    "server": "migrate -> gRPC sink",
     "edge": "migrate -> edge (m=0)",
     "edge-hnsw": "edge HNSW build (m=16)",
     "ingest-update": "Edge update() only [tgt limit]",
@@ -77,6 +81,7 @@ LABELS = {
 
 # The issue's targets (issue 3).
 TARGET_DRY_RUN_VS_COPY = 0.70
+TARGET_SERVER_VS_DRY_RUN = 0.70  # issue 10
 TARGET_EDGE_VS_INGEST = 0.80
 TARGET_VS_NAIVE = 3.0
 TARGET_PEAK_RSS_BYTES = 1 << 30
@@ -111,11 +116,32 @@ def child_migrate(spec: dict) -> dict:
         options = _options(spec, qdrant_url=f"edge:{spec['dir']}", hnsw_m=0)
     elif kind == "local":
         options = _options(spec, qdrant_url=":memory:")
+    elif kind == "server":
+        return child_server(spec)
     else:
         raise ValueError(kind)
     result = _profiled(spec, lambda: migrate(options, _quiet_ui()))
     return {"rows": result.points_written, "seconds": result.seconds, "target_count": result.target_count,
             "ranges": result.ranges, "source_rows": result.source_rows}
+
+
+def child_server(spec: dict) -> dict:
+    """migrate over gRPC into the counting sink, run as a separate process (as a server would be)."""
+    import subprocess
+    from pg2qdrant.pipeline import migrate
+    sink = subprocess.Popen([sys.executable, str(HERE / "grpc_sink.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = sink.stdout.readline().strip()
+        if not url:
+            raise RuntimeError(f"the gRPC sink did not start: {sink.stderr.read()}")
+        options = _options(spec, qdrant_url=url)
+        result = _profiled(spec, lambda: migrate(options, _quiet_ui()))
+    finally:
+        sink.terminate()
+        _, err = sink.communicate(timeout=30)
+    return {"rows": result.points_written, "seconds": result.seconds, "target_count": result.target_count,
+            "ranges": result.ranges, "source_rows": result.source_rows, "sink": err.strip()[-200:]}
 
 
 _ORIGINAL_READER = None  # pg2qdrant.workers._worker while _profiled() has replaced it (this process only)
@@ -357,7 +383,7 @@ def child_naive(spec: dict) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 
-CHILDREN = {"copy-server": child_copy, "copy-client": child_copy, "dry-run": child_migrate,
+CHILDREN = {"copy-server": child_copy, "copy-client": child_copy, "dry-run": child_migrate, "server": child_migrate,
             "edge": child_migrate, "local": child_migrate, "edge-hnsw": child_hnsw,
             "ingest-update": child_ingest, "ingest-build": child_ingest, "naive": child_naive,
             "naive-binary": child_naive}
@@ -487,7 +513,7 @@ def run_all(args) -> dict:
                         spec = {"name": f"{kind}-{rows}-w{w}-{rep}", "kind": kind, "url": url, "table": TABLE,
                                 "workers": w or 1, "batch_size": batch_size, "dim": args.dim,
                                 "dir": str(shard_dir), "timeout": args.timeout}
-                        if profile_dir and kind in ("dry-run", "edge", "local", "naive", "naive-binary"):
+                        if profile_dir and kind in ("dry-run", "server", "edge", "local", "naive", "naive-binary"):
                             spec["profile"] = str(profile_dir / f"{kind}-{rows}-w{w or 1}-{rep}.prof")
                         try:
                             m = _measure.run_child(Path(__file__).resolve(), spec, workdir=workdir / "runs",
@@ -588,7 +614,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for r in rows:
         n, w, k = r["rows"], r["workers"], r["kind"]
         ratios = {}
-        if k in ("dry-run", "edge", "local", "naive", "naive-binary"):
+        if k in ("dry-run", "server", "edge", "local", "naive", "naive-binary"):
             ww = w or 1
             for limit in ("copy-server", "copy-client"):
                 lr = rate(n, limit, ww)
@@ -604,6 +630,10 @@ def summarize(runs: list[dict]) -> list[dict]:
                 lr = rate(n, base)
                 if lr:
                     ratios[base] = r["rate"] / lr
+        if k == "server":
+            lr = rate(n, "dry-run", w)
+            if lr:
+                ratios["dry-run"] = r["rate"] / lr
         r["ratios"] = ratios
     return rows
 
@@ -629,6 +659,10 @@ def targets(summary: list[dict]) -> list[dict]:
             a, b = ratios["copy-server"], ratios["copy-client"]
             add(f"dry-run >= {TARGET_DRY_RUN_VS_COPY:.0%} of COPY (server / client)", who,
                 f"{a:.0%} / {b:.0%}", met(a >= TARGET_DRY_RUN_VS_COPY, b >= TARGET_DRY_RUN_VS_COPY))
+        if r["kind"] == "server" and "dry-run" in ratios:
+            v = ratios["dry-run"]
+            add(f"gRPC sink >= {TARGET_SERVER_VS_DRY_RUN:.0%} of the dry run", who, f"{v:.0%}",
+                met(v >= TARGET_SERVER_VS_DRY_RUN))
         if r["kind"] == "edge" and "ingest-build" in ratios and "ingest-update" in ratios:
             a, b = ratios["ingest-build"], ratios["ingest-update"]
             add(f"edge >= {TARGET_EDGE_VS_INGEST:.0%} of Edge ingest (build+upd / upd)", who,
@@ -704,7 +738,7 @@ def render(report: dict) -> None:
                     f"median of {meta['repeat']} run(s)", title_justify="left")
     right = {"justify": "right"}
     for col, kw in (("rows", right), ("measurement", {}), ("W", right), ("time s", right), ("rows/s", right),
-                    ("vs COPY\nserver/client", right), ("vs Edge ingest\nbuild+upd/upd", right),
+                    ("vs COPY\nserver/client", right), ("vs\ndry run", right), ("vs Edge ingest\nbuild+upd/upd", right),
                     ("vs\nnaive", right), ("peak RSS MiB\ntree/anon", right), ("main\nMiB", right)):
         t.add_column(col, **kw)
 
@@ -716,7 +750,8 @@ def render(report: dict) -> None:
     for r in summary:
         naive = r["ratios"].get("naive")
         t.add_row(f"{r['rows']:,}", r["label"], str(r["workers"] or "-"), f"{r['seconds']:.2f}",
-                  f"{r['rate']:,.0f}", pair(r, "copy-server", "copy-client"), pair(r, "ingest-build", "ingest-update"),
+                  f"{r['rate']:,.0f}", pair(r, "copy-server", "copy-client"), pair(r, "dry-run", ""),
+                  pair(r, "ingest-build", "ingest-update"),
                   f"{naive:.1f}x" if naive else "", f"{_mib(r['peak_rss'])} / {_mib(r['peak_anon'])}",
                   _mib(r["main_max_rss"]))
     console.print(t)
@@ -724,7 +759,7 @@ def render(report: dict) -> None:
                   "'build+update' (its Python API cannot ingest without building Point objects); 'update' alone is "
                   "shown too. Peak RSS: sum over the process tree (main + readers), sampled every 0.1 s; anon: "
                   "without file-backed/shared pages; main: the main process's exact peak (VmHWM).", markup=False)
-    ct = Table(title="Issue 3 targets", title_justify="left")
+    ct = Table(title="Issue 3 and 10 targets", title_justify="left")
     for col in ("target", "measured on", "figure", "met"):
         ct.add_column(col)
     for c in checks:

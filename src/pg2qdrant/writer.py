@@ -23,6 +23,7 @@ class Writer:
         self.collection = collection
         self.batch_size = batch_size
         self.max_bytes = target.max_request_bytes
+        self._encode = getattr(target, "encode", None)  # points encoded once, sized by their bytes
         self.delay_s = delay_s
         self.on_written = on_written  # (tag, points) after Qdrant acknowledged them
         self.in_flight = max(1, target.max_in_flight)
@@ -55,6 +56,8 @@ class Writer:
 
     def write(self, tag: Any, batch: PointBatch) -> None:
         """Send ``batch``; ``on_written(tag, n)`` runs in this thread once Qdrant acknowledged n points."""
+        if self._encode is not None:
+            batch = self._encode(batch)
         for request in self.requests(batch):
             if self._pool is None:
                 self._send(tag, request)
