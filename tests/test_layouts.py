@@ -139,7 +139,6 @@ def test_llamaindex_table_opens_in_llamaindex_qdrant_with_defaults(db, qdrant_pa
     # doc_id filtering works as LlamaIndex's delete(ref_doc_id) uses it.
     qdrant.delete("doc-1")
     assert client.count("docs").count == len([n for n in nodes if n.ref_doc_id != "doc-1"])
-    pg.close()
 
 
 # --- Supabase vecs and pgai (tables of the shape those libraries create) ---------------------
@@ -204,3 +203,46 @@ def test_langchain_v2_table_merges_metadata_columns_as_langchain_does(db, qdrant
     assert _strip(doc.metadata) == {"src": "s3", "lang": "fr", "year": 2003}
     doc = store.similarity_search(TEXTS[0], k=1)[0]
     assert _strip(doc.metadata) == {"lang": "en", "year": 2000}
+
+
+# --- Sync ------------------------------------------------------------------------------------
+
+def test_langchain_documents_added_edited_deleted_in_postgres_show_up_through_langchain_qdrant(
+        db, tmp_path, cli, open_qdrant):
+    """CDC sync of one LangChain collection of a table holding two."""
+    import psycopg
+    from langchain_core.documents import Document
+    from langchain_qdrant import QdrantVectorStore
+    docs, notes = _langchain_store(db, "docs"), _langchain_store(db, "notes")
+    docs.add_documents(_langchain_docs(6, "docs", text_ids=False))
+    notes.add_documents(_langchain_docs(3, "notes", text_ids=False))
+    path = tmp_path / "q"
+    base = ["sync", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding", "--qdrant.url", f"local:{path}",
+            "--qdrant.collection", "docs", "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1"]
+    try:
+        r = cli(*base, "--sync.initial-copy", "--sync.once")
+        assert r.exit_code == 0, r.output
+        existing = [d.id for d, _ in docs.similarity_search_with_score("x", k=6)]
+        docs.add_documents([Document(page_content="a new document about whales", metadata={"i": 99},
+                                     id=str(uuid.uuid4()))])
+        docs.add_documents([Document(page_content="an edited document", metadata={"i": -1}, id=existing[0])])
+        docs.delete(ids=[existing[1]])
+        notes.add_documents([Document(page_content="a note that must stay out", metadata={}, id=str(uuid.uuid4()))])
+        r = cli(*base, "--sync.once")
+        assert r.exit_code == 0, r.output
+        client = open_qdrant(path)
+        qdrant = QdrantVectorStore(client=client, collection_name="docs", embedding=_embedding())
+        assert client.count("docs").count == 6
+        for query in QUERIES + ["whales", "edited"]:
+            expected = docs.similarity_search_with_score(query, k=6)
+            got = qdrant.similarity_search_with_score(query, k=6)
+            assert [(d.metadata["_id"], d.page_content, _strip(d.metadata)) for d, _ in got] == \
+                [(d.id, d.page_content, d.metadata) for d, _ in expected]
+            np.testing.assert_allclose([s for _, s in got], [1 - s for _, s in expected], atol=1e-5)
+        client.close()
+    finally:
+        cli("sync", "drop", *base[1:])
+        with psycopg.connect(db.server.url(), autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s "
+                                        "AND NOT active", (db.name,)).fetchall():
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
