@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import click
 
-from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, main,
-                                  migration_options, opt, source_options, target_options)
+from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, layout_jobs,
+                                  main, migration_options, opt, source_options, target_options)
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
 
@@ -35,17 +35,22 @@ def _migrate_command(name: str, hidden: bool = False):
     def command(ui: UI, **kw: Any) -> None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
+        verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
+        jobs = layout_jobs(options, ui, command="migrate --then-sync" if kw["then_sync"] else None)
         if kw["then_sync"]:
             from pg2qdrant.sync import run_sync
-            run_sync(options, sync_options_from(kw), ui, initial_copy=True)
+            run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True)
             return
-        verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
-        result = migrate(options, ui, show_plan=False)
-        from pg2qdrant.destination.qdrant import parse_target_url
-        result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
-        if verify is not None:
-            from pg2qdrant.verify import run_verify
-            sys.exit(run_verify(options, verify, ui).exit_code)
+        exit_code = 0
+        for options in jobs:  # a framework table may hold several collections (LangChain)
+            result = migrate(options, ui, show_plan=False)
+            from pg2qdrant.destination.qdrant import parse_target_url
+            result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+            if verify is not None:
+                from pg2qdrant.verify import run_verify
+                exit_code = max(exit_code, run_verify(options, verify, ui).exit_code)
+        if exit_code:
+            sys.exit(exit_code)
 
     return command
 
@@ -63,15 +68,18 @@ pg_cmd = _migrate_command("pg")
 def inspect_cmd(ui: UI, **kw: Any) -> None:
     """Print the migration plan (collection, vectors, IDs, payload) and write nothing."""
     from pg2qdrant.pipeline import open_source
-    if not kw["qdrant_collection"]:
+    if not kw["qdrant_collection"] and kw["layout"] == "plain":
         kw["qdrant_collection"] = (kw["pg_table"] or "").split(".")[-1].strip('"') or "collection"
     options = build_migration_options(kw)
-    session = open_source(options, ui, count=False)
-    try:
-        from pg2qdrant.ui import render_plan
-        render_plan(ui, session.plan)
-    finally:
-        session.close()
+    # Without --qdrant.collection: the layout's collection(s), else one named after the table.
+    jobs = layout_jobs(options, ui, default_collection=options.table.split(".")[-1].strip('"') or "collection")
+    from pg2qdrant.ui import render_plan
+    for options in jobs:
+        session = open_source(options, ui, count=False)
+        try:
+            render_plan(ui, session.plan)
+        finally:
+            session.close()
 
 
 @main.group("state")

@@ -83,6 +83,13 @@ def source_options(fn: Callable) -> Callable:
             help="Column(s) giving the point ID (default: the primary key; comma-separate a composite key)."),
         opt("--pg.columns", "pg_columns", multiple=True,
             help="Columns to migrate, comma-separated (default: all). The key column is always added."),
+        opt("--pg.where", "pg_where", metavar="SQL",
+            help="Only rows matching this SQL condition (migrate, verify, sync; a row updated out of it is "
+                 "deleted from Qdrant), e.g. \"lang = 'en'\"."),
+        opt("--layout", "layout", type=click.Choice(["auto", "plain", "langchain", "langchain-v2", "llamaindex",
+                                                      "vecs", "pgai"]), default="auto", show_default=True,
+            help="auto: a table written by LangChain, LlamaIndex, Supabase vecs or pgai is migrated so that the "
+                 "framework's Qdrant store opens it with its defaults; plain: column by column."),
     ]):
         fn = decorator(fn)
     return fn
@@ -101,6 +108,15 @@ def target_options(fn: Callable) -> Callable:
         opt("--qdrant.payload-index", "payload_index", multiple=True,
             help="Create a payload index before loading: column[:type] (keyword, integer, float, bool, "
                  "datetime, uuid, text, geo); repeatable."),
+        opt("--qdrant.vector-name", "vector_name", multiple=True, metavar="COLUMN=NAME",
+            help="Name of a column's vector in Qdrant (default: the column name); COLUMN= (empty) is Qdrant's "
+                 "unnamed default vector."),
+        opt("--qdrant.payload-key", "payload_key", multiple=True, metavar="COLUMN=KEY",
+            help="Payload key of a column: a new name, a dotted path (metadata.lang) to nest it, * to spread a "
+                 "JSON object's keys, or empty to leave the column out."),
+        opt("--qdrant.tenant-column", "tenant_column", metavar="COLUMN",
+            help="One collection for many tenants: a keyword payload index with is_tenant=true on this column, "
+                 "created before loading."),
         click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True, default=False,
                      help="Do not mirror btree-indexed scalar columns as payload indexes."),
         opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=16, show_default=True,
@@ -223,8 +239,10 @@ def _split(values) -> list[str]:
 
 def build_migration_options(kw: dict):
     from pg2qdrant.pipeline import MigrationOptions
+    # Without --qdrant.collection a framework layout names the collection(s) (layouts.jobs_for).
+    layout = kw.get("layout") or "auto"
     _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
-                "--qdrant.collection": kw["qdrant_collection"]})
+                "--qdrant.collection": kw["qdrant_collection"] or layout != "plain"})
     workers = kw["num_workers"] if kw["num_workers"] != 0 else (os.cpu_count() or 1)
     if kw["range_rows"] is not None and kw["range_rows"] <= 0:
         from pg2qdrant.errors import InputError
@@ -243,8 +261,38 @@ def build_migration_options(kw: dict):
         replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
         auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
         state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
-        range_rows=kw["range_rows"],
+        range_rows=kw["range_rows"], **_layout_options(kw),
     )
+
+
+def _layout_options(kw: dict) -> dict:
+    """The generic options of framework layouts (see layouts.py)."""
+    from pg2qdrant.layouts import check_where, parse_pairs
+    return dict(
+        where=check_where(kw["pg_where"]) if kw.get("pg_where") is not None else None,
+        vector_names=parse_pairs(kw.get("vector_name"), "--qdrant.vector-name", example="embedding="),
+        payload_keys=parse_pairs(kw.get("payload_key"), "--qdrant.payload-key", example="document=page_content"),
+        tenant_column=kw.get("tenant_column") or None, layout=kw.get("layout") or "auto")
+
+
+def layout_jobs(options, ui: UI, *, command: str | None = None, default_collection: str | None = None) -> list:
+    """The migrations ``options`` mean (a framework table may give several collections), announced.
+
+    ``command``: a command that works on one collection only (sync) refuses several.
+    """
+    from pg2qdrant.errors import InputError
+    from pg2qdrant.layouts import plan_jobs
+    from pg2qdrant.destination.qdrant import parse_target_url
+    options.validate()  # input errors (exit 2) before connecting anywhere
+    parse_target_url(options.qdrant_url)
+    jobs = plan_jobs(options, default_collection=default_collection)
+    if jobs[0].announce:
+        ui.info(jobs[0].announce)
+    if command and len(jobs) > 1:
+        raise InputError(f"`pg2qdrant {command}` keeps one collection; {options.table} holds several: "
+                         + ", ".join(j.options.collection for j in jobs) + ".",
+                         fix="choose one with --qdrant.collection NAME (run one per collection).")
+    return [j.options for j in jobs]
 
 
 class Group(click.Group):

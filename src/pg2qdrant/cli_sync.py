@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, main,
+from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, layout_jobs, main,
                            migration_options, opt, source_options, target_options)
 from pg2qdrant.ui import UI
 
@@ -77,7 +77,7 @@ def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
         return
     from pg2qdrant.sync import run_sync
     options = build_migration_options(kw)
-    run_sync(options, sync_options_from(kw), ui)
+    run_sync(layout_jobs(options, ui, command="sync")[0], sync_options_from(kw), ui)
 
 
 def _merged(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def build_verify_options(kw: dict[str, Any]) -> VerifyOptions:
 
 
 # The command itself needs cli's shared flags and error handling (imported last, see docstring).
-from pg2qdrant.cli_common import (build_migration_options, global_options, handle_errors, main,  # noqa: E402
+from pg2qdrant.cli_common import (build_migration_options, global_options, handle_errors, layout_jobs, main,  # noqa: E402
                            migration_options, source_options, target_options)
 from pg2qdrant.ui import UI  # noqa: E402
 
@@ -97,5 +97,5 @@ def verify_cmd(ui: UI, **kw: Any) -> None:
     from pg2qdrant.verify import run_verify
     options = build_migration_options(kw)
     verify = build_verify_options(kw)  # input errors (exit 2) before connecting anywhere
-    report = run_verify(options, verify, ui)
-    sys.exit(report.exit_code)
+    # A framework table may hold several collections (LangChain): each is verified; worst exit code.
+    sys.exit(max(run_verify(job, verify, ui).exit_code for job in layout_jobs(options, ui)))

@@ -547,11 +547,13 @@ class PointBatch:
             rows = [memoryview(r) for r in values] if buffers else values.tolist()
             dense.append((name, rows, col.present))
         for i, pid in enumerate(self.ids):
-            vector: dict[str, Any] = {name: rows[i] for name, rows, present in dense if present[i]}
+            vector: Any = {name: rows[i] for name, rows, present in dense if present[i]}
             for name, values in self.sparse.items():
                 value = values[i]
                 if value is not None:
                     vector[name] = make_sparse(value.indices.tolist(), value.values.tolist())
+            if len(vector) == 1 and "" in vector:  # Qdrant's unnamed default vector goes as a plain list
+                vector = vector[""]
             yield pid, vector, self.payloads[i]
 
     def point_sizes(self) -> list[int]:
@@ -614,6 +616,9 @@ class RowMapper:
                 values = [None if v is None else convert(v) for v in values]
             columns.append(values)
         payloads = [dict(zip(names, vals)) for vals in zip(*columns)] if columns else [{} for _ in rows]
+        if self.plan.payload_keys or self.plan.payload_shape:
+            from pg2qdrant.layouts import shape_payloads  # renames, nesting, framework shapers
+            payloads = shape_payloads(self.plan, payloads)
         batch = PointBatch(ids=ids, payloads=payloads)
         for spec in self._vectors:
             blobs = [r[spec.read_index] for r in rows]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from pg2qdrant import redaction
+from pg2qdrant import layouts, redaction
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_feature_check, plan_fingerprint,
@@ -70,6 +70,15 @@ class MigrationOptions:
     max_retries: int = 5
     retry_deadline_s: float = 300.0
     range_rows: int | None = None  # rows per range (default ROWS_PER_RANGE)
+    # Generic options and framework layouts (layouts.py; a layout fills the last four).
+    where: str | None = None
+    vector_names: dict[str, str] = field(default_factory=dict)
+    payload_keys: dict[str, str] = field(default_factory=dict)
+    tenant_column: str | None = None
+    layout: str = "plain"
+    payload_shape: str | None = None
+    layout_indexes: tuple[tuple[str, str], ...] = ()
+    layout_notes: tuple[str, ...] = ()
 
     def collection_options(self, plan: Plan) -> CollectionOptions:
         return CollectionOptions(
@@ -211,6 +220,11 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
                           columns=options.columns, distance_overrides=options.distance_overrides,
                           id_mode=options.id_mode, payload_index_flags=options.payload_index,
                           auto_payload_index=options.auto_payload_index)
+        plan = layouts.apply_options(
+            plan, where=options.where and layouts.validate_where(conn, table, options.where),
+            vector_names=options.vector_names, payload_keys=options.payload_keys,
+            tenant_column=options.tenant_column, payload_shape=options.payload_shape,
+            extra_indexes=options.layout_indexes, notes=options.layout_notes)
         plan = _resolve_vector_sizes(conn, plan)
         _check_keys(conn, plan)
         return SourceSession(conn, plan, snapshot_id, count_rows(conn, plan) if count else None)
@@ -314,7 +328,9 @@ def _check_shared_ids(conn: psycopg.Connection, plan: Plan) -> None:
 
 def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
     """Exact row count in the snapshot (not n_live_tup, which is an estimate)."""
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.table.ident)).fetchone()[0]
+    where = layouts.where_sql(plan)
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(
+        plan.table.ident, sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))).fetchone()[0]
 
 
 # ---------------------------------------------------------------------------------------

@@ -229,6 +229,11 @@ class Plan:
     payload: tuple[PayloadSpec, ...]
     warnings: tuple[str, ...] = field(default=())
     payload_indexes: tuple[PayloadIndexSpec, ...] = field(default=())
+    # Generic options and framework layouts (see layouts.py): the row filter (SQL, validated),
+    # payload keys other than the column names, and a named payload shaper.
+    where: str | None = None
+    payload_keys: tuple[tuple[str, str], ...] = ()
+    payload_shape: str | None = None
 
     @property
     def dense_vectors(self) -> tuple[VectorSpec, ...]:
@@ -557,6 +562,8 @@ def plan_fingerprint(plan: Plan) -> str:
         "vectors": [(v.name, v.kind, v.size, v.distance, v.datatype) for v in plan.vectors],
         "payload": [(p.name, p.kind) for p in plan.payload],
     }
+    if plan.where or plan.payload_keys or plan.payload_shape:  # absent keys keep older fingerprints
+        parts["layout"] = [plan.where, list(plan.payload_keys), plan.payload_shape]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

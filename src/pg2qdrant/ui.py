@@ -175,12 +175,14 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
         ("estimated rows", f"{t.estimated_rows:,}" if t.estimated_rows else "unknown (not analyzed)"),
         ("collection", plan.collection + (f" at {target_display}" if target_display else "")),
     ]
+    if plan.where:
+        source.append(("rows", f"only WHERE {plan.where}"))
     ui.out.print(table("Source", None, source))
 
     ui.out.print(table(
         "Vectors (one named vector per column)",
         ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
-        [(v.name, v.declared, "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
+        [(v.name or "(unnamed default)", v.declared, "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
           v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
 
     k = plan.key
@@ -192,8 +194,11 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
         ("payload", "the key value is kept in the payload under its column name"),
     ]))
 
+    keys = dict(plan.payload_keys)  # --qdrant.payload-key / layouts: * spreads, empty leaves out
+    shown = {"*": "(keys spread at the top level)", "": "(not in the payload)"}
     ui.out.print(table("Payload", ("field", "column type", "stored in Qdrant as"),
-                       [(p.name, p.declared, p.description) for p in plan.payload]))
+                       [(shown.get(keys.get(p.name, p.name), keys.get(p.name, p.name)), p.declared, p.description)
+                        for p in plan.payload]))
     if plan.payload_indexes:
         ui.out.print(table("Payload indexes (created before loading)", ("field", "index type", "because"),
                            [(p.field, p.type, p.source) for p in plan.payload_indexes]))

@@ -32,7 +32,8 @@ def _edge():
 
 _DATATYPES = {"float32": "Float32", "float16": "Float16", "uint8": "Uint8"}
 _PAYLOAD_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool",
-                  "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo"}
+                  "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo",
+                  "tenant": "Keyword"}  # is_tenant is a server-side storage hint
 
 
 class EdgeTarget:

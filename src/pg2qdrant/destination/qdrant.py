@@ -212,6 +212,8 @@ class QdrantTarget:
         }
         sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk))
                   for v in plan.sparse_vectors}
+        if list(vectors) == [""]:  # Qdrant's unnamed default vector (what framework stores expect)
+            vectors = vectors[""]
         self.call("create the collection", lambda: self.client.create_collection(
             plan.collection, vectors_config=vectors, sparse_vectors_config=sparse or None,
             # m=0 defers HNSW building until every point is in (finish_load restores m).
@@ -221,8 +223,11 @@ class QdrantTarget:
         if self.address.kind != "server":
             return  # local mode has no payload indexes (qdrant-client would only warn)
         for field, kind in options.payload_indexes:
+            # "tenant": one collection for many tenants (Qdrant's multitenancy guide: is_tenant=true).
+            schema = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+                      if kind == "tenant" else models.PayloadSchemaType(kind))
             self.call(f"create the payload index on {field}", lambda: self.client.create_payload_index(
-                plan.collection, field_name=field, field_schema=models.PayloadSchemaType(kind), wait=True))
+                plan.collection, field_name=field, field_schema=schema, wait=True))
 
     def finish_load(self, plan: Plan, options: CollectionOptions, created: bool) -> None:
         """Restore HNSW's m on a collection we created with m=0; Qdrant then builds the index."""

@@ -34,6 +34,7 @@ from psycopg.adapt import Transformer
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError
+from pg2qdrant.layouts import and_where
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import connect, reader
 
@@ -817,6 +818,7 @@ def key_ids_query(plan: Plan, where: sql.Composable | None = None,
                   relation: sql.Composable | None = None) -> sql.Composed:
     """COPY of the key reads only (for ID sets), of the table or of ``relation`` (e.g. ``ONLY leaf``)."""
     columns = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+    where = and_where(plan, where)  # rows outside --pg.where have no point
     return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT BINARY)").format(
         columns, plan.table.ident if relation is None else relation,
         (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.layouts import and_where, where_sql
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import adapters
 from pg2qdrant.source.catalog import TableInfo
@@ -155,6 +156,7 @@ def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | Non
                params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
                limit: int | None = None) -> sql.Composable:
     """``COPY (SELECT <plan reads> FROM table [TABLESAMPLE ...] [WHERE ...] [LIMIT n]) TO STDOUT``."""
+    where = and_where(plan, where)  # the --pg.where row filter applies to every read
     query = sql.SQL("COPY (SELECT {c} FROM {t}{s}{w}{l}) TO STDOUT (FORMAT BINARY)").format(
         c=select_list(plan), t=plan.table.ident,
         s=(sql.SQL(" TABLESAMPLE ") + tablesample) if tablesample is not None else sql.SQL(""),
@@ -168,7 +170,7 @@ def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | Non
 def select_statement(plan: Plan, rng: ReadRange) -> sql.Composed:
     columns = select_list(plan)
     source = sql.Identifier(rng.schema, rng.relation)
-    conditions = _conditions(rng)
+    conditions = _conditions(rng) + ([where_sql(plan)] if plan.where else [])
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     only = sql.SQL("ONLY ") if rng.kind == "ctid" and rng.only else sql.SQL("")
     return sql.SQL("SELECT {cols} FROM {only}{src}{where}").format(cols=columns, only=only, src=source, where=where)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pg2qdrant import layouts
 from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import (PointId, RowMapper, keys_can_share_ids, make_point_id, normalize_point_id,
                                shared_id_error, uuid_of_key)
@@ -112,6 +113,9 @@ class Applier:
             column = plan.key.columns[0]
             self._key_field = next(p.name for p in plan.payload if p.column == column)
             self._padded = plan.table.column(column).type.name == "bpchar"  # its text drops the padding
+        # --pg.where, payload keys and layouts: every changed row is read again by key, with the
+        # filter (a row updated out of it is not found, so its point is deleted) and mapped whole.
+        self.reread_all = layouts.rows_only(plan)
 
     def _key(self, row: list) -> tuple:
         return tuple(row[i] for i in self.key_indexes)
@@ -171,14 +175,16 @@ class Applier:
             if old_pid != pid:  # key change: the old point goes, the new one gets the whole row
                 previous = states.get(old_pid)
                 self._delete(states, old_pid, old_key)
-                if not partial:
+                if self.reread_all:
+                    states[pid] = (REREAD, None, key)
+                elif not partial:
                     states[pid] = (FULL, new, key)
                 elif previous is not None and previous[0] == FULL:
                     states[pid] = (FULL, _merge(previous[1], new), key)
                 else:
                     states[pid] = (REREAD, None, key)
                 return
-        if change.reread_only or (partial and change.op == "I"):
+        if change.reread_only or (partial and change.op == "I") or self.reread_all:
             states[pid] = (REREAD, None, key)
             return
         if not partial:

@@ -19,6 +19,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.layouts import where_sql
 from pg2qdrant.errors import InputError, Pg2QdrantError
 from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
 from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, shape_differences
@@ -466,7 +467,8 @@ class Verification:
         keys = sql.SQL(", ").join(sql.SQL(self.plan.reads[i].sql) for i in self.plan.key.read_indexes)
         column = sql.SQL(self.plan.reads[spec.read_index].sql)
         return sql.SQL("SELECT {keys}, {col} OPERATOR({schema}.{op}) %s::{cast} FROM {table} "
-                       "WHERE {col} IS NOT NULL ORDER BY {pos} LIMIT {k}").format(
+                       "WHERE {col} IS NOT NULL{filter} ORDER BY {pos} LIMIT {k}").format(
+            filter=sql.SQL(" AND ") + where_sql(self.plan) if self.plan.where else sql.SQL(""),
             keys=keys, col=column, schema=sql.Identifier(schema), op=sql.SQL(op), cast=cast,
             table=self.plan.table.ident, pos=sql.SQL(str(len(self.plan.key.read_indexes) + 1)),
             k=sql.Literal(self.opts.k))

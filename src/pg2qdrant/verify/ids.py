@@ -24,6 +24,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.layouts import where_sql
 from pg2qdrant.mapping import make_point_id
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import reader
@@ -119,7 +120,9 @@ def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, m
     for bucket in range(passes):
         source, found = _IdArrays(), _IdArrays()
         for tag, (_, relation) in enumerate(leaves):
-            query = sql.SQL("COPY (SELECT {k} FROM {r}) TO STDOUT (FORMAT BINARY)").format(k=keys, r=relation)
+            where = where_sql(plan)  # --pg.where: only the rows that were copied count
+            query = sql.SQL("COPY (SELECT {k} FROM {r}{w}) TO STDOUT (FORMAT BINARY)").format(
+                k=keys, r=relation, w=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))
             for rows in reader.copy_rows(conn, query, key_oids, ID_READ_ROWS):
                 source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
                 if bucket == 0:

@@ -1,0 +1,521 @@
+"""Framework layouts, and the generic options they are built from.
+
+Most pgvector tables were written by a framework (LangChain, LlamaIndex, Supabase vecs,
+pgai), and their owners want the framework's own Qdrant store to open the copy with its
+defaults. A layout is one :class:`Layout` entry in :data:`LAYOUTS`: the table shape it
+recognises, and how that shape maps onto the generic options
+
+- ``--pg.where SQL``: only rows matching the condition (:func:`check_where`, :func:`validate_where`);
+- ``--qdrant.vector-name column=name`` (``""``: Qdrant's unnamed default vector);
+- ``--qdrant.payload-key column=key``: rename; ``a.b`` nests, ``*`` spreads a JSON object's keys
+  at the top level, an empty key leaves the column out of the payload;
+- ``--qdrant.tenant-column column``: a keyword payload index with ``is_tenant=true``;
+
+plus, where a framework needs more than renaming, a named payload shaper
+(:data:`SHAPERS`, applied by :func:`shape_payloads` after the generic keys). A new
+framework is one new entry; nothing else in the code branches on frameworks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import psycopg
+from psycopg import sql
+
+from pg2qdrant.errors import DataError, InputError
+from pg2qdrant.source.catalog import TableInfo
+
+LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
+SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload
+TENANT_INDEX = "tenant"  # payload index type: keyword with is_tenant=true (Qdrant's multitenancy advice)
+
+# --------------------------------------------------------------------------------------
+# Generic options
+# --------------------------------------------------------------------------------------
+
+
+def parse_pairs(values: Iterable[str] | None, flag: str, *, example: str) -> dict[str, str]:
+    """``column=name`` items (repeatable or comma-separated); the name may be empty."""
+    out: dict[str, str] = {}
+    for raw in values or ():
+        for item in raw.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "=" not in item:
+                raise InputError(f"{flag} {item!r} is not in the form column=name.", fix=f"write e.g. {flag} {example}.")
+            column, name = item.split("=", 1)
+            out[column.strip()] = name.strip()
+    return out
+
+
+# The expression is spliced into `WHERE (<expr>)` of every read, so it must not be able to close
+# that parenthesis or end the statement. PostgreSQL has no "parse one expression" call a client
+# can use, so this scanner finds the top level of the text (outside string literals, quoted
+# identifiers and dollar quotes); PostgreSQL itself then checks the expression (validate_where).
+_TOKEN = re.compile(r"""
+    (?P<estring>[eE]'(?:[^'\\]|\\.|'')*')
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<ident>"(?:[^"]|"")*")
+  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*)?\$)
+  | (?P<comment>--|/\*)
+  | (?P<open>\()
+  | (?P<close>\))
+  | (?P<semi>;)
+  | (?P<other>[^'"$()\-/;eE]+|.)
+""", re.VERBOSE | re.DOTALL)
+
+
+def check_where(expr: str) -> str:
+    """The expression, stripped, when it cannot escape ``WHERE (...)``; else InputError."""
+    text = (expr or "").strip()
+    fix = "give one SQL condition on the table's columns, e.g. --pg.where \"lang = 'en' AND deleted_at IS NULL\"."
+    if not text:
+        raise InputError("--pg.where is empty.", fix=fix)
+    depth, pos = 0, 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        kind = m.lastgroup if m.lastgroup != "tag" else "dollar"
+        if kind == "dollar":  # $tag$ ... $tag$: skip to the closing tag
+            end = text.find(m.group(0), m.end())
+            if end < 0:
+                raise InputError(f"--pg.where {text!r}: the dollar quote {m.group(0)} is not closed.", fix=fix)
+            pos = end + len(m.group(0))
+            continue
+        if kind == "comment":
+            raise InputError(f"--pg.where {text!r} contains a comment.", fix="remove the comment. " + fix)
+        if kind == "semi":
+            raise InputError(f"--pg.where {text!r} contains ';': it must be one condition, not statements.", fix=fix)
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+            if depth < 0:
+                raise InputError(f"--pg.where {text!r} closes a parenthesis it did not open.", fix=fix)
+        elif kind == "other" and m.group(0) in ("'", '"'):
+            raise InputError(f"--pg.where {text!r}: a quoted string or name is not closed.", fix=fix)
+        pos = m.end()
+    if depth:
+        raise InputError(f"--pg.where {text!r} leaves a parenthesis open.", fix=fix)
+    return text
+
+
+def where_sql(plan) -> sql.Composable | None:
+    """The plan's row filter as a parenthesised SQL condition (None: every row)."""
+    return sql.SQL("({})").format(sql.SQL(plan.where)) if getattr(plan, "where", None) else None
+
+
+def and_where(plan, where: sql.Composable | None) -> sql.Composable | None:
+    """``where`` AND the plan's row filter (either may be absent)."""
+    own = where_sql(plan)
+    if own is None or where is None:
+        return where if own is None else own
+    return sql.SQL("({}) AND {}").format(where, own)
+
+
+def validate_where(conn: psycopg.Connection, table: TableInfo, expr: str) -> str:
+    """Check the filter in PostgreSQL: it must be a boolean condition over the table's columns.
+
+    Planned with LIMIT 0 (no row is read) inside the caller's READ ONLY transaction, under a
+    savepoint so that a rejected filter leaves the transaction usable.
+    """
+    text = check_where(expr)
+    query = sql.SQL("SELECT 1 FROM {t} WHERE ({w}) LIMIT 0").format(t=table.ident, w=sql.SQL(text))
+    in_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    try:
+        if in_tx:
+            conn.execute("SAVEPOINT pg2qdrant_where")
+        conn.execute(query)
+        if in_tx:
+            conn.execute("RELEASE SAVEPOINT pg2qdrant_where")
+    except psycopg.Error as exc:
+        if in_tx:
+            conn.execute("ROLLBACK TO SAVEPOINT pg2qdrant_where")
+        detail = (exc.diag.message_primary or str(exc)).strip()
+        raise InputError(f"--pg.where {text!r} is not a condition PostgreSQL accepts on {table.display}: {detail}.",
+                         fix="write a boolean SQL expression over the table's columns (columns: "
+                             + ", ".join(c.name for c in table.columns) + ").") from None
+    return text
+
+
+def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str] | None = None,
+                  payload_keys: dict[str, str] | None = None, tenant_column: str | None = None,
+                  payload_shape: str | None = None, extra_indexes: Iterable[tuple[str, str]] = (),
+                  notes: Iterable[str] = ()):
+    """The plan with the generic options (and a layout's extras) applied; raises InputError.
+
+    ``where`` must already be validated (validate_where) on the same table.
+    """
+    from pg2qdrant.plan import PayloadIndexSpec
+
+    vector_names = dict(vector_names or {})
+    payload_keys = dict(payload_keys or {})
+    vectors_by_column = {v.column: v for v in plan.vectors}
+    payload_by_column = {p.column: p for p in plan.payload}
+    for flag, names, known in (("--qdrant.vector-name", vector_names, vectors_by_column),
+                               ("--qdrant.payload-key", payload_keys, payload_by_column)):
+        unknown = [c for c in names if c not in known]
+        if unknown:
+            raise InputError(f"{flag} names {', '.join(map(repr, unknown))}, which is not a migrated "
+                             f"{'vector' if 'vector' in flag else 'payload'} column.",
+                             fix=f"such columns are: {', '.join(known) or 'none'}.")
+    vectors = tuple(dataclasses.replace(v, name=vector_names.get(v.column, v.name)) for v in plan.vectors)
+    names = [v.name for v in vectors]
+    if len(set(names)) != len(names):
+        raise InputError(f"--qdrant.vector-name gives two vectors the same name ({', '.join(map(repr, names))}).",
+                         fix="give each vector column its own name (only one may be the unnamed vector \"\").")
+    if "" in names and any(v.is_sparse and v.name == "" for v in vectors):
+        raise InputError("--qdrant.vector-name: a sparse vector cannot be Qdrant's unnamed vector.",
+                         fix="give the sparsevec column a name.")
+    for column, key in payload_keys.items():
+        if key not in ("", SPREAD) and any(not part for part in key.split(".")):
+            raise InputError(f"--qdrant.payload-key {column}={key!r}: empty part in the dotted path.",
+                             fix=f"write e.g. --qdrant.payload-key {column}=metadata.{column}.")
+        if key == SPREAD and payload_by_column[column].kind != "json":
+            raise InputError(f"--qdrant.payload-key {column}=*: only a json/jsonb column can be spread.",
+                             fix=f"{column} is {payload_by_column[column].declared}; give it a key instead.")
+    indexes = list(plan.payload_indexes)
+    if tenant_column:
+        if tenant_column not in payload_by_column:
+            raise InputError(f"--qdrant.tenant-column {tenant_column!r} is not a migrated payload column.",
+                             fix=f"payload columns are: {', '.join(payload_by_column) or 'none'}.")
+        key = payload_keys.get(tenant_column, tenant_column)
+        if payload_by_column[tenant_column].kind not in ("text", "uuid"):
+            raise InputError(f"--qdrant.tenant-column {tenant_column} is {payload_by_column[tenant_column].declared}; "
+                             "the tenant index is a keyword index.",
+                             fix="choose a text or uuid column that names the tenant.")
+        if key in ("", SPREAD):
+            raise InputError(f"--qdrant.tenant-column {tenant_column}: the column must be a payload field.",
+                             fix=f"drop --qdrant.payload-key {tenant_column}={key}.")
+        indexes = [i for i in indexes if i.field != tenant_column]
+        indexes.insert(0, PayloadIndexSpec(key, TENANT_INDEX, "--qdrant.tenant-column"))
+    # Indexes mirrored from column names follow the columns' payload keys.
+    renamed = []
+    for spec in indexes:
+        if spec.source != "--qdrant.tenant-column" and spec.field in payload_by_column:
+            key = payload_keys.get(spec.field, spec.field)
+            if key in ("", SPREAD):
+                continue
+            spec = dataclasses.replace(spec, field=key)
+        renamed.append(spec)
+    for field_name, typ in extra_indexes:
+        if all(i.field != field_name for i in renamed):
+            renamed.append(PayloadIndexSpec(field_name, typ, "framework layout"))
+    keys = tuple((c, k) for c, k in payload_keys.items() if k != c)
+    return dataclasses.replace(plan, vectors=vectors, where=where or None, payload_keys=keys,
+                               payload_shape=payload_shape, payload_indexes=tuple(renamed),
+                               warnings=plan.warnings + tuple(notes))
+
+
+# --------------------------------------------------------------------------------------
+# Payload shaping (applied by mapping.RowMapper to every batch, so migrate, verify and sync agree)
+# --------------------------------------------------------------------------------------
+
+def _llamaindex_text(payload: dict) -> dict:
+    """LlamaIndex keeps a node's text in the ``text`` column and an empty text inside
+    ``_node_content``; its Qdrant store reads the text from ``_node_content``."""
+    text = payload.pop("text", None)
+    content = payload.get("_node_content")
+    if isinstance(content, str):
+        node = json.loads(content)
+        node["text"] = text if text is not None else ""
+        payload["_node_content"] = json.dumps(node, ensure_ascii=False)
+    return payload
+
+
+SHAPERS: dict[str, Callable[[dict], dict]] = {"llamaindex": _llamaindex_text}
+
+
+def shape_payloads(plan, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply the plan's payload keys (spread, then renames, then dotted paths) and shaper."""
+    keys = dict(plan.payload_keys)
+    spread = [c for c, k in keys.items() if k == SPREAD]
+    nested = [(c, k.split(".")) for c, k in keys.items() if k not in ("", SPREAD) and "." in k]
+    renames = [(c, k) for c, k in keys.items() if k not in ("", SPREAD) and "." not in k]
+    dropped = [c for c, k in keys.items() if k == ""]
+    shaper = SHAPERS[plan.payload_shape] if plan.payload_shape else None
+    out = []
+    for flat in payloads:
+        payload: dict[str, Any] = {}
+        for column in spread:
+            value = flat.get(column)
+            if value is not None and not isinstance(value, dict):
+                raise DataError(f"--qdrant.payload-key {column}=*: a row's {column} is {type(value).__name__}, "
+                                "not a JSON object, so its keys cannot be spread into the payload.",
+                                fix=f"give {column} a key instead (--qdrant.payload-key {column}=NAME).")
+            payload.update(value or {})
+        moved = set(spread) | set(dropped) | {c for c, _ in nested} | {c for c, _ in renames}
+        payload.update((c, v) for c, v in flat.items() if c not in moved)
+        payload.update((k, flat.get(c)) for c, k in renames)
+        for column, path in nested:
+            node = payload
+            for part in path[:-1]:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif not isinstance(child, dict):
+                    raise DataError(f"--qdrant.payload-key {column}={'.'.join(path)}: {part!r} holds a "
+                                    f"{type(child).__name__}, not an object, in a row.",
+                                    fix="choose a path whose parents are JSON objects (or absent).")
+                node = child
+            node[path[-1]] = flat.get(column)
+        out.append(shaper(payload) if shaper else payload)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Layouts
+# --------------------------------------------------------------------------------------
+
+def _type(table: TableInfo, column: str) -> str | None:
+    col = table.column(column)
+    return None if col is None else col.type.name
+
+
+def _shape(table: TableInfo, wanted: dict[str, tuple[str, ...]], *, exact: bool = True,
+           optional: dict[str, tuple[str, ...]] | None = None) -> bool:
+    """The table has these columns with one of these type names (and, when exact, no others)."""
+    optional = optional or {}
+    names = {c.name for c in table.columns}
+    if not set(wanted) <= names or (exact and not names <= set(wanted) | set(optional)):
+        return False
+    return all(_type(table, c) in types for c, types in {**wanted, **optional}.items() if c in names)
+
+
+VECTOR = ("vector", "halfvec")
+TEXT = ("varchar", "text")
+JSON = ("json", "jsonb")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One collection a layout produces from the table, and the options that produce it."""
+
+    collection: str
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One framework's table shape and its mapping onto the generic options (see module docstring)."""
+
+    name: str
+    framework: str
+    detect: Callable[[psycopg.Connection, TableInfo], bool]
+    columns: Callable[[TableInfo], list[str]]
+    key_column: str
+    vector_names: Callable[[TableInfo], dict[str, str]]
+    payload_keys: Callable[[TableInfo], dict[str, str]]
+    targets: Callable[[psycopg.Connection, TableInfo, str | None], list[Target]]
+    payload_indexes: tuple[tuple[str, str], ...] = ()
+    payload_shape: str | None = None
+    notes: Callable[[TableInfo], list[str]] = lambda table: []
+    payload_text: str = ""  # the payload shape, for inspect
+    auto_payload_index: bool = True
+
+
+def _one_target(name: Callable[[TableInfo], str]):
+    def targets(conn, table: TableInfo, chosen: str | None) -> list[Target]:
+        return [Target(chosen or name(table))]
+    return targets
+
+
+def _langchain_targets(conn: psycopg.Connection, table: TableInfo, chosen: str | None) -> list[Target]:
+    """One Qdrant collection per LangChain collection (langchain_pg_collection, same schema)."""
+    rows = conn.execute(sql.SQL("SELECT uuid::text, name FROM {} ORDER BY name").format(
+        sql.Identifier(table.schema, "langchain_pg_collection"))).fetchall()
+    known = ", ".join(name for _, name in rows) or "none"
+    if chosen:
+        rows = [r for r in rows if r[1] == chosen]
+        if not rows:
+            raise InputError(f"LangChain collection {chosen!r} is not in {table.schema}.langchain_pg_collection "
+                             f"(collections: {known}).",
+                             fix="name one of them with --qdrant.collection, or leave the flag out to migrate all.")
+    return [Target(name, "collection_id = " + sql.Literal(uuid).as_string(conn)) for uuid, name in rows]
+
+
+def _has_relation(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                        (sql.Identifier(schema, name).as_string(conn),)).fetchone()[0]
+
+
+def _is_langchain(conn, table: TableInfo) -> bool:
+    return (table.name == "langchain_pg_embedding"
+            and _shape(table, {"id": TEXT, "collection_id": ("uuid",), "embedding": VECTOR,
+                               "document": TEXT, "cmetadata": JSON})
+            and _has_relation(conn, table.schema, "langchain_pg_collection"))
+
+
+_V2_COLUMNS = {"langchain_id": ("uuid",), "content": ("text",), "embedding": VECTOR, "langchain_metadata": JSON}
+
+
+def _is_langchain_v2(conn, table: TableInfo) -> bool:
+    return _shape(table, _V2_COLUMNS, exact=False)
+
+
+def _v2_metadata_columns(table: TableInfo) -> list[str]:
+    return [c.name for c in table.columns if c.name not in _V2_COLUMNS]
+
+
+def _is_llamaindex(conn, table: TableInfo) -> bool:
+    return table.name.startswith("data_") and _shape(
+        table, {"id": ("int8",), "text": TEXT, "metadata_": JSON, "node_id": TEXT, "embedding": VECTOR},
+        optional={"text_search_tsv": ("tsvector",)})
+
+
+def _llamaindex_hybrid(table: TableInfo) -> bool:
+    return table.column("text_search_tsv") is not None
+
+
+def _is_vecs(conn, table: TableInfo) -> bool:
+    return table.schema == "vecs" and _shape(table, {"id": TEXT, "vec": VECTOR, "metadata": JSON})
+
+
+_PGAI_STORE = {"embedding_uuid": ("uuid",), "chunk_seq": ("int4",), "chunk": ("text",), "embedding": VECTOR}
+
+
+def _is_pgai(conn, table: TableInfo) -> bool:
+    if table.relkind != "v" or not table.name.endswith("_embedding") or not _shape(table, _PGAI_STORE, exact=False):
+        return False
+    store = conn.execute(
+        "SELECT array_agg(attname::text) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped", (sql.Identifier(table.schema, table.name + "_store").as_string(conn),)).fetchone()[0]
+    return bool(store) and set(_PGAI_STORE) <= set(store)
+
+
+def _all_columns(table: TableInfo) -> list[str]:
+    return [c.name for c in table.columns]
+
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout(
+        name="langchain", framework="LangChain PGVector (langchain-postgres)", detect=_is_langchain,
+        columns=lambda t: ["id", "embedding", "document", "cmetadata"], key_column="id",
+        vector_names=lambda t: {"embedding": ""},
+        payload_keys=lambda t: {"document": "page_content", "cmetadata": "metadata"},
+        targets=_langchain_targets, auto_payload_index=False,
+        payload_text='{"page_content": document, "metadata": cmetadata, "id": id}; one collection per '
+                     "LangChain collection, named like it",
+    ),
+    Layout(
+        name="langchain-v2", framework="LangChain PGVectorStore (langchain-postgres v2)", detect=_is_langchain_v2,
+        columns=_all_columns, key_column="langchain_id",
+        vector_names=lambda t: {"embedding": ""},
+        payload_keys=lambda t: {"content": "page_content", "langchain_metadata": "metadata", "langchain_id": "",
+                                **{c: f"metadata.{c}" for c in _v2_metadata_columns(t)}},
+        targets=_one_target(lambda t: t.name), auto_payload_index=False,
+        payload_text='{"page_content": content, "metadata": langchain_metadata merged with the metadata columns}',
+    ),
+    Layout(
+        name="llamaindex", framework="LlamaIndex PGVectorStore", detect=_is_llamaindex,
+        columns=lambda t: ["text", "metadata_", "node_id", "embedding"], key_column="node_id",
+        vector_names=lambda t: {"embedding": "text-dense" if _llamaindex_hybrid(t) else ""},
+        payload_keys=lambda t: {"metadata_": SPREAD, "node_id": ""},
+        targets=_one_target(lambda t: t.name[len("data_"):]), payload_indexes=(("doc_id", "keyword"),),
+        payload_shape="llamaindex", auto_payload_index=False,
+        notes=lambda t: [f"{t.display} is a hybrid LlamaIndex table: its text_search_tsv (PostgreSQL full-text "
+                         "search) has no faithful Qdrant sparse-vector equivalent and is not migrated; dense "
+                         "search works as before."] if _llamaindex_hybrid(t) else [],
+        payload_text="metadata_ spread at the top level, the text column restored into _node_content",
+    ),
+    Layout(
+        name="vecs", framework="Supabase vecs", detect=_is_vecs,
+        columns=_all_columns, key_column="id", vector_names=lambda t: {"vec": ""},
+        payload_keys=lambda t: {"metadata": SPREAD}, targets=_one_target(lambda t: t.name),
+        payload_text="metadata spread at the top level, the original id kept as \"id\"",
+    ),
+    Layout(
+        name="pgai", framework="pgai vectorizer", detect=_is_pgai,
+        columns=_all_columns, key_column="embedding_uuid", vector_names=lambda t: {"embedding": ""},
+        payload_keys=lambda t: {}, targets=_one_target(lambda t: t.name),
+        payload_text="chunk, chunk_seq, embedding_uuid and the source table's columns",
+    ),
+)}
+
+
+@dataclass
+class Job:
+    """One migration a layout asks for: the options to run it with, and what to tell the user."""
+
+    options: Any  # pipeline.MigrationOptions
+    layout: Layout | None
+    announce: str = ""
+    extras: dict = field(default_factory=dict)
+
+
+def detect(conn: psycopg.Connection, table: TableInfo) -> Layout | None:
+    """The layout whose shape the table has exactly, if any (the first match)."""
+    for layout in LAYOUTS.values():
+        if layout.detect(conn, table):
+            return layout
+    return None
+
+
+def jobs_for(options, conn: psycopg.Connection, table: TableInfo, default_collection: str | None = None) -> list[Job]:
+    """The migrations ``options`` mean for ``table``: one (plain), or what the layout yields."""
+    name = options.layout or "auto"
+    if name not in LAYOUT_NAMES:
+        raise InputError(f"--layout {name!r} is not known.", fix=f"use one of {', '.join(LAYOUT_NAMES)}.")
+    layout = None
+    if name == "auto":
+        layout = detect(conn, table)
+    elif name != "plain":
+        layout = LAYOUTS[name]
+        if not layout.detect(conn, table):
+            raise InputError(f"--layout {name}: {table.display} does not have the shape {layout.framework} writes.",
+                             fix="check --pg.table, or use --layout plain (or auto) to copy it column by column.")
+    if layout is None:
+        if not options.collection and default_collection:
+            return [Job(dataclasses.replace(options, collection=default_collection, layout="plain"), None)]
+        if not options.collection:
+            raise InputError("Missing required flag(s): --qdrant.collection.",
+                             fix="name the target collection, e.g. --qdrant.collection items.")
+        return [Job(dataclasses.replace(options, layout="plain"), None)]
+    announce = (f"{table.display} has the shape of a {layout.framework} table: migrating it in the "
+                f"{layout.name!r} layout, which {layout.framework.split(' (')[0]}'s Qdrant store reads with its "
+                "defaults" + (" (to copy it column by column instead, pass --layout plain)." if name == "auto" else "."))
+    jobs = []
+    for target in layout.targets(conn, table, options.collection or None):
+        where = target.where
+        if options.where:
+            where = f"({target.where}) AND ({options.where})" if target.where else options.where
+        opts = dataclasses.replace(
+            options, collection=target.collection, where=where, key_columns=options.key_columns or [layout.key_column],
+            columns=options.columns or layout.columns(table),
+            vector_names={**layout.vector_names(table), **options.vector_names},
+            payload_keys={**layout.payload_keys(table), **options.payload_keys},
+            payload_shape=layout.payload_shape, layout_indexes=layout.payload_indexes,
+            auto_payload_index=options.auto_payload_index and layout.auto_payload_index,
+            layout="plain", layout_notes=tuple(layout.notes(table)))
+        jobs.append(Job(opts, layout))
+    if jobs:
+        jobs[0].announce = (announce + f" Collection(s): {', '.join(j.options.collection for j in jobs)}; "
+                            f"payload: {layout.payload_text}.")
+    if not jobs:
+        raise InputError(f"{table.display} is a {layout.framework} table with no collection to migrate.",
+                         fix="add documents through the framework first, or use --layout plain.")
+    return jobs
+
+
+def plan_jobs(options, default_collection: str | None = None) -> list[Job]:
+    """Connect, describe the table and return its jobs (a short catalog-only look)."""
+    from pg2qdrant.source import catalog, connect
+    if (options.layout or "auto") == "plain":
+        return jobs_for(options, None, None, default_collection)  # type: ignore[arg-type]
+    conn = connect.connect(options.pg_url, autocommit=True)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        table = catalog.describe_table(conn, options.table)
+        return jobs_for(options, conn, table, default_collection)
+    finally:
+        conn.close()
+
+
+def rows_only(plan) -> bool:
+    """CDC must read each changed row again (with the filter) instead of applying partial updates."""
+    return bool(plan.where or plan.payload_keys or plan.payload_shape or any(v.name == "" for v in plan.vectors))

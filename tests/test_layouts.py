@@ -1,0 +1,248 @@
+"""Framework layouts with the real frameworks: the framework writes documents into PostgreSQL,
+pg2qdrant migrates (the layout detected by itself), and the framework's own Qdrant store, opened
+with its default arguments, answers queries exactly as its PostgreSQL store did: same ids, texts,
+metadata, order, and scores (within float tolerance).
+
+Embeddings are LangChain's DeterministicFakeEmbedding (hash-seeded, no model download).
+Supabase vecs and pgai tables are created by SQL of the shape those libraries write.
+"""
+
+from __future__ import annotations
+
+import uuid
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from conftest import migrate_args  # noqa: F401  (fixtures live in conftest)
+from helpers import vector_literal
+
+DIM = 16
+TEXTS = [f"document {i} about {topic}" for i, topic in enumerate(
+    ["cats", "dogs", "birds", "fish", "trees", "rivers", "mountains", "cities", "music", "food", "rain", "stars"])]
+QUERIES = ["animals", "nature", "document 3", "a city with music", "weather"]
+
+
+def _embedding():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    return DeterministicFakeEmbedding(size=DIM)
+
+
+def _migrate(cli, db, qdrant_path, *extra):
+    r = cli("migrate", "--pg.url", db.url, "--qdrant.url", f"local:{qdrant_path}", "--migration.num-workers", "1",
+            *extra)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+# --- LangChain PGVector (langchain-postgres) ----------------------------------------------------
+
+def _langchain_store(db, collection: str):
+    from langchain_postgres import PGVector
+    url = db.url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return PGVector(embeddings=_embedding(), collection_name=collection, connection=url, use_jsonb=True)
+
+
+def _langchain_docs(n: int, prefix: str, text_ids: bool):
+    from langchain_core.documents import Document
+    return [Document(page_content=f"{prefix} {TEXTS[i]}", id=(f"{prefix}-{i}" if text_ids else str(uuid.uuid4())),
+                     metadata={"i": i, "topic": TEXTS[i].split()[-1], "tags": ["a", str(i)], "big": 2**53 + i,
+                               "nested": {"x": i / 3}})
+            for i in range(n)]
+
+
+def _strip(metadata: dict) -> dict:
+    return {k: v for k, v in metadata.items() if k not in ("_id", "_collection_name")}
+
+
+def test_langchain_pgvector_collections_open_in_langchain_qdrant_with_defaults(db, qdrant_path, cli, open_qdrant):
+    from langchain_qdrant import QdrantVectorStore
+    stores = {"docs": _langchain_store(db, "docs"), "notes": _langchain_store(db, "notes")}
+    stores["docs"].add_documents(_langchain_docs(12, "docs", text_ids=False))
+    stores["notes"].add_documents(_langchain_docs(7, "notes", text_ids=True))
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding")
+    assert r.exit_code == 0, r.output
+    assert "'langchain' layout" in r.output and "--layout plain" in r.output and "docs, notes" in r.output
+    _migrate(cli, db, qdrant_path, "--pg.table", "langchain_pg_embedding", "--verify", "--verify.queries", "3")
+    client = open_qdrant(qdrant_path)
+    assert {c.name for c in client.get_collections().collections} >= {"docs", "notes"}
+    for name, pg in stores.items():
+        qdrant = QdrantVectorStore(client=client, collection_name=name, embedding=_embedding())
+        assert client.count(name).count == (12 if name == "docs" else 7)
+        for query in QUERIES:
+            expected = pg.similarity_search_with_score(query, k=5)
+            got = qdrant.similarity_search_with_score(query, k=5)
+            assert [d.page_content for d, _ in got] == [d.page_content for d, _ in expected]
+            assert [_strip(d.metadata) for d, _ in got] == [d.metadata for d, _ in expected]
+            # PGVector returns the cosine distance, Qdrant the cosine similarity.
+            np.testing.assert_allclose([s for _, s in got], [1 - s for _, s in expected], atol=1e-5)
+            if name == "docs":  # UUID ids stay the point IDs
+                assert [d.metadata["_id"] for d, _ in got] == [d.id for d, _ in expected]
+    # One LangChain collection chosen by name.
+    client.close()
+    other = qdrant_path.parent / "one"
+    _migrate(cli, db, other, "--pg.table", "langchain_pg_embedding", "--qdrant.collection", "notes")
+    client = open_qdrant(other)
+    assert [c.name for c in client.get_collections().collections if not c.name.startswith("_")] == ["notes"]
+
+
+def test_langchain_table_in_plain_layout_keeps_todays_mapping(db, qdrant_path, cli, open_qdrant):
+    _langchain_store(db, "docs").add_documents(_langchain_docs(3, "docs", text_ids=False))
+    _migrate(cli, db, qdrant_path, "--pg.table", "langchain_pg_embedding", "--layout", "plain",
+             "--qdrant.collection", "c")
+    client = open_qdrant(qdrant_path)
+    point = client.scroll("c", limit=1, with_vectors=True)[0][0]
+    assert set(point.payload) == {"id", "collection_id", "document", "cmetadata"} and "embedding" in point.vector
+
+
+def test_forced_layout_on_another_shape_is_refused(db, qdrant_path, cli):
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(3))")
+    r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
+            "--layout", "llamaindex", "--qdrant.collection", "c")
+    assert r.exit_code == 2 and "does not have the shape" in r.output, r.output
+    r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}")
+    assert r.exit_code == 2 and "--qdrant.collection" in r.output, r.output
+
+
+# --- LlamaIndex PGVectorStore ----------------------------------------------------------------
+
+def _llama_pg_store(db, table: str):
+    from llama_index.vector_stores.postgres import PGVectorStore
+    u = urllib.parse.urlsplit(db.url)
+    return PGVectorStore.from_params(host=u.hostname, port=str(u.port), database=u.path.lstrip("/"),
+                                     user=u.username, password=u.password or "", table_name=table, embed_dim=DIM)
+
+
+def test_llamaindex_table_opens_in_llamaindex_qdrant_with_defaults(db, qdrant_path, cli, open_qdrant):
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+    from llama_index.core.vector_stores import VectorStoreQuery
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    emb = _embedding()
+    pg = _llama_pg_store(db, "docs")
+    nodes = [TextNode(text=text, metadata={"i": i, "topic": text.split()[-1]}, embedding=emb.embed_query(text),
+                      relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"doc-{i % 3}")})
+             for i, text in enumerate(TEXTS)]
+    pg.add(nodes)
+    r = _migrate(cli, db, qdrant_path, "--pg.table", "data_docs", "--verify", "--verify.queries", "3")
+    assert "'llamaindex' layout" in r.output
+    client = open_qdrant(qdrant_path)
+    qdrant = QdrantVectorStore(client=client, collection_name="docs")
+    for query in QUERIES:
+        q = VectorStoreQuery(query_embedding=emb.embed_query(query), similarity_top_k=5)
+        expected, got = pg.query(q), qdrant.query(q)
+        assert got.ids == expected.ids
+        assert [n.get_content() for n in got.nodes] == [n.get_content() for n in expected.nodes]
+        assert [n.metadata for n in got.nodes] == [n.metadata for n in expected.nodes]
+        assert [n.ref_doc_id for n in got.nodes] == [n.ref_doc_id for n in expected.nodes]
+        np.testing.assert_allclose(got.similarities, expected.similarities, atol=1e-5)
+    # doc_id filtering works as LlamaIndex's delete(ref_doc_id) uses it.
+    qdrant.delete("doc-1")
+    assert client.count("docs").count == len([n for n in nodes if n.ref_doc_id != "doc-1"])
+
+
+# --- Supabase vecs and pgai (tables of the shape those libraries create) ---------------------
+
+def test_vecs_collection_spreads_metadata_and_keeps_ids(db, qdrant_path, cli, open_qdrant):
+    db.execute(f"CREATE SCHEMA vecs; CREATE TABLE vecs.docs (id character varying PRIMARY KEY, vec vector({DIM}) "
+               "NOT NULL, metadata jsonb NOT NULL DEFAULT '{}'::jsonb);"
+               "CREATE INDEX ix_vector_l2_ops_hnsw_m16_efc64_abc ON vecs.docs USING hnsw (vec vector_l2_ops)")
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        db.execute("INSERT INTO vecs.docs VALUES (%s, %s, %s)",
+                   (f"vec{i}", vector_literal(rng.normal(size=DIM)), f'{{"year": {2000 + i}, "genre": "g{i}"}}'))
+    _migrate(cli, db, qdrant_path, "--pg.table", "vecs.docs", "--verify", "--verify.queries", "3")
+    client = open_qdrant(qdrant_path)
+    info = client.get_collection("docs").config.params.vectors
+    assert info.distance.value == "Euclid"  # from the index's operator class
+    points = {p.payload["id"]: p.payload for p in client.scroll("docs", limit=10)[0]}
+    assert points["vec2"] == {"id": "vec2", "year": 2002, "genre": "g2"}
+
+
+def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path, cli, open_qdrant):
+    db.execute(f"""
+        CREATE TABLE blog (id int PRIMARY KEY, title text, author text);
+        CREATE TABLE blog_embedding_store (embedding_uuid uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            id int NOT NULL REFERENCES blog ON DELETE CASCADE, chunk_seq int NOT NULL, chunk text NOT NULL,
+            embedding vector({DIM}) NOT NULL, UNIQUE (id, chunk_seq));
+        CREATE VIEW blog_embedding AS SELECT t.embedding_uuid, t.chunk_seq, t.chunk, t.embedding, t.id, s.title,
+            s.author FROM blog_embedding_store t LEFT JOIN blog s ON t.id = s.id;
+        INSERT INTO blog VALUES (1, 'first', 'ann'), (2, 'second', 'bob');""")
+    rng = np.random.default_rng(2)
+    for blog, seq in [(1, 0), (1, 1), (2, 0)]:
+        db.execute("INSERT INTO blog_embedding_store (id, chunk_seq, chunk, embedding) VALUES (%s, %s, %s, %s)",
+                   (blog, seq, f"chunk {blog}.{seq}", vector_literal(rng.normal(size=DIM))))
+    r = _migrate(cli, db, qdrant_path, "--pg.table", "blog_embedding", "--verify", "--verify.queries", "3")
+    assert "'pgai' layout" in r.output
+    client = open_qdrant(qdrant_path)
+    stored = {str(u): (s, c) for u, s, c in db.execute(
+        "SELECT embedding_uuid, chunk_seq, chunk FROM blog_embedding_store")}
+    points = client.scroll("blog_embedding", limit=10)[0]
+    assert {str(p.id) for p in points} == set(stored)
+    p = next(p for p in points if p.payload["chunk"] == "chunk 1.1")
+    assert p.payload == {"embedding_uuid": str(p.id), "chunk_seq": 1, "chunk": "chunk 1.1", "id": 1,
+                         "title": "first", "author": "ann"}
+
+
+# --- LangChain PGVectorStore (v2): table of the shape langchain-postgres v2 creates ------------
+
+def test_langchain_v2_table_merges_metadata_columns_as_langchain_does(db, qdrant_path, cli, open_qdrant):
+    from langchain_qdrant import QdrantVectorStore
+    emb = _embedding()
+    db.execute(f"CREATE TABLE notes (langchain_id uuid PRIMARY KEY, content text NOT NULL, embedding vector({DIM}) "
+               "NOT NULL, lang text, year int, langchain_metadata json)")
+    for i, text in enumerate(TEXTS[:6]):
+        db.execute("INSERT INTO notes VALUES (%s, %s, %s, %s, %s, %s)",
+                   (str(uuid.uuid4()), text, vector_literal(emb.embed_query(text)), ["en", "fr"][i % 2],
+                    2000 + i, None if i == 0 else f'{{"src": "s{i}", "lang": "overridden"}}'))
+    _migrate(cli, db, qdrant_path, "--pg.table", "notes", "--verify", "--verify.queries", "3")
+    client = open_qdrant(qdrant_path)
+    store = QdrantVectorStore(client=client, collection_name="notes", embedding=emb)
+    doc, score = store.similarity_search_with_score(TEXTS[3], k=1)[0]
+    assert doc.page_content == TEXTS[3] and score == pytest.approx(1.0, abs=1e-5)
+    assert _strip(doc.metadata) == {"src": "s3", "lang": "fr", "year": 2003}
+    doc = store.similarity_search(TEXTS[0], k=1)[0]
+    assert _strip(doc.metadata) == {"lang": "en", "year": 2000}
+
+
+# --- Sync ------------------------------------------------------------------------------------
+
+def test_langchain_documents_added_edited_deleted_in_postgres_show_up_through_langchain_qdrant(
+        db, tmp_path, cli, open_qdrant):
+    """CDC sync of one LangChain collection of a table holding two."""
+    import psycopg
+    from langchain_core.documents import Document
+    from langchain_qdrant import QdrantVectorStore
+    docs, notes = _langchain_store(db, "docs"), _langchain_store(db, "notes")
+    docs.add_documents(_langchain_docs(6, "docs", text_ids=False))
+    notes.add_documents(_langchain_docs(3, "notes", text_ids=False))
+    path = tmp_path / "q"
+    base = ["sync", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding", "--qdrant.url", f"local:{path}",
+            "--qdrant.collection", "docs", "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1"]
+    try:
+        r = cli(*base, "--sync.initial-copy", "--sync.once")
+        assert r.exit_code == 0, r.output
+        existing = [d.id for d, _ in docs.similarity_search_with_score("x", k=6)]
+        docs.add_documents([Document(page_content="a new document about whales", metadata={"i": 99},
+                                     id=str(uuid.uuid4()))])
+        docs.add_documents([Document(page_content="an edited document", metadata={"i": -1}, id=existing[0])])
+        docs.delete(ids=[existing[1]])
+        notes.add_documents([Document(page_content="a note that must stay out", metadata={}, id=str(uuid.uuid4()))])
+        r = cli(*base, "--sync.once")
+        assert r.exit_code == 0, r.output
+        client = open_qdrant(path)
+        qdrant = QdrantVectorStore(client=client, collection_name="docs", embedding=_embedding())
+        assert client.count("docs").count == 6
+        for query in QUERIES + ["whales", "edited"]:
+            expected = docs.similarity_search_with_score(query, k=6)
+            got = qdrant.similarity_search_with_score(query, k=6)
+            assert [(d.metadata["_id"], d.page_content, _strip(d.metadata)) for d, _ in got] == \
+                [(d.id, d.page_content, d.metadata) for d, _ in expected]
+            np.testing.assert_allclose([s for _, s in got], [1 - s for _, s in expected], atol=1e-5)
+        client.close()
+    finally:
+        cli("sync", "drop", *base[1:])
+        with psycopg.connect(db.server.url(), autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s "
+                                        "AND NOT active", (db.name,)).fetchall():
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
