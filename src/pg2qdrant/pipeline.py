@@ -414,6 +414,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             target = connect_target(options, address, ui)
         store = state_store(options, target)
         exists = target.shape(plan.collection) is not None
+        if not exists and not options.create_collection:  # stop before saved progress is judged or replaced
+            ensure_collection(target, plan, options.collection_options(plan), create=False, ui=ui)
         state, _ = _load_or_start_state(session, plan, options, store, ui, target, target_identity(address),
                                         exists)
         if state.status == "complete":
