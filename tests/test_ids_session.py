@@ -216,7 +216,10 @@ def test_demo_without_extra_is_an_input_error(cli, tmp_path, monkeypatch):
 
 
 # Exceptions that never leave the package: each is caught and turned into a Pg2QdrantError.
-INTERNAL = {"pg2qdrant.mapping.DimensionMismatch": "RowMapper.map_rows raises DataError from it"}
+INTERNAL = {
+    "pg2qdrant.mapping.DimensionMismatch": "RowMapper.map_rows raises DataError from it",
+    "pg2qdrant.destination.wire._Unencodable": "wire.grpc_points raises DataError naming the point from it",
+}
 
 
 def _package_exceptions() -> list[type[BaseException]]:

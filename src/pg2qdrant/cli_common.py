@@ -146,6 +146,9 @@ def migration_options(fn: Callable) -> Callable:
                   "Ignore saved progress and copy everything again."),
         bool_flag("--migration.create-collection", "create_collection", True,
                   "Create the collection when it does not exist.", "-c"),
+        bool_flag("--migration.delete-orphans", "delete_orphans", False,
+                  "After the copy, delete the points that have no row in the table (an exact copy: rows "
+                  "deleted since an earlier copy leave no stale point)."),
         opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state",
             show_default=True, help="Collection that stores resume checkpoints in the target (qdrant-client "
                                     "targets; an edge: target keeps them in a file in its folder)."),
@@ -261,7 +264,7 @@ def build_migration_options(kw: dict):
         replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
         auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
         state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
-        range_rows=kw["range_rows"], **_layout_options(kw),
+        range_rows=kw["range_rows"], delete_orphans=kw["delete_orphans"], **_layout_options(kw),
     )
 
 

@@ -8,6 +8,7 @@ collection holds.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class MigrationOptions:
     max_retries: int = 5
     retry_deadline_s: float = 300.0
     range_rows: int | None = None  # rows per range (default ROWS_PER_RANGE)
+    delete_orphans: bool = False  # after the copy, delete the points no row of the snapshot maps to
     # Generic options and framework layouts (layouts.py; a layout fills the last four).
     where: str | None = None
     vector_names: dict[str, str] = field(default_factory=dict)
@@ -128,6 +130,7 @@ class MigrationResult:
     resumed_rows: int = 0
     retries: int = 0
     already_complete: bool = False
+    orphans_deleted: int | None = None  # None: the IDs were not compared (no --migration.delete-orphans)
 
     @property
     def rate(self) -> float:
@@ -141,8 +144,11 @@ class MigrationResult:
     def summary(self, target: str) -> Summary:
         if self.already_complete:
             return Summary("Migration already complete", [
-                ("source", self.plan.table.display), ("target", f"{self.plan.collection} at {target}"),
+                ("source", f"{self.plan.table.display} ({self.source_rows:,} rows in the snapshot)"),
+                ("target", f"{self.plan.collection} at {target}"),
                 ("points in collection", f"{self.target_count:,}"),
+                *self._deleted_row(),
+                ("verdict", self.verdict),
                 ("to copy again", "--migration.restart"),
             ])
         if self.dry_run:
@@ -165,10 +171,40 @@ class MigrationResult:
         ]
         if self.retries:
             rows.append(("transient failures retried", f"{self.retries:,}"))
-        if self.resumed_rows and self.target_count != self.source_rows:
-            rows.append(("note", "the table changed between runs: run `pg2qdrant verify`, or keep it in step "
-                                 "with `pg2qdrant sync`"))
+        rows += [*self._deleted_row(), ("verdict", self.verdict)]
         return Summary("Migration summary", rows)
+
+    def _deleted_row(self) -> list[tuple[str, str]]:
+        return [] if self.orphans_deleted is None else [("points without a row deleted", f"{self.orphans_deleted:,}")]
+
+    @property
+    def verdict(self) -> str:
+        """Whether the collection now equals the table (the snapshot's rows), and if not, what to do.
+
+        Equal counts prove equal ID sets when this run wrote every row of its snapshot
+        (each write acknowledged), or when the IDs were compared (--migration.delete-orphans);
+        rows copied by earlier runs were read in older snapshots, which only verify can vouch for.
+        """
+        extra = self.target_count - self.source_rows
+        if extra > 0:
+            return (f"NOT an exact copy: {orphan_text(extra, exact=self.exact_rows)}; "
+                    "rerun with --migration.delete-orphans to delete them")
+        if extra < 0:
+            return f"NOT an exact copy: {-extra:,} row(s) have no point"
+        if self.orphans_deleted is None and (self.resumed_rows or self.already_complete):
+            return ("as many points as rows; parts were copied by earlier runs from older snapshots: "
+                    "`pg2qdrant verify` compares every ID")
+        return "the collection equals the table: one point per row, no other point"
+
+    @property
+    def exact_rows(self) -> bool:
+        """Every row of the snapshot has its point (written by this run or matched by ID)."""
+        return self.orphans_deleted is not None or not (self.resumed_rows or self.already_complete)
+
+
+def orphan_text(extra: int, *, exact: bool) -> str:
+    return (f"{'' if exact else 'at least '}{extra:,} point(s) have no row in the table (rows deleted since an "
+            "earlier copy, or points written by something else)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -421,21 +457,28 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             result = MigrationResult(plan, source_rows, written, 0, time.monotonic() - started, False,
                                      dry_run=True, workers=run.pool_workers, ranges=len(ranges),
                                      range_kind=_kind(ranges))
-            _check_result(result)
+            _check_result(result, ui)
             return result
         if own_target:
             target = connect_target(options, address, ui)
         store = state_store(options, target)
-        state, resumed = _load_or_start_state(session, plan, options, store, ui)
+        exists = target.shape(plan.collection) is not None
+        if not exists and not options.create_collection:  # stop before saved progress is judged or replaced
+            ensure_collection(target, plan, options.collection_options(plan), create=False, ui=ui)
+        state, _ = _load_or_start_state(session, plan, options, store, ui, target, target_identity(address),
+                                        exists)
         if state.status == "complete":
+            deleted = delete_orphans(session, options.pg_url, target, ui) if options.delete_orphans else None
             count = target.count(plan.collection)
             ui.info(f"Migration of {plan.table.display} into {plan.collection!r} is already complete "
-                    f"({count:,} points; state in {store.describe()}). Nothing to do; pass "
+                    f"({count:,} points; state in {store.describe()}). Nothing to copy; pass "
                     "--migration.restart to copy again.")
-            return MigrationResult(plan, source_rows, 0, count, time.monotonic() - started, False,
-                                   already_complete=True, ranges=len(state.ranges))
+            result = MigrationResult(plan, source_rows, 0, count, time.monotonic() - started, False,
+                                     already_complete=True, ranges=len(state.ranges), orphans_deleted=deleted)
+            _check_result(result, ui)
+            return result
         collection_options = options.collection_options(plan)
-        if not state.collection_created and options.create_collection and target.shape(plan.collection) is None:
+        if not state.collection_created and options.create_collection and not exists:
             # Recorded before creating: a run killed right after creation still restores HNSW at the end.
             state.collection_created = True
             store.save(state)
@@ -443,6 +486,11 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         ranges = [ReadRange.from_json(r) for r in state.ranges]
         run = CopyRun(session, target, ranges, options, ui, state=state, store=store)
         written = run.execute(source_rows)
+        deleted = None
+        if options.delete_orphans:
+            deleted = 0  # when this run wrote every row's point, a count no higher than the rows has no orphan
+            if run.resumed_rows or target.count(plan.collection) > source_rows:
+                deleted = delete_orphans(session, options.pg_url, target, ui)
         target.finish_load(plan, collection_options, state.collection_created)
         state.status = "complete"
         store.save(state)
@@ -454,9 +502,35 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         session.close()
     result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started,
                              state.collection_created, workers=run.pool_workers, ranges=len(ranges),
-                             range_kind=_kind(ranges), resumed_rows=run.resumed_rows, retries=retries)
-    _check_result(result)
+                             range_kind=_kind(ranges), resumed_rows=run.resumed_rows, retries=retries,
+                             orphans_deleted=deleted)
+    _check_result(result, ui)
     return result
+
+
+def delete_orphans(session: SourceSession, pg_url: str, target, ui: UI) -> int:
+    """--migration.delete-orphans: delete the points that no row of the snapshot maps to.
+
+    Deleting only those keeps the collection serving (and its settings, aliases and
+    indexes) where recreating it would not, and works with --migration.create-collection
+    false. The comparison is verify's memory-bounded ID scan, in the copy's snapshot:
+    rows copied by earlier runs were read in older snapshots, so a point whose row was
+    deleted since is an orphan here and goes too.
+    """
+    from pg2qdrant.verify.ids import scan_ids  # the verify package is not needed by a plain copy
+    plan = session.plan
+    conn = session.conn
+    if conn.broken or conn.closed:  # PostgreSQL restarted during the copy: compare in a new snapshot
+        session.conn = conn = connect.connect(pg_url, autocommit=True)
+        snapshot.begin_snapshot(conn)
+    ui.info(f"Comparing the IDs of {plan.table.display} with the points of {plan.collection!r} to delete "
+            "points that have no row (--migration.delete-orphans).")
+    scan = scan_ids(conn, plan, target, plan.collection, expected_points=session.source_rows or 0,
+                    on_orphans=lambda ids: target.delete_points(plan.collection, ids))
+    if scan.orphans:
+        ui.info(f"Deleted {scan.orphans:,} point(s) of {plan.collection!r} that have no row in "
+                f"{plan.table.display}.")
+    return scan.orphans
 
 
 def _kind(ranges: list[ReadRange]) -> str:
@@ -464,6 +538,8 @@ def _kind(ranges: list[ReadRange]) -> str:
 
 
 def state_store(options: MigrationOptions, target) -> StateStore:
+    """Records in the target itself (tied to it by where they live), or in --migration.state-file
+    (whose state ids then include target_identity: the file may be reused against another target)."""
     if options.state_file:
         return StateStore(FileRecords(options.state_file))
     return StateStore(target.records(options.offsets_collection, STATE_NAMESPACE))
@@ -475,25 +551,76 @@ def source_identity(plan: Plan) -> dict:
             "table": plan.table.display}
 
 
+def target_identity(address: TargetAddress) -> dict:
+    """Which Qdrant this is, without credentials: a server's host, port and path prefix (scheme
+    and API key say how it is reached, not which one it is), or the resolved folder."""
+    if address.kind == "server":
+        return {"kind": "server", "host": address.host.lower(), "port": address.port, "prefix": address.prefix or ""}
+    if address.kind == "memory":
+        return {"kind": "memory"}
+    return {"kind": address.kind, "path": os.path.realpath(address.path)}
+
+
+def _describe_target(identity: dict) -> str:
+    if not identity:  # a record written before records named their target
+        return ""
+    if identity.get("kind") == "server":
+        return f"{identity['host']}:{identity['port']}" + (f"/{identity['prefix']}" if identity["prefix"] else "")
+    return f"{identity.get('kind')}:{identity.get('path', '')}".rstrip(":")
+
+
 def _load_or_start_state(session: SourceSession, plan: Plan, options: MigrationOptions, store: StateStore,
-                         ui: UI) -> tuple[MigrationState, bool]:
+                         ui: UI, target, where: dict, exists: bool) -> tuple[MigrationState, bool]:
+    """The saved progress to resume, or a new one: saved progress only counts for the target it
+    describes (``where``, the collection ``exists`` and still holds the rows it records)."""
     source = source_identity(plan)
     fingerprint = plan_fingerprint(plan)
-    state_id = state_id_for(source, plan.collection, fingerprint)
+    state_id = state_id_for(source, plan.collection, fingerprint, where if options.state_file else None)
     state = store.load(state_id)
-    if state is not None and not options.restart:
+    if state is None and options.state_file:
+        _note_other_targets(store, source, plan, fingerprint, where, ui)
+    void = None if state is None or options.restart else _void_progress(state, target, plan.collection, exists)
+    if state is not None and not options.restart and void is None:
         if state.status != "complete":
             ui.info(f"Resuming the migration of {plan.table.display} into {plan.collection!r}: "
                     f"{len(state.done)} of {len(state.ranges)} ranges ({state.rows_done:,} rows) were "
                     f"completed by an earlier run (state in {store.describe()}).")
         return state, True
-    if state is not None:
+    if void is not None:
+        ui.warn(f"{void}, so the saved progress of an earlier run ({len(state.done)} of {len(state.ranges)} "
+                f"ranges, {state.rows_done:,} rows, in {store.describe()}) does not describe it: "
+                "starting over and copying everything.")
+    elif state is not None:
         ui.info("--migration.restart: earlier progress is ignored; copying everything again.")
     ranges = plan_read_ranges(session.conn, plan, options.num_workers, options.range_rows)
-    state = MigrationState(state_id=state_id, source=source, collection=plan.collection,
-                           plan_fingerprint=fingerprint, ranges=[r.to_json() for r in ranges])
-    store.save(state)  # before the first write: a killed run is resumable from here
-    return state, False
+    fresh = MigrationState(state_id=state_id, source=source, collection=plan.collection,
+                           plan_fingerprint=fingerprint, ranges=[r.to_json() for r in ranges], target=where,
+                           # a collection an earlier run created (HNSW off) still gets HNSW at the end
+                           collection_created=exists and state is not None and state.collection_created)
+    store.save(fresh)  # before the first write: a killed run is resumable from here
+    return fresh, False
+
+
+def _void_progress(state: MigrationState, target, collection: str, exists: bool) -> str | None:
+    """Why saved progress cannot describe the collection as it is now (None when it can)."""
+    if not exists:
+        return f"Collection {collection!r} does not exist (deleted since the earlier run?)"
+    count = target.count(collection)
+    if count < state.rows_done:
+        return (f"Collection {collection!r} holds {count:,} points, fewer than the {state.rows_done:,} rows "
+                "already copied into it (it was recreated, or points were deleted)")
+    return None
+
+
+def _note_other_targets(store: StateStore, source: dict, plan: Plan, fingerprint: str, where: dict,
+                        ui: UI) -> None:
+    """Say so when the state file holds this migration's progress for other targets only (not used here)."""
+    others = [s for s in store.list() if s.source == source and s.collection == plan.collection
+              and s.plan_fingerprint == fingerprint and s.target != where]
+    if others:
+        ui.info(f"{store.describe()} holds progress of this migration for another target "
+                f"({', '.join(sorted({_describe_target(s.target) or 'unknown' for s in others}))}); it does not "
+                f"apply to {_describe_target(where)}: copying everything.")
 
 
 class CopyRun:
@@ -631,17 +758,36 @@ def attempt_of(tag: tuple[int, int] | None) -> int | None:
     return tag[1] if tag is not None else None
 
 
-def _check_result(result: MigrationResult) -> None:
-    if result.resumed_rows:
-        return  # earlier runs read other snapshots: compared in the summary, not asserted
-    if result.points_written != result.source_rows:
+def _check_result(result: MigrationResult, ui: UI) -> None:
+    """Compare what was read with what the collection holds; resumed runs too, as far as they allow.
+
+    A run that read every row itself must have written each; a collection can never hold fewer
+    points than rows (every row's point was acknowledged), and more points means points without
+    a row: said, with the way to delete them.
+    """
+    if not (result.resumed_rows or result.already_complete) and result.points_written != result.source_rows:
         raise SourceError(
             f"Read {result.points_written:,} rows but the snapshot holds {result.source_rows:,}.",
             fix="this should not happen; rerun with --debug and report it.",
         )
-    if result.created_collection and result.target_count != result.source_rows:
+    if result.dry_run:
+        return
+    count, rows = result.target_count, result.source_rows
+    if count < rows and (result.resumed_rows or result.already_complete):
+        raise SourceError(
+            f"The collection holds {count:,} points for {rows:,} rows in the snapshot: {rows - count:,} rows have "
+            "no point. Parts were copied by earlier runs, which read older snapshots: rows added since "
+            "then to those parts were not copied (or points were deleted from the collection meanwhile).",
+            fix="rerun with --migration.restart to copy everything from one snapshot, or catch up with "
+                "`pg2qdrant sync`; `pg2qdrant verify` lists the missing points.",
+        )
+    if count < rows:
         raise DataError(
-            f"The collection holds {result.target_count:,} points for {result.source_rows:,} source rows: "
+            f"The collection holds {count:,} points for {rows:,} source rows: "
             "different keys produced the same point ID (for example UUID text that differs only in case).",
             fix="choose a key whose values map to distinct IDs (--pg.key-column), or --migration.id-mode.",
         )
+    if count > rows:
+        ui.warn(f"The collection holds {count:,} points for {rows:,} rows in the snapshot: "
+                f"{orphan_text(count - rows, exact=result.exact_rows)}. It is not an exact copy of the table; "
+                "rerun the same command with --migration.delete-orphans to delete them.")

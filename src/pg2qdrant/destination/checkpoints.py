@@ -6,8 +6,11 @@ default ``_pg2qdrant_state``) for qdrant-client targets, and in a JSON file
 inside the ``edge:`` folder for Qdrant Edge. ``--migration.state-file PATH``
 keeps it in a local JSON file instead.
 
-One state record per (source system, database, table, collection, plan): runs
-of other tables or collections never touch each other's records. A record
+One state record per (source system, database, table, collection, plan), and
+per target for a ``--migration.state-file`` (a record kept in the target is
+tied to it by where it lives; a local file can be reused against another Qdrant
+or folder): runs of other tables, collections or targets never touch each
+other's records. A record
 holds the ranges themselves (so a resumed run reads exactly the same
 boundaries) and which ranges are complete. A range is marked complete only
 after Qdrant acknowledged every write of it (writes are sent with wait=true).
@@ -43,6 +46,7 @@ class MigrationState:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     version: int = STATE_VERSION
+    target: dict[str, Any] = field(default_factory=dict)  # the Qdrant (host, port, prefix) or folder; no credentials
 
     @property
     def rows_done(self) -> int:
@@ -64,8 +68,13 @@ class MigrationState:
         return cls(**known)
 
 
-def state_id_for(source: dict[str, Any], collection: str, plan_fingerprint: str) -> str:
-    text = json.dumps({"source": source, "collection": collection, "plan": plan_fingerprint}, sort_keys=True)
+def state_id_for(source: dict[str, Any], collection: str, plan_fingerprint: str,
+                 target: dict[str, Any] | None = None) -> str:
+    """The record's key; ``target`` for records kept outside the target (a state file)."""
+    key: dict[str, Any] = {"source": source, "collection": collection, "plan": plan_fingerprint}
+    if target is not None:
+        key["target"] = target
+    text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

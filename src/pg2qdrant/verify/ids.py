@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import psycopg
@@ -102,12 +102,15 @@ def _leaf_relations(plan: Plan) -> list[tuple[str, sql.Composable]]:
 
 
 def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, memory_mb: float = ID_MEMORY_MB,
-             expected_points: int = 0, progress=None) -> IdScan:
+             expected_points: int = 0, progress=None,
+             on_orphans: Callable[[list[int | str]], None] | None = None) -> IdScan:
     """Every source row's point ID (mapped like migrate) against every point ID in the collection.
 
     Reads only the key columns, one leaf relation (partition) at a time, so that
     missing points can be attributed to their partition; see the module docstring
-    for the memory this needs.
+    for the memory this needs. ``on_orphans`` receives every orphan's ID (points
+    with no row), a hash bucket at a time, in lists of at most ID_SCROLL_BATCH: a
+    bucket's orphans are never seen again by the later buckets, so it may delete them.
     """
     leaves = _leaf_relations(plan)
     oids = reader.prepare_connection(conn, plan)
@@ -142,11 +145,12 @@ def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, m
             scan.target_points += len(chunk)
         scan.peak_ids = max(scan.peak_ids, source.size + found.size)
         for kind in ("int", "uuid"):
-            _merge(scan, kind, source, found)
+            _merge(scan, kind, source, found, on_orphans)
     return scan
 
 
-def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays) -> None:
+def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays,
+           on_orphans: Callable[[list[int | str]], None] | None = None) -> None:
     """Sort both sides' IDs together; in each run of equal IDs the source rows come first.
 
     A run led by a target ID has no source row (an orphan); a source row after the
@@ -184,6 +188,11 @@ def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays) -> None
     scan.missing += int(missing.sum())
     for tag, n in enumerate(np.bincount(tags[missing], minlength=len(scan.leaf_names))):
         scan.missing_by_leaf[tag] += int(n)
+    if on_orphans is not None:
+        where = np.flatnonzero(orphan)
+        for start in range(0, len(where), ID_SCROLL_BATCH):
+            chunk = where[start:start + ID_SCROLL_BATCH]
+            on_orphans([_decode_id(kind, h, l) for h, l in zip(hi[chunk], lo[chunk])])
     for what, mask in (("missing", missing), ("duplicate", duplicate), ("orphan", orphan)):
         for i in np.flatnonzero(mask)[:EXAMPLES_KEPT]:
             if len(scan.examples) < 3 * EXAMPLES_KEPT:
