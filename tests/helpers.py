@@ -61,3 +61,27 @@ def assert_collection_equals_table(url: str, table: str, target, collection: str
     count = target.count(collection)
     assert count == len(ids), f"{count} points for {len(ids)} rows"
     return count
+
+
+class EndpointReader:
+    """A test endpoint's collections read from its engine (not through gRPC or REST), as the
+    ``target`` of assert_collection_equals_table: what the server stored, not what a client decodes."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def retrieve(self, collection: str, ids: list, *, with_vectors: bool = True) -> list:
+        from pg2qdrant.mapping import normalize_point_id
+        points = {normalize_point_id(k): p for k, p in self.endpoint.points(collection).items()}
+        return [points[normalize_point_id(i)] for i in ids if normalize_point_id(i) in points]
+
+    def count(self, collection: str) -> int:
+        return len(self.endpoint.points(collection))
+
+
+def endpoint_state_records(endpoint, collection: str = "_pg2qdrant_state") -> list[dict]:
+    """The JSON records pg2qdrant keeps in the target's state collection, read from the engine."""
+    import json
+    if collection not in endpoint.engine.list_collections():
+        return []
+    return [json.loads(p.payload["record"]) for p in endpoint.points(collection).values()]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import psycopg
 import pytest
 
 from conftest import migrate_args
 from pg2qdrant.source import adapters
+from pg2qdrant.verify.compare import same_json
 
 TYPES_TABLE = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -85,13 +87,42 @@ EXPECTED_ROW_1 = {
 }
 
 
-@pytest.fixture
-def every_type_collection(db, qdrant_path, cli, open_qdrant):
+class Stored(dict):
+    """Points by ID, and where they were written: "local" (local mode) or "grpc" (a server over gRPC)."""
+
+    front = "local"
+
+
+@pytest.fixture(params=["local", "grpc"])
+def every_type_collection(request, db, qdrant_path, cli, open_qdrant):
     db.execute(TYPES_TABLE)
-    result = cli(*migrate_args(db, "every_type", qdrant_path))
-    assert result.exit_code == 0, result.output
-    client = open_qdrant(qdrant_path)
-    return {r.id: r for r in client.retrieve("c", [1, 2], with_payload=True, with_vectors=True)}
+    stored = Stored()
+    stored.front = request.param
+    if request.param == "local":
+        result = cli(*migrate_args(db, "every_type", qdrant_path))
+        assert result.exit_code == 0, result.output
+        client = open_qdrant(qdrant_path)
+        stored.update((r.id, r) for r in client.retrieve("c", [1, 2], with_payload=True, with_vectors=True))
+        yield stored
+        return
+    # The server path, on the test endpoint (Qdrant's gRPC API over Qdrant Edge), read back from
+    # the engine itself: what the server stored. Euclid, as Qdrant normalises Cosine vectors on write.
+    from qdrant_endpoint import QdrantEndpoint
+    with QdrantEndpoint() as q:
+        result = cli(*migrate_args(db, "every_type", qdrant_path), "--qdrant.url", q.grpc_url,
+                     "--qdrant.distance-metric", "embedding=euclid")
+        if "Value out of range: 12345678901234567890" in result.stderr and type(EXPECTED_ROW_1["c_json"]["big"]) is int:
+            # gRPC's payload Value has no integer beyond int64 (qdrant-client refuses it): such JSON
+            # numbers must become digit strings (branch differential, which changes EXPECTED_ROW_1 too).
+            pytest.xfail("JSON integers beyond int64 cannot be sent over gRPC as integers")
+        assert result.exit_code == 0, result.output
+        stored.update(q.points("c"))
+        yield stored
+
+
+# Qdrant Edge re-parses float payload values with serde_json's default (inexact) parser: they
+# come back 1-2 ULP off (README "Known target limitations"); every other value and type is exact.
+EDGE_FLOAT_ULPS = 2
 
 
 def test_every_type_keeps_value_and_json_type(every_type_collection):
@@ -99,7 +130,10 @@ def test_every_type_keeps_value_and_json_type(every_type_collection):
     assert set(payload) == set(EXPECTED_ROW_1)
     for name, expected in EXPECTED_ROW_1.items():
         actual = payload[name]
-        assert actual == expected, name
+        if every_type_collection.front == "grpc":
+            assert same_json(expected, actual, float_ulps=EDGE_FLOAT_ULPS) is None, (name, actual, expected)
+        else:
+            assert actual == expected, name
         assert type(actual) is type(expected), (name, type(actual), type(expected))
 
 
@@ -118,6 +152,11 @@ def test_nulls_are_kept_as_null_in_every_column_kind(every_type_collection):
 
 def test_vector_is_not_copied_into_payload(every_type_collection):
     assert "embedding" not in every_type_collection[1].payload
+    if every_type_collection.front == "grpc":  # Euclid: the float32 vector as sent, bit for bit
+        assert np.array_equal(np.asarray(every_type_collection[1].vector["embedding"], dtype=np.float32),
+                              np.array([1, 2, 3], dtype=np.float32))
+        assert every_type_collection[2].vector["embedding"] == [4.0, 5.0, 6.0]
+        return
     # Cosine: a server returns the normalised vector; local mode, once reopened, the one sent.
     v = every_type_collection[1].vector["embedding"]
     norm = sum(x * x for x in v) ** 0.5

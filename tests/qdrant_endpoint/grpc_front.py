@@ -280,7 +280,7 @@ class Interceptor(grpc.ServerInterceptor):
                 req.status = "OK"
                 return applied[1]
             response = self._serve(req, inner, request, context)
-            req.outcome = "fault"
+            req.outcome, req.status = "fault", "OK"  # served late, like REST's 200 after a Delay
             return response
         req.outcome = "fault"
         if isinstance(action, F.Respond):
