@@ -238,20 +238,28 @@ class QdrantTarget:
     # -- points ------------------------------------------------------------------------
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
         """Write points; a request the server rejects as too large is split in halves and retried."""
-        points = points_of(batch)
+        self._split_when_too_large(batch, lambda part: self.call("write points", lambda: self.client.upsert(
+            collection, points=points_of(part), wait=wait)))
+
+    def _split_when_too_large(self, request, send: Callable[[Any], None]) -> None:
+        """``send(request)``; when the server refuses it for its size, send its halves instead (in order).
+
+        Used by upsert (a PointBatch) and apply (a list of operations): whatever the writer
+        estimated, the server's limit (or a proxy's) is what counts.
+        """
         try:
-            self.call("write points", lambda: self.client.upsert(collection, points=points, wait=wait))
+            send(request)
         except TargetError as exc:
-            if not is_too_large(exc.__cause__) or len(batch) <= 1:
-                if len(batch) == 1 and is_too_large(exc.__cause__):
-                    raise DataError(
-                        f"Qdrant rejected point {batch.ids[0]!r} as too large: {exc.message}",
-                        fix="leave large columns out with --pg.columns, or raise the server's "
-                            "service.max_request_size_mb.") from None
+            if not is_too_large(exc.__cause__):
                 raise
-            half = len(batch) // 2
-            self.upsert(collection, batch.slice(0, half), wait=wait)
-            self.upsert(collection, batch.slice(half, len(batch)), wait=wait)
+            halves = ops.halves(request)
+            if halves is None:
+                raise DataError(
+                    f"Qdrant rejected point {ops.first_point_id(request)!r} as too large: {exc.message}",
+                    fix="leave large columns out with --pg.columns, or raise the server's "
+                        "service.max_request_size_mb.") from None
+            for half in halves:
+                self._split_when_too_large(half, send)
 
     def count(self, collection: str) -> int:
         return self.call("count points", lambda: self.client.count(collection, exact=True).count)
@@ -271,11 +279,14 @@ class QdrantTarget:
                 return
 
     def apply(self, collection: str, operations: list[ops.Operation], *, wait: bool = True) -> None:
-        """Apply operations in order, as one request (the server applies a batch in order)."""
-        converted = [c for op in operations for c in _client_operations(op)]
-        if converted:
-            self.call("apply changes", lambda: self.client.batch_update_points(
-                collection, update_operations=converted, wait=wait))
+        """Apply operations in order, as one request (the server applies a batch in order); one the
+        server rejects as too large is split like an upsert."""
+        def send(part: list[ops.Operation]) -> None:
+            converted = [c for op in part for c in _client_operations(op)]
+            if converted:
+                self.call("apply changes", lambda: self.client.batch_update_points(
+                    collection, update_operations=converted, wait=wait))
+        self._split_when_too_large(operations, send)
 
     def search(self, collection: str, vector_name: str, query: Any, limit: int, *, exact: bool) -> list[tuple[Any, float]]:
         """(id, score) of the nearest points; ``exact`` forces a full scan (no HNSW)."""
