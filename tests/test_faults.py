@@ -8,14 +8,19 @@ TLS certificates are verified unless --skip-tls-verification.
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 
 import numpy as np
 import pytest
 
-from fake_qdrant import (UPSERT, Drop, FakeQdrant, bad_gateway, gateway_timeout, please_retry,
+from fake_qdrant import (BATCH, UPSERT, Drop, FakeQdrant, bad_gateway, gateway_timeout, please_retry,
                          rate_limited, service_unavailable, wrong_input)
 from helpers import create_items_table
+from pg2qdrant.destination import qdrant
+from pg2qdrant.destination.qdrant import QdrantTarget
+
+import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
 
 
 @pytest.fixture
@@ -63,19 +68,21 @@ def test_a_batch_rejected_as_too_large_is_split(table, cli):
         assert_points_equal_table(fake, table)
 
 
-def test_a_single_row_larger_than_the_request_limit(table, cli):
+@pytest.mark.parametrize("workers", ["1", "2"])  # a thread, or processes that write themselves
+def test_a_single_row_larger_than_the_request_limit(table, cli, workers):
     table.execute("UPDATE t SET title = repeat('x', 200000) WHERE id = 7")
     with FakeQdrant(max_request_bytes=100_000) as fake:
-        r = migrate(cli, table, fake.url)
+        r = migrate(cli, table, fake.url, "--migration.num-workers", workers)
         assert r.exit_code == 2, r.output
         assert "Qdrant rejected point 7 as too large" in r.stderr and "Fix:" in r.stderr
         assert "Traceback" not in r.output
 
 
-def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli, workers):
     with FakeQdrant() as fake:
         fault = fake.faults.add(UPSERT, "PUT", times=1, skip=3, action=wrong_input("Vector dimension error: boom"))
-        r = migrate(cli, table, fake.url)
+        r = migrate(cli, table, fake.url, "--migration.num-workers", workers)
         assert r.exit_code == 1, r.output
         assert "Vector dimension error: boom" in r.stderr
         assert "rerun the same command to resume" in r.stderr
@@ -164,3 +171,45 @@ def test_server_collection_is_created_for_a_bulk_load(table, cli):
         assert patch.body["hnsw_config"]["m"] == 24
         assert fake.collection("c").hnsw["m"] == 24
         assert set(fake.collection("c").payload_schema) == {"title", "n"}
+
+
+def test_reader_processes_write_to_a_server_themselves(table, cli, monkeypatch):
+    """With 2 workers each reader process writes through its own connection: this process (the
+    coordinator) sends no point, and the failures the workers retried still reach the summary."""
+    in_coordinator = []
+    upsert = QdrantTarget.upsert
+
+    def spy(self, collection, batch, **kwargs):
+        in_coordinator.append(len(batch))
+        return upsert(self, collection, batch, **kwargs)
+
+    monkeypatch.setattr(QdrantTarget, "upsert", spy)  # spawned workers import the real one
+    with FakeQdrant() as fake:
+        fault = fake.faults.add(UPSERT, "PUT", times=3, action=service_unavailable())
+        r = migrate(cli, table, fake.url, "--migration.num-workers", "2", "--migration.range-rows", "100")
+        assert r.exit_code == 0, r.output
+        assert re.search(r"2 / \d+ key ranges", r.stdout)  # workers / ranges
+        assert fault.fired == 3
+        assert re.search(r"transient failures retried\W+3\b", r.stdout), r.stdout
+        assert in_coordinator == []
+        assert_points_equal_table(fake, table)
+
+
+@pytest.mark.parametrize("bound", ["server", "writer"])
+def test_sync_writes_are_bounded_and_split_by_bytes(table, cli, monkeypatch, bound):
+    """Sync writes through the copy's Writer: requests bounded by bytes (``writer``: our limit set
+    below the server's, nothing is refused) and split when the server refuses one as too large
+    (``server``). Here a reconcile fills an empty collection; CDC and poll apply the same way."""
+    limit = 20_000  # 100-point requests are ~40 KB here
+    if bound == "writer":
+        monkeypatch.setattr(qdrant, "MAX_REQUEST_BYTES", limit // 3)  # the estimate is rough (JSON floats)
+    with FakeQdrant(max_request_bytes=limit) as fake:
+        r = cli("sync", "--pg.url", table.url, "--pg.table", "t", "--qdrant.url", fake.url,
+                "--qdrant.collection", "c", "-b", "100", "--sync.mode", "reconcile")
+        assert r.exit_code == 0, r.output
+        statuses = [q.status for q in fake.seen(BATCH, "POST")]
+        if bound == "writer":
+            assert set(statuses) == {200} and len(statuses) > 6
+        else:
+            assert 400 in statuses and statuses.count(200) > 6  # refused, then accepted in halves
+        assert_points_equal_table(fake, table)

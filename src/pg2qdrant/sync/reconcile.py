@@ -17,6 +17,7 @@ from pg2qdrant.source import changes, connect, reader
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
+from pg2qdrant.writer import Writer
 
 
 def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, fill: bool = True,
@@ -33,8 +34,9 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
+    writer = Writer(target, plan.collection, batch_size=batch_size)  # requests bounded by points and bytes
     for start in range(0, len(orphans), 10_000):
-        target.apply(plan.collection, [ops.DeletePoints(tuple(orphans[start:start + 10_000]))], wait=True)
+        writer.apply([ops.DeletePoints(tuple(orphans[start:start + 10_000]))])
     filled = 0
     if fill:
         missing = [key for pid, key in source.items() if pid not in present]
@@ -42,8 +44,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
             mapper = RowMapper(plan)
             for start in range(0, len(missing), REREAD_CHUNK):
                 rows = changes.fetch_rows_by_key(conn, plan, oids, missing[start:start + REREAD_CHUNK])
-                for s in range(0, len(rows), batch_size):
-                    target.apply(plan.collection, [ops.Upsert(mapper.map_rows(rows[s:s + batch_size]))], wait=True)
+                writer.apply([ops.Upsert(mapper.map_rows(rows))])
                 filled += len(rows)
     if ui is not None and (orphans or filled):
         ui.info(f"Reconciled {plan.collection!r} with {plan.table.display}: {len(orphans):,} orphan point(s) "
