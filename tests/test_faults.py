@@ -9,6 +9,7 @@ TLS certificates are verified unless --skip-tls-verification.
 from __future__ import annotations
 
 import datetime
+import re
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from qdrant_endpoint import (
     CREATE_COLLECTION,
     CREATE_INDEX,
     UPSERT,
+    BATCH,
     Delay,
     Drop,
     QdrantEndpoint,
@@ -30,6 +32,8 @@ from qdrant_endpoint import (
     wrong_input,
 )
 
+from pg2qdrant.destination import qdrant
+from pg2qdrant.destination.qdrant import QdrantTarget
 from pg2qdrant.verify import ulps_apart
 
 FRONTS = ["grpc", "rest"]
@@ -106,7 +110,7 @@ def test_a_slow_answer_past_the_deadline_is_retried(table, cli, front, monkeypat
 def test_a_batch_rejected_as_too_large_is_split(table, cli, front):
     # 100-point requests are ~40 KB of JSON or ~15 KB of protobuf here
     with QdrantEndpoint(max_request_bytes=20_000 if front == "rest" else 8_000) as q:
-        r = migrate(cli, table, q.target_url(front))
+        r = migrate(cli, table, q.target_url(front), "--migration.num-workers", workers)
         assert r.exit_code == 0, r.output
         outcomes = [u.outcome for u in q.upserts("c")]
         assert "too_large" in outcomes and outcomes.count("ok") > 6  # rejected, then accepted in halves
@@ -124,22 +128,24 @@ def test_grpc_message_larger_than_max_is_split_not_retried(table, cli):
         assert_points_equal_table(q, table)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])  # a thread, or processes that write themselves
 @pytest.mark.parametrize("front", FRONTS)
-def test_a_single_row_larger_than_the_request_limit(table, cli, front):
+def test_a_single_row_larger_than_the_request_limit(table, cli, front, workers):
     table.execute("UPDATE t SET title = repeat('x', 200000) WHERE id = 7")
     with QdrantEndpoint(max_request_bytes=100_000) as q:
-        r = migrate(cli, table, q.target_url(front))
+        r = migrate(cli, table, q.target_url(front), "--migration.num-workers", workers)
         assert r.exit_code == 2, r.output
         assert "Qdrant rejected point 7 as too large" in r.stderr and "Fix:" in r.stderr
         assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("front", FRONTS)
-def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli, front):
+def test_permanent_error_stops_with_the_server_message_and_resumes(table, cli, front, workers):
     with QdrantEndpoint() as q:
         fault = q.faults.add(UPSERT, collection="c", times=1, skip=3,
                              action=wrong_input("Vector dimension error: boom"))
-        r = migrate(cli, table, q.target_url(front))
+        r = migrate(cli, table, q.target_url(front), "--migration.num-workers", workers)
         assert r.exit_code == 1, r.output
         assert "Vector dimension error: boom" in r.stderr
         assert "rerun the same command to resume" in r.stderr
@@ -240,4 +246,46 @@ def test_server_collection_is_created_for_a_bulk_load(table, cli, front):
         assert set(info.payload_schema) == {"title", "n"}
         assert info.payload_schema["n"].points == 600
         assert info.indexed_vectors_count == 600  # Edge built the HNSW index once m was restored
+        assert_points_equal_table(q, table)
+
+
+def test_reader_processes_write_to_a_server_themselves(table, cli, monkeypatch):
+    """With 2 workers each reader process writes through its own connection: this process (the
+    coordinator) sends no point, and the failures the workers retried still reach the summary."""
+    in_coordinator = []
+    upsert = QdrantTarget.upsert
+
+    def spy(self, collection, batch, **kwargs):
+        in_coordinator.append(len(batch))
+        return upsert(self, collection, batch, **kwargs)
+
+    monkeypatch.setattr(QdrantTarget, "upsert", spy)  # spawned workers import the real one
+    with QdrantEndpoint() as q:
+        fault = q.faults.add(UPSERT, collection="c", times=3, action=service_unavailable())
+        r = migrate(cli, table, q.grpc_url, "--migration.num-workers", "2", "--migration.range-rows", "100")
+        assert r.exit_code == 0, r.output
+        assert re.search(r"2 / \d+ key ranges", r.stdout)  # workers / ranges
+        assert fault.fired == 3
+        assert re.search(r"transient failures retried\W+3\b", r.stdout), r.stdout
+        assert in_coordinator == []
+        assert_points_equal_table(q, table)
+
+
+@pytest.mark.parametrize("bound", ["server", "writer"])
+def test_sync_writes_are_bounded_and_split_by_bytes(table, cli, monkeypatch, bound):
+    """Sync writes through the copy's Writer: requests bounded by bytes (``writer``: our limit set
+    below the server's, nothing is refused) and split when the server refuses one as too large
+    (``server``). Here a reconcile fills an empty collection; CDC and poll apply the same way."""
+    limit = 20_000  # 100-point requests are ~40 KB of JSON here
+    if bound == "writer":
+        monkeypatch.setattr(qdrant, "MAX_REQUEST_BYTES", limit // 3)  # the estimate is rough (JSON floats)
+    with QdrantEndpoint(max_request_bytes=limit) as q:
+        r = cli("sync", "--pg.url", table.url, "--pg.table", "t", "--qdrant.url", q.url,
+                "--qdrant.collection", "c", "-b", "100", "--sync.mode", "reconcile")
+        assert r.exit_code == 0, r.output
+        outcomes = [x.outcome for x in q.seen(BATCH, "c")]
+        if bound == "writer":
+            assert set(outcomes) == {"ok"} and len(outcomes) > 6
+        else:
+            assert "too_large" in outcomes and outcomes.count("ok") > 6  # refused, then accepted in halves
         assert_points_equal_table(q, table)

@@ -144,6 +144,9 @@ class _Target:
     def upsert(self, collection, batch, wait=True):
         self.requests.append(len(batch))
 
+    def apply(self, collection, operations, wait=True):
+        self.requests.append(list(operations))
+
 
 def _batch(n, payload_size):
     import numpy as np
@@ -172,3 +175,22 @@ def test_writer_refuses_a_single_point_over_the_request_limit():
     w = Writer(_Target(max_bytes=1000), "c", batch_size=50, delay_s=0, on_written=lambda r, n: None)
     with pytest.raises(DataError, match="larger than"):
         w.write(0, _batch(2, 5000))
+
+
+def test_writer_applies_sync_operations_in_order_within_points_and_bytes():
+    """Sync's operations go through the same bounds as the copy's upserts, in their order."""
+    from pg2qdrant.destination import operations as ops
+    from pg2qdrant.writer import Writer
+    target = _Target(max_bytes=10_000)
+    w = Writer(target, "c", batch_size=50)
+    sent = [ops.DeletePoints((1, 2)), ops.Upsert(_batch(120, 10)), ops.SetPayload(7, {"t": "y"}),
+            ops.Upsert(_batch(30, 3000)), ops.DeleteVectors(8, ("v",))]
+    w.apply(sent)
+    for request in target.requests:
+        assert sum(len(op.batch) if isinstance(op, ops.Upsert) else 1 for op in request) <= 50
+        assert sum(ops.estimated_bytes(op) for op in request) <= 10_000
+    flat = [op for request in target.requests for op in request]
+    kinds = [type(op).__name__ for op in flat]
+    assert kinds[0] == "DeletePoints" and kinds[-1] == "DeleteVectors" and kinds.count("SetPayload") == 1
+    upserted = [pid for op in flat if isinstance(op, ops.Upsert) for pid in op.batch.ids]
+    assert upserted == list(range(120)) + list(range(30))  # every point, in order

@@ -193,3 +193,55 @@ def test_postgres_restart_during_the_copy(db, qdrant_path, cli, pg_server):
         restarter.join()
     assert r.exit_code == 0, r.output
     _assert_local_collection_equals_table(db, qdrant_path, 3000)
+
+
+def _workers_of(proc: subprocess.Popen, count: int, timeout: float = 60):
+    """The coordinator's reader processes, as soon as ``count`` of them exist."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = []
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    workers.append(child)
+            except psutil.Error:  # a short-lived helper process, already gone
+                pass
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.01)
+    raise AssertionError("the reader processes did not start")
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+@pytest.mark.parametrize("moment", ["starting", "copying"])
+def test_sigkilled_coordinator_leaves_no_worker(db, qdrant_path, where, moment):
+    """Reader processes die with a SIGKILLed coordinator (no orphans left sleeping, holding connections),
+    whether it dies while they are still starting or while they copy."""
+    import psutil
+
+    from fake_qdrant import FakeQdrant
+
+    create_items_table(db, 3000)
+    with FakeQdrant() as fake:
+        args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "20",
+                            "--migration.batch-delay", "200", "--migration.num-workers", "2")
+        if where == "server":
+            args[args.index("--qdrant.url") + 1] = fake.url
+        # No pipes: an orphan holding them would keep the test waiting for their end.
+        proc = subprocess.Popen([sys.executable, "-m", "pg2qdrant", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            if moment == "copying":
+                _wait_until_copying(db.url, proc)
+            workers = _workers_of(proc, 2)
+            children = psutil.Process(proc.pid).children(recursive=True)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert {w.pid for w in workers} <= {c.pid for c in children}
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        for p in alive:  # do not leave them behind for the next tests
+            p.kill()
+        assert not alive, [p.pid for p in alive]

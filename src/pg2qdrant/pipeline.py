@@ -23,12 +23,12 @@ from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_featur
 from pg2qdrant.source import catalog, connect, reader, snapshot
 from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source.reader import ReadRange
-from pg2qdrant.destination import open_target
+from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI, Summary, render_plan
 from pg2qdrant.destination.checkpoints import (DEFAULT_STATE_COLLECTION, STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
                                           state_id_for)
-from pg2qdrant.workers import ReaderPool, ReaderSpec
+from pg2qdrant.workers import ReaderPool, ReaderSpec, WriteSpec
 from pg2qdrant.writer import Writer
 
 # A full read of a vector column to prove all rows share a dimension is affordable
@@ -373,12 +373,19 @@ def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
 # Target side
 # ---------------------------------------------------------------------------------------
 
+def target_settings(options: MigrationOptions, address: TargetAddress | None = None) -> TargetSettings:
+    """How to reach the target (what a reader process needs to open its own connection)."""
+    return TargetSettings(address or parse_target_url(options.qdrant_url), api_key=options.api_key,
+                          skip_tls_verification=options.skip_tls_verification,
+                          retry=RetryPolicy(max_retries=options.max_retries, deadline_s=options.retry_deadline_s))
+
+
 def connect_target(options: MigrationOptions, address: TargetAddress | None = None, ui: UI | None = None):
-    address = address or parse_target_url(options.qdrant_url)
+    settings = target_settings(options, address)
+    address = settings.address
     if ui and options.api_key and address.kind == "server" and not address.https:
         ui.warn(f"the API key is sent unencrypted to {address.display()}; use https:// for remote servers.")
-    return open_target(address, api_key=options.api_key, skip_tls_verification=options.skip_tls_verification,
-                       retry=RetryPolicy(max_retries=options.max_retries, deadline_s=options.retry_deadline_s))
+    return settings.open()
 
 
 def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
@@ -495,7 +502,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         state.status = "complete"
         store.save(state)
         target_count = target.count(plan.collection)
-        retries = getattr(target, "retries", 0) + run.source_retries
+        retries = getattr(target, "retries", 0) + run.target_retries + run.source_retries
     finally:
         if target is not None and own_target:
             target.close()
@@ -624,12 +631,16 @@ def _note_other_targets(store: StateStore, source: dict, plan: Plan, fingerprint
 
 
 class CopyRun:
-    """One pass over the ranges not yet complete: readers -> writer, per-range bookkeeping.
+    """One pass over the ranges not yet complete: workers read, map and write; here, per-range bookkeeping.
 
     A range is complete when its reader reported how many rows it read AND Qdrant
     acknowledged that many points for the same attempt; only then is it recorded
     in the state. A range whose read failed (PostgreSQL dropped the connection) is
     queued again, up to --migration.max-retries times.
+
+    For a server, each worker writes through its own connection and reports counts;
+    an in-process target (Edge, local mode) locks its folder, so there the workers
+    send batches and this process is the one writer.
     """
 
     def __init__(self, session: SourceSession, target, ranges: list[ReadRange], options: MigrationOptions,
@@ -645,6 +656,7 @@ class CopyRun:
         self.remaining = {r.index for r in self.todo}
         self.changed: set[int] = set()  # ranges whose counts moved since the last completion check
         self.source_retries = 0
+        self.target_retries = 0  # transient Qdrant failures retried by workers
         self.pool_workers = 1
         self.rows = 0
 
@@ -653,14 +665,18 @@ class CopyRun:
         verb = "Reading and mapping (dry run)" if self.target is None else "Copying"
         if not self.todo:
             return 0
+        settings = target_settings(self.options)
+        workers_write = self.target is not None and not settings.in_process
+        write = WriteSpec(settings, plan.collection, self.options.batch_size,
+                          self.options.batch_delay_ms / 1000.0) if workers_write else None
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
-                          dry_run=self.target is None, secrets=redaction.registered())
+                          dry_run=self.target is None, secrets=redaction.registered(), write=write)
         pool = ReaderPool(spec, self.todo, self.options.num_workers)
         self.pool_workers = pool.workers
         with self.ui.progress(source_rows, f"{verb} {plan.table.display}") as progress:
             progress.start_at(self.resumed_rows)
             self.progress = progress
-            writer = None if self.target is None else Writer(
+            writer = None if self.target is None or workers_write else Writer(
                 self.target, plan.collection, batch_size=self.options.batch_size,
                 delay_s=self.options.batch_delay_ms / 1000.0, on_written=self._written)
             pool.start()
@@ -685,15 +701,17 @@ class CopyRun:
                 writer.poll()  # writes acknowledged meanwhile may complete ranges
             if kind == "note":
                 self.ui.warn(payload)
+            elif kind == "retried":
+                self.target_retries += payload
             elif kind == "tick" or attempt_of(tag) != self.attempt.get(tag[0]):
                 pass  # nothing new, or a late message of an attempt that was given up
             elif kind == "batch":
                 writer.write(tag, payload)
+            elif kind == "written":
+                self._written(tag, payload)
             elif kind == "range_done":
                 self.read_rows[tag[0]] = payload
                 self.changed.add(tag[0])
-                if writer is None:
-                    self._written(tag, payload)
             elif kind == "range_failed":
                 self._retry_range(pool, tag[0], payload)
             self._record_completed()

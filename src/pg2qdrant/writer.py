@@ -1,11 +1,19 @@
-"""Writing to Qdrant: requests bounded by points and bytes, several in flight for a server."""
+"""Writing to Qdrant: requests bounded by points and bytes, several in flight for a server.
+
+One Writer serves every flow that writes points: each reader worker of a copy into a
+server (it owns its connection), the coordinator of a copy into an in-process target
+(Edge, local mode: one writer, they lock their folder), and sync (CDC apply, poll,
+reconcile). A request the server still refuses as too large is split by the target
+(QdrantTarget._split_when_too_large).
+"""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from pg2qdrant.destination import operations as ops
 from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import PointBatch
 
@@ -18,24 +26,24 @@ class Writer:
     flight, not from skipping the acknowledgement.
     """
 
-    def __init__(self, target, collection: str, *, batch_size: int, delay_s: float, on_written):
+    def __init__(self, target, collection: str, *, batch_size: int, delay_s: float = 0.0,
+                 on_written: Callable[[Any, int], None] | None = None):
         self.target = target
         self.collection = collection
         self.batch_size = batch_size
         self.max_bytes = target.max_request_bytes
         self._encode = getattr(target, "encode", None)  # points encoded once, sized by their bytes
         self.delay_s = delay_s
-        self.on_written = on_written  # (tag, points) after Qdrant acknowledged them
+        self.on_written = on_written or (lambda tag, n: None)  # (tag, points) once Qdrant acknowledged them
         self.in_flight = max(1, target.max_in_flight)
-        self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer") \
-            if self.in_flight > 1 else None
+        self._pool: ThreadPoolExecutor | None = None  # started by the first write with several in flight
         self._pending: set[Future] = set()
 
-    def requests(self, batch: PointBatch) -> Iterator[PointBatch]:
-        """Slices of ``batch`` within the point and (for servers) byte limits."""
+    def _slices(self, batch: PointBatch) -> Iterator[tuple[PointBatch, int]]:
+        """(slice, estimated bytes) of ``batch`` within the point and (for servers) byte limits."""
         if self.max_bytes is None:
             for start in range(0, len(batch), self.batch_size):
-                yield batch.slice(start, start + self.batch_size)
+                yield batch.slice(start, start + self.batch_size), 0
             return
         sizes = batch.point_sizes()
         start = 0
@@ -51,27 +59,33 @@ class Writer:
                     fix="leave the large columns out with --pg.columns, or raise the server's "
                         "service.max_request_size_mb and use a smaller --migration.batch-size.",
                 )
-            yield batch.slice(start, end)
+            yield batch.slice(start, end), total
             start = end
 
+    def requests(self, batch: PointBatch) -> Iterator[PointBatch]:
+        """Slices of ``batch`` within the point and (for servers) byte limits."""
+        return (part for part, _ in self._slices(batch))
+
+    # -- the copy: upserts, several in flight ----------------------------------------------
     def write(self, tag: Any, batch: PointBatch) -> None:
         """Send ``batch``; ``on_written(tag, n)`` runs in this thread once Qdrant acknowledged n points."""
         if self._encode is not None:
             batch = self._encode(batch)
         for request in self.requests(batch):
-            if self._pool is None:
+            if self.in_flight == 1:
                 self._send(tag, request)
-            else:
-                while len(self._pending) >= self.in_flight:
-                    self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
-                self._pending.add(self._pool.submit(self._send, tag, request))
+                self.on_written(tag, len(request))
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer")
+            while len(self._pending) >= self.in_flight:
+                self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
+            self._pending.add(self._pool.submit(self._send, tag, request))
 
     def _send(self, tag: Any, request: PointBatch) -> tuple[Any, int]:
         self.target.upsert(self.collection, request, wait=True)
         if self.delay_s:
             time.sleep(self.delay_s)
-        if self._pool is None:
-            self.on_written(tag, len(request))
         return tag, len(request)
 
     def _collect(self, done) -> None:
@@ -90,9 +104,40 @@ class Writer:
         while self._pending:
             self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
 
+    # -- sync: ordered operations, one request at a time -----------------------------------
+    def apply(self, operations: list[ops.Operation]) -> None:
+        """Apply ``operations`` in order (wait=true), one request at a time, each within the
+        point and byte bounds (a large upsert becomes several requests)."""
+        request: list[ops.Operation] = []
+        points = size = 0
+        for op, n, b in self._bounded(operations):
+            if request and (points + n > self.batch_size or (self.max_bytes is not None and size + b > self.max_bytes)):
+                self._apply(request)
+                request, points, size = [], 0, 0
+            request.append(op)
+            points += n
+            size += b
+        if request:
+            self._apply(request)
+
+    def _bounded(self, operations: list[ops.Operation]) -> Iterator[tuple[ops.Operation, int, int]]:
+        """(operation, points, estimated bytes), upserts cut to the bounds."""
+        for op in operations:
+            if isinstance(op, ops.Upsert):
+                for part, b in self._slices(op.batch):
+                    yield ops.Upsert(part), len(part), b
+            else:
+                yield op, 1, (ops.estimated_bytes(op) if self.max_bytes is not None else 0)
+
+    def _apply(self, request: list[ops.Operation]) -> None:
+        self.target.apply(self.collection, request, wait=True)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+
     def close(self) -> None:
         """Stop: requests not started are cancelled, requests already sent are awaited."""
         if self._pool is not None:
             for f in self._pending:
                 f.cancel()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -7,23 +7,49 @@ max_in_flight / max_request_bytes hints the writer uses.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pg2qdrant.destination.qdrant import QdrantTarget, TargetAddress, parse_target_url
+from pg2qdrant.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """How to open a target, picklable: a reader process opens its own connection from these
+    (a client holds sockets and threads and cannot travel between processes)."""
+
+    address: TargetAddress
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, a log line or a traceback
+    skip_tls_verification: bool = False
+    retry: RetryPolicy | None = None
+
+    @property
+    def in_process(self) -> bool:
+        """Edge and local mode run inside this process and lock their folder: one writer only."""
+        return self.address.kind != "server"
+
+    def open(self, *, check: bool = True):
+        """A connected target (InputError/TargetError when it cannot be used); ``check`` asks the
+        server once before anything is written."""
+        if self.address.kind == "edge":
+            from pg2qdrant.destination.edge import EdgeTarget
+            target = EdgeTarget(self.address)
+        else:
+            target = QdrantTarget(self.address, api_key=self.api_key,
+                                  skip_tls_verification=self.skip_tls_verification, retry=self.retry)
+        if check:
+            try:
+                target.check_reachable()
+            except BaseException:
+                target.close()
+                raise
+        return target
 
 
 def open_target(address: TargetAddress, *, api_key: str | None = None, skip_tls_verification: bool = False,
                 retry=None):
     """A connected target for ``address`` (InputError/TargetError when it cannot be used)."""
-    if address.kind == "edge":
-        from pg2qdrant.destination.edge import EdgeTarget
-        target = EdgeTarget(address)
-    else:
-        target = QdrantTarget(address, api_key=api_key, skip_tls_verification=skip_tls_verification, retry=retry)
-    try:
-        target.check_reachable()
-    except BaseException:
-        target.close()
-        raise
-    return target
+    return TargetSettings(address, api_key, skip_tls_verification, retry).open()
 
 
-__all__ = ["open_target", "parse_target_url", "QdrantTarget", "TargetAddress"]
+__all__ = ["open_target", "parse_target_url", "QdrantTarget", "TargetAddress", "TargetSettings"]

@@ -261,25 +261,32 @@ class QdrantTarget:
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
         """Write points; a request the server rejects as too large is split in halves and retried."""
         if self.wire:
-            batch = self.encode(batch)
             send = self._grpc_upsert if self.wire == wire.GRPC else self._rest_upsert
-            write = lambda: send(collection, batch, wait)
+            self._split_when_too_large(self.encode(batch), lambda part: self.call(
+                "write points", lambda: send(collection, part, wait)))
         else:
-            points = points_of(batch)
-            write = lambda: self.client.upsert(collection, points=points, wait=wait)
+            self._split_when_too_large(batch, lambda part: self.call("write points", lambda: self.client.upsert(
+                collection, points=points_of(part), wait=wait)))
+
+    def _split_when_too_large(self, request, send: Callable[[Any], None]) -> None:
+        """``send(request)``; when the server refuses it for its size, send its halves instead (in order).
+
+        Used by upsert (a PointBatch, encoded once: its halves keep their bytes) and apply (a list of
+        operations): whatever the writer estimated, the server's limit (or a proxy's) is what counts.
+        """
         try:
-            self.call("write points", write)
+            send(request)
         except TargetError as exc:
-            if not is_too_large(exc.__cause__) or len(batch) <= 1:
-                if len(batch) == 1 and is_too_large(exc.__cause__):
-                    raise DataError(
-                        f"Qdrant rejected point {batch.ids[0]!r} as too large: {exc.message}",
-                        fix="leave large columns out with --pg.columns, or raise the server's "
-                            "service.max_request_size_mb.") from None
+            if not is_too_large(exc.__cause__):
                 raise
-            half = len(batch) // 2
-            self.upsert(collection, batch.slice(0, half), wait=wait)
-            self.upsert(collection, batch.slice(half, len(batch)), wait=wait)
+            halves = ops.halves(request)
+            if halves is None:
+                raise DataError(
+                    f"Qdrant rejected point {ops.first_point_id(request)!r} as too large: {exc.message}",
+                    fix="leave large columns out with --pg.columns, or raise the server's "
+                        "service.max_request_size_mb.") from None
+            for half in halves:
+                self._split_when_too_large(half, send)
 
     def _grpc_upsert(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
         """Points.Upsert with the request's bytes as they are, over qdrant-client's own channels
@@ -324,11 +331,14 @@ class QdrantTarget:
                 return
 
     def apply(self, collection: str, operations: list[ops.Operation], *, wait: bool = True) -> None:
-        """Apply operations in order, as one request (the server applies a batch in order)."""
-        converted = [c for op in operations for c in _client_operations(op)]
-        if converted:
-            self.call("apply changes", lambda: self.client.batch_update_points(
-                collection, update_operations=converted, wait=wait))
+        """Apply operations in order, as one request (the server applies a batch in order); one the
+        server rejects as too large is split like an upsert."""
+        def send(part: list[ops.Operation]) -> None:
+            converted = [c for op in part for c in _client_operations(op)]
+            if converted:
+                self.call("apply changes", lambda: self.client.batch_update_points(
+                    collection, update_operations=converted, wait=wait))
+        self._split_when_too_large(operations, send)
 
     def search(self, collection: str, vector_name: str, query: Any, limit: int, *, exact: bool) -> list[tuple[Any, float]]:
         """(id, score) of the nearest points; ``exact`` forces a full scan (no HNSW)."""

@@ -23,6 +23,7 @@ from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.source.changes import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
+from pg2qdrant.writer import Writer
 
 FULL, PARTIAL, DELETE, REREAD = "full", "partial", "delete", "reread"
 
@@ -105,6 +106,7 @@ class Applier:
         self.lookup = lookup
         self.mapper = RowMapper(plan)
         self.batch_size = batch_size
+        self.writer = Writer(target, plan.collection, batch_size=batch_size)  # requests bounded like the copy's
         self.key_indexes = plan.key.read_indexes
         self.on_partial_truncate = on_partial_truncate
         self.stats = stats or SyncStats()  # rereads, partial_updates counted here
@@ -314,18 +316,8 @@ class Applier:
         return present
 
     def _send(self, operations: list[ops.Operation]) -> None:
-        """Apply in order, a request at a time of about batch_size points."""
-        request: list[ops.Operation] = []
-        weight = 0
-        for op in operations:
-            w = len(op.batch) if isinstance(op, ops.Upsert) else 1
-            if request and weight + w > self.batch_size:
-                self.target.apply(self.plan.collection, request, wait=True)
-                request, weight = [], 0
-            request.append(op)
-            weight += w
-        if request:
-            self.target.apply(self.plan.collection, request, wait=True)
+        """Apply in order, a request at a time, bounded by points and bytes (too large: split)."""
+        self.writer.apply(operations)
 
 
 def _merge(base: list, change: list) -> list:

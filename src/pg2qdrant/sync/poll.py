@@ -22,6 +22,7 @@ from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.destination import operations as ops
+from pg2qdrant.writer import Writer
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
                "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}
@@ -57,6 +58,7 @@ class PollSync(Runner):
         ensure_collection(self.target, plan, options.collection_options(plan), create=options.create_collection,
                           ui=ui)
         self.address = address
+        self.writer = Writer(self.target, plan.collection, batch_size=options.batch_size)
         self.state = _StateStore(self.target, options,
                                  f"{plan.collection}:{plan.table.display}:{self.sync.updated_column}")
 
@@ -127,8 +129,6 @@ class PollSync(Runner):
         return new_watermark
 
     def _upsert(self, mapper: RowMapper, rows: list) -> int:
-        for start in range(0, len(rows), self.options.batch_size):
-            self.target.apply(self.plan.collection,
-                              [ops.Upsert(mapper.map_rows(rows[start:start + self.options.batch_size]))], wait=True)
+        self.writer.apply([ops.Upsert(mapper.map_rows(rows))])  # requests bounded by points and bytes
         return len(rows)
 

@@ -19,6 +19,9 @@ from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
+from pg2qdrant.writer import Writer
+
+DELETE_BATCH = 10_000  # point IDs per delete operation handed to the Writer
 
 
 def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, fill: bool = True,
@@ -38,7 +41,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
-    _delete(plan, target, orphans)
+    _delete(plan, target, orphans, batch_size)
     filled = 0
     if fill:
         missing = [key for pid, key in source.items() if pid not in present]
@@ -46,8 +49,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
             mapper = RowMapper(plan)
             for start in range(0, len(missing), REREAD_CHUNK):
                 rows = changes.fetch_rows_by_key(conn, plan, oids, missing[start:start + REREAD_CHUNK])
-                for s in range(0, len(rows), batch_size):
-                    target.apply(plan.collection, [ops.Upsert(mapper.map_rows(rows[s:s + batch_size]))], wait=True)
+                writer.apply([ops.Upsert(mapper.map_rows(rows))])
                 filled += len(rows)
     if ui is not None and (orphans or filled):
         ui.info(f"Reconciled {plan.collection!r} with {plan.table.display}: {len(orphans):,} orphan point(s) "
@@ -65,9 +67,11 @@ def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats:
         conn.close()
 
 
-def _delete(plan: Plan, target, ids: list[PointId]) -> None:
-    for start in range(0, len(ids), 10_000):
-        target.apply(plan.collection, [ops.DeletePoints(tuple(ids[start:start + 10_000]))], wait=True)
+def _delete(plan: Plan, target, ids: list[PointId], batch_size: int = DELETE_BATCH) -> None:
+    """Delete ``ids`` through the Writer: requests bounded by points and bytes, split when refused."""
+    writer = Writer(target, plan.collection, batch_size=batch_size)
+    for start in range(0, len(ids), DELETE_BATCH):
+        writer.apply([ops.DeletePoints(tuple(ids[start:start + DELETE_BATCH]))])
 
 
 def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: tuple[Leaf, ...],
