@@ -110,7 +110,7 @@ def test_a_slow_answer_past_the_deadline_is_retried(table, cli, front, monkeypat
 def test_a_batch_rejected_as_too_large_is_split(table, cli, front):
     # 100-point requests are ~40 KB of JSON or ~15 KB of protobuf here
     with QdrantEndpoint(max_request_bytes=20_000 if front == "rest" else 8_000) as q:
-        r = migrate(cli, table, q.target_url(front), "--migration.num-workers", workers)
+        r = migrate(cli, table, q.target_url(front))
         assert r.exit_code == 0, r.output
         outcomes = [u.outcome for u in q.upserts("c")]
         assert "too_large" in outcomes and outcomes.count("ok") > 6  # rejected, then accepted in halves
@@ -281,7 +281,8 @@ def test_sync_writes_are_bounded_and_split_by_bytes(table, cli, monkeypatch, bou
         monkeypatch.setattr(qdrant, "MAX_REQUEST_BYTES", limit // 3)  # the estimate is rough (JSON floats)
     with QdrantEndpoint(max_request_bytes=limit) as q:
         r = cli("sync", "--pg.url", table.url, "--pg.table", "t", "--qdrant.url", q.url,
-                "--qdrant.collection", "c", "-b", "100", "--sync.mode", "reconcile")
+                "--qdrant.collection", "c", "-b", "100", "--sync.mode", "reconcile",
+                "--qdrant.distance-metric", "v=euclid")  # Edge normalises Cosine vectors
         assert r.exit_code == 0, r.output
         outcomes = [x.outcome for x in q.seen(BATCH, "c")]
         if bound == "writer":

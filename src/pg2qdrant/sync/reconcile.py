@@ -41,7 +41,8 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
                                                    with_payload=False)}
     orphans = [pid for pid in present if pid not in source]
-    _delete(plan, target, orphans, batch_size)
+    writer = Writer(target, plan.collection, batch_size=batch_size)  # requests bounded by points and bytes
+    _delete(writer, orphans)
     filled = 0
     if fill:
         missing = [key for pid, key in source.items() if pid not in present]
@@ -67,9 +68,8 @@ def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats:
         conn.close()
 
 
-def _delete(plan: Plan, target, ids: list[PointId], batch_size: int = DELETE_BATCH) -> None:
+def _delete(writer: Writer, ids: list[PointId]) -> None:
     """Delete ``ids`` through the Writer: requests bounded by points and bytes, split when refused."""
-    writer = Writer(target, plan.collection, batch_size=batch_size)
     for start in range(0, len(ids), DELETE_BATCH):
         writer.apply([ops.DeletePoints(tuple(ids[start:start + DELETE_BATCH]))])
 
@@ -101,7 +101,7 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
         conn.close()
     gone = [pid for pid in (normalize_point_id(r.id) for r in target.scroll(
         plan.collection, batch=2000, with_vectors=False, with_payload=False)) if pid not in kept]
-    _delete(plan, target, gone)
+    _delete(Writer(target, plan.collection, batch_size=options.batch_size), gone)
     ui.info(f"TRUNCATE of {_names(truncated)}: deleted {len(gone):,} point(s); the points of {_names(remaining)} "
             "stay.")
     return len(gone)
