@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -64,14 +65,18 @@ def test_sigkill_at_ten_random_moments_then_rerun_loses_nothing(table_50k, tmp_p
 def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_path):
     create_items_table(db, 3000)
     args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "50",
-                        "--migration.batch-delay", "150", "--migration.num-workers", "2")
+                        "--migration.batch-delay", "300", "--migration.num-workers", "2")  # ~18 s unloaded
     proc = spawn(args)
     _wait_until_copying(db.url, proc)
-    time.sleep(2)  # some ranges complete (60 requests of 150 ms make the copy last ~9 s)
-    assert proc.poll() is None, proc.communicate()
+    lines = _stderr_lines(proc)
+    _wait_for_rows(lines, proc, 900)  # 900 acknowledged, at most 2 x 300 in open ranges: one range is saved
+    assert proc.poll() is None, "the copy finished before it could be interrupted"
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out = proc.stdout.read()
+    proc.wait(timeout=30)
+    lines.reader.join(timeout=30)
+    err = "".join(lines)
     assert time.monotonic() - sent < 10, "did not stop within a few seconds"
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
@@ -83,6 +88,30 @@ def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_p
         assert assert_collection_equals_table(db.url, "t", target) == 3000
     finally:
         target.close()
+
+
+class _Lines(list):
+    reader: threading.Thread
+
+
+def _stderr_lines(proc: subprocess.Popen) -> _Lines:
+    """The process's stderr lines as they come (read by a thread, so the pipe never fills)."""
+    lines = _Lines()
+    lines.reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    lines.reader.start()
+    return lines
+
+
+def _wait_for_rows(lines: list[str], proc: subprocess.Popen, rows: int, timeout: float = 120) -> None:
+    """Until a progress line reports at least ``rows`` rows copied (plain lines every few seconds),
+    not a fixed sleep: on a loaded machine the copy can be several times slower."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [int(m.group(1).replace(",", "")) for m in map(re.compile(r"([\d,]+) / [\d,]+ rows").search, list(lines)) if m]
+        if done and max(done) >= rows:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no progress line reached {rows} rows: {''.join(lines)[-2000:]}")
 
 
 def _wait_until_copying(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
