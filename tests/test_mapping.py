@@ -134,7 +134,24 @@ def test_bytea_is_base64():
 
 def test_json_loads_keeps_big_integers_and_huge_numbers():
     assert m.json_loads('{"a": 12345678901234567890, "b": 1.5, "c": 1e400, "d": [null, true]}') == {
-        "a": 12345678901234567890, "b": 1.5, "c": "1e400", "d": [None, True]}
+        "a": "12345678901234567890", "b": 1.5, "c": "1e400", "d": [None, True]}
+
+
+@pytest.mark.parametrize("token, expected", [
+    ("9223372036854775807", 9223372036854775807), ("-9223372036854775808", -9223372036854775808),
+    ("9223372036854775808", "9223372036854775808"), ("-9223372036854775809", "-9223372036854775809"),
+    ("18446744073709551616", "18446744073709551616"),  # 2**64: a double holds it, its shortest text is not it
+    ("1e308", 1e308), ("1.5e300", 1.5e300), ("1e309", "1e309"),
+    ("1e-400", "1e-400"), ("2e-324", "2e-324"),  # underflow: a double would say 0.0
+    ("5e-324", 5e-324), ("0e-400", 0.0),
+    ("0.1", 0.1), ("1.0", 1.0), ("1.50", 1.5), ("1E2", 100.0), ("100.0", 100.0), ("-0", 0),
+    ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+])
+def test_json_numbers_follow_the_numeric_rule(token, expected):
+    value = m.json_loads(f"[{token}]")[0]
+    assert value == expected and type(value) is type(expected)
+    negative_zero = m.json_loads("-0.0")
+    assert type(negative_zero) is float and math.copysign(1, negative_zero) == -1
 
 
 def test_array_converter_recurses_and_keeps_nulls():

@@ -182,14 +182,29 @@ def _to_str(v: Any) -> str:
 
 
 def json_loads(data: str | bytes) -> Any:
-    """JSON parser for json/jsonb: integers stay exact Python ints; numbers too large for
-    a double (1e400) are kept as their text instead of becoming infinity."""
-    return json.loads(data, parse_float=_json_float)
+    """JSON parser for json/jsonb, numbers by numeric's rule (README "Mapping rules").
+
+    An integer stays an int when it fits int64 (what Qdrant stores); a number with
+    a fraction or exponent becomes a float when the float's shortest decimal equals
+    it. Any other number (2**64, 1e-400 that would become 0.0, 1e400 that would
+    become infinity) keeps its text exactly as PostgreSQL gave it, as a string.
+    """
+    return json.loads(data, parse_float=_json_float, parse_int=_json_int)
+
+
+def _json_int(text: str) -> int | str:
+    i = int(text)
+    return i if INT64_MIN <= i <= INT64_MAX else text
 
 
 def _json_float(text: str) -> float | str:
     f = float(text)
-    return f if math.isfinite(f) else text
+    if math.isfinite(f):
+        shortest = repr(f)
+        # repr(f) == text is the common case (2.5, 0.1); Decimal decides the rest (1.50, 1E2).
+        if shortest == text or Decimal(shortest) == Decimal(text):
+            return f
+    return text
 
 
 PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
