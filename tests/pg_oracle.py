@@ -1,7 +1,7 @@
 """What README's "Mapping rules" say a row's payload must be, computed from PostgreSQL's own output.
 
 The oracle for tests/test_differential.py. It never calls pg2qdrant's converters:
-every value is PostgreSQL's text output (``col::text``; intervals with
+every value is PostgreSQL's text output (the type's output function; intervals with
 ``IntervalStyle = iso_8601``), the type comes from the catalogue (domains resolved
 to their base type, arrays to their element type), and the text is turned into
 the payload value by the documented rule for that type, written out here again.
@@ -201,18 +201,26 @@ def column_value(text: str | None, col: ColumnType) -> Any:
     return convert(parse_array(text, col.delimiter))
 
 
+def output_texts(conn: psycopg.Connection, query: str) -> list[list[str | None]]:
+    """Each value's text from its type's output function, as sent (no cast: ``inet::text`` adds /32)."""
+    result = conn.execute(query).pgresult
+    assert result is not None
+    return [[None if (v := result.get_value(r, c)) is None else bytes(v).decode("utf-8")
+             for c in range(result.nfields)] for r in range(result.ntuples)]
+
+
 def expected_payloads(url: str, table: str, key: str = "id", vectors: tuple[str, ...] = ("v",)) -> dict[Any, dict]:
     """{key value: expected payload} for every row of ``table``: PostgreSQL's text output, by the rules."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute("SET DateStyle = 'ISO, MDY'")
         columns = [c for c in column_types(conn, table) if c.name not in vectors]
-        select = ", ".join(f'"{c.name}"::text' for c in columns)
-        rows = conn.execute(f"SELECT {select} FROM {table} ORDER BY \"{key}\"").fetchall()
+        query = f"SELECT {', '.join(chr(34) + c.name + chr(34) for c in columns)} FROM {table} ORDER BY \"{key}\""
+        rows = output_texts(conn, query)
         # Interval text in README's form is PostgreSQL's own iso_8601 style: read those columns in it.
         # (Only there: text forms of other types, composites included, use the session default.)
         conn.execute("SET IntervalStyle = iso_8601")
-        iso = conn.execute(f"SELECT {select} FROM {table} ORDER BY \"{key}\"").fetchall()
+        iso = output_texts(conn, query)
     out = {}
     for row, iso_row in zip(rows, iso):
         payload = {c.name: column_value(iso_row[i] if c.scalar == "interval" else row[i], c)

@@ -274,3 +274,15 @@ def test_decode_sparse_zero_based_indices():
     assert value.indices.tolist() == [0, 6]
     assert value.values.tolist() == [0.5, 2.0]
     assert value.indices.dtype == np.uint32
+
+
+def test_inet_prints_embedded_ipv4_as_postgres_does():
+    import ipaddress
+
+    conv = m.payload_converter("inet")
+    assert conv(ipaddress.ip_address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4"  # Python: ::ffff:102:304
+    assert conv(ipaddress.ip_interface("::1.2.3.4/120")) == "::1.2.3.4/120"
+    assert conv(ipaddress.ip_network("::ffff:0:0/96")) == "::ffff:0.0.0.0/96"
+    assert conv(ipaddress.ip_address("::1")) == "::1"
+    assert conv(ipaddress.ip_network("2001:db8::/32")) == "2001:db8::/32"
+    assert conv(ipaddress.ip_interface("192.168.0.1/24")) == "192.168.0.1/24"

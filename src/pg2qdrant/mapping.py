@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import json
 import math
 import struct
@@ -181,6 +182,24 @@ def _to_str(v: Any) -> str:
     return str(v)
 
 
+def inet_value(v: Any) -> str:
+    """inet/cidr as PostgreSQL prints them (psycopg gives ipaddress objects).
+
+    Python prints ::ffff:1.2.3.4 as ::ffff:102:304 (before 3.13) and ::1.2.3.4 as
+    ::102:304; PostgreSQL (BIND's inet_ntop) writes the IPv4 part in dotted form
+    when the first 80 bits are zero and the next 16 are ffff, or zero followed by
+    a non-zero word. Every other address prints alike.
+    """
+    text = str(v)
+    if ":" not in text:
+        return text
+    address, slash, prefix = text.partition("/")
+    packed = ipaddress.IPv6Address(address).packed
+    if packed[:10] == bytes(10) and (packed[10:12] == b"\xff\xff" or (packed[10:12] == b"\0\0" and packed[12:14] != b"\0\0")):
+        address = ("::ffff:" if packed[10] else "::") + str(ipaddress.IPv4Address(packed[12:]))
+    return address + slash + prefix
+
+
 def json_loads(data: str | bytes) -> Any:
     """JSON parser for json/jsonb, numbers by numeric's rule (README "Mapping rules").
 
@@ -217,7 +236,7 @@ PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text_form": text_value,
     "json": _identity,  # parsed by psycopg with json_loads below
     "uuid": _to_str,
-    "inet": _to_str,
+    "inet": inet_value,
     "bytea": bytea_value,
     # Date/time kinds are decoded straight to their text by source.adapters, which
     # calls the formatting functions below (they are part of the mapping).
