@@ -286,3 +286,14 @@ def test_inet_prints_embedded_ipv4_as_postgres_does():
     assert conv(ipaddress.ip_address("::1")) == "::1"
     assert conv(ipaddress.ip_network("2001:db8::/32")) == "2001:db8::/32"
     assert conv(ipaddress.ip_interface("192.168.0.1/24")) == "192.168.0.1/24"
+
+
+@pytest.mark.parametrize("shortest", [
+    1e-45,  # the smallest subnormal: one significant bit (was 1.4013e-45)
+    5.0816768e+07,  # 5.081677e+07 is exactly halfway to the next float4: PostgreSQL does not print it
+    -0.00024414062,  # -2**-12: both 8-digit neighbours equally near, the even digit wins
+    3.4028235e+38, 0.1, 1.1754944e-38,
+])
+def test_float4_is_the_shortest_decimal_postgres_prints(shortest):
+    widened = struct.unpack("<f", struct.pack("<f", shortest))[0]
+    assert repr(m.float4_value(widened)) == repr(shortest)

@@ -125,22 +125,58 @@ def float8_value(v: float) -> float | str:
 
 
 _F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
+_F32_MIN_NORMAL = 2.0**-126
 
 
 def float4_value(v: float) -> float | str:
     """float4 as the shortest decimal that reads back as the same float4 (what psql shows).
 
     psycopg widens a float4 to the nearest double (0.1 -> 0.10000000149011612);
-    the value meant is 0.1, and float32(0.1) is the same float4 bit pattern.
+    the value meant is 0.1, and float32(0.1) is the same float4 bit pattern. Like
+    PostgreSQL's float4out (Ryu), a decimal exactly halfway to a neighbouring
+    float4 does not count as reading back, even where round-half-even would.
     """
     if not math.isfinite(v):
         return float8_value(v)
-    target = _F32.pack(v)
+    if v == 0:
+        return v
+    mantissa, exponent = math.frexp(v)
+    if abs(v) < _F32_MIN_NORMAL or abs(mantissa) == 0.5:
+        return _shortest_between(v, *_f32_midpoints(v))
+    # Elsewhere the interval is symmetric (half a float4 ulp each side) and narrower than
+    # 6-digit decimal steps, so the nearest d-digit decimal is the only candidate for each d.
+    half_ulp = math.ldexp(1.0, exponent - 25)
+    lo, hi = v - half_ulp, v + half_ulp
     for digits in range(6, 10):
-        candidate = float(f"{v:.{digits}g}")
-        if _F32.pack(candidate) == target:
+        text = f"{v:.{digits}g}"
+        candidate = float(text)
+        if lo < candidate < hi or (candidate in (lo, hi) and lo < Decimal(text) < hi):
             return candidate
     return v  # pragma: no cover - 9 significant digits always round-trip a float32
+
+
+def _f32_midpoints(v: float) -> tuple[float, float]:
+    """The exact doubles halfway between float4 ``v`` and its two neighbours."""
+    bits = _U32.unpack(_F32.pack(v))[0]
+    below, above = (_F32.unpack(_U32.pack(b))[0] for b in (bits - 1, bits + 1))
+    if v < 0:
+        below, above = above, below
+    return (v + below) / 2, (v + above) / 2
+
+
+def _shortest_between(v: float, lo: float, hi: float) -> float:
+    """Shortest decimal strictly inside (lo, hi), nearest to v: subnormals and powers of two,
+    where the interval is wide or lopsided, so both roundings at each length are tried."""
+    exact, low, high = Decimal(v), Decimal(lo), Decimal(hi)
+    for digits in range(1, 10):
+        step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        inside = [c for c in (exact.quantize(step, "ROUND_FLOOR"), exact.quantize(step, "ROUND_CEILING"))
+                  if low < c < high]
+        if inside:
+            # Nearest; on a tie the even last digit, as Ryu's round-half-even does.
+            return float(min(inside, key=lambda c: (abs(c - exact), c.as_tuple().digits[-1] % 2)))
+    return v  # pragma: no cover
 
 
 def numeric_value(d: Decimal) -> int | float | str:
