@@ -23,7 +23,7 @@ from typing import Callable
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 
@@ -351,6 +351,10 @@ def run_case(db, cli, folder, case: Case, *, describe: Callable[[str], str] = st
         db.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                    "WHERE slot_name = %s AND NOT active", (slot,))
         db.execute(f"DROP PUBLICATION IF EXISTS {slot}")
+    # verify maps the rows as migrate does: it must find the collection equal to the table.
+    r = cli("verify", "--pg.url", db.url, "--pg.table", table, "--qdrant.url", f"local:{folder}",
+            "--qdrant.collection", "c", "--verify.queries", "0")
+    assert r.exit_code == 0, r.output
     assert set(points) == set(expected)
     problems = []
     for key, exp in expected.items():
@@ -368,7 +372,7 @@ def _settings():
         return settings(max_examples=EXAMPLES, deadline=None, database=None,
                         suppress_health_check=list(HealthCheck))
     # CI: fixed examples, no shrinking (each example is a sync run of about a second).
-    return settings(max_examples=8, derandomize=True, deadline=None, database=None,
+    return settings(max_examples=15, derandomize=True, deadline=None, database=None,
                     phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
 
 
@@ -384,8 +388,28 @@ def typed_db(db):
     return db
 
 
+# Every finding of the long profile, as one table always run first (explicit example).
+_EDGE_COLUMNS = ["jsonb", "json", "real", "real[]", "inet", "cidr[]", "numeric", "char(5)"]
+_EDGE_ROW = [
+    lit('{"big": 18446744073709551616, "tiny": [1e-400, 5e-324], "n": [9223372036854775808, '
+        '-9223372036854775808, 1E2, 100.0, -0.0, 1e309]}', "jsonb"),
+    lit('[18446744073709551616, 1e-400, 1E2, -0.0, 1e309, 0.1000000000000000055511151231257827]', "json"),
+    "'1e-45'::real", "ARRAY['5.0816768e+07', '-0.00024414062', '1.1754944e-38', NULL]::real[]",
+    "'::ffff:1.2.3.4'::inet", "ARRAY['::ffff:0:0/96'::cidr, '::1.2.3.4/128'::cidr]", "'1e-400'::numeric",
+    "''::char(5)",
+]
+
+
+def _by_sql(sql: str) -> TypeSpec:
+    return next(t for t in all_types() if t.sql == sql)
+
+
+EDGE_CASE = Case([_by_sql(sql) for sql in _EDGE_COLUMNS], [_EDGE_ROW], [_EDGE_ROW], [])
+
+
 @_settings()
 @given(case=cases())
+@example(case=EDGE_CASE)
 def test_random_tables_arrive_as_postgres_prints_them(typed_db, cli, folders, case):
     run_case(typed_db, cli, folders(), case)
 
