@@ -134,7 +134,24 @@ def test_bytea_is_base64():
 
 def test_json_loads_keeps_big_integers_and_huge_numbers():
     assert m.json_loads('{"a": 12345678901234567890, "b": 1.5, "c": 1e400, "d": [null, true]}') == {
-        "a": 12345678901234567890, "b": 1.5, "c": "1e400", "d": [None, True]}
+        "a": "12345678901234567890", "b": 1.5, "c": "1e400", "d": [None, True]}
+
+
+@pytest.mark.parametrize("token, expected", [
+    ("9223372036854775807", 9223372036854775807), ("-9223372036854775808", -9223372036854775808),
+    ("9223372036854775808", "9223372036854775808"), ("-9223372036854775809", "-9223372036854775809"),
+    ("18446744073709551616", "18446744073709551616"),  # 2**64: a double holds it, its shortest text is not it
+    ("1e308", 1e308), ("1.5e300", 1.5e300), ("1e309", "1e309"),
+    ("1e-400", "1e-400"), ("2e-324", "2e-324"),  # underflow: a double would say 0.0
+    ("5e-324", 5e-324), ("0e-400", 0.0),
+    ("0.1", 0.1), ("1.0", 1.0), ("1.50", 1.5), ("1E2", 100.0), ("100.0", 100.0), ("-0", 0),
+    ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+])
+def test_json_numbers_follow_the_numeric_rule(token, expected):
+    value = m.json_loads(f"[{token}]")[0]
+    assert value == expected and type(value) is type(expected)
+    negative_zero = m.json_loads("-0.0")
+    assert type(negative_zero) is float and math.copysign(1, negative_zero) == -1
 
 
 def test_array_converter_recurses_and_keeps_nulls():
@@ -257,3 +274,26 @@ def test_decode_sparse_zero_based_indices():
     assert value.indices.tolist() == [0, 6]
     assert value.values.tolist() == [0.5, 2.0]
     assert value.indices.dtype == np.uint32
+
+
+def test_inet_prints_embedded_ipv4_as_postgres_does():
+    import ipaddress
+
+    conv = m.payload_converter("inet")
+    assert conv(ipaddress.ip_address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4"  # Python: ::ffff:102:304
+    assert conv(ipaddress.ip_interface("::1.2.3.4/120")) == "::1.2.3.4/120"
+    assert conv(ipaddress.ip_network("::ffff:0:0/96")) == "::ffff:0.0.0.0/96"
+    assert conv(ipaddress.ip_address("::1")) == "::1"
+    assert conv(ipaddress.ip_network("2001:db8::/32")) == "2001:db8::/32"
+    assert conv(ipaddress.ip_interface("192.168.0.1/24")) == "192.168.0.1/24"
+
+
+@pytest.mark.parametrize("shortest", [
+    1e-45,  # the smallest subnormal: one significant bit (was 1.4013e-45)
+    5.0816768e+07,  # 5.081677e+07 is exactly halfway to the next float4: PostgreSQL does not print it
+    -0.00024414062,  # -2**-12: both 8-digit neighbours equally near, the even digit wins
+    3.4028235e+38, 0.1, 1.1754944e-38,
+])
+def test_float4_is_the_shortest_decimal_postgres_prints(shortest):
+    widened = struct.unpack("<f", struct.pack("<f", shortest))[0]
+    assert repr(m.float4_value(widened)) == repr(shortest)

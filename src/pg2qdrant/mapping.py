@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import json
 import math
 import struct
@@ -156,22 +157,58 @@ def float8_value(v: float) -> float | str:
 
 
 _F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
+_F32_MIN_NORMAL = 2.0**-126
 
 
 def float4_value(v: float) -> float | str:
     """float4 as the shortest decimal that reads back as the same float4 (what psql shows).
 
     psycopg widens a float4 to the nearest double (0.1 -> 0.10000000149011612);
-    the value meant is 0.1, and float32(0.1) is the same float4 bit pattern.
+    the value meant is 0.1, and float32(0.1) is the same float4 bit pattern. Like
+    PostgreSQL's float4out (Ryu), a decimal exactly halfway to a neighbouring
+    float4 does not count as reading back, even where round-half-even would.
     """
     if not math.isfinite(v):
         return float8_value(v)
-    target = _F32.pack(v)
+    if v == 0:
+        return v
+    mantissa, exponent = math.frexp(v)
+    if abs(v) < _F32_MIN_NORMAL or abs(mantissa) == 0.5:
+        return _shortest_between(v, *_f32_midpoints(v))
+    # Elsewhere the interval is symmetric (half a float4 ulp each side) and narrower than
+    # 6-digit decimal steps, so the nearest d-digit decimal is the only candidate for each d.
+    half_ulp = math.ldexp(1.0, exponent - 25)
+    lo, hi = v - half_ulp, v + half_ulp
     for digits in range(6, 10):
-        candidate = float(f"{v:.{digits}g}")
-        if _F32.pack(candidate) == target:
+        text = f"{v:.{digits}g}"
+        candidate = float(text)
+        if lo < candidate < hi or (candidate in (lo, hi) and lo < Decimal(text) < hi):
             return candidate
     return v  # pragma: no cover - 9 significant digits always round-trip a float32
+
+
+def _f32_midpoints(v: float) -> tuple[float, float]:
+    """The exact doubles halfway between float4 ``v`` and its two neighbours."""
+    bits = _U32.unpack(_F32.pack(v))[0]
+    below, above = (_F32.unpack(_U32.pack(b))[0] for b in (bits - 1, bits + 1))
+    if v < 0:
+        below, above = above, below
+    return (v + below) / 2, (v + above) / 2
+
+
+def _shortest_between(v: float, lo: float, hi: float) -> float:
+    """Shortest decimal strictly inside (lo, hi), nearest to v: subnormals and powers of two,
+    where the interval is wide or lopsided, so both roundings at each length are tried."""
+    exact, low, high = Decimal(v), Decimal(lo), Decimal(hi)
+    for digits in range(1, 10):
+        step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        inside = [c for c in (exact.quantize(step, "ROUND_FLOOR"), exact.quantize(step, "ROUND_CEILING"))
+                  if low < c < high]
+        if inside:
+            # Nearest; on a tie the even last digit, as Ryu's round-half-even does.
+            return float(min(inside, key=lambda c: (abs(c - exact), c.as_tuple().digits[-1] % 2)))
+    return v  # pragma: no cover
 
 
 def numeric_value(d: Decimal) -> int | float | str:
@@ -213,15 +250,48 @@ def _to_str(v: Any) -> str:
     return str(v)
 
 
+def inet_value(v: Any) -> str:
+    """inet/cidr as PostgreSQL prints them (psycopg gives ipaddress objects).
+
+    Python prints ::ffff:1.2.3.4 as ::ffff:102:304 (before 3.13) and ::1.2.3.4 as
+    ::102:304; PostgreSQL (BIND's inet_ntop) writes the IPv4 part in dotted form
+    when the first 80 bits are zero and the next 16 are ffff, or zero followed by
+    a non-zero word. Every other address prints alike.
+    """
+    text = str(v)
+    if ":" not in text:
+        return text
+    address, slash, prefix = text.partition("/")
+    packed = ipaddress.IPv6Address(address).packed
+    if packed[:10] == bytes(10) and (packed[10:12] == b"\xff\xff" or (packed[10:12] == b"\0\0" and packed[12:14] != b"\0\0")):
+        address = ("::ffff:" if packed[10] else "::") + str(ipaddress.IPv4Address(packed[12:]))
+    return address + slash + prefix
+
+
 def json_loads(data: str | bytes) -> Any:
-    """JSON parser for json/jsonb: integers stay exact Python ints; numbers too large for
-    a double (1e400) are kept as their text instead of becoming infinity."""
-    return json.loads(data, parse_float=_json_float)
+    """JSON parser for json/jsonb, numbers by numeric's rule (README "Mapping rules").
+
+    An integer stays an int when it fits int64 (what Qdrant stores); a number with
+    a fraction or exponent becomes a float when the float's shortest decimal equals
+    it. Any other number (2**64, 1e-400 that would become 0.0, 1e400 that would
+    become infinity) keeps its text exactly as PostgreSQL gave it, as a string.
+    """
+    return json.loads(data, parse_float=_json_float, parse_int=_json_int)
+
+
+def _json_int(text: str) -> int | str:
+    i = int(text)
+    return i if INT64_MIN <= i <= INT64_MAX else text
 
 
 def _json_float(text: str) -> float | str:
     f = float(text)
-    return f if math.isfinite(f) else text
+    if math.isfinite(f):
+        shortest = repr(f)
+        # repr(f) == text is the common case (2.5, 0.1); Decimal decides the rest (1.50, 1E2).
+        if shortest == text or Decimal(shortest) == Decimal(text):
+            return f
+    return text
 
 
 PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
@@ -234,7 +304,7 @@ PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text_form": text_value,
     "json": _identity,  # parsed by psycopg with json_loads below
     "uuid": _to_str,
-    "inet": _to_str,
+    "inet": inet_value,
     "bytea": bytea_value,
     # Date/time kinds are decoded straight to their text by source.adapters, which
     # calls the formatting functions below (they are part of the mapping).
