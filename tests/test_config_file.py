@@ -239,12 +239,15 @@ def test_secrets_in_the_file_are_refused_and_environment_references_are_expanded
     assert password
     r = cli("inspect", "--config", write(tmp_path, f'pg.url = "{db.url}"\n[[table]]\npg.table = "t"\n'))
     assert r.exit_code == 2 and "pg.url holds a password" in r.output and "PGPASSWORD" in r.output
+    assert "write ${PG_PASSWORD} in its place" in r.output
     assert password not in r.output
     r = cli("inspect", "--config", write(tmp_path, f'pg.url = "host=x password={password}"\n[[table]]\npg.table = "t"\n'))
     assert r.exit_code == 2 and "pg.url holds a password" in r.output and password not in r.output
     r = cli("inspect", "--config", write(tmp_path, '[[table]]\npg.table = "t"\nqdrant.api-key = "k-123"\n'))
     assert r.exit_code == 2 and "qdrant.api-key" in r.output and "QDRANT_API_KEY" in r.output
     assert "k-123" not in r.output
+    r = cli("inspect", "--config", write(tmp_path, '[[table]]\npg.table = "t"\nqdrant.api-key = "${K}"\n'), env={"K": "k-456"})
+    assert "qdrant.api-key" not in r.output and "k-456" not in r.output  # accepted (it fails later: no pg.url)
     # ${VAR}: the whole URL (password included) from the environment.
     db.execute(f"CREATE TABLE t {ITEMS}")
     path = write(tmp_path, 'pg.url = "${APP_PG_URL}"\n[[table]]\npg.table = "t"\nqdrant.collection = "t"\n')
@@ -276,3 +279,26 @@ def test_sync_with_several_entries_asks_for_only(tables, tmp_path, cli):
     # One entry: one sync (here a reconcile pass, which ends by itself).
     r = cli("sync", "--config", path, "--only", "parts", "--sync.mode", "reconcile", env=env_for(tables))
     assert r.exit_code == 0, r.output
+
+
+def test_sync_status_reads_the_entry_from_the_file(tables, tmp_path, cli):
+    path = config(tables, tmp_path)
+    r = cli("sync", "--config", path, "--only", "parts", "status", env=env_for(tables))
+    # No slot was created: status says so about the entry's slot (named after its collection).
+    assert r.exit_code == 2 and "no replication slot 'pg2qdrant_parts'" in r.output, r.output
+    r = cli("sync", "--config", path, "status", env=env_for(tables))
+    assert r.exit_code == 2 and "--only" in r.output
+
+
+def test_the_readme_example_file_is_valid(tmp_path):
+    from pathlib import Path
+
+    from pg2qdrant.cli_config import read_file
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Migration file (many tables)"):]
+    example = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
+    entries = read_file(write(tmp_path, example))
+    assert [values["pg.table"] for _, _, values in entries] == [
+        "public.documents", "public.events", "langchain_pg_embedding"]
+    assert entries[0][2]["qdrant.distance-metric"] == ["embedding=dot"]
+    assert all(values["migration.num-workers"] == 4 for _, _, values in entries)

@@ -116,8 +116,8 @@ def _check_secrets(values: dict[str, Any], where: str) -> None:
             password = None  # malformed: --pg.url's own check says so when it is used
         if password and not _VAR.fullmatch(password):
             raise InputError(f"{where}: pg.url holds a password; a migration file must not.",
-                             fix="remove it from the URL and set PGPASSWORD or ~/.pgpass, or write "
-                                 "postgresql://user:${PG_PASSWORD}@host/db and export PG_PASSWORD.")
+                             fix="remove it from the URL and set PGPASSWORD or ~/.pgpass, or write ${PG_PASSWORD} "
+                                 "in its place and export PG_PASSWORD.")
     key = values.get("qdrant.api-key")
     if key is not None and not (isinstance(key, str) and _VAR.fullmatch(key)):
         raise InputError(f"{where}: qdrant.api-key is written in the file; a migration file must not hold it.",
