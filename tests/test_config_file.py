@@ -302,3 +302,16 @@ def test_the_readme_example_file_is_valid(tmp_path):
         "public.documents", "public.events", "langchain_pg_embedding"]
     assert entries[0][2]["qdrant.distance-metric"] == ["embedding=dot"]
     assert all(values["migration.num-workers"] == 4 for _, _, values in entries)
+
+
+def test_a_failed_verify_after_the_copy_sets_the_exit_code_with_and_without_a_file(tables, tmp_path, cli):
+    impossible = ["--verify", "--verify.queries", "3", "--verify.threshold", "top1=2"]  # no search can pass it
+    r = cli("migrate", "--pg.url", tables.url, "--pg.table", "notes", "--qdrant.url", f"local:{tmp_path / 'one'}",
+            "--qdrant.collection", "notes", "--migration.num-workers", "1", *impossible)
+    assert r.exit_code == 1, r.output
+    assert "Migration summary" in r.stdout and "Summary:" not in r.stdout  # one table: as before
+    r = cli("migrate", "--config", config(tables, tmp_path), "--only", "parts,notes", *impossible, env=env_for(tables))
+    assert r.exit_code == 1, r.output
+    for entry in ("parts", "notes"):
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"│ {entry} "))
+        assert "no other point; FAILED verify (exit 1)" in line, line
