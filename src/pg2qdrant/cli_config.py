@@ -140,8 +140,10 @@ def _expand(value: Any, key: str, where: str) -> Any:
         return os.environ[name]
 
     out = _VAR.sub(sub, value)
-    if out != value and key in ("pg.url", "qdrant.api-key"):
-        redaction.register_url(out) if key == "pg.url" else redaction.register(out)
+    if out != value and key == "pg.url":
+        redaction.register_url(out)
+    elif out != value and key == "qdrant.api-key":
+        redaction.register(out)
     return out
 
 
@@ -292,7 +294,8 @@ def resolve(ctx: click.Context, kw: dict[str, Any], config: str | None, only: tu
             except InputError as exc:
                 entries.append(Entry(name or where, where, {}, error=exc))
                 continue
-            table = (parsed.get("pg_table") or "").split(".")[-1].strip('"')
+            table = parsed.get("pg_table") or ""  # 'schema.*' names its entry whole
+            table = table if _wildcard_schemas(table) else table.split(".")[-1].strip('"')
             entries.append(Entry(name or parsed.get("qdrant_collection") or table or where, where, parsed))
     else:
         if only and not _wildcard_schemas(kw.get("pg_table")):
