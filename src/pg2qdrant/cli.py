@@ -6,7 +6,6 @@ The group and the reference-compatible flags live in cli_common.py; `verify` and
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
 import click
@@ -15,6 +14,7 @@ from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global
                                   main, migration_options, opt, source_options, target_options)
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
+from pg2qdrant.cli_config import TableRun, config_options, each_entry
 
 
 def _migrate_command(name: str, hidden: bool = False):
@@ -30,9 +30,11 @@ def _migrate_command(name: str, hidden: bool = False):
                "Copy from a new replication slot's snapshot, then keep the collection in sync (CDC) until "
                "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
     @sync_flags
+    @config_options
     @global_options
     @handle_errors
-    def command(ui: UI, **kw: Any) -> None:
+    @each_entry("migrate")
+    def command(ui: UI, **kw: Any) -> list[TableRun] | None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
@@ -41,16 +43,16 @@ def _migrate_command(name: str, hidden: bool = False):
             from pg2qdrant.sync import run_sync
             run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True)
             return
-        exit_code = 0
+        runs = []  # each_entry exits with the worst verify code
         for options in jobs:  # a framework table may hold several collections (LangChain)
             result = migrate(options, ui, show_plan=False)
             from pg2qdrant.destination.qdrant import parse_target_url
             result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+            runs.append(TableRun(options.collection, result, verified=verify is not None))
             if verify is not None:
                 from pg2qdrant.verify import run_verify
-                exit_code = max(exit_code, run_verify(options, verify, ui).exit_code)
-        if exit_code:
-            sys.exit(exit_code)
+                runs[-1].exit_code = run_verify(options, verify, ui).exit_code
+        return runs
 
     return command
 
@@ -63,8 +65,10 @@ pg_cmd = _migrate_command("pg")
 @source_options
 @target_options
 @migration_options
+@config_options
 @global_options
 @handle_errors
+@each_entry("inspect")
 def inspect_cmd(ui: UI, **kw: Any) -> None:
     """Print the migration plan (collection, vectors, IDs, payload) and write nothing."""
     from pg2qdrant.pipeline import open_source

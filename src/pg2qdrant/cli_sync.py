@@ -14,6 +14,7 @@ import click
 
 from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, layout_jobs, main,
                            migration_options, opt, source_options, target_options)
+from pg2qdrant.cli_config import config_options, each_entry
 from pg2qdrant.ui import UI
 
 
@@ -64,8 +65,10 @@ def all_flags(fn: Callable) -> Callable:
 
 @main.group("sync", invoke_without_command=True, context_settings={"max_content_width": 100})
 @all_flags
+@config_options
 @click.pass_context
 @handle_errors
+@each_entry("sync")
 def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
     """Keep a collection in sync with its table: CDC by logical replication (default), or polling.
 

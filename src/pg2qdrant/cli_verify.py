@@ -80,6 +80,7 @@ def build_verify_options(kw: dict[str, Any]) -> VerifyOptions:
 from pg2qdrant.cli_common import (build_migration_options, global_options, handle_errors, layout_jobs, main,  # noqa: E402
                            migration_options, source_options, target_options)
 from pg2qdrant.ui import UI  # noqa: E402
+from pg2qdrant.cli_config import config_options, each_entry  # noqa: E402
 
 
 @main.command("verify")
@@ -87,8 +88,10 @@ from pg2qdrant.ui import UI  # noqa: E402
 @target_options
 @migration_options
 @verify_options
+@config_options
 @global_options
 @handle_errors
+@each_entry("verify")
 def verify_cmd(ui: UI, **kw: Any) -> None:
     """Prove a migration: counts, IDs, values on a sample, schema and search parity (exit 0 pass, 1 fail).
 

@@ -249,6 +249,33 @@ def vector_tables(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def schema_vector_tables(conn: psycopg.Connection, schemas: list[str]) -> list[tuple[str, str]]:
+    """(schema, table) of every table of the first of ``schemas`` that has one, with a pgvector
+    column (a domain over one too), for ``--pg.table 'schema.*'``. Partitions and inheritance
+    children of such a table are left out: migrating their parent reads them."""
+    for schema in schemas:
+        rows = conn.execute(
+            """
+            WITH vec AS (
+                SELECT DISTINCT a.attrelid AS oid
+                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+                WHERE a.attnum > 0 AND NOT a.attisdropped AND coalesce(b.typname, t.typname) = ANY(%(types)s)
+            )
+            SELECT n.nspname, c.relname
+            FROM vec JOIN pg_class c ON c.oid = vec.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'f')
+              AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN vec p ON p.oid = i.inhparent
+                              WHERE i.inhrelid = c.oid)
+            ORDER BY c.relname
+            """,
+            {"types": list(PGVECTOR_TYPES), "schema": schema},
+        ).fetchall()
+        if rows:
+            return [(r[0], r[1]) for r in rows]
+    return []
+
+
 def resolve_table(conn: psycopg.Connection, text: str) -> tuple[int, str, str, str]:
     """Find --pg.table: (oid, schema, name, relkind) or an InputError with suggestions."""
     if not text or not text.strip():
