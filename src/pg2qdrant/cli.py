@@ -12,7 +12,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, main,
-                                  migration_options, opt, source_options, target_options)
+                                  start_service,
+                                  migration_options, opt, service_options, source_options, target_options)
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
 
@@ -30,14 +31,16 @@ def _migrate_command(name: str, hidden: bool = False):
                "Copy from a new replication slot's snapshot, then keep the collection in sync (CDC) until "
                "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
     @sync_flags
+    @service_options
     @global_options
     @handle_errors
     def command(ui: UI, **kw: Any) -> None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
+        service = start_service(kw, options, ui)
         if kw["then_sync"]:
             from pg2qdrant.sync import run_sync
-            run_sync(options, sync_options_from(kw), ui, initial_copy=True)
+            run_sync(options, sync_options_from(kw), ui, initial_copy=True, service=service)
             return
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
         result = migrate(options, ui, show_plan=False)

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, main,
-                           migration_options, opt, source_options, target_options)
+                           migration_options, opt, service_options, source_options, start_service,
+                           target_options)
 from pg2qdrant.ui import UI
 
 
@@ -64,6 +65,7 @@ def all_flags(fn: Callable) -> Callable:
 
 @main.group("sync", invoke_without_command=True, context_settings={"max_content_width": 100})
 @all_flags
+@service_options
 @click.pass_context
 @handle_errors
 def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
@@ -77,7 +79,7 @@ def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
         return
     from pg2qdrant.sync import run_sync
     options = build_migration_options(kw)
-    run_sync(options, sync_options_from(kw), ui)
+    run_sync(options, sync_options_from(kw), ui, service=start_service(kw, options, ui))
 
 
 def _merged(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:

@@ -248,14 +248,18 @@ class CdcSync(Runner):
                             fix="another `pg2qdrant sync` is running for this collection; stop it, or use "
                                 "another --sync.slot.") from None
                     why = "the slot is still held by the previous connection"
+                    kind = "slot_busy"
                 except (ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     busy_since = None
                     why = redaction.redact(getattr(exc, "message", None) or exc)
+                    kind = "source"
                 except TargetError as exc:
                     target_failures = 0 if self.stats.changes > applied_before else target_failures + 1
                     if target_failures >= TARGET_FAILURES_GIVE_UP:
                         raise
                     why = exc.message
+                    kind = "target"
+                self.observer.error(kind)
                 if self.stats.changes > applied_before or time.monotonic() - started > 60:
                     backoff = BACKOFF_START_S
                 self.stats.reconnects += 1
@@ -312,6 +316,8 @@ class CdcSync(Runner):
                 stats.latencies.append(max(0.0, now - changes.pg_time_to_unix(t)))
             if batch.commit_times:
                 stats.last_latency = stats.latencies[-1]
+            stats.pending_since = None
+            self.observer.applied(batch, now)
             stats.changes += n
             stats.transactions += len(batch.commit_times)
             stats.batches += 1
@@ -363,6 +369,8 @@ class CdcSync(Runner):
                     in_txn = False
                     batch.commit_end = msg.end_lsn
                     batch.commit_times.append(msg.commit_time)
+                    if stats.pending_since is None:
+                        stats.pending_since = changes.pg_time_to_unix(msg.commit_time)
                     received = max(received, msg.end_lsn)
                 elif isinstance(msg, Relation):
                     if msg.oid not in ours and msg.oid not in others:
