@@ -257,3 +257,10 @@ def test_metrics_port_in_use_is_an_input_error(cli, tmp_path):
                 f"local:{tmp_path}", "--qdrant.collection", "c", "--metrics-port", str(port))
     assert r.exit_code == 2, r.output
     assert f"port {port}" in r.output and "--metrics-port" in r.output
+
+
+def test_log_file_that_cannot_be_written_is_an_input_error(cli, tmp_path):
+    r = cli("migrate", "--pg.url", "postgresql://u@127.0.0.1:1/db", "--pg.table", "t", "--qdrant.url",
+            f"local:{tmp_path}", "--qdrant.collection", "c", "--log-file", str(tmp_path / "missing" / "x.log"))
+    assert r.exit_code == 2, r.output
+    assert "Cannot write the log file" in r.output and "--log-file" in r.output

@@ -193,10 +193,10 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
         from pg2qdrant import observability
-        observability.setup_logging(debug, kwargs.get("log_format"), kwargs.get("log_file"))
         _stop_on_sigterm()
         ui = observability.make_ui(kwargs.get("log_format"), kwargs.get("log_file"))
         try:
+            observability.setup_logging(debug, kwargs.get("log_format"), kwargs.get("log_file"))
             return fn(*args, ui=ui, **kwargs)
         except Pg2QdrantError as exc:
             if debug:

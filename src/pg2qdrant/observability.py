@@ -40,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rich.console import Console
 
 from pg2qdrant import redaction
+from pg2qdrant.errors import InputError
 from pg2qdrant.ui import UI, RedactingStream
 
 LABELS = ("table", "collection")
@@ -102,10 +103,8 @@ class ReopenableFileHandler(logging.handlers.WatchedFileHandler):
             if self.stream is not None:
                 self.stream.flush()
                 self.stream.close()
-            self.stream = None
-            self._statstream()  # opens the file again and remembers its inode
             self.stream = self._open()
-            self._statstream()
+            self._statstream()  # remember the new file's inode (WatchedFileHandler compares it)
         finally:
             self.release()
         events.info("reopened the log file", extra={"fields": {"event": "log_reopened"}})
@@ -119,12 +118,17 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup_logging(debug: bool, log_format: str | None = None, log_file: str | None = None) -> None:
     """The root handler: stderr or ``log_file``, text or JSON, secrets masked; SIGHUP reopens the file."""
+    problem = None
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     if log_file:
-        handler: logging.Handler = ReopenableFileHandler(log_file, encoding="utf-8")
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, handler.on_sighup)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+        try:
+            handler = ReopenableFileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            problem = InputError(f"Cannot write the log file {log_file}: {exc.strerror or exc}.",
+                                 fix="give --log-file a path in a folder that exists and is writable.")
+        else:
+            if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, handler.on_sighup)
     handler.addFilter(redaction.RedactingFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
@@ -138,6 +142,8 @@ def setup_logging(debug: bool, log_format: str | None = None, log_file: str | No
     if debug:  # third-party chatter at debug level is noise, not diagnosis
         for name in ("httpx", "httpcore", "urllib3", "grpc", "hpack"):
             logging.getLogger(name).setLevel(logging.INFO)
+    if problem is not None:  # reported on stderr, set up above
+        raise problem
 
 
 class LogUI(UI):
@@ -414,8 +420,6 @@ class Service:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="pg2qdrant-metrics", daemon=True)
         self.thread.start()
-        events.info(f"Serving metrics on :{self.port}/metrics and health on :{self.port}/healthz.",
-                    extra={"fields": {"event": "metrics_listening", "port": self.port}})
 
     def sync_observer(self, stats, slot: str | None) -> SyncObserver:
         """Sync's stream starts: its stats feed /metrics and /healthz from now on."""
@@ -462,14 +466,20 @@ def start_service(kw: dict, options, ui: UI) -> Service | None:
     port = kw.get("metrics_port")
     if port is None:
         return None
-    from pg2qdrant.errors import InputError
     limits = HealthLimits()
     if kw.get("health_max_lag_seconds") is not None:
         limits.max_lag_seconds = kw["health_max_lag_seconds"]
     if kw.get("health_max_lag_bytes") is not None:
         limits.max_lag_bytes = kw["health_max_lag_bytes"]
     try:
-        return Service(port, pg_url=options.pg_url, limits=limits, labels=(options.table, options.collection), ui=ui)
+        service = Service(port, pg_url=options.pg_url, limits=limits, labels=(options.table, options.collection),
+                          ui=ui)
     except OSError as exc:
         raise InputError(f"Cannot serve metrics on port {port}: {exc.strerror or exc}.",
                          fix="choose a free port with --metrics-port (0 picks one and logs it).") from None
+    message = f"Serving metrics on :{service.port}/metrics, health on :{service.port}/healthz."
+    if isinstance(ui, LogUI):  # the port as a field, for whoever reads the events
+        events.info(message, extra={"fields": {"event": "metrics_listening", "port": service.port}})
+    else:
+        ui.info(message)
+    return service

@@ -302,6 +302,7 @@ class CdcSync(Runner):
         others: set[int] = set()
         batch = ChangeBatch()
         in_txn = False
+        txn_time: float | None = None
         received = stats.acked_lsn
         last_feedback = last_data = time.monotonic()
         warned_missing: set[int] = set()
@@ -316,7 +317,7 @@ class CdcSync(Runner):
                 stats.latencies.append(max(0.0, now - changes.pg_time_to_unix(t)))
             if batch.commit_times:
                 stats.last_latency = stats.latencies[-1]
-            stats.pending_since = None
+            stats.pending_since = txn_time if in_txn else None  # a transaction applied in parts is pending
             self.observer.applied(batch, now)
             stats.changes += n
             stats.transactions += len(batch.commit_times)
@@ -365,12 +366,13 @@ class CdcSync(Runner):
                         batch.rows += 1
                 elif isinstance(msg, Begin):
                     in_txn = True
+                    txn_time = changes.pg_time_to_unix(msg.commit_time)  # Begin carries the commit time
+                    if stats.pending_since is None:
+                        stats.pending_since = txn_time
                 elif isinstance(msg, Commit):
                     in_txn = False
                     batch.commit_end = msg.end_lsn
                     batch.commit_times.append(msg.commit_time)
-                    if stats.pending_since is None:
-                        stats.pending_since = changes.pg_time_to_unix(msg.commit_time)
                     received = max(received, msg.end_lsn)
                 elif isinstance(msg, Relation):
                     if msg.oid not in ours and msg.oid not in others:
