@@ -252,6 +252,7 @@ class Health:
             body.update(lag_bytes=lag_bytes, lag_seconds=round(lag_seconds, 3))
             if self.slot is not None:
                 body["slot"] = self.slot
+                body["wal_status"] = info.wal_status if info is not None else None
                 body["acknowledged_lsn"] = _format_lsn(self.stats.acked_lsn)
             if lag_bytes > self.limits.max_lag_bytes:
                 problems.append(f"lag {lag_bytes:,} bytes > {self.limits.max_lag_bytes:,}")
