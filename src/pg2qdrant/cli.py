@@ -11,7 +11,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, layout_jobs,
-                                  main, migration_options, opt, source_options, target_options)
+                                  main, migration_options, opt, service_options, source_options, start_service,
+                                  target_options)
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
 from pg2qdrant.cli_config import TableRun, config_options, each_entry
@@ -31,17 +32,19 @@ def _migrate_command(name: str, hidden: bool = False):
                "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
     @sync_flags
     @config_options
+    @service_options
     @global_options
     @handle_errors
     @each_entry("migrate")
     def command(ui: UI, **kw: Any) -> list[TableRun] | None:
         from pg2qdrant.pipeline import migrate
         options = build_migration_options(kw)
+        service = start_service(kw, options, ui)
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
         jobs = layout_jobs(options, ui, command="migrate --then-sync" if kw["then_sync"] else None)
         if kw["then_sync"]:
             from pg2qdrant.sync import run_sync
-            run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True)
+            run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True, service=service)
             return
         runs = []  # each_entry exits with the worst verify code
         for options in jobs:  # a framework table may hold several collections (LangChain)

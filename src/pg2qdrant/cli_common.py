@@ -16,7 +16,6 @@ PG2QDRANT_PG_URL; the API key also comes from QDRANT_API_KEY.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import signal
 import sys
@@ -171,16 +170,37 @@ def migration_options(fn: Callable) -> Callable:
     return fn
 
 
-def _setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(redaction.RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    if debug:  # third-party chatter at debug level is noise, not diagnosis
-        for name in ("httpx", "httpcore", "urllib3", "grpc", "hpack"):
-            logging.getLogger(name).setLevel(logging.INFO)
+def service_options(fn: Callable) -> Callable:
+    """Running as a service (migrate, sync): metrics and health endpoint, log events (observability.py)."""
+    for decorator in reversed([
+        opt("--metrics-port", "metrics_port", type=click.IntRange(0, 65535), default=None,
+            help="Serve Prometheus metrics on /metrics, the health check on /healthz and /livez on this "
+                 "port (all interfaces; 0 picks a free port)."),
+        opt("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+            help="json: every message is one JSON object a line (secrets masked)."),
+        opt("--log-file", "log_file", default=None,
+            help="Write messages to this file instead of stderr; reopened on SIGHUP and when moved (logrotate)."),
+        opt("--health.max-lag-seconds", "health_max_lag_seconds", type=click.FloatRange(min=0, min_open=True),
+            default=300.0, show_default=True, help="/healthz answers 503 when sync is this many seconds behind."),
+        opt("--health.max-lag-bytes", "health_max_lag_bytes", type=click.IntRange(min=1), default=1 << 30,
+            show_default=True, help="/healthz answers 503 when the slot holds this much WAL not yet applied."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def start_service(kw: dict, options, ui: UI):
+    """--metrics-port: the metrics and health server, closed with the command (None without the flag).
+
+    Started once per command: the entries of a --config file share it (and its port)."""
+    from pg2qdrant.observability import start_service as start
+    ctx = click.get_current_context()
+    if "pg2qdrant.service" not in ctx.meta:
+        service = start(kw, options, ui)
+        if service is not None:
+            ctx.call_on_close(service.close)
+        ctx.meta["pg2qdrant.service"] = service
+    return ctx.meta["pg2qdrant.service"]
 
 
 def _stop_on_sigterm() -> None:
@@ -197,10 +217,11 @@ def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
-        _setup_logging(debug)
+        from pg2qdrant import observability
         _stop_on_sigterm()
-        ui = UI()
+        ui = observability.make_ui(kwargs.get("log_format"), kwargs.get("log_file"))
         try:
+            observability.setup_logging(debug, kwargs.get("log_format"), kwargs.get("log_file"))
             return fn(*args, ui=ui, **kwargs)
         except Pg2QdrantError as exc:
             if debug:

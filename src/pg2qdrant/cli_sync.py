@@ -13,7 +13,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, layout_jobs, main,
-                           migration_options, opt, source_options, target_options)
+                           migration_options, opt, service_options, source_options, start_service,
+                           target_options)
 from pg2qdrant.cli_config import config_options, each_entry
 from pg2qdrant.ui import UI
 
@@ -66,6 +67,7 @@ def all_flags(fn: Callable) -> Callable:
 @main.group("sync", invoke_without_command=True, context_settings={"max_content_width": 100})
 @all_flags
 @config_options
+@service_options
 @click.pass_context
 @handle_errors
 @each_entry("sync")
@@ -80,7 +82,8 @@ def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
         return
     from pg2qdrant.sync import run_sync
     options = build_migration_options(kw)
-    run_sync(layout_jobs(options, ui, command="sync")[0], sync_options_from(kw), ui)
+    run_sync(layout_jobs(options, ui, command="sync")[0], sync_options_from(kw), ui,
+             service=start_service(kw, options, ui))
 
 
 def _merged(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:

@@ -675,6 +675,7 @@ class CopyRun:
         self.pool_workers = pool.workers
         with self.ui.progress(source_rows, f"{verb} {plan.table.display}") as progress:
             progress.start_at(self.resumed_rows)
+            progress.ranges_total, progress.ranges_done = len(self.by_index), len(self.by_index) - len(self.todo)
             self.progress = progress
             writer = None if self.target is None or workers_write else Writer(
                 self.target, plan.collection, batch_size=self.options.batch_size,
@@ -729,6 +730,7 @@ class CopyRun:
             if self._complete(index):
                 self.remaining.discard(index)
                 self._record(index)
+                self.progress.ranges_done += 1
         self.changed.clear()
 
     def _written(self, tag: tuple[int, int], n: int) -> None:

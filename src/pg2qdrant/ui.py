@@ -59,6 +59,7 @@ class UI:
         self.out = _console(stdout or sys.stdout)
         self.err = _console(stderr or sys.stderr)
         self.quiet = quiet
+        self.last_progress: ProgressReporter | None = None
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -73,7 +74,11 @@ class UI:
         self.err.print(message, markup=False)
 
     def progress(self, total: int | None, description: str) -> "ProgressReporter":
-        return ProgressReporter(self, total, description)
+        self.last_progress = ProgressReporter(self, total, description)  # read by --metrics-port
+        return self.last_progress
+
+    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
+        self.out.print(table(title, None, rows))
 
 
 class ProgressReporter:
@@ -88,6 +93,7 @@ class ProgressReporter:
         self._last_line = self.started
         self._bar: Progress | None = None
         self._task = None
+        self.ranges_total = self.ranges_done = 0  # the copy's units of work (metrics)
 
     def __enter__(self) -> "ProgressReporter":
         if self.ui.err.is_terminal and not self.ui.quiet:
@@ -158,7 +164,7 @@ class Summary:
     rows: list[tuple[str, str]]
 
     def render(self, ui: UI) -> None:
-        ui.out.print(table(self.title, None, self.rows))
+        ui.summary(self.title, self.rows)
 
 
 def render_plan(ui: UI, plan, target_display: str | None = None) -> None:

@@ -66,11 +66,12 @@ from pg2qdrant.ui import UI, Summary
 
 def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI, *,
              initial_copy: bool | None = None, stop: threading.Event | None = None,
-             stats: SyncStats | None = None) -> SyncStats:
+             stats: SyncStats | None = None, service=None) -> SyncStats:
     """Run `sync` until stopped (SIGTERM, Ctrl-C, ``stop`` set) or, with ``once``, caught up.
 
     ``initial_copy=True`` is `migrate --then-sync`: copy from the new slot's snapshot,
     then stream from its consistent point.
+    ``service`` (observability.Service, --metrics-port): fed with the stream's stats and slot.
     """
     sync_options = sync_options or SyncOptions()
     if initial_copy is not None:
@@ -83,6 +84,8 @@ def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI
         PollSync(options, sync_options, ui, stop, stats)
     try:
         runner.prepare()
+        if service is not None:
+            runner.observer = service.sync_observer(stats, getattr(runner, "slot", None))
         with _StopSignals(stop):
             if sync_options.mode == "cdc":
                 ui.info(f"Streaming changes of {runner.plan.table.display} into {runner.plan.collection!r} "

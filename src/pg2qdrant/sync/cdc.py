@@ -248,14 +248,18 @@ class CdcSync(Runner):
                             fix="another `pg2qdrant sync` is running for this collection; stop it, or use "
                                 "another --sync.slot.") from None
                     why = "the slot is still held by the previous connection"
+                    kind = "slot_busy"
                 except (ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     busy_since = None
                     why = redaction.redact(getattr(exc, "message", None) or exc)
+                    kind = "source"
                 except TargetError as exc:
                     target_failures = 0 if self.stats.changes > applied_before else target_failures + 1
                     if target_failures >= TARGET_FAILURES_GIVE_UP:
                         raise
                     why = exc.message
+                    kind = "target"
+                self.observer.error(kind)
                 if self.stats.changes > applied_before or time.monotonic() - started > 60:
                     backoff = BACKOFF_START_S
                 self.stats.reconnects += 1
@@ -298,6 +302,7 @@ class CdcSync(Runner):
         others: set[int] = set()
         batch = ChangeBatch()
         in_txn = False
+        txn_time: float | None = None
         received = stats.acked_lsn
         last_feedback = last_data = time.monotonic()
         warned_missing: set[int] = set()
@@ -312,6 +317,8 @@ class CdcSync(Runner):
                 stats.latencies.append(max(0.0, now - changes.pg_time_to_unix(t)))
             if batch.commit_times:
                 stats.last_latency = stats.latencies[-1]
+            stats.pending_since = txn_time if in_txn else None  # a transaction applied in parts is pending
+            self.observer.applied(batch, now)
             stats.changes += n
             stats.transactions += len(batch.commit_times)
             stats.batches += 1
@@ -359,6 +366,9 @@ class CdcSync(Runner):
                         batch.rows += 1
                 elif isinstance(msg, Begin):
                     in_txn = True
+                    txn_time = changes.pg_time_to_unix(msg.commit_time)  # Begin carries the commit time
+                    if stats.pending_since is None:
+                        stats.pending_since = txn_time
                 elif isinstance(msg, Commit):
                     in_txn = False
                     batch.commit_end = msg.end_lsn

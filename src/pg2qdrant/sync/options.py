@@ -87,6 +87,7 @@ class SyncStats:
     server_lsn: int = 0
     latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))  # commit -> applied, seconds
     last_latency: float = 0.0
+    pending_since: float | None = None  # unix commit time of the oldest commit received, not yet applied
     watermark: str | None = None  # poll mode
     deleted_orphans: int = 0
     filled_missing: int = 0
@@ -94,6 +95,11 @@ class SyncStats:
     @property
     def lag_bytes(self) -> int:
         return max(0, self.server_lsn - self.acked_lsn)
+
+    def lag_seconds(self) -> float:
+        """How late sync is now: the age of the oldest commit not yet applied, else the last one's latency."""
+        pending = self.pending_since
+        return max(self.last_latency, time.time() - pending if pending is not None else 0.0)
 
     def rate(self, since: float | None = None) -> float:
         elapsed = time.monotonic() - (since or self.started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from pg2qdrant.observability import NullObserver
 from pg2qdrant.pipeline import MigrationOptions, open_source
 from pg2qdrant.plan import Plan
 from pg2qdrant.sync.options import SyncOptions, SyncStats
@@ -23,6 +24,7 @@ class Runner:
         self.stats = stats
         self.plan: Plan | None = None
         self.target = None
+        self.observer = NullObserver()  # --metrics-port: observability.SyncObserver
 
     def _plan(self):
         """(target address, plan): the input checks and the plan every run starts with.
