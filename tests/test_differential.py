@@ -33,8 +33,6 @@ import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI)
 # Two type families read wrongly by the starting code, fixed on the types-read branch:
 # arrays of domains / domains over arrays (read as raw bytes) and "char" (crashes).
 # The integrator empties this set after merging that branch.
-FIXED_ON_ANOTHER_BRANCH = {"domain_array", '"char"'}
-
 EXAMPLES = int(os.environ.get("PG2QDRANT_DIFFERENTIAL_EXAMPLES", "0") or 0)
 LONG = EXAMPLES > 0
 
@@ -276,7 +274,7 @@ def all_types() -> list[TypeSpec]:
         if t.arrays:
             out += [_array_of(t, 1), _array_of(t, 2)]
     out += [_domain_over_array("d_intarr", _BY_SQL["integer"]), _domain_over_array("d_textarr", _BY_SQL["text"])]
-    return [t for t in out if t.family not in FIXED_ON_ANOTHER_BRANCH]
+    return out
 
 
 TYPES = all_types()
@@ -415,7 +413,7 @@ def test_random_tables_arrive_as_postgres_prints_them(typed_db, cli, folders, ca
 
 def test_every_type_family_is_drawn():
     """The generator covers the catalogue's families (else the differential test proves less than it says)."""
-    families = {t.family for t in TYPES} | FIXED_ON_ANOTHER_BRANCH
+    families = {t.family for t in TYPES}
     assert {"base", "enum", "composite", "domain", "domain_array", '"char"', "bit(3)"} <= families
     assert any(t.sql.endswith("[][]") for t in TYPES)
 
