@@ -3,8 +3,8 @@
 Every measurement of bench_migrate.py runs in its own Python process, so that
 peaks of one measurement never mix with another's (Python rarely gives memory
 back to the system). The parent samples, every ``interval`` seconds, the sum
-over the child and all its descendants (reader processes, multiprocessing's
-resource tracker) of
+over the child and all its descendants (reader processes, which also encode and
+send to a Qdrant server themselves; multiprocessing's resource tracker) of
 
 - ``rss``: resident set size, what `ps` and `top` show. Summed over processes it
   counts shared pages (libraries, a mapped file) once per process, so it errs

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_migrate.py                       # 200,000 and 400,000 rows, 1 and 2 workers
     python benchmarks/bench_migrate.py --rows 20000          # quick smoke run
-    python benchmarks/bench_migrate.py --rows 200000 --scales 1,5 --only dry-run,edge   # memory at 1M rows
+    python benchmarks/bench_migrate.py --rows 200000 --scales 1,5 --workers 2 --only dry-run,server,edge  # memory at 1M
 
 It starts a throwaway PostgreSQL 18 + pgvector (pg2qdrant.localpg), fills a table
 with N rows of vector(768) and a few payload columns (benchmarks/dataset.py),
@@ -16,9 +16,14 @@ and measures in the same run, for each scale (N, 2N) and each worker count:
                 discarded (psycopg copy blocks, no parsing)
   dry-run       migrate(MigrationOptions(dry_run=True))
   edge          migrate into edge:DIR with hnsw_m=0 (HNSW build excluded)
-  server        migrate over gRPC into benchmarks/grpc_sink.py (its own process): a server that
-                parses each UpsertPoints and counts its points, so the client side is measured
+  server        migrate over gRPC into benchmarks/grpc_sink.py: a server that parses each
+                UpsertPoints and counts its points, so the client side is measured
                 (reading, mapping, encoding, sending); compared with the dry run
+  server-edge   migrate over gRPC into the Edge-backed test endpoint (tests/qdrant_endpoint,
+                benchmarks/endpoint_server.py: Qdrant's gRPC API over Edge shards, in
+                Python), hnsw_m=0; compared with the dry run and with edge (in-process)
+                Both servers run as processes of this orchestrator, outside the measured
+                process tree, on a free port (a grpc:// URL).
   edge-hnsw     (--hnsw) the HNSW build migrate runs at the end (default m), on the
                 edge shard of the first worker count and first scale; slow (~15 s per
                 20k points here)
@@ -35,7 +40,8 @@ and measures in the same run, for each scale (N, 2N) and each worker count:
   naive-binary  (opt-in) the same with a binary cursor
 
 Each measurement runs in a fresh Python process; the RSS of its whole process
-tree (main + reader processes) is sampled every 0.1 s (benchmarks/_measure.py).
+tree (main + reader processes, which also write to a server themselves) is sampled
+every 0.1 s (benchmarks/_measure.py); the servers of `server`/`server-edge` are not in it.
 Rates are rows / seconds as the measured code reports them: for migrate that is
 MigrationResult.seconds (connect, plan, count, readers' start, copy, final
 count); for the limits it is the transfer alone (after connecting).
@@ -45,6 +51,7 @@ Results: a table on stdout and JSON in benchmarks/results/ (git-ignored).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -60,9 +67,9 @@ COLLECTION = "bench"
 INGEST_CHUNK_POINTS = 20_000
 
 # Measurements, in run order. Per-worker kinds run once per --workers value.
-PER_WORKER = ("copy-server", "copy-client", "dry-run", "server", "edge", "local")
-ORDER = ("copy-server", "copy-client", "dry-run", "server", "edge", "edge-hnsw", "ingest-update", "ingest-build",
-         "local", "naive", "naive-binary")
+PER_WORKER = ("copy-server", "copy-client", "dry-run", "server", "edge", "server-edge", "local")
+ORDER = ("copy-server", "copy-client", "dry-run", "server", "edge", "server-edge", "edge-hnsw", "ingest-update",
+         "ingest-build", "local", "naive", "naive-binary")
 DEFAULT_KINDS = ("copy-server", "copy-client", "dry-run", "server", "edge", "ingest-update", "ingest-build",
                  "local", "naive")
 LABELS = {
@@ -71,6 +78,7 @@ LABELS = {
     "dry-run": "migrate dry-run",
     "server": "migrate -> gRPC sink",
     "edge": "migrate -> edge (m=0)",
+    "server-edge": "migrate -> gRPC Edge endpoint",
     "edge-hnsw": "edge HNSW build (m=16)",
     "ingest-update": "Edge update() only [tgt limit]",
     "ingest-build": "Edge build+update [tgt limit]",
@@ -83,6 +91,8 @@ LABELS = {
 TARGET_DRY_RUN_VS_COPY = 0.70
 TARGET_SERVER_VS_DRY_RUN = 0.70  # issue 10
 TARGET_EDGE_VS_INGEST = 0.80
+# The servers a kind migrates into: scripts run by the orchestrator, outside the measured tree.
+SERVERS = {"server": "grpc_sink.py", "server-edge": "endpoint_server.py"}
 TARGET_VS_NAIVE = 3.0
 TARGET_PEAK_RSS_BYTES = 1 << 30
 TARGET_PEAK_RSS_ROWS = 1_000_000
@@ -116,32 +126,13 @@ def child_migrate(spec: dict) -> dict:
         options = _options(spec, qdrant_url=f"edge:{spec['dir']}", hnsw_m=0)
     elif kind == "local":
         options = _options(spec, qdrant_url=":memory:")
-    elif kind == "server":
-        return child_server(spec)
+    elif kind in SERVERS:
+        options = _options(spec, qdrant_url=spec["qdrant_url"], hnsw_m=0)  # as edge: no HNSW build
     else:
         raise ValueError(kind)
     result = _profiled(spec, lambda: migrate(options, _quiet_ui()))
     return {"rows": result.points_written, "seconds": result.seconds, "target_count": result.target_count,
             "ranges": result.ranges, "source_rows": result.source_rows}
-
-
-def child_server(spec: dict) -> dict:
-    """migrate over gRPC into the counting sink, run as a separate process (as a server would be)."""
-    import subprocess
-    from pg2qdrant.pipeline import migrate
-    sink = subprocess.Popen([sys.executable, str(HERE / "grpc_sink.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        url = sink.stdout.readline().strip()
-        if not url:
-            raise RuntimeError(f"the gRPC sink did not start: {sink.stderr.read()}")
-        options = _options(spec, qdrant_url=url)
-        result = _profiled(spec, lambda: migrate(options, _quiet_ui()))
-    finally:
-        sink.terminate()
-        _, err = sink.communicate(timeout=30)
-    return {"rows": result.points_written, "seconds": result.seconds, "target_count": result.target_count,
-            "ranges": result.ranges, "source_rows": result.source_rows, "sink": err.strip()[-200:]}
 
 
 _ORIGINAL_READER = None  # pg2qdrant.workers._worker while _profiled() has replaced it (this process only)
@@ -384,7 +375,7 @@ def child_naive(spec: dict) -> dict:
 
 
 CHILDREN = {"copy-server": child_copy, "copy-client": child_copy, "dry-run": child_migrate, "server": child_migrate,
-            "edge": child_migrate, "local": child_migrate, "edge-hnsw": child_hnsw,
+            "edge": child_migrate, "server-edge": child_migrate, "local": child_migrate, "edge-hnsw": child_hnsw,
             "ingest-update": child_ingest, "ingest-build": child_ingest, "naive": child_naive,
             "naive-binary": child_naive}
 
@@ -513,11 +504,16 @@ def run_all(args) -> dict:
                         spec = {"name": f"{kind}-{rows}-w{w}-{rep}", "kind": kind, "url": url, "table": TABLE,
                                 "workers": w or 1, "batch_size": batch_size, "dim": args.dim,
                                 "dir": str(shard_dir), "timeout": args.timeout}
-                        if profile_dir and kind in ("dry-run", "server", "edge", "local", "naive", "naive-binary"):
+                        if profile_dir and kind in ("dry-run", *SERVERS, "edge", "local", "naive", "naive-binary"):
                             spec["profile"] = str(profile_dir / f"{kind}-{rows}-w{w or 1}-{rep}.prof")
                         try:
-                            m = _measure.run_child(Path(__file__).resolve(), spec, workdir=workdir / "runs",
-                                                   timeout=args.timeout)
+                            with serving(kind, shard_dir) as server:
+                                if server:
+                                    spec["qdrant_url"] = server["url"]
+                                m = _measure.run_child(Path(__file__).resolve(), spec, workdir=workdir / "runs",
+                                                       timeout=args.timeout)
+                            if server:
+                                m.result["server"] = server["log"]
                         except _measure.MeasurementFailed as exc:
                             say(f"  {kind} w={w}: FAILED: {exc}")
                             records.append({"kind": kind, "rows_planned": rows, "workers": w, "scale": scale,
@@ -543,6 +539,39 @@ def run_all(args) -> dict:
     if profile_dir:
         meta["profiles"] = str(profile_dir)
     return {"meta": meta, "runs": records}
+
+
+@contextlib.contextmanager
+def serving(kind: str, scratch: Path):
+    """For a server kind, start its server as our own child, so that the measured process tree (the
+    migration) leaves it out; yield {"url": grpc://127.0.0.1:PORT}, then its last log line as "log"."""
+    if kind not in SERVERS:
+        yield None
+        return
+    import subprocess
+
+    import _measure
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_path = scratch / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(HERE / SERVERS[kind])], stdout=subprocess.PIPE, stderr=log,
+                                text=True, env={**os.environ, "TMPDIR": str(scratch)})  # its shards go there
+    server = {"url": proc.stdout.readline().strip()}
+    try:
+        if not server["url"]:
+            proc.wait(timeout=30)
+            raise _measure.MeasurementFailed(f"{SERVERS[kind]} did not start: {log_path.read_text()[-2000:]}")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+        server["log"] = lines[-1] if lines else ""
 
 
 def _record(kind: str, rows: int, scale: int, workers, rep: int, m) -> dict:
@@ -614,7 +643,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for r in rows:
         n, w, k = r["rows"], r["workers"], r["kind"]
         ratios = {}
-        if k in ("dry-run", "server", "edge", "local", "naive", "naive-binary"):
+        if k in ("dry-run", *SERVERS, "edge", "local", "naive", "naive-binary"):
             ww = w or 1
             for limit in ("copy-server", "copy-client"):
                 lr = rate(n, limit, ww)
@@ -630,10 +659,11 @@ def summarize(runs: list[dict]) -> list[dict]:
                 lr = rate(n, base)
                 if lr:
                     ratios[base] = r["rate"] / lr
-        if k == "server":
-            lr = rate(n, "dry-run", w)
-            if lr:
-                ratios["dry-run"] = r["rate"] / lr
+        if k in SERVERS:
+            for base in ("dry-run", "edge") if k == "server-edge" else ("dry-run",):
+                lr = rate(n, base, w)
+                if lr:
+                    ratios[base] = r["rate"] / lr
         r["ratios"] = ratios
     return rows
 
@@ -673,8 +703,8 @@ def targets(summary: list[dict]) -> list[dict]:
                     v = ratios[base]
                     add(f"edge >= {TARGET_VS_NAIVE:.0f}x {LABELS[base].replace(' -> edge', '')}", who, f"{v:.1f}x",
                         met(v >= TARGET_VS_NAIVE))
-    # Memory: < 1 GiB at 1M rows, and about the same at N.
-    for kind in ("dry-run", "edge"):
+    # Memory: < 1 GiB at 1M rows, and about the same at N (server kinds: the migration's tree, the server apart).
+    for kind in ("dry-run", "server", "edge", "server-edge"):
         mine = [r for r in summary if r["kind"] == kind]
         for w in sorted({r["workers"] for r in mine}):
             rs = sorted((r for r in mine if r["workers"] == w), key=lambda r: r["rows"])
@@ -691,7 +721,7 @@ def targets(summary: list[dict]) -> list[dict]:
                     f"(anon {_mib(lo['peak_anon'])} -> {_mib(hi['peak_anon'])})", None, "by eye")
     if not any(r["rows"] >= TARGET_PEAK_RSS_ROWS for r in summary):
         add("peak RSS < 1 GiB at 1,000,000 rows", "not measured in this run", "-", None,
-            "run --scales 1,5 --only dry-run,edge")
+            "run --rows 200000 --scales 1,5 --workers 2 --only dry-run,server,edge")
     # Scaling: time at 2N within 2.3x of the time at N (migrate runs; the limits are in the JSON).
     by = {(r["rows"], r["kind"], r["workers"]): r for r in summary}
     for r in summary:
@@ -739,7 +769,7 @@ def render(report: dict) -> None:
     right = {"justify": "right"}
     for col, kw in (("rows", right), ("measurement", {}), ("W", right), ("time s", right), ("rows/s", right),
                     ("vs COPY\nserver/client", right), ("vs\ndry run", right), ("vs Edge ingest\nbuild+upd/upd", right),
-                    ("vs\nnaive", right), ("peak RSS MiB\ntree/anon", right), ("main\nMiB", right)):
+                    ("vs\nedge", right), ("vs\nnaive", right), ("peak RSS MiB\ntree/anon", right), ("main\nMiB", right)):
         t.add_column(col, **kw)
 
     def pair(r, a, b):
@@ -751,13 +781,14 @@ def render(report: dict) -> None:
         naive = r["ratios"].get("naive")
         t.add_row(f"{r['rows']:,}", r["label"], str(r["workers"] or "-"), f"{r['seconds']:.2f}",
                   f"{r['rate']:,.0f}", pair(r, "copy-server", "copy-client"), pair(r, "dry-run", ""),
-                  pair(r, "ingest-build", "ingest-update"),
+                  pair(r, "ingest-build", "ingest-update"), pair(r, "edge", ""),
                   f"{naive:.1f}x" if naive else "", f"{_mib(r['peak_rss'])} / {_mib(r['peak_anon'])}",
                   _mib(r["main_max_rss"]))
     console.print(t)
     console.print("Ratios: this row's rows/s over the limit's, same rows and same W. Edge's limit for the targets is "
                   "'build+update' (its Python API cannot ingest without building Point objects); 'update' alone is "
-                  "shown too. Peak RSS: sum over the process tree (main + readers), sampled every 0.1 s; anon: "
+                  "shown too. Peak RSS: sum over the migration's process tree (main + reader/writer processes; "
+                  "gRPC servers excluded), sampled every 0.1 s; anon: "
                   "without file-backed/shared pages; main: the main process's exact peak (VmHWM).", markup=False)
     ct = Table(title="Issue 3 and 10 targets", title_justify="left")
     for col in ("target", "measured on", "figure", "met"):

@@ -20,32 +20,15 @@ vectors (the progress records) or with ``record=True``.
 from __future__ import annotations
 
 import argparse
-import random
 import signal
-import socket
 import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from qdrant_client import grpc as q
-
-GRPC_PORT = 6334  # pg2qdrant speaks gRPC to this port only
-
-
-def free_loopback_host(port: int = GRPC_PORT) -> str:
-    """A 127.x.y.z address whose ``port`` is free: the sink must listen on 6334 (pg2qdrant's
-    gRPC port) without colliding with anything else on the machine."""
-    for _ in range(100):
-        host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return host
-    raise RuntimeError(f"no free loopback address for port {port}")
 
 
 @dataclass
@@ -88,10 +71,10 @@ def _key(point_id: q.PointId):
 class Sink:
     """The servicers' shared state, and the server's life cycle (``with Sink() as sink``)."""
 
-    def __init__(self, host: str | None = None, port: int = GRPC_PORT, *, record: bool = False,
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, record: bool = False,
                  api_key: str | None = None, max_receive_bytes: int = 64 << 20, threads: int = 8):
-        self.host = host or free_loopback_host(port)
-        self.port = port
+        self.host = host
+        self.port = port  # 0: a free port, known once started
         self.record = record
         self.requests: list[q.UpsertPoints] = []  # with record=True
         self.points_received = 0
@@ -109,10 +92,11 @@ class Sink:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """grpc:// makes pg2qdrant speak gRPC on any port."""
+        return f"grpc://{self.host}:{self.port}"
 
     def start(self) -> "Sink":
-        self.server.add_insecure_port(f"{self.host}:{self.port}")
+        self.port = self.server.add_insecure_port(f"{self.host}:{self.port}")
         self.server.start()
         return self
 
@@ -247,8 +231,8 @@ class _Points(q.PointsServicer):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default=None, help="address to listen on (default: a free 127.x.y.z)")
-    p.add_argument("--port", type=int, default=GRPC_PORT)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     args = p.parse_args(argv)
     sink = Sink(args.host, args.port).start()
     print(sink.url, flush=True)
@@ -256,7 +240,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
-    print(f"received {sink.points_received} points", file=sys.stderr, flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _measure import own_peak_rss_bytes
+    print(f"received {sink.points_received} points; sink peak RSS {own_peak_rss_bytes() / 2**20:,.0f} MiB",
+          file=sys.stderr, flush=True)
     sink.stop()
     return 0
 

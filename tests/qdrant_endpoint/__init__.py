@@ -102,6 +102,11 @@ class QdrantEndpoint:
         """The gRPC address (grpc:// or grpcs://), as pg2qdrant's --qdrant.url takes it."""
         return f"{'grpcs' if self.tls else 'grpc'}://{self.host}:{self.grpc_port}"
 
+    @property
+    def grpc_direct_url(self) -> str:
+        """The gRPC server itself, without the proxy in front (so no cut connections): for benchmarks."""
+        return f"{'grpcs' if self.tls else 'grpc'}://{self.host}:{self._grpc_proxy.upstream[1]}"
+
     def target_url(self, front: str) -> str:
         return self.grpc_url if front == "grpc" else self.url
 
