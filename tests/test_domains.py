@@ -9,6 +9,8 @@ binary pgoutput stream. Expected values are written out by hand.
 
 from __future__ import annotations
 
+import contextlib
+
 import itertools
 
 import pytest
@@ -137,17 +139,28 @@ def test_unreadable_type_fails_before_any_write(db, qdrant_path, cli, monkeypatc
 
 # --- sync (binary pgoutput) -----------------------------------------------------------------------
 
-def test_cdc_decodes_domain_arrays_and_char_like_copy(db, tmp_path, cli, open_qdrant):
-    """Inserted and updated rows, decoded from pgoutput, carry the same values as the copy."""
-    columns = list(CASES)
-    db.execute(DOMAINS)
-    _create(db, columns, table="items")
+@contextlib.contextmanager
+def _synced(db, tmp_path, cli):
+    """An initial copy of ``items`` by sync; yields the `sync --sync.once` arguments; drops the slot."""
     base = ["sync", "--pg.url", db.url, "--pg.table", "items", "--qdrant.url", f"local:{tmp_path / 'q'}",
             "--qdrant.collection", "c", "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1",
             "--sync.once"]
     try:
         r = cli(*base, "--sync.initial-copy")
         assert r.exit_code == 0, r.output
+        yield base
+    finally:
+        with db.connect() as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND NOT active", (f"s_{db.name}",))
+
+
+def test_cdc_decodes_domain_arrays_and_char_like_copy(db, tmp_path, cli, open_qdrant):
+    """Inserted and updated rows, decoded from pgoutput, carry the same values as the copy."""
+    columns = list(CASES)
+    db.execute(DOMAINS)
+    _create(db, columns, table="items")
+    with _synced(db, tmp_path, cli) as base:
         values = ", ".join(CASES[c][1] for c in columns)
         db.execute(f"INSERT INTO items (id, {', '.join(columns)}, v) VALUES (3, {values}, '[5,6]')")
         # Row 1: every column set again (pgoutput sends the new row whole); row 2 stays all NULL.
@@ -160,10 +173,6 @@ def test_cdc_decodes_domain_arrays_and_char_like_copy(db, tmp_path, cli, open_qd
         _assert_row(payloads, columns)
         assert {c: payloads[3][c] for c in columns} == {c: CASES[c][2] for c in columns}
         assert payloads[4]["c_char"] == "\\303"
-    finally:
-        with db.connect() as conn:
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s AND NOT active", (f"s_{db.name}",))
 
 
 @pytest.mark.parametrize("order", [["a_posint", "plain"], ["plain", "a_posint"], ["d_posarr", "plain"]],
@@ -171,12 +180,7 @@ def test_cdc_decodes_domain_arrays_and_char_like_copy(db, tmp_path, cli, open_qd
 def test_cdc_domain_arrays_do_not_poison_plain_arrays(db, tmp_path, cli, open_qdrant, order):
     db.execute(DOMAINS)
     _create(db, order, table="items")
-    base = ["sync", "--pg.url", db.url, "--pg.table", "items", "--qdrant.url", f"local:{tmp_path / 'q'}",
-            "--qdrant.collection", "c", "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1",
-            "--sync.once"]
-    try:
-        r = cli(*base, "--sync.initial-copy")
-        assert r.exit_code == 0, r.output
+    with _synced(db, tmp_path, cli) as base:
         db.execute("DELETE FROM items")  # the stream alone must bring the values back
         values = ", ".join(CASES[c][1] for c in order)
         db.execute(f"INSERT INTO items (id, {', '.join(order)}, v) VALUES (1, {values}, '[1,2]'), "
@@ -187,7 +191,3 @@ def test_cdc_domain_arrays_do_not_poison_plain_arrays(db, tmp_path, cli, open_qd
         payloads = _payloads(open_qdrant(tmp_path / "q"))
         _assert_row(payloads, order)
         assert {c: payloads[3][c] for c in order} == {c: CASES[c][2] for c in order}
-    finally:
-        with db.connect() as conn:
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s AND NOT active", (f"s_{db.name}",))
