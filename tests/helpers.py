@@ -46,6 +46,16 @@ def source_plan(url: str, table: str, collection: str = "c", **kwargs):
         return build_plan(info, server, collection=collection, **kwargs)
 
 
+def assert_local_collection_equals_table(url: str, table: str, folder) -> int:
+    """:func:`assert_collection_equals_table` on collection ``c`` of a local-mode folder (opened, then closed)."""
+    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    target = QdrantTarget(parse_target_url(f"local:{folder}"))
+    try:
+        return assert_collection_equals_table(url, table, target)
+    finally:
+        target.close()
+
+
 def assert_collection_equals_table(url: str, table: str, target, collection: str = "c", *, float_ulps: int = 0,
                                   **plan_kwargs) -> int:
     """Every row is a point with the same payload and vectors, and there is no other point."""

@@ -20,9 +20,8 @@ import pytest
 from qdrant_client import models
 
 from conftest import Database, migrate_args
-from helpers import assert_collection_equals_table, vector_literal
+from helpers import assert_local_collection_equals_table, vector_literal
 from pg2qdrant.localpg import LocalPostgres, LocalPostgresError, server_problem
-from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 
 PGSERVER_REQUIREMENT = "pgserver==0.1.4"
 
@@ -119,11 +118,7 @@ def test_vector_only_table_migrates_on_pgvector_0_6(old_db, qdrant_path, cli, op
     assert r.exit_code == 0, r.output
     assert f"{rows} rows in the snapshot" in r.stdout
     # Every row is a point with the same payload and bit-exact float32 vectors, and nothing else.
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(old_db.url, "docs", target) == rows
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(old_db.url, "docs", qdrant_path) == rows
     client = open_qdrant(qdrant_path)
     vectors = client.get_collection("c").config.params.vectors
     assert (vectors["embedding"].size, vectors["embedding"].distance) == (64, models.Distance.DOT)

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from conftest import migrate_args
-from helpers import assert_collection_equals_table, create_items_table
+from helpers import assert_collection_equals_table, assert_local_collection_equals_table, create_items_table
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+from pg2qdrant.destination.qdrant import parse_target_url
 
 
 def edge_args(db, table, path, *extra):
@@ -83,11 +83,7 @@ def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_p
     r = subprocess.run([sys.executable, "-m", "pg2qdrant", *args[:-2]], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "Resuming the migration" in r.stderr and "by earlier runs" in r.stdout
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 3000
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", qdrant_path) == 3000
 
 
 class _Lines(list):
@@ -181,11 +177,7 @@ def _copy_while_terminating_readers(db, qdrant_path, cli, kills: int, rows: int,
 
 
 def _assert_local_collection_equals_table(db, qdrant_path, rows: int) -> None:
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == rows
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", qdrant_path) == rows
 
 
 def test_dropped_postgres_connections_are_retried_range_by_range(db, qdrant_path, cli):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import migrate_args
-from helpers import assert_collection_equals_table, create_items_table, source_plan
+from helpers import assert_collection_equals_table, assert_local_collection_equals_table, create_items_table, source_plan
 from pg2qdrant.destination.edge import EdgeTarget
 from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
 from pg2qdrant.destination.checkpoints import state_id_for
@@ -107,11 +107,7 @@ def test_state_file_reused_for_another_collection_does_not_skip_rows(db, tmp_pat
     r = _migrate_with_state_file(db, cli, folder, state_file)
     assert r.exit_code == 0, r.output
     assert "fewer than the 300 rows already copied" in r.stderr and "already complete" not in r.stderr
-    target = QdrantTarget(parse_target_url(f"local:{folder}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 300
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", folder) == 300
 
 
 def test_state_file_reused_for_another_target_does_not_skip_rows(db, tmp_path, cli):
@@ -122,11 +118,7 @@ def test_state_file_reused_for_another_target_does_not_skip_rows(db, tmp_path, c
     assert r.exit_code == 0, r.output
     assert "already complete" not in r.stderr
     assert f"progress of this migration for another target (local:{tmp_path / 'a'})" in r.stderr
-    target = QdrantTarget(parse_target_url(f"local:{tmp_path / 'b'}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 300
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", tmp_path / 'b') == 300
     # Each target keeps its own record in the file: the first one is still complete.
     assert "already complete" in _migrate_with_state_file(db, cli, tmp_path / "a", state_file).stderr
 
@@ -175,11 +167,7 @@ def test_delete_orphans_makes_the_copy_exact(db, qdrant_path, cli):
     assert r.exit_code == 0, r.output
     assert "Deleted 10 point(s)" in r.stderr and "not an exact copy" not in r.stderr
     assert "the collection equals the table" in r.stdout
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 90
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", qdrant_path) == 90
 
 
 def test_delete_orphans_after_a_complete_migration(db, qdrant_path, cli):
@@ -192,11 +180,7 @@ def test_delete_orphans_after_a_complete_migration(db, qdrant_path, cli):
     r = cli(*migrate_args(db, "t", qdrant_path), "--migration.delete-orphans")
     assert r.exit_code == 0, r.output
     assert "Deleted 5 point(s)" in r.stderr and "the collection equals the table" in r.stdout
-    target = QdrantTarget(parse_target_url(f"local:{qdrant_path}"))
-    try:
-        assert assert_collection_equals_table(db.url, "t", target) == 95
-    finally:
-        target.close()
+    assert assert_local_collection_equals_table(db.url, "t", qdrant_path) == 95
 
 
 def test_delete_orphans_on_a_resumed_run_read_in_two_snapshots(db, tmp_path):
