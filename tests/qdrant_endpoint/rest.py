@@ -65,6 +65,29 @@ class Route:
         self.op, self.collection, self.serve, self.ids = op, collection, serve, ids
 
 
+# REST routes of the single point-update calls: (path under the collection, method) ->
+# (operation name, wrap the parsed body as an update operation, the body's model).
+_POINT_UPDATES: dict[tuple[tuple[str, ...], str], tuple[str, Any, Any]] = {
+    (("points", "delete"), "POST"): (F.DELETE_POINTS, lambda s: models.DeleteOperation(delete=s),
+                                     models.PointsSelector),
+    (("points", "payload"), "POST"): (F.SET_PAYLOAD, lambda s: models.SetPayloadOperation(set_payload=s),
+                                      models.SetPayload),
+    (("points", "payload"), "PUT"): (F.OVERWRITE_PAYLOAD,
+                                     lambda s: models.OverwritePayloadOperation(overwrite_payload=s), models.SetPayload),
+    (("points", "payload", "delete"), "POST"): (F.DELETE_PAYLOAD,
+                                                lambda s: models.DeletePayloadOperation(delete_payload=s),
+                                                models.DeletePayload),
+    (("points", "payload", "clear"), "POST"): (F.CLEAR_PAYLOAD,
+                                               lambda s: models.ClearPayloadOperation(clear_payload=s),
+                                               models.PointsSelector),
+    (("points", "vectors"), "PUT"): (F.UPDATE_VECTORS, lambda s: models.UpdateVectorsOperation(update_vectors=s),
+                                     models.UpdateVectors),
+    (("points", "vectors", "delete"), "POST"): (F.DELETE_VECTORS,
+                                                lambda s: models.DeleteVectorsOperation(delete_vectors=s),
+                                                models.DeleteVectors),
+}
+
+
 def route(endpoint: QdrantEndpoint, method: str, path: str) -> Route:
     """The route for METHOD PATH; ``serve(body, query)`` returns the result (or raises ApiError)."""
     e = endpoint.engine
@@ -145,25 +168,9 @@ def route(endpoint: QdrantEndpoint, method: str, path: str) -> Route:
         return r(F.SCROLL, scroll)
     if rest == ("points", "query") and method == "POST":
         return r(F.QUERY, lambda b, q: {"points": e.query(name, parse(models.QueryRequest, b))})
-    if rest == ("points", "delete") and method == "POST":
-        return update(F.DELETE_POINTS, lambda s: models.DeleteOperation(delete=s), models.PointsSelector)
-    if rest == ("points", "payload") and method == "POST":
-        return update(F.SET_PAYLOAD, lambda s: models.SetPayloadOperation(set_payload=s), models.SetPayload)
-    if rest == ("points", "payload") and method == "PUT":
-        return update(F.OVERWRITE_PAYLOAD, lambda s: models.OverwritePayloadOperation(overwrite_payload=s),
-                      models.SetPayload)
-    if rest == ("points", "payload", "delete") and method == "POST":
-        return update(F.DELETE_PAYLOAD, lambda s: models.DeletePayloadOperation(delete_payload=s),
-                      models.DeletePayload)
-    if rest == ("points", "payload", "clear") and method == "POST":
-        return update(F.CLEAR_PAYLOAD, lambda s: models.ClearPayloadOperation(clear_payload=s),
-                      models.PointsSelector)
-    if rest == ("points", "vectors") and method == "PUT":
-        return update(F.UPDATE_VECTORS, lambda s: models.UpdateVectorsOperation(update_vectors=s),
-                      models.UpdateVectors)
-    if rest == ("points", "vectors", "delete") and method == "POST":
-        return update(F.DELETE_VECTORS, lambda s: models.DeleteVectorsOperation(delete_vectors=s),
-                      models.DeleteVectors)
+    if (rest, method) in _POINT_UPDATES:
+        op, wrap, model = _POINT_UPDATES[(rest, method)]
+        return update(op, wrap, model)
     if rest == ("points", "batch") and method == "POST":
         def batch_ids(b: Any) -> list:
             ops = parse(models.UpdateOperations, b).operations
