@@ -3,7 +3,7 @@
 Users who keep PostgreSQL as the source of truth find keeping Qdrant in step
 the hard part: deletes, UPDATEs whose vector PostgreSQL does not even send
 (unchanged TOAST), key changes, TRUNCATE, crashes and restarts. This module
-is the apply loop that gets those right; source/changes.py reads the stream.
+is the apply loop that gets those right; source/replication.py reads the stream.
 
 Three modes:
 
@@ -50,8 +50,8 @@ import time
 
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source import changes, connect
-from pg2qdrant.source.changes import format_lsn
+from pg2qdrant.source import connect, slots
+from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, EXISTENCE_CHUNK, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
                                     LAG_WARN_EVERY_S, LAG_WARN_SECONDS, MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, MODES,
                                     ONCE_IDLE_S, REREAD_CHUNK, SLOT_BUSY_GIVE_UP_S, STATUS_EVERY_S,
@@ -123,8 +123,8 @@ def sync_status(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI)
     slot, publication = sync_options.names(collection)
     conn = connect.connect(pg_url, autocommit=True)
     try:
-        info = changes.slot_info(conn, slot)
-        settings = changes.wal_settings(conn)
+        info = slots.slot_info(conn, slot)
+        settings = slots.wal_settings(conn)
         pub = conn.execute(
             "SELECT string_agg(format('%%I.%%I', schemaname, tablename), ', ') FROM pg_publication_tables "
             "WHERE pubname = %s", (publication,)).fetchone()[0]
@@ -163,8 +163,8 @@ def sync_drop(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI) -
     slot, publication = sync_options.names(collection)
     conn = connect.connect(pg_url, autocommit=True)
     try:
-        dropped = changes.drop_slot(conn, slot)
-        pub = changes.drop_publication(conn, publication)
+        dropped = slots.drop_slot(conn, slot)
+        pub = slots.drop_publication(conn, publication)
     finally:
         conn.close()
     ui.info(f"Replication slot {slot!r}: {'dropped' if dropped else 'did not exist'}.")

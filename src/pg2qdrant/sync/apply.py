@@ -18,9 +18,9 @@ from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import (PointId, RowMapper, keys_can_share_ids, make_point_id, normalize_point_id,
                                shared_id_error, uuid_of_key)
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import catalog, changes, connect
+from pg2qdrant.source import catalog, connect, lookups
 from pg2qdrant.source.catalog import Leaf
-from pg2qdrant.source.changes import UNCHANGED, RowDecoder
+from pg2qdrant.source.rows import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.writer import Writer
@@ -87,7 +87,7 @@ class SourceLookup:
 
     def fetch_rows(self, keys: list[tuple]) -> list[tuple]:
         """Current rows for these key values, read with the plan's own SELECT (as the copy reads)."""
-        return changes.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
+        return lookups.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
 
     def close(self) -> None:
         try:

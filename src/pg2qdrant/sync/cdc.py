@@ -19,9 +19,10 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
 from pg2qdrant.plan import Plan, shape_differences
-from pg2qdrant.source import changes, connect, snapshot
-from pg2qdrant.source.changes import (Begin, Commit, ConnectionLost, Delete, Insert, Keepalive, Relation,
-                                      ReplicationConnection, SlotBusy, Truncate, Update, XLogData, format_lsn)
+from pg2qdrant.source import connect, slots, snapshot
+from pg2qdrant.source.lsn import format_lsn, pg_time_to_unix
+from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode_message
+from pg2qdrant.source.replication import ConnectionLost, Keepalive, ReplicationConnection, SlotBusy, XLogData
 from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup, _RowChange, _TruncateChange
 from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
                                     MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, ONCE_IDLE_S, SLOT_BUSY_GIVE_UP_S,
@@ -55,7 +56,7 @@ class CdcSync(Runner):
         address, plan = self._plan()
         conn = connect.connect(options.pg_url, autocommit=True)
         try:
-            settings = changes.wal_settings(conn)
+            settings = slots.wal_settings(conn)
             if settings.get("wal_level") != "logical":
                 raise InputError(
                     f"PostgreSQL runs with wal_level = {settings.get('wal_level')}; logical replication needs "
@@ -63,10 +64,10 @@ class CdcSync(Runner):
                     fix="ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (managed services: enable "
                         "logical replication/decoding in the settings); or use --sync.mode poll "
                         "--sync.updated-column COLUMN.")
-            changes.check_replica_identity(conn, plan)
-            existing = changes.slot_info(conn, self.slot)
+            slots.check_replica_identity(conn, plan)
+            existing = slots.slot_info(conn, self.slot)
             if existing is not None:
-                changes.check_slot(existing, plan.server.database)
+                slots.check_slot(existing, plan.server.database)
         finally:
             conn.close()
 
@@ -101,7 +102,7 @@ class CdcSync(Runner):
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
         conn = connect.connect(options.pg_url, autocommit=True)
         try:
-            outcome = changes.ensure_publication(conn, self.publication, plan, options.collection)
+            outcome = slots.ensure_publication(conn, self.publication, plan, options.collection)
             if outcome == "created":
                 ui.info(f"Created publication {self.publication!r} for {plan.table.display}.")
             elif outcome == "altered":
@@ -147,7 +148,7 @@ class CdcSync(Runner):
         if self.sync.once:
             conn = connect.connect(options.pg_url, autocommit=True)
             try:
-                self.until_lsn = changes.current_wal_lsn(conn)
+                self.until_lsn = slots.current_wal_lsn(conn)
             finally:
                 conn.close()
 
@@ -215,11 +216,11 @@ class CdcSync(Runner):
             try:
                 deadline = time.monotonic() + wait_s
                 while time.monotonic() < deadline:
-                    info = changes.slot_info(conn, self.slot)
+                    info = slots.slot_info(conn, self.slot)
                     if info is None or not info.active:
                         break
                     time.sleep(0.1)
-                changes.drop_slot(conn, self.slot)
+                slots.drop_slot(conn, self.slot)
             finally:
                 conn.close()
         except InputError:
@@ -296,7 +297,7 @@ class CdcSync(Runner):
         plan = self.plan
         stats = self.stats
         decoder = lookup.decoder
-        # Changes arrive under each partition's own relation (see changes.ensure_publication);
+        # Changes arrive under each partition's own relation (see slots.ensure_publication);
         # a relation not in the plan (a partition created since) is looked up once.
         ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves)}
         others: set[int] = set()
@@ -314,7 +315,7 @@ class CdcSync(Runner):
             n = applier.apply(batch) if batch.items else 0
             now = time.time()
             for t in batch.commit_times:
-                stats.latencies.append(max(0.0, now - changes.pg_time_to_unix(t)))
+                stats.latencies.append(max(0.0, now - pg_time_to_unix(t)))
             if batch.commit_times:
                 stats.last_latency = stats.latencies[-1]
             stats.pending_since = txn_time if in_txn else None  # a transaction applied in parts is pending
@@ -343,7 +344,7 @@ class CdcSync(Runner):
                 last_data = time.monotonic()
                 stats.server_lsn = max(stats.server_lsn, frame.wal_end)
                 received = max(received, frame.start)
-                msg = changes.decode_message(frame.payload)
+                msg = decode_message(frame.payload)
                 if isinstance(msg, (Insert, Update, Delete)):
                     if msg.relation in ours and decoder.knows(msg.relation):
                         reread_only = msg.relation in decoder.missing_columns
@@ -366,7 +367,7 @@ class CdcSync(Runner):
                         batch.rows += 1
                 elif isinstance(msg, Begin):
                     in_txn = True
-                    txn_time = changes.pg_time_to_unix(msg.commit_time)  # Begin carries the commit time
+                    txn_time = pg_time_to_unix(msg.commit_time)  # Begin carries the commit time
                     if stats.pending_since is None:
                         stats.pending_since = txn_time
                 elif isinstance(msg, Commit):
