@@ -56,7 +56,7 @@ from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, EXISTENCE_CH
                                     LAG_WARN_EVERY_S, LAG_WARN_SECONDS, MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, MODES,
                                     ONCE_IDLE_S, REREAD_CHUNK, SLOT_BUSY_GIVE_UP_S, STATUS_EVERY_S,
                                     TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
-from pg2qdrant.sync.apply import DELETE, FULL, PARTIAL, REREAD, Applier, ChangeBatch, SourceLookup
+from pg2qdrant.sync.apply import Applier, ChangeBatch, Kind, PointState, SourceLookup
 from pg2qdrant.sync.reconcile import reconcile
 from pg2qdrant.sync.status import StatusLine, _StopSignals
 from pg2qdrant.sync.cdc import CdcSync
@@ -181,7 +181,7 @@ __all__ = [
     "LAG_WARN_SECONDS", "LAG_WARN_EVERY_S", "BACKOFF_START_S", "BACKOFF_MAX_S", "SLOT_BUSY_GIVE_UP_S",
     "TARGET_FAILURES_GIVE_UP", "ONCE_IDLE_S", "EXISTENCE_CHUNK", "REREAD_CHUNK",
     # apply
-    "FULL", "PARTIAL", "DELETE", "REREAD", "SourceLookup",
+    "Kind", "PointState", "SourceLookup",
     # status
     "StatusLine",
     # cdc, poll
