@@ -32,7 +32,7 @@ from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated, reconcile
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
-from pg2qdrant.sync.stream import Receiver, Stream
+from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
 
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
@@ -311,9 +311,10 @@ class CdcSync(Runner):
             rep = ReplicationConnection(self.options.pg_url)
             rep.start(self.slot, self.publication)
             receiver = Receiver(plan, lookup, self.stats, self.ui.warn)
-            stream = Stream(rep, receiver, applier, self.stats, observer=self.observer, stop=self.stop,
+            ack = Acknowledger(rep.send_feedback, self.stats)
+            stream = Stream(receiver, applier, ack, self.stats, observer=self.observer, stop=self.stop,
                             until_lsn=self.until_lsn)
-            return stream.run(status)
+            return stream.run(rep, status)
         finally:
             if rep is not None:
                 rep.close()

@@ -182,25 +182,26 @@ class Acknowledger:
 
 
 class Stream:
-    """One streaming session on a started replication connection: receive -> fold -> apply ->
-    acknowledge until stopped or caught up (True), or until the connection breaks (raises)."""
+    """One streaming session: receive -> fold -> apply -> acknowledge until stopped or caught up
+    (True), or until the connection breaks (raises). Only :meth:`run` reads the connection; the
+    steps take frames, so they run without one."""
 
-    def __init__(self, rep: ReplicationConnection, receiver: Receiver, applier: Applier, stats: SyncStats, *,
+    def __init__(self, receiver: Receiver, applier: Applier, ack: Acknowledger, stats: SyncStats, *,
                  observer, stop: threading.Event, until_lsn: int | None):
-        self.rep = rep
         self.receiver = receiver
         self.applier = applier
+        self.ack = ack
         self.stats = stats
         self.observer = observer
         self.stop = stop
         self.until_lsn = until_lsn  # --sync.once: the WAL position to catch up with
-        self.ack = Acknowledger(rep.send_feedback, stats)
 
-    def run(self, status: StatusLine) -> bool:
+    def run(self, rep: ReplicationConnection, status: StatusLine) -> bool:
+        """Stream from ``rep`` (started; ``self.ack`` sends its feedback there)."""
         receiver, ack = self.receiver, self.ack
         ack.send()
         while not self.stop.is_set():
-            frame = self.rep.read(0.0 if receiver.batch else 0.5)
+            frame = rep.read(0.0 if receiver.batch else 0.5)
             self.receive(frame)
             now = time.monotonic()
             if receiver.due(frame is None, now):
