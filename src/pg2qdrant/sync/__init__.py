@@ -38,7 +38,8 @@ Layout (one module per concern; every public name is re-exported here, so
 - :mod:`.reconcile`: :func:`reconcile` (ID sets compared, orphans deleted, missing filled);
 - :mod:`.status`: stop signals and :class:`StatusLine`;
 - :mod:`.state`: sync's own records kept with the target (CDC marker, poll watermark);
-- :mod:`.cdc`: :class:`CdcSync`, the logical-replication runner;
+- :mod:`.cdc`: :class:`CdcSync`, the logical-replication runner (setup, reconnects);
+- :mod:`.stream`: its stream loop, receive -> fold -> apply -> acknowledge;
 - :mod:`.poll`: :class:`PollSync`, poll mode (and ``--sync.mode reconcile``);
 - here: the entry points :func:`run_sync`, :func:`sync_status`, :func:`sync_drop`.
 """
