@@ -96,7 +96,8 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> bool:
     if info.active:
         raise InputError(
             f"Replication slot {slot!r} is in use by server process {info.active_pid} (a running sync?).",
-            fix=f"stop that sync first (SIGTERM / Ctrl-C); to force it: SELECT pg_terminate_backend({info.active_pid}).")
+            fix=f"stop that sync first (SIGTERM / Ctrl-C); to force it: "
+                f"SELECT pg_terminate_backend({info.active_pid}).")
     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     return True
 

@@ -117,7 +117,8 @@ class Applier:
     """Turns a batch of decoded changes into operations and applies them (wait=true)."""
 
     def __init__(self, plan: Plan, target, lookup: SourceLookup, *, batch_size: int,
-                 on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None], stats: SyncStats | None = None):
+                 on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None],
+                 stats: SyncStats | None = None):
         self.plan = plan
         self.target = target
         self.lookup = lookup
