@@ -102,7 +102,7 @@ def _streaming(conn, slot: str) -> bool:
 
 
 def _insert_lsn(conn) -> int:
-    from pg2qdrant.source.changes import parse_lsn
+    from pg2qdrant.source.lsn import parse_lsn
     return parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
 
 

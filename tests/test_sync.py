@@ -24,7 +24,8 @@ import pytest
 
 from helpers import assert_collection_equals_table, vector_literal
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source.changes import derived_name, parse_lsn
+from pg2qdrant.source.lsn import parse_lsn
+from pg2qdrant.source.slots import derived_name
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.qdrant import parse_target_url

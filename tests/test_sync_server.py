@@ -31,7 +31,7 @@ from qdrant_endpoint import (
 from test_sync import Workload, create_items, slot_of, wait_caught_up, wait_streaming
 
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source.changes import parse_lsn
+from pg2qdrant.source.lsn import parse_lsn
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
 from pg2qdrant.ui import UI
 

@@ -211,7 +211,7 @@ class Health:
 
     def slot_info(self):
         """(SlotInfo or None when missing, error text or None), read at most once a second."""
-        from pg2qdrant.source import changes, connect
+        from pg2qdrant.source import connect, slots
         with self._lock:
             if self.slot is None or self.pg_url is None:
                 return None, None
@@ -220,7 +220,7 @@ class Health:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect.connect(self.pg_url, autocommit=True)
-                self._probe = (changes.slot_info(self._conn, self.slot), None)
+                self._probe = (slots.slot_info(self._conn, self.slot), None)
             except Exception as exc:  # unreachable, restarting: unhealthy, tried again next time
                 self._close()
                 self._probe = (None, redaction.redact(getattr(exc, "message", None) or exc))
@@ -278,7 +278,7 @@ class Health:
 
 
 def _format_lsn(lsn: int) -> str:
-    from pg2qdrant.source.changes import format_lsn
+    from pg2qdrant.source.lsn import format_lsn
     return format_lsn(lsn)
 
 
@@ -296,7 +296,7 @@ class SyncObserver:
 
     def applied(self, batch, now: float) -> None:
         """``batch`` (a sync.apply.ChangeBatch) was applied at ``now`` (unix time)."""
-        from pg2qdrant.source.changes import pg_time_to_unix
+        from pg2qdrant.source.lsn import pg_time_to_unix
         counts: dict[str, int] = {}
         for item in batch.items:
             kind = _KINDS.get(getattr(item, "op", None), "truncate")

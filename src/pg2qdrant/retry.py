@@ -1,8 +1,12 @@
-"""Retrying transient failures: exponential backoff with jitter, bounded by count and by time.
+"""Retrying transient failures: exponential backoff, the one place its pauses are computed.
 
-Only failures classified as transient are retried (a server restarting, a
-rate limit, a dropped connection); permanent ones (bad input, rejected
-credentials) stop at once with the server's message.
+- :func:`call_with_retries` (with :class:`RetryPolicy`): one call, retried with jitter,
+  bounded by count and by time. Only failures classified as transient are retried (a
+  server restarting, a rate limit, a dropped connection); permanent ones (bad input,
+  rejected credentials) stop at once with the server's message.
+- :class:`Backoff`: the pauses of loops that retry until stopped (sync's reconnects),
+  reset once the loop makes progress again.
+- :func:`pause`: the pause before a numbered attempt (a reader re-reading a range).
 """
 
 from __future__ import annotations
@@ -26,7 +30,30 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt)] (spreads retries of many workers)."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2 ** attempt)))
+        return random.uniform(0, pause(attempt, self.base_delay_s, self.max_delay_s))
+
+
+def pause(attempt: int, start_s: float, max_s: float) -> float:
+    """The pause before retry number ``attempt + 1``: ``start_s`` doubled per attempt, at most ``max_s``."""
+    return min(max_s, start_s * 2.0 ** min(attempt, 60))  # bounded exponent: a float, never an overflow
+
+
+class Backoff:
+    """Pauses for a loop that retries until stopped: :func:`pause` of the failures since the last
+    :meth:`reset` (the loop calls that once it makes progress again)."""
+
+    def __init__(self, start_s: float, max_s: float):
+        self.start_s, self.max_s = start_s, max_s
+        self.failures = 0
+
+    def next(self) -> float:
+        """The pause before the next try (counts one more failure)."""
+        delay = pause(self.failures, self.start_s, self.max_s)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],

@@ -48,7 +48,7 @@ from typing import Any, Iterator
 
 import psycopg
 
-from pg2qdrant import lifeline, redaction
+from pg2qdrant import lifeline, redaction, retry
 from pg2qdrant.destination import wire
 from pg2qdrant.errors import Pg2QdrantError, SourceError
 from pg2qdrant.mapping import PointBatch, RowMapper
@@ -189,7 +189,7 @@ def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop) -> None:
             rng, attempt = task
             tag = (rng.index, attempt)
             if attempt:  # a retried range: give a restarting server time, more each attempt
-                time.sleep(min(RECONNECT_MAX_PAUSE_S, RECONNECT_PAUSE_S * 2 ** (attempt - 1)))
+                time.sleep(retry.pause(attempt - 1, RECONNECT_PAUSE_S, RECONNECT_MAX_PAUSE_S))
             try:
                 if conn is None or conn.closed:
                     conn, oids = _open(spec, results, stop, worker_id)

@@ -3,7 +3,7 @@
 Users who keep PostgreSQL as the source of truth find keeping Qdrant in step
 the hard part: deletes, UPDATEs whose vector PostgreSQL does not even send
 (unchanged TOAST), key changes, TRUNCATE, crashes and restarts. This module
-is the apply loop that gets those right; source/changes.py reads the stream.
+is the apply loop that gets those right; source/replication.py reads the stream.
 
 Three modes:
 
@@ -38,7 +38,8 @@ Layout (one module per concern; every public name is re-exported here, so
 - :mod:`.reconcile`: :func:`reconcile` (ID sets compared, orphans deleted, missing filled);
 - :mod:`.status`: stop signals and :class:`StatusLine`;
 - :mod:`.state`: sync's own records kept with the target (CDC marker, poll watermark);
-- :mod:`.cdc`: :class:`CdcSync`, the logical-replication runner;
+- :mod:`.cdc`: :class:`CdcSync`, the logical-replication runner (setup, reconnects);
+- :mod:`.stream`: its stream loop, receive -> fold -> apply -> acknowledge;
 - :mod:`.poll`: :class:`PollSync`, poll mode (and ``--sync.mode reconcile``);
 - here: the entry points :func:`run_sync`, :func:`sync_status`, :func:`sync_drop`.
 """
@@ -50,13 +51,13 @@ import time
 
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source import changes, connect
-from pg2qdrant.source.changes import format_lsn
+from pg2qdrant.source import connect, slots
+from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, EXISTENCE_CHUNK, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
                                     LAG_WARN_EVERY_S, LAG_WARN_SECONDS, MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, MODES,
                                     ONCE_IDLE_S, REREAD_CHUNK, SLOT_BUSY_GIVE_UP_S, STATUS_EVERY_S,
                                     TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
-from pg2qdrant.sync.apply import DELETE, FULL, PARTIAL, REREAD, Applier, ChangeBatch, SourceLookup
+from pg2qdrant.sync.apply import Applier, ChangeBatch, Kind, PointState, SourceLookup
 from pg2qdrant.sync.reconcile import reconcile
 from pg2qdrant.sync.status import StatusLine, _StopSignals
 from pg2qdrant.sync.cdc import CdcSync
@@ -123,8 +124,8 @@ def sync_status(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI)
     slot, publication = sync_options.names(collection)
     conn = connect.connect(pg_url, autocommit=True)
     try:
-        info = changes.slot_info(conn, slot)
-        settings = changes.wal_settings(conn)
+        info = slots.slot_info(conn, slot)
+        settings = slots.wal_settings(conn)
         pub = conn.execute(
             "SELECT string_agg(format('%%I.%%I', schemaname, tablename), ', ') FROM pg_publication_tables "
             "WHERE pubname = %s", (publication,)).fetchone()[0]
@@ -163,8 +164,8 @@ def sync_drop(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI) -
     slot, publication = sync_options.names(collection)
     conn = connect.connect(pg_url, autocommit=True)
     try:
-        dropped = changes.drop_slot(conn, slot)
-        pub = changes.drop_publication(conn, publication)
+        dropped = slots.drop_slot(conn, slot)
+        pub = slots.drop_publication(conn, publication)
     finally:
         conn.close()
     ui.info(f"Replication slot {slot!r}: {'dropped' if dropped else 'did not exist'}.")
@@ -181,7 +182,7 @@ __all__ = [
     "LAG_WARN_SECONDS", "LAG_WARN_EVERY_S", "BACKOFF_START_S", "BACKOFF_MAX_S", "SLOT_BUSY_GIVE_UP_S",
     "TARGET_FAILURES_GIVE_UP", "ONCE_IDLE_S", "EXISTENCE_CHUNK", "REREAD_CHUNK",
     # apply
-    "FULL", "PARTIAL", "DELETE", "REREAD", "SourceLookup",
+    "Kind", "PointState", "SourceLookup",
     # status
     "StatusLine",
     # cdc, poll

@@ -1,14 +1,15 @@
-"""The net effect of a batch of row changes -> target operations.
+"""The net effect of a batch of row changes -> target operations (the fold and apply steps of CDC).
 
-:class:`ChangeBatch` holds decoded changes (:class:`_RowChange`, :class:`_TruncateChange`);
-:class:`Applier` folds them per point (commit order per key), turns them into
-target operations (full upserts, partial SetPayload / UpdateVectors /
+:class:`ChangeBatch` holds decoded changes (:class:`RowChange`, :class:`TruncateChange`);
+:class:`Applier` folds them per point into a :class:`PointState` each (commit order
+per key), turns those into target operations (full upserts, partial SetPayload / UpdateVectors /
 DeleteVectors, deletes, clears) and applies them with wait=true, reading rows
 again by key through :class:`SourceLookup` when a partial change cannot be applied.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,19 +19,35 @@ from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import (PointId, RowMapper, keys_can_share_ids, make_point_id, normalize_point_id,
                                shared_id_error, uuid_of_key)
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import catalog, changes, connect
+from pg2qdrant.source import catalog, connect, lookups
 from pg2qdrant.source.catalog import Leaf
-from pg2qdrant.source.changes import UNCHANGED, RowDecoder
+from pg2qdrant.source.rows import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.writer import Writer
 
-FULL, PARTIAL, DELETE, REREAD = "full", "partial", "delete", "reread"
+
+class Kind(enum.Enum):
+    """What a batch does to one point."""
+
+    FULL = "full"  # upsert the whole row
+    PARTIAL = "partial"  # update the values sent in place (the others are unchanged TOAST)
+    DELETE = "delete"
+    REREAD = "reread"  # read the row again by key: upsert it, or delete the point if it is gone
 
 
 @dataclass
-class _RowChange:
-    op: str  # I U D
+class PointState:
+    """The net effect of a batch's changes on one point so far."""
+
+    kind: Kind
+    key: tuple  # the key of the row the point holds (or held, for a delete)
+    row: list | None = None  # FULL and PARTIAL: the row in plan.reads order (PARTIAL: with UNCHANGED)
+
+
+@dataclass
+class RowChange:
+    op: str  # the pgoutput tag: I (insert), U (update), D (delete)
     new: list | None
     old_kind: str | None
     old: list | None
@@ -38,7 +55,7 @@ class _RowChange:
 
 
 @dataclass
-class _TruncateChange:
+class TruncateChange:
     relations: frozenset[int]  # OIDs the Truncate message named (ours): partitions, parent, children
 
 
@@ -87,7 +104,7 @@ class SourceLookup:
 
     def fetch_rows(self, keys: list[tuple]) -> list[tuple]:
         """Current rows for these key values, read with the plan's own SELECT (as the copy reads)."""
-        return changes.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
+        return lookups.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
 
     def close(self) -> None:
         try:
@@ -100,7 +117,8 @@ class Applier:
     """Turns a batch of decoded changes into operations and applies them (wait=true)."""
 
     def __init__(self, plan: Plan, target, lookup: SourceLookup, *, batch_size: int,
-                 on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None], stats: SyncStats | None = None):
+                 on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None],
+                 stats: SyncStats | None = None):
         self.plan = plan
         self.target = target
         self.lookup = lookup
@@ -133,30 +151,58 @@ class Applier:
     def apply(self, batch: ChangeBatch) -> int:
         """Apply ``batch``; returns the number of row changes it held."""
         self.lookup.decoder.resolve()
-        states: dict[PointId, tuple[str, list | None, tuple]] = {}
+        states: dict[PointId, PointState] = {}
         cleared = False
         for item in batch.items:
-            if isinstance(item, _TruncateChange):
-                truncated, remaining = self.lookup.split_leaves(item.relations)
-                if not remaining:
-                    states.clear()
-                    cleared = True
-                else:  # only some relations: apply what we have, then delete exactly their points
-                    self._write(states, cleared)
-                    states.clear()
-                    cleared = False
-                    self.on_partial_truncate(truncated, remaining)
-                continue
-            self._fold(states, item, cleared)
+            if isinstance(item, TruncateChange):
+                cleared = self._truncate(states, item, cleared)
+            else:
+                self.fold(states, item, cleared)
         self._write(states, cleared)
         return batch.rows
 
-    def _fold(self, states: dict, change: _RowChange, cleared: bool) -> None:
-        """Fold one change into the per-point net effect (changes of one key arrive in commit order)."""
+    def _truncate(self, states: dict[PointId, PointState], change: TruncateChange, cleared: bool) -> bool:
+        """A TRUNCATE in the batch: True when it emptied the whole table (the collection is cleared)."""
+        truncated, remaining = self.lookup.split_leaves(change.relations)
+        if not remaining:
+            states.clear()
+            return True
+        # only some relations: apply what we have, then delete exactly their points
+        self._write(states, cleared)
+        states.clear()
+        self.on_partial_truncate(truncated, remaining)
+        return False
+
+    def fold(self, states: dict[PointId, PointState], change: RowChange, cleared: bool) -> None:
+        """Fold one change into the per-point net effect (changes of one key arrive in commit order).
+
+        ``cleared``: the batch cleared the collection before this change (a point not in
+        ``states`` is then known to be missing).
+        """
         if change.op == "D":
             key = self._key(change.old)
             self._delete(states, self._id(key), key)
             return
+        new, key = self._new_row(change)
+        pid = self._id(key)
+        old_key = self._key(change.old) if change.op == "U" and change.old is not None else None
+        old_pid = self._id(old_key) if old_key is not None else None
+        moved = old_pid is not None and old_pid != pid  # a key change
+        if self.shared_ids and self._same_point_in_batch(states, pid, key):
+            if moved:
+                self._delete(states, old_pid, old_key)
+            return
+        partial = any(v is UNCHANGED for v in new)
+        if moved:  # the old point goes, the new one gets the whole row
+            previous = states.get(old_pid)
+            self._delete(states, old_pid, old_key)
+            states[pid] = self._moved(previous, new, key, partial)
+        else:
+            states[pid] = self._changed(states.get(pid), change, new, key, partial, cleared)
+
+    def _new_row(self, change: RowChange) -> tuple[list, tuple]:
+        """(new row, its key): completed from a REPLICA IDENTITY FULL old row, the key from the old
+        row when the new one did not send it."""
         new = change.new
         if change.old_kind == "O" and change.old is not None:  # REPLICA IDENTITY FULL: old row is complete
             new = [o if v is UNCHANGED and o is not UNCHANGED else v for v, o in zip(new, change.old)]
@@ -165,60 +211,50 @@ class Applier:
             key = self._key(change.old)
             for i, v in zip(self.key_indexes, key):
                 new[i] = v
-        pid = self._id(key)
-        if self.shared_ids and self._same_point_in_batch(states, pid, key):
-            if change.op == "U" and change.old is not None and self._id(self._key(change.old)) != pid:
-                self._delete(states, self._id(self._key(change.old)), self._key(change.old))
-            return
-        partial = any(v is UNCHANGED for v in new)
-        if change.op == "U" and change.old is not None:
-            old_key = self._key(change.old)
-            old_pid = self._id(old_key)
-            if old_pid != pid:  # key change: the old point goes, the new one gets the whole row
-                previous = states.get(old_pid)
-                self._delete(states, old_pid, old_key)
-                if self.reread_all:
-                    states[pid] = (REREAD, None, key)
-                elif not partial:
-                    states[pid] = (FULL, new, key)
-                elif previous is not None and previous[0] == FULL:
-                    states[pid] = (FULL, _merge(previous[1], new), key)
-                else:
-                    states[pid] = (REREAD, None, key)
-                return
-        if change.reread_only or (partial and change.op == "I") or self.reread_all:
-            states[pid] = (REREAD, None, key)
-            return
-        if not partial:
-            states[pid] = (FULL, new, key)
-            return
-        previous = states.get(pid)
-        if previous is None:
-            states[pid] = (REREAD, None, key) if cleared else (PARTIAL, new, key)
-        elif previous[0] in (FULL, PARTIAL):
-            states[pid] = (previous[0], _merge(previous[1], new), key)
-        else:
-            states[pid] = (REREAD, None, key)
+        return new, key
 
-    def _delete(self, states: dict, pid: PointId, key: tuple) -> None:
+    def _moved(self, previous: PointState | None, new: list, key: tuple, partial: bool) -> PointState:
+        """The new point of a key change (``previous``: the batch's state of the old key's point)."""
+        if self.reread_all:
+            return PointState(Kind.REREAD, key)
+        if not partial:
+            return PointState(Kind.FULL, key, new)
+        if previous is not None and previous.kind is Kind.FULL:
+            return PointState(Kind.FULL, key, _merge(previous.row, new))
+        return PointState(Kind.REREAD, key)
+
+    def _changed(self, previous: PointState | None, change: RowChange, new: list, key: tuple, partial: bool,
+                 cleared: bool) -> PointState:
+        """An insert, or an update that kept the point."""
+        if change.reread_only or (partial and change.op == "I") or self.reread_all:
+            return PointState(Kind.REREAD, key)
+        if not partial:
+            return PointState(Kind.FULL, key, new)
+        if previous is None:
+            return PointState(Kind.REREAD, key) if cleared else PointState(Kind.PARTIAL, key, new)
+        if previous.kind in (Kind.FULL, Kind.PARTIAL):
+            return PointState(previous.kind, key, _merge(previous.row, new))
+        return PointState(Kind.REREAD, key)
+
+    def _delete(self, states: dict[PointId, PointState], pid: PointId, key: tuple) -> None:
         previous = states.get(pid)
-        if previous is not None and previous[0] != DELETE and previous[2] != key:
+        if previous is not None and previous.kind is not Kind.DELETE and previous.key != key:
             return  # the point now holds another row whose key is read as the same UUID
-        states[pid] = (DELETE, None, key)
+        states[pid] = PointState(Kind.DELETE, key)
 
     def _same_point_in_batch(self, states: dict, pid: PointId, key: tuple) -> bool:
         """A second key of this batch on one point (see _guard_shared_ids): both rows still in the
         table stop sync; else the point is read again from the one left (True: handled)."""
         previous = states.get(pid)
-        if previous is None or previous[0] == DELETE or previous[2] == key:
+        if previous is None or previous.kind is Kind.DELETE or previous.key == key:
             return False
-        found = {self._key(list(r)) for r in self.lookup.fetch_rows([previous[2], key])}
+        found = {self._key(list(r)) for r in self.lookup.fetch_rows([previous.key, key])}
         if len(found) > 1:
-            raise shared_id_error(self.plan, [(pid, [previous[2][0], key[0]])])
-        states[pid] = (REREAD, None, found.pop() if found else key)
+            raise shared_id_error(self.plan, [(pid, [previous.key[0], key[0]])])
+        states[pid] = PointState(Kind.REREAD, found.pop() if found else key)
         return True
 
-    def _guard_shared_ids(self, states: dict) -> None:
+    def _guard_shared_ids(self, states: dict[PointId, PointState]) -> None:
         """Distinct text keys read as the same UUID share a point (migrate and reconcile refuse them).
 
         A row written here onto a point that holds another row still in the table stops sync
@@ -226,8 +262,8 @@ class Applier:
         instead (or deletes it when that row is gone too). Costs one read of the points whose
         key looks like a UUID.
         """
-        pids = [pid for pid, (kind, _, key) in states.items()
-                if kind != PARTIAL and uuid_of_key(key[0]) is not None]
+        pids = [pid for pid, state in states.items()
+                if state.kind is not Kind.PARTIAL and uuid_of_key(state.key[0]) is not None]
         for start in range(0, len(pids), EXISTENCE_CHUNK):
             for record in self.target.retrieve(self.plan.collection, pids[start:start + EXISTENCE_CHUNK],
                                                with_vectors=False):
@@ -236,27 +272,28 @@ class Applier:
                     continue
                 holder = holder.rstrip(" ") if self._padded else holder
                 pid = normalize_point_id(record.id)
-                kind, _, key = states[pid]
-                if holder == key[0]:
+                state = states[pid]
+                if holder == state.key[0]:
                     continue
-                if kind == DELETE:
-                    states[pid] = (REREAD, None, (holder,))
+                if state.kind is Kind.DELETE:
+                    states[pid] = PointState(Kind.REREAD, (holder,))
                 elif self.lookup.fetch_rows([(holder,)]):
-                    raise shared_id_error(self.plan, [(pid, [holder, key[0]])])
+                    raise shared_id_error(self.plan, [(pid, [holder, state.key[0]])])
 
-    def _write(self, states: dict, cleared: bool) -> None:
+    def _write(self, states: dict[PointId, PointState], cleared: bool) -> None:
+        """Apply the batch's net effect: clear, deletes, full upserts, then partial updates."""
         if self.shared_ids and not cleared:
             self._guard_shared_ids(states)
         full_rows, partial, deletes, rereads = [], [], [], []
-        for pid, (kind, row, key) in states.items():
-            if kind == FULL:
-                full_rows.append(row)
-            elif kind == PARTIAL:
-                partial.append((pid, row, key))
-            elif kind == DELETE:
+        for pid, state in states.items():
+            if state.kind is Kind.FULL:
+                full_rows.append(state.row)
+            elif state.kind is Kind.PARTIAL:
+                partial.append((pid, state.row, state.key))
+            elif state.kind is Kind.DELETE:
                 deletes.append(pid)
             else:
-                rereads.append((pid, key))
+                rereads.append((pid, state.key))
         if partial:
             # Setting a payload field to null is not possible in place (Qdrant's set_payload drops
             # keys given as null, while the copy keeps NULL as null): such rows are read again.

@@ -1,9 +1,11 @@
 """CDC mode: :class:`CdcSync`, one sync run over logical replication (pgoutput).
 
 Setup (checks, publication, slot, the initial copy from the slot's snapshot),
-then the stream with reconnects: changes are collected into :class:`~.apply.ChangeBatch`
-batches, applied by :class:`~.apply.Applier`, and only then acknowledged to
-PostgreSQL; a clean stop applies and acknowledges what it holds.
+then the stream with reconnects (backoff: :class:`~pg2qdrant.retry.Backoff`); each
+session is a :class:`~.stream.Stream`: changes are received into
+:class:`~.apply.ChangeBatch` batches, folded and applied by :class:`~.apply.Applier`,
+and only then acknowledged to PostgreSQL; a clean stop applies and acknowledges
+what it holds.
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
 from pg2qdrant.plan import Plan, shape_differences
-from pg2qdrant.source import changes, connect, snapshot
-from pg2qdrant.source.changes import (Begin, Commit, ConnectionLost, Delete, Insert, Keepalive, Relation,
-                                      ReplicationConnection, SlotBusy, Truncate, Update, XLogData, format_lsn)
-from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup, _RowChange, _TruncateChange
-from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
-                                    MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, ONCE_IDLE_S, SLOT_BUSY_GIVE_UP_S,
+from pg2qdrant.retry import Backoff
+from pg2qdrant.source import connect, slots, snapshot
+from pg2qdrant.source.lsn import format_lsn
+from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection, SlotBusy
+from pg2qdrant.sync.apply import Applier, SourceLookup
+from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, LAG_WARN_BYTES, SLOT_BUSY_GIVE_UP_S,
                                     TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
 from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated, reconcile
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
+from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
 
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
@@ -43,6 +46,8 @@ class CdcSync(Runner):
         super().__init__(options, sync_options, ui, stop, stats)
         self.slot, self.publication = sync_options.names(options.collection)
         self.until_lsn: int | None = None
+        self._busy_since: float | None = None  # when the slot was first found busy (reset on other failures)
+        self._target_failures = 0  # target failures in a row without progress
 
     # -- setup ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -53,86 +58,23 @@ class CdcSync(Runner):
         """
         options, ui = self.options, self.ui
         address, plan = self._plan()
-        conn = connect.connect(options.pg_url, autocommit=True)
-        try:
-            settings = changes.wal_settings(conn)
-            if settings.get("wal_level") != "logical":
-                raise InputError(
-                    f"PostgreSQL runs with wal_level = {settings.get('wal_level')}; logical replication needs "
-                    "wal_level = logical.",
-                    fix="ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (managed services: enable "
-                        "logical replication/decoding in the settings); or use --sync.mode poll "
-                        "--sync.updated-column COLUMN.")
-            changes.check_replica_identity(conn, plan)
-            existing = changes.slot_info(conn, self.slot)
-            if existing is not None:
-                changes.check_slot(existing, plan.server.database)
-        finally:
-            conn.close()
-
+        settings, existing = self._check_source(plan)
         marker_key = f"cdc:{options.collection}:{self.slot}"
         marker_value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
         copy = self.sync.initial_copy
         if copy and existing is not None:
-            marker = self._state(address, marker_key, None)
-            if marker and marker.get("copied") and all(marker.get(k) == v for k, v in marker_value.items()):
-                ui.info(f"The initial copy from slot {self.slot!r} finished in an earlier run: continuing from "
-                        "the slot.")
-                copy = False
-            else:
-                ui.warn(f"Replication slot {self.slot!r} exists but no initial copy finished from it (an "
-                        "interrupted run?): dropping it and copying again.")
-                self._drop_slot_quietly(wait_s=SLOT_BUSY_GIVE_UP_S)
-                existing = None
+            copy, existing = self._copy_again(address, marker_key, marker_value, existing)
         if not copy:
             self.target = connect_target(options, address, ui)
-            actual = self.target.shape(plan.collection)
-            if actual is None:
-                raise InputError(
-                    f"Collection {plan.collection!r} does not exist, so there is nothing to keep in sync yet.",
-                    fix="start with the copy: add --sync.initial-copy (or run `pg2qdrant migrate --then-sync`).")
-            diffs = shape_differences(plan.shape(), actual)
-            if diffs:
-                raise InputError(
-                    f"Collection {plan.collection!r} does not match the table: " + "; ".join(diffs) + ".",
-                    fix="sync into the collection the table was copied to, or copy again into a new one "
-                        "(--sync.initial-copy with another --qdrant.collection).")
-
+            self._check_collection(plan)
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
-        conn = connect.connect(options.pg_url, autocommit=True)
-        try:
-            outcome = changes.ensure_publication(conn, self.publication, plan, options.collection)
-            if outcome == "created":
-                ui.info(f"Created publication {self.publication!r} for {plan.table.display}.")
-            elif outcome == "altered":
-                ui.info(f"Publication {self.publication!r} no longer publishes via the partition root, so that "
-                        "a TRUNCATE of single partitions reaches sync.")
-            elif outcome == "via_root":
-                ui.warn(f"publication {self.publication!r} publishes {plan.table.display} with "
-                        "publish_via_partition_root = true: PostgreSQL then sends nothing for a TRUNCATE of single "
-                        "partitions, and their points would stay in the collection. Fix: ALTER PUBLICATION "
-                        f"{self.publication} SET (publish_via_partition_root = false); after such a TRUNCATE, "
-                        "run `pg2qdrant sync --sync.mode reconcile` once.")
-        finally:
-            conn.close()
-
+        self._ensure_publication(plan)
         if copy:
             plan = self._initial_copy(address)
             self._state(address, marker_key, {**marker_value, "copied": True, "at": time.time()})
         elif existing is None:
-            rep = ReplicationConnection(options.pg_url)
-            try:
-                lsn, _ = rep.create_slot(self.slot, export_snapshot=False)
-            finally:
-                rep.close()
+            self._create_slot()
             self._state(address, marker_key, {**marker_value, "copied": False, "at": time.time()})
-            if self.sync.reconcile:
-                ui.info(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}; the reconciliation "
-                        "below catches up whatever changed between the copy and now.")
-            else:
-                ui.warn(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}: changes from now on are "
-                        "synced. Changes made between the copy and now are not; for a gap-free start use "
-                        "--sync.initial-copy (or `migrate --then-sync`), or add --sync.reconcile once.")
         else:
             ui.info(f"Resuming from replication slot {self.slot!r} (last applied LSN "
                     f"{format_lsn(existing.confirmed_flush)}, {_mib(existing.lag_bytes)} behind).")
@@ -147,9 +89,91 @@ class CdcSync(Runner):
         if self.sync.once:
             conn = connect.connect(options.pg_url, autocommit=True)
             try:
-                self.until_lsn = changes.current_wal_lsn(conn)
+                self.until_lsn = slots.current_wal_lsn(conn)
             finally:
                 conn.close()
+
+    def _check_source(self, plan: Plan) -> tuple[dict[str, str], slots.SlotInfo | None]:
+        """(WAL settings, our slot if it exists): logical WAL, a replica identity with the key, a
+        reusable slot."""
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            settings = slots.wal_settings(conn)
+            if settings.get("wal_level") != "logical":
+                raise InputError(
+                    f"PostgreSQL runs with wal_level = {settings.get('wal_level')}; logical replication needs "
+                    "wal_level = logical.",
+                    fix="ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (managed services: enable "
+                        "logical replication/decoding in the settings); or use --sync.mode poll "
+                        "--sync.updated-column COLUMN.")
+            slots.check_replica_identity(conn, plan)
+            existing = slots.slot_info(conn, self.slot)
+            if existing is not None:
+                slots.check_slot(existing, plan.server.database)
+        finally:
+            conn.close()
+        return settings, existing
+
+    def _copy_again(self, address, marker_key: str, marker_value: dict,
+                    existing: slots.SlotInfo) -> tuple[bool, slots.SlotInfo | None]:
+        """--sync.initial-copy with our slot already there: (copy, slot) after checking its marker."""
+        marker = self._state(address, marker_key, None)
+        if marker and marker.get("copied") and all(marker.get(k) == v for k, v in marker_value.items()):
+            self.ui.info(f"The initial copy from slot {self.slot!r} finished in an earlier run: continuing from "
+                         "the slot.")
+            return False, existing
+        self.ui.warn(f"Replication slot {self.slot!r} exists but no initial copy finished from it (an "
+                     "interrupted run?): dropping it and copying again.")
+        self._drop_slot_quietly(wait_s=SLOT_BUSY_GIVE_UP_S)
+        return True, None
+
+    def _check_collection(self, plan: Plan) -> None:
+        """Without a copy, the collection must exist with the table's shape."""
+        actual = self.target.shape(plan.collection)
+        if actual is None:
+            raise InputError(
+                f"Collection {plan.collection!r} does not exist, so there is nothing to keep in sync yet.",
+                fix="start with the copy: add --sync.initial-copy (or run `pg2qdrant migrate --then-sync`).")
+        diffs = shape_differences(plan.shape(), actual)
+        if diffs:
+            raise InputError(
+                f"Collection {plan.collection!r} does not match the table: " + "; ".join(diffs) + ".",
+                fix="sync into the collection the table was copied to, or copy again into a new one "
+                    "(--sync.initial-copy with another --qdrant.collection).")
+
+    def _ensure_publication(self, plan: Plan) -> None:
+        ui = self.ui
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            outcome = slots.ensure_publication(conn, self.publication, plan, self.options.collection)
+        finally:
+            conn.close()
+        if outcome == "created":
+            ui.info(f"Created publication {self.publication!r} for {plan.table.display}.")
+        elif outcome == "altered":
+            ui.info(f"Publication {self.publication!r} no longer publishes via the partition root, so that "
+                    "a TRUNCATE of single partitions reaches sync.")
+        elif outcome == "via_root":
+            ui.warn(f"publication {self.publication!r} publishes {plan.table.display} with "
+                    "publish_via_partition_root = true: PostgreSQL then sends nothing for a TRUNCATE of single "
+                    "partitions, and their points would stay in the collection. Fix: ALTER PUBLICATION "
+                    f"{self.publication} SET (publish_via_partition_root = false); after such a TRUNCATE, "
+                    "run `pg2qdrant sync --sync.mode reconcile` once.")
+
+    def _create_slot(self) -> None:
+        """A slot from now on (no copy): what changed since the copy is not in it, so say so."""
+        rep = ReplicationConnection(self.options.pg_url)
+        try:
+            lsn, _ = rep.create_slot(self.slot, export_snapshot=False)
+        finally:
+            rep.close()
+        if self.sync.reconcile:
+            self.ui.info(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}; the reconciliation "
+                         "below catches up whatever changed between the copy and now.")
+        else:
+            self.ui.warn(f"Created replication slot {self.slot!r} at {format_lsn(lsn)}: changes from now on are "
+                         "synced. Changes made between the copy and now are not; for a gap-free start use "
+                         "--sync.initial-copy (or `migrate --then-sync`), or add --sync.reconcile once.")
 
     def _state(self, address, key: str, value: dict | None) -> dict | None:
         """Read (value None) or write the marker ``key`` in the target, with a short-lived connection
@@ -215,11 +239,11 @@ class CdcSync(Runner):
             try:
                 deadline = time.monotonic() + wait_s
                 while time.monotonic() < deadline:
-                    info = changes.slot_info(conn, self.slot)
+                    info = slots.slot_info(conn, self.slot)
                     if info is None or not info.active:
                         break
                     time.sleep(0.1)
-                changes.drop_slot(conn, self.slot)
+                slots.drop_slot(conn, self.slot)
             finally:
                 conn.close()
         except InputError:
@@ -230,9 +254,8 @@ class CdcSync(Runner):
 
     # -- streaming -----------------------------------------------------------------------
     def run(self) -> None:
-        backoff = BACKOFF_START_S
-        busy_since: float | None = None
-        target_failures = 0
+        """Stream, reconnecting after failures (with backoff) until stopped or caught up."""
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         with StatusLine(self.ui, self.stats, self.sync.status_every_s, "cdc") as status:
             while not self.stop.is_set():
                 applied_before = self.stats.changes
@@ -240,34 +263,36 @@ class CdcSync(Runner):
                 try:
                     self._session(status)
                     return  # stopped, or caught up (--sync.once)
-                except SlotBusy as exc:
-                    busy_since = busy_since or time.monotonic()
-                    if time.monotonic() - busy_since > SLOT_BUSY_GIVE_UP_S:
-                        raise InputError(
-                            f"Replication slot {self.slot!r} is in use by another connection: {exc.message}",
-                            fix="another `pg2qdrant sync` is running for this collection; stop it, or use "
-                                "another --sync.slot.") from None
-                    why = "the slot is still held by the previous connection"
-                    kind = "slot_busy"
-                except (ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    busy_since = None
-                    why = redaction.redact(getattr(exc, "message", None) or exc)
-                    kind = "source"
-                except TargetError as exc:
-                    target_failures = 0 if self.stats.changes > applied_before else target_failures + 1
-                    if target_failures >= TARGET_FAILURES_GIVE_UP:
-                        raise
-                    why = exc.message
-                    kind = "target"
+                except (SlotBusy, ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError,
+                        TargetError) as exc:
+                    kind, why = self._failure(exc, progressed=self.stats.changes > applied_before)
                 self.observer.error(kind)
                 if self.stats.changes > applied_before or time.monotonic() - started > 60:
-                    backoff = BACKOFF_START_S
+                    backoff.reset()
+                delay = backoff.next()
                 self.stats.reconnects += 1
-                self.ui.warn(f"{why.strip()} - reconnecting in {backoff:.1f} s (nothing unacknowledged is lost: "
+                self.ui.warn(f"{why.strip()} - reconnecting in {delay:.1f} s (nothing unacknowledged is lost: "
                              "the slot resends it).")
-                if self.stop.wait(backoff):
+                if self.stop.wait(delay):
                     return
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _failure(self, exc: Exception, *, progressed: bool) -> tuple[str, str]:
+        """(kind, why) of a failure worth reconnecting after; raises when it is time to give up."""
+        if isinstance(exc, SlotBusy):
+            self._busy_since = self._busy_since or time.monotonic()
+            if time.monotonic() - self._busy_since > SLOT_BUSY_GIVE_UP_S:
+                raise InputError(
+                    f"Replication slot {self.slot!r} is in use by another connection: {exc.message}",
+                    fix="another `pg2qdrant sync` is running for this collection; stop it, or use "
+                        "another --sync.slot.") from None
+            return "slot_busy", "the slot is still held by the previous connection"
+        if isinstance(exc, TargetError):
+            self._target_failures = 0 if progressed else self._target_failures + 1
+            if self._target_failures >= TARGET_FAILURES_GIVE_UP:
+                raise exc
+            return "target", exc.message
+        self._busy_since = None
+        return "source", redaction.redact(getattr(exc, "message", None) or exc)
 
     def _session(self, status: StatusLine) -> bool:
         """Stream until stopped (True) or until the connection breaks (raises)."""
@@ -285,134 +310,12 @@ class CdcSync(Runner):
                               stats=self.stats)
             rep = ReplicationConnection(self.options.pg_url)
             rep.start(self.slot, self.publication)
-            return self._stream(rep, lookup, applier, status)
+            receiver = Receiver(plan, lookup, self.stats, self.ui.warn)
+            ack = Acknowledger(rep.send_feedback, self.stats)
+            stream = Stream(receiver, applier, ack, self.stats, observer=self.observer, stop=self.stop,
+                            until_lsn=self.until_lsn)
+            return stream.run(rep, status)
         finally:
             if rep is not None:
                 rep.close()
             lookup.close()
-
-    def _stream(self, rep: ReplicationConnection, lookup: SourceLookup, applier: Applier,
-                status: StatusLine) -> bool:
-        plan = self.plan
-        stats = self.stats
-        decoder = lookup.decoder
-        # Changes arrive under each partition's own relation (see changes.ensure_publication);
-        # a relation not in the plan (a partition created since) is looked up once.
-        ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves)}
-        others: set[int] = set()
-        batch = ChangeBatch()
-        in_txn = False
-        txn_time: float | None = None
-        received = stats.acked_lsn
-        last_feedback = last_data = time.monotonic()
-        warned_missing: set[int] = set()
-
-        def flush() -> None:
-            nonlocal batch
-            if not batch:
-                return
-            n = applier.apply(batch) if batch.items else 0
-            now = time.time()
-            for t in batch.commit_times:
-                stats.latencies.append(max(0.0, now - changes.pg_time_to_unix(t)))
-            if batch.commit_times:
-                stats.last_latency = stats.latencies[-1]
-            stats.pending_since = txn_time if in_txn else None  # a transaction applied in parts is pending
-            self.observer.applied(batch, now)
-            stats.changes += n
-            stats.transactions += len(batch.commit_times)
-            stats.batches += 1
-            if batch.commit_end is not None and batch.commit_end > stats.acked_lsn:
-                stats.acked_lsn = batch.commit_end
-            batch = ChangeBatch()
-            acknowledge()
-
-        def acknowledge(reply: bool = False) -> None:
-            nonlocal last_feedback
-            rep.send_feedback(max(received, stats.acked_lsn), stats.acked_lsn, reply=reply)
-            last_feedback = time.monotonic()
-
-        acknowledge()
-        while True:
-            if self.stop.is_set():
-                flush()
-                acknowledge()
-                return True
-            frame = rep.read(0.0 if batch else 0.5)
-            if isinstance(frame, XLogData):
-                last_data = time.monotonic()
-                stats.server_lsn = max(stats.server_lsn, frame.wal_end)
-                received = max(received, frame.start)
-                msg = changes.decode_message(frame.payload)
-                if isinstance(msg, (Insert, Update, Delete)):
-                    if msg.relation in ours and decoder.knows(msg.relation):
-                        reread_only = msg.relation in decoder.missing_columns
-                        if reread_only and msg.relation not in warned_missing:
-                            warned_missing.add(msg.relation)
-                            self.ui.warn(
-                                f"the publication does not send column(s) "
-                                f"{', '.join(decoder.missing_columns[msg.relation])} of {plan.table.display}; "
-                                "each changed row is read again from the table (slower).")
-                        if isinstance(msg, Insert):
-                            batch.items.append(_RowChange("I", decoder.decode(msg.relation, msg.new), None, None,
-                                                          reread_only))
-                        elif isinstance(msg, Update):
-                            old = decoder.decode(msg.relation, msg.old) if msg.old is not None else None
-                            batch.items.append(_RowChange("U", decoder.decode(msg.relation, msg.new), msg.old_kind,
-                                                          old, reread_only))
-                        else:
-                            batch.items.append(_RowChange("D", None, msg.old_kind,
-                                                          decoder.decode(msg.relation, msg.old), False))
-                        batch.rows += 1
-                elif isinstance(msg, Begin):
-                    in_txn = True
-                    txn_time = changes.pg_time_to_unix(msg.commit_time)  # Begin carries the commit time
-                    if stats.pending_since is None:
-                        stats.pending_since = txn_time
-                elif isinstance(msg, Commit):
-                    in_txn = False
-                    batch.commit_end = msg.end_lsn
-                    batch.commit_times.append(msg.commit_time)
-                    received = max(received, msg.end_lsn)
-                elif isinstance(msg, Relation):
-                    if msg.oid not in ours and msg.oid not in others:
-                        ours.update(leaf.oid for leaf in lookup.current_leaves())
-                        if msg.oid not in ours:
-                            others.add(msg.oid)  # another table of a shared publication
-                    if msg.oid in ours:
-                        decoder.add_relation(msg)
-                elif isinstance(msg, Truncate):
-                    # It names the relations actually emptied (TRUNCATE ONLY parent: the parent alone);
-                    # the applier turns them into a clear or a delete of exactly their points.
-                    hit = ours.intersection(msg.relations)
-                    if hit:
-                        batch.items.append(_TruncateChange(frozenset(hit)))
-                        batch.rows += 1
-            elif isinstance(frame, Keepalive):
-                stats.server_lsn = max(stats.server_lsn, frame.wal_end)
-                if not batch and not in_txn and frame.wal_end >= stats.acked_lsn:
-                    # Everything sent so far is applied: let the slot move on while tables are quiet.
-                    stats.last_latency = 0.0
-                    if frame.wal_end > stats.acked_lsn:
-                        stats.acked_lsn = frame.wal_end
-                        received = max(received, frame.wal_end)
-                        acknowledge()
-                    elif frame.reply_requested:
-                        acknowledge()
-                elif frame.reply_requested:
-                    acknowledge()
-            now = time.monotonic()
-            if batch and (frame is None or batch.rows >= MAX_BATCH_CHANGES
-                          or now - batch.opened >= MAX_BATCH_DELAY_S):
-                flush()
-            elif now - last_feedback >= FEEDBACK_EVERY_S:
-                acknowledge()
-            status.tick()
-            if self.until_lsn is not None and not batch and not in_txn and (
-                    stats.acked_lsn >= self.until_lsn
-                    # the insert position can lie in WAL the server has not flushed (so not sent)
-                    # yet; once idle with everything sent applied, that is caught up too
-                    or (now - last_data > ONCE_IDLE_S and stats.acked_lsn >= stats.server_lsn > 0)):
-                acknowledge()
-                return True
-

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source import changes
+from pg2qdrant.source import slots
 
 MODES = ("cdc", "poll", "reconcile")
 MAX_BATCH_CHANGES = 5000  # row changes per apply (bounds memory and the time between acks)
@@ -47,9 +47,9 @@ class SyncOptions:
     status_every_s: float = STATUS_EVERY_S
 
     def names(self, collection: str) -> tuple[str, str]:
-        slot = self.slot or changes.derived_name("pg2qdrant", collection)
-        publication = self.publication or changes.derived_name("pg2qdrant", collection)
-        return changes.check_name("--sync.slot", slot), changes.check_name("--sync.publication", publication)
+        slot = self.slot or slots.derived_name("pg2qdrant", collection)
+        publication = self.publication or slots.derived_name("pg2qdrant", collection)
+        return slots.check_name("--sync.slot", slot), slots.check_name("--sync.publication", publication)
 
     def validate(self, options: MigrationOptions | None = None) -> None:
         if options is not None and options.dry_run:

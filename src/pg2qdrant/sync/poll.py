@@ -15,6 +15,7 @@ from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
 from pg2qdrant.pipeline import connect_target, READ_BATCH_ROWS
+from pg2qdrant.retry import Backoff
 from pg2qdrant.source import connect, reader, snapshot
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
@@ -73,7 +74,7 @@ class PollSync(Runner):
             watermark = None
         self.stats.watermark = watermark
         last_reconcile = None
-        backoff = BACKOFF_START_S
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         with StatusLine(self.ui, self.stats, self.sync.status_every_s, "poll") as status:
             while not self.stop.is_set():
                 try:
@@ -82,14 +83,14 @@ class PollSync(Runner):
                                                 time.monotonic() - last_reconcile >= self.sync.reconcile_interval_s):
                         _reconcile_now(self.options, self.plan, self.target, self.ui, self.stats)
                         last_reconcile = time.monotonic()
-                    backoff = BACKOFF_START_S
+                    backoff.reset()
                 except (psycopg.OperationalError, SourceError, TargetError) as exc:
+                    delay = backoff.next()
                     self.ui.warn(f"{redaction.redact(getattr(exc, 'message', None) or exc)} - retrying in "
-                                 f"{backoff:.1f} s.")
+                                 f"{delay:.1f} s.")
                     self.stats.reconnects += 1
-                    if self.stop.wait(backoff):
+                    if self.stop.wait(delay):
                         break
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
                 status.tick(force=self.sync.once)
                 if self.sync.once or self.stop.wait(self.sync.interval_s):

@@ -14,7 +14,7 @@ from psycopg import sql
 from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id, shared_id_error
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import changes, connect, reader
+from pg2qdrant.source import connect, lookups, reader
 from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.destination import operations as ops
@@ -33,7 +33,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
     """
     oids = reader.prepare_connection(conn, plan)
     source: dict[PointId, tuple] = {}
-    for key in changes.iter_key_rows(conn, plan, oids):
+    for key in lookups.iter_key_rows(conn, plan, oids):
         pid = normalize_point_id(make_point_id(plan.key, key))
         other = source.setdefault(pid, key)
         if other != key:  # two rows, one point: deleting either would remove the other's
@@ -49,7 +49,7 @@ def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, 
         if missing:
             mapper = RowMapper(plan)
             for start in range(0, len(missing), REREAD_CHUNK):
-                rows = changes.fetch_rows_by_key(conn, plan, oids, missing[start:start + REREAD_CHUNK])
+                rows = lookups.fetch_rows_by_key(conn, plan, oids, missing[start:start + REREAD_CHUNK])
                 writer.apply([ops.Upsert(mapper.map_rows(rows))])
                 filled += len(rows)
     if ui is not None and (orphans or filled):
@@ -95,7 +95,7 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
         oids = reader.prepare_connection(conn, plan)
         kept: set[PointId] = set()
         for leaf in remaining:
-            for key in changes.iter_key_rows(conn, plan, oids, sql.SQL("ONLY ") + leaf.ident):
+            for key in lookups.iter_key_rows(conn, plan, oids, sql.SQL("ONLY ") + leaf.ident):
                 kept.add(normalize_point_id(make_point_id(plan.key, key)))
     finally:
         conn.close()

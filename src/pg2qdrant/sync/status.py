@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from pg2qdrant.source.changes import format_lsn
+from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.sync.options import LAG_WARN_BYTES, LAG_WARN_EVERY_S, LAG_WARN_SECONDS, SyncStats, _mib
 from pg2qdrant.ui import UI
 

@@ -1,0 +1,53 @@
+"""Rows and keys read by key: what sync reads again, and the key sets reconcile and verify compare."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import psycopg
+from psycopg import sql
+
+from pg2qdrant.layouts import and_where
+from pg2qdrant.plan import Plan
+from pg2qdrant.source import reader
+
+
+def key_ids_query(plan: Plan, where: sql.Composable | None = None,
+                  relation: sql.Composable | None = None) -> sql.Composed:
+    """COPY of the key reads only (for ID sets), of the table or of ``relation`` (e.g. ``ONLY leaf``)."""
+    columns = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+    where = and_where(plan, where)  # rows outside --pg.where have no point
+    return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT BINARY)").format(
+        columns, plan.table.ident if relation is None else relation,
+        (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
+
+
+def key_match(plan: Plan, keys: list[tuple]) -> tuple[sql.Composable, list]:
+    """A WHERE clause matching rows by key values (as the key reads decode them) and its params."""
+    types = {"int": "int8", "uuid": "uuid", "text": "text"}
+    exprs = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+    arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(types[k])) for k in plan.key.kinds)
+    columns = [[k[n] for k in keys] for n in range(len(plan.key.columns))]
+    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(exprs, arrays), columns
+
+
+def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], keys: list[tuple],
+                      chunk: int = 500) -> list[tuple]:
+    """Current rows with these key values, read with the plan's own SELECT and loaders (as the copy)."""
+    out: list[tuple] = []
+    for start in range(0, len(keys), chunk):
+        where, params = key_match(plan, keys[start:start + chunk])
+        query = reader.copy_query(conn, plan, where, params)
+        for rows in reader.copy_rows(conn, query, oids, chunk):
+            out.extend(rows)
+    return out
+
+
+def iter_key_rows(conn: psycopg.Connection, plan: Plan, oids: list[int],
+                  relation: sql.Composable | None = None) -> Iterable[tuple]:
+    """Every row's key values (in plan.key order), decoded like the copy decodes them; of the
+    table, or of ``relation`` only."""
+    with conn.cursor() as cur:
+        with cur.copy(key_ids_query(plan, relation=relation)) as copy:
+            copy.set_types([oids[i] for i in plan.key.read_indexes])
+            yield from copy.rows()
