@@ -242,14 +242,14 @@ def test_sigkilled_coordinator_leaves_no_worker(db, qdrant_path, where, moment):
     whether it dies while they are still starting or while they copy."""
     import psutil
 
-    from fake_qdrant import FakeQdrant
+    from qdrant_endpoint import QdrantEndpoint
 
     create_items_table(db, 3000)
-    with FakeQdrant() as fake:
+    with QdrantEndpoint() as endpoint:
         args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "20",
                             "--migration.batch-delay", "200", "--migration.num-workers", "2")
         if where == "server":
-            args[args.index("--qdrant.url") + 1] = fake.url
+            args[args.index("--qdrant.url") + 1] = endpoint.grpc_url
         # No pipes: an orphan holding them would keep the test waiting for their end.
         proc = subprocess.Popen([sys.executable, "-m", "pg2qdrant", *args], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
