@@ -21,7 +21,6 @@ from pg2qdrant.source.catalog import BIT_OID, Column, PgType, ServerInfo, TableI
 
 # --- distances ----------------------------------------------------------------------------
 
-DISTANCES = ("Cosine", "Dot", "Euclid", "Manhattan")
 _DISTANCE_NAMES = {
     "cosine": "Cosine",
     "dot": "Dot", "ip": "Dot", "inner_product": "Dot", "inner-product": "Dot",
