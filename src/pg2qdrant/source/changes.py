@@ -8,9 +8,9 @@ slot remembers how far we got (its ``confirmed_flush_lsn`` is our checkpoint).
 Why the psycopg 3 low-level API: no library decodes ``pgoutput`` for psycopg 3,
 and psycopg 3 has no replication API; 3.3 lets a replication connection run
 ``START_REPLICATION`` and return the COPY_BOTH stream, which we then drive with
-``pgconn.get_copy_data`` / ``put_copy_data`` (notes/04 measured this against
-psycopg2's ``LogicalReplicationConnection`` and pg_recvlogical: the server is the
-limit, not the client). Adding psycopg2 would mean a second driver with other
+``pgconn.get_copy_data`` / ``put_copy_data`` (measured against psycopg2's
+``LogicalReplicationConnection`` and pg_recvlogical on 50,000 vector(768) rows: all within
+~10% of each other, the server is the limit, not the client). Adding psycopg2 would mean a second driver with other
 type adapters, while this module must decode values exactly like the copy does
 (same loaders, see :class:`RowDecoder`).
 
