@@ -174,7 +174,8 @@ def migration_options(fn: Callable) -> Callable:
             help="Milliseconds to sleep after each write request (rate limiting)."),
         bool_flag("--migration.restart", "restart", default_of(CopyOptions, "restart"),
                   "Ignore saved progress and copy everything again."),
-        bool_flag("--migration.create-collection", "create_collection", default_of(CollectionConfig, "create_collection"),
+        bool_flag("--migration.create-collection", "create_collection",
+                  default_of(CollectionConfig, "create_collection"),
                   "Create the collection when it does not exist.", "-c"),
         bool_flag("--migration.delete-orphans", "delete_orphans", default_of(CopyOptions, "delete_orphans"),
                   "After the copy, delete the points that have no row in the table (an exact copy: rows "
