@@ -22,7 +22,7 @@ def key(kinds=("int",), mode="native"):
 # --- point IDs -----------------------------------------------------------------------------
 
 def test_reference_tool_hashes_integer_42_to_this_uuid():
-    # Documented in notes/01: key 42 becomes 5c2b23de-... in the reference tool.
+    # The reference tool (qdrant-migration) hashes every key, integers too: uuid5(NAMESPACE_URL, "42").
     assert m.uuid5_of_text("42") == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
     assert m.make_point_id(key(mode="reference"), [42]) == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
 

@@ -1,4 +1,4 @@
-"""`sync` run as a service (issue 13 part 4): metrics scraped, JSON logs, /healthz, SIGHUP, SIGTERM.
+"""`sync` run as a service: metrics scraped, JSON logs, /healthz, SIGHUP, SIGTERM.
 
 On the real PostgreSQL: `sync` runs (a subprocess where signals matter, a thread otherwise)
 while another connection writes; /metrics is scraped with prometheus_client's own parser,

@@ -11,8 +11,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, layout_jobs,
-                                  main, migration_options, opt, service_options, source_options, start_service,
-                                  target_options)
+                                  main, migration_options, qdrant_address_options, service_options, source_options,
+                                  start_service, state_options_list, target_options)
 from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
 from pg2qdrant.cli_config import TableRun, config_options, each_entry
@@ -95,23 +95,20 @@ def state_group() -> None:
 
 
 def _state_store_for(ui: UI, kw: dict):
-    from pg2qdrant.pipeline import MigrationOptions, connect_target, state_store
-    options = MigrationOptions(pg_url="", table="", collection="", qdrant_url=kw["qdrant_url"],
-                               api_key=kw["qdrant_api_key"], offsets_collection=kw["offsets_collection"],
-                               state_file=kw["state_file"], skip_tls_verification=kw["skip_tls_verification"])
-    target = connect_target(options, ui=ui)
-    return target, state_store(options, target)
+    """The target and its store of saved progress: all `state list` / `state clear` need."""
+    from pg2qdrant.config import StateConfig, TargetConfig
+    from pg2qdrant.pipeline import connect_target, state_store
+    target = connect_target(TargetConfig(qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
+                                         skip_tls_verification=kw["skip_tls_verification"]), ui=ui)
+    return target, state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]),
+                               target)
 
 
 def _state_options(fn: Callable) -> Callable:
     for decorator in reversed([
-        opt("--qdrant.url", "qdrant_url", default="http://localhost:6334", show_default=True,
-            help="The target whose saved progress to show."),
-        opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
-            help="Qdrant API key."),
-        opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state", show_default=True,
-            help="Collection holding the progress records."),
-        opt("--migration.state-file", "state_file", default=None, help="Local JSON file holding them instead."),
+        *qdrant_address_options(url_help="The target whose saved progress to show.", key_help="Qdrant API key."),
+        *state_options_list(help_collection="Collection holding the progress records.",
+                            help_file="Local JSON file holding them instead."),
     ]):
         fn = decorator(fn)
     return fn

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import click
 
 from pg2qdrant import __version__, redaction
+from pg2qdrant.config import (ROWS_PER_RANGE, CollectionConfig, CopyOptions, MappingConfig, StateConfig,
+                              TargetConfig, default_of)
 from pg2qdrant.errors import Interrupted, Pg2QdrantError
 from pg2qdrant.ui import UI
 
@@ -86,7 +88,8 @@ def source_options(fn: Callable) -> Callable:
             help="Only rows matching this SQL condition (migrate, verify, sync; a row updated out of it is "
                  "deleted from Qdrant), e.g. \"lang = 'en'\"."),
         opt("--layout", "layout", type=click.Choice(["auto", "plain", "langchain", "langchain-v2", "llamaindex",
-                                                      "vecs", "pgai"]), default="auto", show_default=True,
+                                                      "vecs", "pgai"]),
+            default=default_of(MappingConfig, "layout"), show_default=True,
             help="auto: a table written by LangChain, LlamaIndex, Supabase vecs or pgai is migrated so that the "
                  "framework's Qdrant store opens it with its defaults; plain: column by column."),
     ]):
@@ -94,12 +97,31 @@ def source_options(fn: Callable) -> Callable:
     return fn
 
 
+def qdrant_address_options(url_help: str, key_help: str) -> list[Callable]:
+    """--qdrant.url and --qdrant.api-key (migrate, verify, sync, state)."""
+    return [
+        opt("--qdrant.url", "qdrant_url", default=default_of(TargetConfig, "qdrant_url"), show_default=True,
+            help=url_help),
+        opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
+            help=key_help),
+    ]
+
+
+def state_options_list(help_collection: str, help_file: str) -> list[Callable]:
+    """Where resume checkpoints are: --migration.offsets-collection, --migration.state-file (migrate, state)."""
+    return [
+        opt("--migration.offsets-collection", "offsets_collection",
+            default=default_of(StateConfig, "offsets_collection"), show_default=True, help=help_collection),
+        opt("--migration.state-file", "state_file", default=default_of(StateConfig, "state_file"), help=help_file),
+    ]
+
+
 def target_options(fn: Callable) -> Callable:
     for decorator in reversed([
-        opt("--qdrant.url", "qdrant_url", default="http://localhost:6334", show_default=True,
-            help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), grpc(s)://host:port, local:DIR, :memory:, edge:DIR."),
-        opt("--qdrant.api-key", "qdrant_api_key", envvar=["PG2QDRANT_QDRANT_API_KEY", "QDRANT_API_KEY"],
-            help="Qdrant API key (better: set QDRANT_API_KEY, so it is not on the command line)."),
+        *qdrant_address_options(
+            url_help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), grpc(s)://host:port, local:DIR, "
+                     ":memory:, edge:DIR.",
+            key_help="Qdrant API key (better: set QDRANT_API_KEY, so it is not on the command line)."),
         opt("--qdrant.collection", "qdrant_collection", help="Target collection name."),
         opt("--qdrant.distance-metric", "distance_metric", multiple=True,
             help="Distance per vector column: embedding=dot (cosine, dot, euclid, manhattan); repeat or "
@@ -116,17 +138,23 @@ def target_options(fn: Callable) -> Callable:
         opt("--qdrant.tenant-column", "tenant_column", metavar="COLUMN",
             help="One collection for many tenants: a keyword payload index with is_tenant=true on this column, "
                  "created before loading."),
-        click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True, default=False,
+        click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True,
+                     default=not default_of(CollectionConfig, "auto_payload_index"),
                      help="Do not mirror btree-indexed scalar columns as payload indexes."),
-        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=16, show_default=True,
+        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=default_of(CollectionConfig, "hnsw_m"), show_default=True,
             help="HNSW m, set once the load is done (building is deferred while loading); 0 = no HNSW."),
-        opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int, default=100, show_default=True,
+        opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int,
+            default=default_of(CollectionConfig, "hnsw_ef_construct"), show_default=True,
             help="HNSW ef_construct."),
-        bool_flag("--qdrant.on-disk", "on_disk", False, "Store vectors on disk (memmap) instead of RAM."),
-        opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]), default=None,
+        bool_flag("--qdrant.on-disk", "on_disk", default_of(CollectionConfig, "on_disk"),
+                  "Store vectors on disk (memmap) instead of RAM (Qdrant's default)."),
+        opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]),
+            default=default_of(CollectionConfig, "quantization"),
             help="Scalar quantization of dense vectors (int8)."),
-        opt("--qdrant.shard-number", "shard_number", type=int, default=None, help="Shards of the new collection."),
-        opt("--qdrant.replication-factor", "replication_factor", type=int, default=None,
+        opt("--qdrant.shard-number", "shard_number", type=int, default=default_of(CollectionConfig, "shard_number"),
+            help="Shards of the new collection."),
+        opt("--qdrant.replication-factor", "replication_factor", type=int,
+            default=default_of(CollectionConfig, "replication_factor"),
             help="Replication factor of the new collection."),
     ]):
         fn = decorator(fn)
@@ -135,33 +163,39 @@ def target_options(fn: Callable) -> Callable:
 
 def migration_options(fn: Callable) -> Callable:
     for decorator in reversed([
-        opt("--migration.num-workers", "num_workers", type=int, default=0, show_default=True,
+        opt("--migration.num-workers", "num_workers", type=int, default=default_of(CopyOptions, "num_workers"),
+            show_default=True,
             help="Parallel readers (0 = one per CPU core)."),
-        opt("--migration.batch-size", "batch_size", "-b", type=int, default=256, show_default=True,
+        opt("--migration.batch-size", "batch_size", "-b", type=int, default=default_of(CopyOptions, "batch_size"),
+            show_default=True,
             help="Points per write request (the reference's default, 50, is slow)."),
-        opt("--migration.batch-delay", "batch_delay", type=int, default=0, show_default=True,
+        opt("--migration.batch-delay", "batch_delay", type=int, default=default_of(CopyOptions, "batch_delay_ms"),
+            show_default=True,
             help="Milliseconds to sleep after each write request (rate limiting)."),
-        bool_flag("--migration.restart", "restart", False,
+        bool_flag("--migration.restart", "restart", default_of(CopyOptions, "restart"),
                   "Ignore saved progress and copy everything again."),
-        bool_flag("--migration.create-collection", "create_collection", True,
+        bool_flag("--migration.create-collection", "create_collection",
+                  default_of(CollectionConfig, "create_collection"),
                   "Create the collection when it does not exist.", "-c"),
-        bool_flag("--migration.delete-orphans", "delete_orphans", False,
+        bool_flag("--migration.delete-orphans", "delete_orphans", default_of(CopyOptions, "delete_orphans"),
                   "After the copy, delete the points that have no row in the table (an exact copy: rows "
                   "deleted since an earlier copy leave no stale point)."),
-        opt("--migration.offsets-collection", "offsets_collection", default="_pg2qdrant_state",
-            show_default=True, help="Collection that stores resume checkpoints in the target (qdrant-client "
-                                    "targets; an edge: target keeps them in a file in its folder)."),
-        opt("--migration.state-file", "state_file", default=None,
-            help="Keep resume checkpoints in this local JSON file instead of the target."),
-        opt("--migration.max-retries", "max_retries", type=int, default=5, show_default=True,
+        *state_options_list(help_collection="Collection that stores resume checkpoints in the target "
+                                            "(qdrant-client targets; an edge: target keeps them in a file in its "
+                                            "folder).",
+                            help_file="Keep resume checkpoints in this local JSON file instead of the target."),
+        opt("--migration.max-retries", "max_retries", type=int, default=default_of(TargetConfig, "max_retries"),
+            show_default=True,
             help="Retries of a transient failure (Qdrant request, PostgreSQL range read)."),
-        opt("--migration.retry-deadline", "retry_deadline", type=float, default=300.0, show_default=True,
+        opt("--migration.retry-deadline", "retry_deadline", type=float,
+            default=default_of(TargetConfig, "retry_deadline_s"), show_default=True,
             help="Seconds one request may spend retrying."),
-        opt("--migration.range-rows", "range_rows", type=int, default=None,
-            help="Rows per range, the unit of parallel work and of resume (default 50,000)."),
-        bool_flag("--migration.dry-run", "dry_run", False,
+        opt("--migration.range-rows", "range_rows", type=int, default=default_of(CopyOptions, "range_rows"),
+            help=f"Rows per range, the unit of parallel work and of resume (default {ROWS_PER_RANGE:,})."),
+        bool_flag("--migration.dry-run", "dry_run", default_of(CopyOptions, "dry_run"),
                   "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
-        opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference", "hash"]), default="native",
+        opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference", "hash"]),
+            default=default_of(MappingConfig, "id_mode"),
             show_default=True,
             help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does; "
                  "hash: as native, but text keys are hashed even when they look like a UUID."),
@@ -267,7 +301,6 @@ def build_migration_options(kw: dict):
     layout = kw.get("layout") or "auto"
     _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
                 "--qdrant.collection": kw["qdrant_collection"] or layout != "plain"})
-    workers = kw["num_workers"] if kw["num_workers"] != 0 else (os.cpu_count() or 1)
     if kw["range_rows"] is not None and kw["range_rows"] <= 0:
         from pg2qdrant.errors import InputError
         raise InputError(f"--migration.range-rows must be positive (got {kw['range_rows']}).",
@@ -277,7 +310,7 @@ def build_migration_options(kw: dict):
         qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
         key_columns=_split(kw["pg_key_column"]), columns=_split(kw["pg_columns"]),
         distance_overrides=_distance_overrides(kw["distance_metric"]),
-        num_workers=workers, batch_size=kw["batch_size"], batch_delay_ms=kw["batch_delay"],
+        num_workers=kw["num_workers"], batch_size=kw["batch_size"], batch_delay_ms=kw["batch_delay"],
         restart=kw["restart"], create_collection=kw["create_collection"], id_mode=kw["id_mode"],
         skip_tls_verification=kw["skip_tls_verification"], dry_run=kw["dry_run"],
         hnsw_m=kw["hnsw_m"], hnsw_ef_construct=kw["hnsw_ef_construct"], on_disk=kw["on_disk"] or None,

@@ -112,7 +112,7 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
             create_sample_table(conn, rows)
         # summary_embedding has no index to take its distance from: say it (the flag's use).
         options = MigrationOptions(pg_url=url, table="documents", collection="documents",
-                                   qdrant_url=f"local:{target_dir}",
+                                   qdrant_url=f"local:{target_dir}", num_workers=1,
                                    distance_overrides={"summary_embedding": "Cosine"})
         ui.info(f"Migrating into Qdrant local mode at {target_dir} ...")
         result = migrate(options, ui, show_plan=True)

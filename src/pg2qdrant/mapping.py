@@ -569,13 +569,6 @@ def decode_sparse(blobs: list[bytes | None]) -> list[SparseValue | None]:
     return [None if b is None else decode_sparse_one(b) for b in blobs]
 
 
-def dense_dimension(blob: bytes, kind: str) -> int:
-    """Dimension written in one value's header (to size a column declared without one)."""
-    if kind == "bit":
-        return int.from_bytes(blob[:4], "big")
-    return int.from_bytes(blob[:2], "big")
-
-
 # ---------------------------------------------------------------------------------------
 # Rows -> a batch of points
 # ---------------------------------------------------------------------------------------
@@ -653,7 +646,6 @@ class RowMapper:
         self.key = plan.key
         self._payload = [(p.name, p.read_index, payload_converter(p.kind)) for p in plan.payload]
         self._vectors = list(plan.vectors)
-        self.replaced_text = 0
 
     def point_id(self, row: Sequence[Any]) -> PointId:
         values = [row[i] for i in self.key.read_indexes]

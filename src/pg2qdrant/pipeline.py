@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from pg2qdrant import layouts, redaction
+from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_feature_check, plan_fingerprint,
@@ -26,7 +27,7 @@ from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.destination.checkpoints import (DEFAULT_STATE_COLLECTION, STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
+from pg2qdrant.destination.checkpoints import (STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
                                           state_id_for)
 from pg2qdrant.workers import ReaderPool, ReaderSpec, WriteSpec
 from pg2qdrant.writer import Writer
@@ -34,85 +35,8 @@ from pg2qdrant.writer import Writer
 # A full read of a vector column to prove all rows share a dimension is affordable
 # up to this many rows (a few seconds); above it the check happens while copying.
 DIMENSION_PRECHECK_MAX_ROWS = 1_000_000
-DEFAULT_BATCH_SIZE = 256  # points per request: Qdrant's bulk-load advice is 64-256
 READ_BATCH_ROWS = 1024  # rows mapped at a time: amortises numpy calls, bounds memory per batch
-ROWS_PER_RANGE = 50_000  # a range is the unit of parallel work and of resume
 RANGES_PER_WORKER = 4
-
-
-@dataclass
-class MigrationOptions:
-    pg_url: str
-    table: str
-    collection: str
-    qdrant_url: str = "http://localhost:6334"
-    api_key: str | None = None
-    key_columns: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    distance_overrides: dict[str, str] = field(default_factory=dict)
-    num_workers: int = 1
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_delay_ms: int = 0
-    restart: bool = False
-    create_collection: bool = True
-    id_mode: str = "native"
-    skip_tls_verification: bool = False
-    dry_run: bool = False
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 100
-    on_disk: bool | None = None
-    quantization: str | None = None
-    shard_number: int | None = None
-    replication_factor: int | None = None
-    payload_index: list[str] = field(default_factory=list)
-    auto_payload_index: bool = True
-    offsets_collection: str = DEFAULT_STATE_COLLECTION
-    state_file: str | None = None
-    max_retries: int = 5
-    retry_deadline_s: float = 300.0
-    range_rows: int | None = None  # rows per range (default ROWS_PER_RANGE)
-    delete_orphans: bool = False  # after the copy, delete the points no row of the snapshot maps to
-    # Generic options and framework layouts (layouts.py; a layout fills the last four).
-    where: str | None = None
-    vector_names: dict[str, str] = field(default_factory=dict)
-    payload_keys: dict[str, str] = field(default_factory=dict)
-    tenant_column: str | None = None
-    layout: str = "plain"
-    payload_shape: str | None = None
-    layout_indexes: tuple[tuple[str, str], ...] = ()
-    layout_notes: tuple[str, ...] = ()
-
-    def collection_options(self, plan: Plan) -> CollectionOptions:
-        return CollectionOptions(
-            hnsw_m=self.hnsw_m, hnsw_ef_construct=self.hnsw_ef_construct, on_disk=self.on_disk,
-            quantization=self.quantization, shard_number=self.shard_number,
-            replication_factor=self.replication_factor,
-            payload_indexes=tuple((p.field, p.type) for p in plan.payload_indexes),
-        )
-
-    def validate(self) -> None:
-        if self.batch_size <= 0:
-            raise InputError(f"--migration.batch-size must be positive (got {self.batch_size}).",
-                             fix=f"use e.g. --migration.batch-size {DEFAULT_BATCH_SIZE}.")
-        if self.num_workers < 0:
-            raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
-                             fix="use 1 or more (0 means one per CPU core).")
-        if self.hnsw_m < 0 or self.hnsw_ef_construct <= 0:
-            raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
-                             fix="use e.g. --qdrant.hnsw-m 16 --qdrant.hnsw-ef-construct 100.")
-        if self.quantization not in (None, "int8"):
-            raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
-                             fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
-        for flag, value in (("--qdrant.shard-number", self.shard_number),
-                            ("--qdrant.replication-factor", self.replication_factor)):
-            if value is not None and value <= 0:
-                raise InputError(f"{flag} must be positive (got {value}).", fix=f"use e.g. {flag} 1.")
-        if self.max_retries < 0 or self.retry_deadline_s <= 0:
-            raise InputError("--migration.max-retries must be >= 0 and --migration.retry-deadline > 0.",
-                             fix="use e.g. --migration.max-retries 5 --migration.retry-deadline 300.")
-        if self.batch_delay_ms < 0:
-            raise InputError(f"--migration.batch-delay must not be negative (got {self.batch_delay_ms}).",
-                             fix="give milliseconds to sleep between batches, e.g. 100.")
 
 
 @dataclass
@@ -373,14 +297,14 @@ def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
 # Target side
 # ---------------------------------------------------------------------------------------
 
-def target_settings(options: MigrationOptions, address: TargetAddress | None = None) -> TargetSettings:
+def target_settings(options: TargetConfig, address: TargetAddress | None = None) -> TargetSettings:
     """How to reach the target (what a reader process needs to open its own connection)."""
     return TargetSettings(address or parse_target_url(options.qdrant_url), api_key=options.api_key,
                           skip_tls_verification=options.skip_tls_verification,
                           retry=RetryPolicy(max_retries=options.max_retries, deadline_s=options.retry_deadline_s))
 
 
-def connect_target(options: MigrationOptions, address: TargetAddress | None = None, ui: UI | None = None):
+def connect_target(options: TargetConfig, address: TargetAddress | None = None, ui: UI | None = None):
     settings = target_settings(options, address)
     address = settings.address
     if ui and options.api_key and address.kind == "server" and not address.https:
@@ -544,7 +468,7 @@ def _kind(ranges: list[ReadRange]) -> str:
     return ranges[0].kind if ranges else "all"
 
 
-def state_store(options: MigrationOptions, target) -> StateStore:
+def state_store(options: StateConfig, target) -> StateStore:
     """Records in the target itself (tied to it by where they live), or in --migration.state-file
     (whose state ids then include target_identity: the file may be reused against another target)."""
     if options.state_file:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from pg2qdrant.config import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
 from pg2qdrant.errors import InputError
 from pg2qdrant.source.catalog import BIT_OID, Column, PgType, ServerInfo, TableInfo
 
 # --- distances ----------------------------------------------------------------------------
 
-DISTANCES = ("Cosine", "Dot", "Euclid", "Manhattan")
 _DISTANCE_NAMES = {
     "cosine": "Cosine",
     "dot": "Dot", "ip": "Dot", "inner_product": "Dot", "inner-product": "Dot",
@@ -203,19 +203,6 @@ class PayloadIndexSpec:
     field: str
     type: str  # one of PAYLOAD_INDEX_TYPES
     source: str  # why: "--qdrant.payload-index" or "btree index <name> in PostgreSQL"
-
-
-@dataclass(frozen=True)
-class CollectionOptions:
-    """How the collection is created and bulk-loaded (only used when we create it)."""
-
-    hnsw_m: int = 16  # restored after the load; 0 keeps the collection without HNSW
-    hnsw_ef_construct: int = 100
-    on_disk: bool | None = None
-    quantization: str | None = None  # "int8"
-    shard_number: int | None = None
-    replication_factor: int | None = None
-    payload_indexes: tuple[tuple[str, str], ...] = ()  # (field, type), created before loading
 
 
 @dataclass(frozen=True)

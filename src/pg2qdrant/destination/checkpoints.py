@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_STATE_COLLECTION = "_pg2qdrant_state"
 STATE_VERSION = 1
 
 

@@ -29,7 +29,7 @@ from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
 GRPC_PORT = 6334
 REST_PORT = 6333
 # The server accepts requests up to 32 MiB; the client's gRPC default is 4 MB (the
-# reference tool's users hit it, its issue 30). Raise the client's limit to the server's.
+# reference tool's users hit it with large batches). Raise the client's limit to the server's.
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 120
 # Keep each write request well under the server's 32 MiB limit (estimated size).

@@ -30,10 +30,6 @@ class PgType:
     extension: str | None  # name of the extension that owns it (e.g. 'vector', 'citext')
     elem: "PgType | None" = None  # element type of an array (resolved)
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
 
 @dataclass(frozen=True)
 class Column:

@@ -2,7 +2,7 @@
 
 A coordinator transaction exports its snapshot; each worker imports it, so
 all ranges are read as of the same instant even while the application writes
-(notes/02). The coordinator's transaction must stay open until every worker
+(``pg_export_snapshot()`` / ``SET TRANSACTION SNAPSHOT``). The coordinator's transaction must stay open until every worker
 has attached, so it lives for the whole copy. Transactions are READ ONLY: the
 source is never written.
 """

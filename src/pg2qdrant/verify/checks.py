@@ -12,8 +12,9 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import psycopg
@@ -58,6 +59,61 @@ def _plural(n: int, one: str, many: str) -> str:
 
 def _mismatch_finding(m: Mismatch) -> dict:
     return _finding(m.point_id, m.field, m.reason, m.describe(), m.expected, m.actual)
+
+
+def _reasons(why: list[str]) -> str:
+    return " [" + "; ".join(why) + "]" if why else ""
+
+
+@dataclass
+class _ValueTally:
+    """The values check's count of the differences found, and the first few of each kind."""
+
+    ulps: int  # payload floats this close to the source are counted apart (--verify.threshold payload-ulps)
+    compared: int = 0  # sampled rows that have a point
+    absent: int = 0  # sampled rows without a point: the IDs check reports them (with their partition)
+    ulp: int = 0
+    real: list[Mismatch] = field(default_factory=list)
+    ulp_examples: list[Mismatch] = field(default_factory=list)
+    rows_bad: set[Any] = field(default_factory=set)
+    by_field: Counter[str] = field(default_factory=Counter)
+
+    def add(self, mismatches: Iterable[Mismatch], *, rows: int) -> None:
+        absent = 0
+        for m in mismatches:
+            if m.field == "point":  # no point at all
+                absent += 1
+            elif is_ulp_level(m, self.ulps):
+                self.ulp += 1
+                _keep(self.ulp_examples, m)
+            else:
+                self.rows_bad.add(normalize_point_id(m.point_id))
+                self.by_field[m.field] += 1
+                _keep(self.real, m)
+        self.absent += absent
+        self.compared += rows - absent
+
+
+def _keep(examples: list[Mismatch], m: Mismatch) -> None:
+    if len(examples) < EXAMPLES_KEPT:
+        examples.append(m)
+
+
+@dataclass
+class _ParityReport:
+    """What the search parity check gathers, vector by vector."""
+
+    plots: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    findings: list[dict] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    same_as_exact: list[str] = field(default_factory=list)
+
+    def add(self, verdict: str, line: str) -> None:
+        self.verdicts.append(verdict)
+        self.lines.append(line)
 
 
 def is_ulp_level(m: Mismatch, ulps: int) -> bool:
@@ -197,32 +253,16 @@ class Verification:
             self._fill_reservoir(reservoir, total)
             return CheckResult(3, "Values", SKIP, "no row sampled" + (" (empty table)" if total == 0 else
                                                                       " (--verify.sample 0)"))
-        compared = ulp = absent = 0
-        real: list[Mismatch] = []
-        ulp_examples: list[Mismatch] = []
-        rows_bad: set[Any] = set()
-        by_field: Counter[str] = Counter()
         ulps = self.t.payload_ulps
+        tally = _ValueTally(ulps)
         with self.ui.progress(n if n >= total else None, "Comparing sampled rows") as progress:
             for batch in self._sample(n, total):
                 reservoir.offer(batch)
                 records = self.target.retrieve(self.collection, list(batch.ids), with_vectors=True)
-                for m in compare_points(self.plan, batch, records):
-                    if m.field == "point":  # no point at all: the IDs check reports it (with its partition)
-                        absent += 1
-                        continue
-                    if is_ulp_level(m, ulps):
-                        ulp += 1
-                        if len(ulp_examples) < EXAMPLES_KEPT:
-                            ulp_examples.append(m)
-                        continue
-                    rows_bad.add(normalize_point_id(m.point_id))
-                    by_field[m.field] += 1
-                    if len(real) < EXAMPLES_KEPT:
-                        real.append(m)
-                compared += len(batch)
+                tally.add(compare_points(self.plan, batch, records), rows=len(batch))
                 progress.advance(len(batch))
-        compared -= absent
+        compared, ulp, absent = tally.compared, tally.ulp, tally.absent
+        real, ulp_examples, rows_bad, by_field = tally.real, tally.ulp_examples, tally.rows_bad, tally.by_field
         fields = len(self.plan.payload) + len(self.plan.vectors)
         sampled = f"{compared:,} rows sampled ({rule}; seed {self.seed})" if compared + absent < total else \
             f"all {compared:,} rows"
@@ -297,80 +337,80 @@ class Verification:
     def check_search(self, shape: CollectionShape, searched: Sequence[VectorSpec],
                      queries_by_vector: dict[str, list[tuple[Any, Any]]]) -> CheckResult:
         """``queries_by_vector``: (label, vector) per named vector, from the table or a file."""
-        k = self.opts.k
-        from_file = bool(self.opts.queries_file)
-        if self.opts.queries == 0 and not from_file:
+        if self.opts.queries == 0 and not self.opts.queries_file:
             return CheckResult(5, "Search parity", SKIP, "not measured (--verify.queries 0)")
-        specs = [v for v in searched if v.name in queries_by_vector]
         hnsw, hnsw_ready, hnsw_note = self._hnsw_state()
-        plots: dict[str, Any] = {"k": k, "vectors": {}}
-        lines, details, figures, findings, verdicts = [], [], {}, [], []
-        same_as_exact: list[str] = []
+        out = _ParityReport(plots={"k": self.opts.k, "vectors": {}})
         if hnsw_note:
-            details.append(hnsw_note)
-        for spec in specs:
-            why_not = self._unsearchable(spec, shape)
-            if why_not:
-                verdicts.append(why_not[0])
-                lines.append(f"{spec.name}: {why_not[1]}")
-                continue
-            queries = queries_by_vector[spec.name]
-            if not queries:
-                verdicts.append(SKIP)
-                lines.append(f"{spec.name}: no row has this vector, nothing to search")
-                continue
-            try:
-                exact, approx, index_used, hnsw_same = self._parity(spec, queries, hnsw)
-            except (psycopg.Error, Pg2QdrantError) as exc:
-                verdicts.append(FAIL)
-                lines.append(f"{spec.name}: search failed: {exc}")
-                continue
-            if index_used:
-                details.append(f"{spec.name}: pgvector's plan still used an index: its results may be approximate")
-            if hnsw_same:
-                same_as_exact.append(spec.name)
-            distance = spec.distance or "Dot"
-            conversion = (HAMMING if spec.kind == "bit" else PG_OPERATORS[distance])
-            plots["vectors"][spec.name] = {
-                "recall_exact": exact.recalls, "recall_hnsw": approx.recalls if approx else [],
-                "scores_exact": exact.score_pairs, "scores_hnsw": approx.score_pairs if approx else [],
-                "conversion": f"{conversion[0]}: {conversion[1]}"}
-            v_exact, why_exact = exact.judge(self.t, exact=True)
-            verdicts.append(v_exact)
-            figures[spec.name] = {"exact": exact.figures()}
-            text = (f"{spec.name} ({len(exact.recalls)} queries, {distance}, pgvector {conversion[0]}): exact "
-                    f"recall@{k} {np.mean(exact.recalls):.3f}, top-1 {np.mean(exact.top1):.0%}")
-            if why_exact:
-                text += " [" + "; ".join(why_exact) + "]"
-            if approx is not None:
-                v_hnsw, why_hnsw = approx.judge(self.t, exact=False)
-                if not hnsw_ready:
-                    v_hnsw = worst([v_hnsw, WARN])
-                verdicts.append(v_hnsw)
-                figures[spec.name]["HNSW"] = approx.figures()
-                text += f"; HNSW recall@{k} {np.mean(approx.recalls):.3f}, top-1 {np.mean(approx.top1):.0%}"
-                if why_hnsw:
-                    text += " [" + "; ".join(why_hnsw) + "]"
-            else:
-                text += "; HNSW not measured (local mode)" if self.is_local_mode else "; HNSW not measured"
-            if len(exact.recalls) < self.t.tier2_queries:
-                details.append(f"{spec.name}: {len(exact.recalls)} queries: tier 2 thresholds (recall "
+            out.details.append(hnsw_note)
+        for spec in searched:
+            if spec.name in queries_by_vector:
+                self._search_vector(spec, shape, queries_by_vector[spec.name], hnsw, hnsw_ready, out)
+        if out.same_as_exact:
+            out.details.append(f"{', '.join(out.same_as_exact)}: HNSW search returned exactly the exact-search "
+                               "results for every query: on a small collection (which Qdrant may search "
+                               "exhaustively) this says little about the index itself")
+        out.details.append("pgvector searched exactly (index scans disabled, in the verification's snapshot); "
+                           "a Qdrant point tied with pgvector's k-th score counts as found")
+        return CheckResult(5, "Search parity", worst(out.verdicts) if out.verdicts else SKIP,
+                           "; ".join(out.lines) or "no vector to search", details=out.details,
+                           figures=out.figures, mismatches=out.findings, plots=out.plots)
+
+    def _search_vector(self, spec: VectorSpec, shape: CollectionShape, queries: list[tuple[Any, Any]], hnsw: bool,
+                       hnsw_ready: bool, out: _ParityReport) -> None:
+        """Search parity of one vector: its verdicts, line, figures and worst queries, into ``out``."""
+        why_not = self._unsearchable(spec, shape)
+        if why_not:
+            out.add(why_not[0], f"{spec.name}: {why_not[1]}")
+            return
+        if not queries:
+            out.add(SKIP, f"{spec.name}: no row has this vector, nothing to search")
+            return
+        try:
+            exact, approx, index_used, hnsw_same = self._parity(spec, queries, hnsw)
+        except (psycopg.Error, Pg2QdrantError) as exc:
+            out.add(FAIL, f"{spec.name}: search failed: {exc}")
+            return
+        if index_used:
+            out.details.append(f"{spec.name}: pgvector's plan still used an index: its results may be approximate")
+        if hnsw_same:
+            out.same_as_exact.append(spec.name)
+        distance = spec.distance or "Dot"
+        conversion = (HAMMING if spec.kind == "bit" else PG_OPERATORS[distance])
+        out.plots["vectors"][spec.name] = {
+            "recall_exact": exact.recalls, "recall_hnsw": approx.recalls if approx else [],
+            "scores_exact": exact.score_pairs, "scores_hnsw": approx.score_pairs if approx else [],
+            "conversion": f"{conversion[0]}: {conversion[1]}"}
+        text = (f"{spec.name} ({len(exact.recalls)} queries, {distance}, pgvector {conversion[0]}): "
+                + self._judge_parity(spec, exact, approx, hnsw_ready, out))
+        if len(exact.recalls) < self.t.tier2_queries:
+            out.details.append(f"{spec.name}: {len(exact.recalls)} queries: tier 2 thresholds (recall "
                                f"distribution, Spearman) need {self.t.tier2_queries}; only tier 1 was judged")
-            lines.append(text)
-            for stats in (exact, approx):
-                for recall, label, what in sorted((stats.worst if stats else []), key=lambda w: w[0])[:5]:
-                    query = label if from_file else f"vector of point {label!r}"
-                    findings.append(_finding(label, f"vector:{spec.name} ({stats.mode} search)", what,
+        out.lines.append(text)
+        from_file = bool(self.opts.queries_file)
+        for stats in (exact, approx):
+            for _recall, label, what in sorted((stats.worst if stats else []), key=lambda w: w[0])[:5]:
+                query = label if from_file else f"vector of point {label!r}"
+                out.findings.append(_finding(label, f"vector:{spec.name} ({stats.mode} search)", what,
                                              f"query = {query}, {spec.name}, {stats.mode} search: {what}"))
-        verdict = worst(verdicts) if verdicts else SKIP
-        if same_as_exact:
-            details.append(f"{', '.join(same_as_exact)}: HNSW search returned exactly the exact-search results for "
-                           "every query: on a small collection (which Qdrant may search exhaustively) this says "
-                           "little about the index itself")
-        details.append("pgvector searched exactly (index scans disabled, in the verification's snapshot); "
-                       "a Qdrant point tied with pgvector's k-th score counts as found")
-        return CheckResult(5, "Search parity", verdict, "; ".join(lines) or "no vector to search",
-                           details=details, figures=figures, mismatches=findings, plots=plots)
+
+    def _judge_parity(self, spec: VectorSpec, exact: ParityStats, approx: ParityStats | None, hnsw_ready: bool,
+                      out: _ParityReport) -> str:
+        """Verdicts and figures of exact and (where measured) HNSW search; their text for the summary line.
+
+        HNSW measured before Qdrant's index was ready can at best warn."""
+        k = self.opts.k
+        v_exact, why_exact = exact.judge(self.t, exact=True)
+        out.verdicts.append(v_exact)
+        out.figures[spec.name] = {"exact": exact.figures()}
+        text = f"exact recall@{k} {np.mean(exact.recalls):.3f}, top-1 {np.mean(exact.top1):.0%}" + _reasons(why_exact)
+        if approx is None:
+            return text + ("; HNSW not measured (local mode)" if self.is_local_mode else "; HNSW not measured")
+        v_hnsw, why_hnsw = approx.judge(self.t, exact=False)
+        out.verdicts.append(v_hnsw if hnsw_ready else worst([v_hnsw, WARN]))
+        out.figures[spec.name]["HNSW"] = approx.figures()
+        return (text + f"; HNSW recall@{k} {np.mean(approx.recalls):.3f}, top-1 {np.mean(approx.top1):.0%}"
+                + _reasons(why_hnsw))
 
     def _unsearchable(self, spec: VectorSpec, shape: CollectionShape) -> tuple[str, str] | None:
         if spec.is_sparse:

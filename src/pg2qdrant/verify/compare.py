@@ -21,7 +21,7 @@ from pg2qdrant.plan import Plan, VectorSpec
 # float16 keeps 11 significant bits: after normalisation on either side values can
 # differ by one float16 ulp (2^-11 relative) plus float32 rounding.
 FLOAT16_RTOL = 2.0 ** -10
-COSINE_ATOL = 1e-6  # normalised float32 vectors: notes/05 "allclose(atol=1e-6)"
+COSINE_ATOL = 1e-6  # normalised float32 vectors: Qdrant's migration guide, "allclose(atol=1e-6)"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from typing import Any, Iterable
 from pg2qdrant.errors import InputError
 from pg2qdrant.report import report_format
 
-DEFAULT_QUERIES = 50  # notes/05: tier 2 needs >= 50 queries
-DEFAULT_K = 10  # notes/05 measures recall@10
-SAMPLE_ALL_BELOW = 100_000  # notes/05: "all rows under 100k"
-SAMPLE_MIN_ROWS = 1_000  # notes/05: "at least 1,000 rows or 1%"
+# From Qdrant's migration guide: its tier 2 search check takes >= 50 queries and measures recall@10;
+# the payload sample is "at least 1,000 rows or 1% (all rows under 100k)".
+DEFAULT_QUERIES = 50
+DEFAULT_K = 10
+SAMPLE_ALL_BELOW = 100_000
+SAMPLE_MIN_ROWS = 1_000
 SAMPLE_FRACTION = 0.01
 INDEX_TIMEOUT_S = 300.0  # wait this long for Qdrant's optimizer before measuring HNSW recall
 INDEX_POLL_S = 1.0
@@ -38,7 +40,7 @@ SCORE_PAIRS_KEPT = 2_000  # points per scatter plot series
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass marks. Defaults: Qdrant's migration guide (notes/05), plus exactness for exact search."""
+    """Pass marks. Defaults: Qdrant's migration guide (tiers 1 and 2), plus exactness for exact search."""
 
     top1: float = 0.80  # tier 1: share of queries whose nearest point is the same
     overlap: float = 0.70  # tier 1: mean top-k overlap

@@ -1,0 +1,164 @@
+"""What a run is told to do, one dataclass per concern, with every default written once.
+
+The command line's options take their defaults from these fields (``default_of``), so a default
+changed here changes `--help` and the library alike. ``MigrationOptions`` is all of them together:
+what the migrate, verify and sync flows receive. A command that needs less takes less
+(`state list` / `state clear`: a ``TargetConfig`` and a ``StateConfig``).
+
+Kept free of heavy imports (no psycopg, numpy or qdrant-client): the CLI imports it to build `--help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pg2qdrant.errors import InputError
+from pg2qdrant.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from pg2qdrant.plan import Plan
+
+ROWS_PER_RANGE = 50_000  # a range is the unit of parallel work and of resume (--migration.range-rows)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of dataclass field ``cls.name``: the one place it is written (click options read it)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise LookupError(f"{cls.__name__}.{name} has no default")
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """How the collection is created and bulk-loaded (only used when we create it)."""
+
+    hnsw_m: int = 16  # restored after the load; 0 keeps the collection without HNSW
+    hnsw_ef_construct: int = 100
+    on_disk: bool | None = None  # None: Qdrant's default (vectors in RAM)
+    quantization: str | None = None  # "int8"
+    shard_number: int | None = None  # None: the server's default
+    replication_factor: int | None = None
+    payload_indexes: tuple[tuple[str, str], ...] = ()  # (field, type), created before loading
+
+
+@dataclass(kw_only=True)
+class SourceConfig:
+    """Which rows to read: the PostgreSQL table and the part of it that is migrated."""
+
+    pg_url: str
+    table: str
+    key_columns: list[str] = field(default_factory=list)  # empty: the primary key
+    columns: list[str] = field(default_factory=list)  # empty: all
+    where: str | None = None  # SQL condition, validated (layouts.check_where)
+
+
+@dataclass(kw_only=True)
+class TargetConfig:
+    """How to reach the Qdrant target: all a connection needs."""
+
+    qdrant_url: str = "http://localhost:6334"
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, a log line or a traceback
+    skip_tls_verification: bool = False
+    max_retries: int = default_of(RetryPolicy, "max_retries")
+    retry_deadline_s: float = default_of(RetryPolicy, "deadline_s")
+
+
+@dataclass(kw_only=True)
+class StateConfig:
+    """Where resume checkpoints are kept: a collection in the target, or a local JSON file."""
+
+    offsets_collection: str = "_pg2qdrant_state"
+    state_file: str | None = None
+
+
+@dataclass(kw_only=True)
+class CollectionConfig:
+    """The target collection: its name, whether we may create it, and how (see CollectionOptions)."""
+
+    collection: str
+    create_collection: bool = True
+    hnsw_m: int = default_of(CollectionOptions, "hnsw_m")
+    hnsw_ef_construct: int = default_of(CollectionOptions, "hnsw_ef_construct")
+    on_disk: bool | None = default_of(CollectionOptions, "on_disk")
+    quantization: str | None = default_of(CollectionOptions, "quantization")
+    shard_number: int | None = default_of(CollectionOptions, "shard_number")
+    replication_factor: int | None = default_of(CollectionOptions, "replication_factor")
+    payload_index: list[str] = field(default_factory=list)  # column[:type], before loading
+    auto_payload_index: bool = True  # mirror btree-indexed scalar columns
+
+
+@dataclass(kw_only=True)
+class MappingConfig:
+    """How a row becomes a point: IDs, distances, names, and framework layouts (layouts.py)."""
+
+    id_mode: str = "native"  # native | reference | hash
+    distance_overrides: dict[str, str] = field(default_factory=dict)
+    vector_names: dict[str, str] = field(default_factory=dict)
+    payload_keys: dict[str, str] = field(default_factory=dict)
+    tenant_column: str | None = None
+    # auto: layouts.plan_jobs detects a framework's table; it resolves to plain or a framework
+    # layout, which fills the last three.
+    layout: str = "auto"
+    payload_shape: str | None = None
+    layout_indexes: tuple[tuple[str, str], ...] = ()
+    layout_notes: tuple[str, ...] = ()
+
+
+@dataclass(kw_only=True)
+class CopyOptions:
+    """How the copy runs: parallelism, batching, resume and what is done after it."""
+
+    num_workers: int = 0  # 0: one per CPU core (resolved on creation)
+    batch_size: int = 256  # points per request: Qdrant's bulk-load advice is 64-256
+    batch_delay_ms: int = 0
+    range_rows: int | None = None  # rows per range (None: ROWS_PER_RANGE)
+    restart: bool = False
+    dry_run: bool = False
+    delete_orphans: bool = False  # after the copy, delete the points no row of the snapshot maps to
+
+    def __post_init__(self) -> None:
+        if self.num_workers == 0:
+            self.num_workers = os.cpu_count() or 1
+
+
+@dataclass(kw_only=True)
+class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig, MappingConfig, CopyOptions):
+    """Everything one table's migration is told (the migrate, verify and sync flows take it)."""
+
+    def collection_options(self, plan: Plan) -> CollectionOptions:
+        return CollectionOptions(
+            hnsw_m=self.hnsw_m, hnsw_ef_construct=self.hnsw_ef_construct, on_disk=self.on_disk,
+            quantization=self.quantization, shard_number=self.shard_number,
+            replication_factor=self.replication_factor,
+            payload_indexes=tuple((p.field, p.type) for p in plan.payload_indexes),
+        )
+
+    def validate(self) -> None:
+        if self.batch_size <= 0:
+            raise InputError(f"--migration.batch-size must be positive (got {self.batch_size}).",
+                             fix=f"use e.g. --migration.batch-size {default_of(CopyOptions, 'batch_size')}.")
+        if self.num_workers < 0:
+            raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
+                             fix="use 1 or more (0 means one per CPU core).")
+        if self.hnsw_m < 0 or self.hnsw_ef_construct <= 0:
+            raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
+                             fix="use e.g. --qdrant.hnsw-m 16 --qdrant.hnsw-ef-construct 100.")
+        if self.quantization not in (None, "int8"):
+            raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
+                             fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
+        for flag, value in (("--qdrant.shard-number", self.shard_number),
+                            ("--qdrant.replication-factor", self.replication_factor)):
+            if value is not None and value <= 0:
+                raise InputError(f"{flag} must be positive (got {value}).", fix=f"use e.g. {flag} 1.")
+        if self.max_retries < 0 or self.retry_deadline_s <= 0:
+            raise InputError("--migration.max-retries must be >= 0 and --migration.retry-deadline > 0.",
+                             fix="use e.g. --migration.max-retries 5 --migration.retry-deadline 300.")
+        if self.batch_delay_ms < 0:
+            raise InputError(f"--migration.batch-delay must not be negative (got {self.batch_delay_ms}).",
+                             fix="give milliseconds to sleep between batches, e.g. 100.")
