@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.errors import DataError, InputError
-from pg2qdrant.source.catalog import TableInfo
+from pg2qdrant.source.model import TableInfo
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
 SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload

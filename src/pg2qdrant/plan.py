@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from pg2qdrant.errors import InputError
-from pg2qdrant.source.catalog import BIT_OID, Column, PgType, ServerInfo, TableInfo
+from pg2qdrant.source.model import BIT_OID, Column, PgType, ServerInfo, TableInfo
 
 # --- distances ----------------------------------------------------------------------------
 
