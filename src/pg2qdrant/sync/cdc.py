@@ -18,7 +18,7 @@ import psycopg
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
-from pg2qdrant.plan import Plan, shape_differences
+from pg2qdrant.plan import Plan, check_shape
 from pg2qdrant.source import changes, connect, snapshot
 from pg2qdrant.source.changes import (Begin, Commit, ConnectionLost, Delete, Insert, Keepalive, Relation,
                                       ReplicationConnection, SlotBusy, Truncate, Update, XLogData, format_lsn)
@@ -86,17 +86,15 @@ class CdcSync(Runner):
                 existing = None
         if not copy:
             self.target = connect_target(options, address, ui)
-            actual = self.target.shape(plan.collection)
-            if actual is None:
+            check = check_shape(plan.collection_spec(), self.target.shape(plan.collection))
+            if not check.exists:
                 raise InputError(
                     f"Collection {plan.collection!r} does not exist, so there is nothing to keep in sync yet.",
                     fix="start with the copy: add --sync.initial-copy (or run `pg2qdrant migrate --then-sync`).")
-            diffs = shape_differences(plan.shape(), actual)
-            if diffs:
-                raise InputError(
-                    f"Collection {plan.collection!r} does not match the table: " + "; ".join(diffs) + ".",
-                    fix="sync into the collection the table was copied to, or copy again into a new one "
-                        "(--sync.initial-copy with another --qdrant.collection).")
+            check.require_match(
+                "does not match the table",
+                fix="sync into the collection the table was copied to, or copy again into a new one "
+                    "(--sync.initial-copy with another --qdrant.collection).")
 
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
         conn = connect.connect(options.pg_url, autocommit=True)
