@@ -7,7 +7,10 @@ become payload and how each value is converted, and how point IDs are made.
 It also knows how to read each column (the SQL expression and the type
 psycopg decodes it as), so reading and mapping line up by construction.
 
-Nothing here does I/O; :func:`build_plan` takes catalog facts.
+The plan has two sides: the read side (table, ReadColumns, key, payload), used by
+source/ and mapping, and the collection (:meth:`Plan.collection_spec`), which is all
+a target in destination/ sees. Nothing here does I/O or imports a driver:
+:func:`build_plan` takes the catalog facts of source/model.py.
 """
 
 from __future__ import annotations
