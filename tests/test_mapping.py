@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pg2qdrant import mapping as m
-from pg2qdrant.plan import KeySpec
+from pg2qdrant.plan import KeySpec, PayloadKind
 
 
 def key(kinds=("int",), mode="native"):
@@ -155,9 +155,9 @@ def test_json_numbers_follow_the_numeric_rule(token, expected):
 
 
 def test_array_converter_recurses_and_keeps_nulls():
-    conv = m.payload_converter("array:numeric")
+    conv = m.payload_converter(PayloadKind.NUMERIC, array=True)
     assert conv([[Decimal("1"), None], [Decimal("2.5"), Decimal("NaN")]]) == [[1, None], [2.5, "NaN"]]
-    assert m.payload_converter("array:float4")([struct.unpack("<f", struct.pack("<f", 0.1))[0]]) == [0.1]
+    assert m.payload_converter(PayloadKind.FLOAT4, array=True)([struct.unpack("<f", struct.pack("<f", 0.1))[0]]) == [0.1]
 
 
 # --- dates and times ------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_decode_sparse_zero_based_indices():
 def test_inet_prints_embedded_ipv4_as_postgres_does():
     import ipaddress
 
-    conv = m.payload_converter("inet")
+    conv = m.payload_converter(PayloadKind.INET)
     assert conv(ipaddress.ip_address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4"  # Python: ::ffff:102:304
     assert conv(ipaddress.ip_interface("::1.2.3.4/120")) == "::1.2.3.4/120"
     assert conv(ipaddress.ip_network("::ffff:0:0/96")) == "::ffff:0.0.0.0/96"

@@ -133,12 +133,12 @@ def test_dry_run_finds_a_bad_row_while_reading(db, qdrant_path, cli, small_range
 
 
 class _Target:
-    """Just the attributes the Writer reads (no Qdrant involved): for request slicing."""
-
-    max_in_flight = 1
+    """Just what the Writer reads (no Qdrant involved): for request slicing."""
 
     def __init__(self, max_bytes):
-        self.max_request_bytes = max_bytes
+        from pg2qdrant.destination import Capabilities
+        self.capabilities = Capabilities(in_process=False, max_in_flight=1, max_request_bytes=max_bytes,
+                                         hnsw=True, payload_indexes=True, encodes_wire=False)
         self.requests = []
 
     def upsert(self, collection, batch, wait=True):

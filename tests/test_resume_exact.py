@@ -101,7 +101,7 @@ def test_state_file_reused_for_another_collection_does_not_skip_rows(db, tmp_pat
     target = QdrantTarget(parse_target_url(f"local:{folder}"))
     try:
         target.delete_collection("c")
-        target.create_collection(source_plan(db.url, "t"), CollectionOptions())
+        target.create_collection(source_plan(db.url, "t").collection_spec(CollectionOptions()))
     finally:
         target.close()
     r = _migrate_with_state_file(db, cli, folder, state_file)

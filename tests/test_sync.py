@@ -386,6 +386,22 @@ def test_table_without_replica_identity_is_explained_and_not_published(sdb, tmp_
     assert r.exit_code == 2 and "REPLICA IDENTITY USING INDEX items_id" in r.output
 
 
+def test_sync_into_a_collection_of_another_shape_stops_before_publishing(sdb, tmp_path, cli):
+    """Without the initial copy, the existing collection must fit the table (the shared shape check)."""
+    sdb.execute("CREATE TABLE items (id bigint PRIMARY KEY, v vector(3)); INSERT INTO items VALUES (1, '[1,2,3]')")
+    from qdrant_client import QdrantClient, models
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection("c", vectors_config={"v": models.VectorParams(size=4, distance=models.Distance.DOT)})
+    client.close()
+    r = cli("sync", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url", f"local:{tmp_path / 'q'}",
+            "--qdrant.collection", "c", "--sync.slot", slot_of(sdb), "--sync.once")
+    assert r.exit_code == 2, r.output
+    assert "Collection 'c' does not match the table" in r.stderr
+    assert "vector 'v' has size 4 in the collection, 3 in the table" in r.stderr and "Fix:" in r.stderr
+    assert sdb.execute("SELECT count(*) FROM pg_publication_tables")[0][0] == 0
+    assert sdb.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot_of(sdb),))[0][0] == 0
+
+
 def test_cdc_partitioned_table_composite_key_rows_moving_between_partitions(sdb, tmp_path, cli):
     url = f"local:{tmp_path / 'q'}"
     rng = np.random.default_rng(8)

@@ -28,11 +28,11 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.errors import DataError, InputError
-from pg2qdrant.source.catalog import TableInfo
+from pg2qdrant.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind
+from pg2qdrant.source.model import TableInfo
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
 SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload
-TENANT_INDEX = "tenant"  # payload index type: keyword with is_tenant=true (Qdrant's multitenancy advice)
 
 # --------------------------------------------------------------------------------------
 # Generic options
@@ -151,65 +151,83 @@ def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str
 
     ``where`` must already be validated (validate_where) on the same table.
     """
-    from pg2qdrant.plan import PayloadIndexSpec
-
     vector_names = dict(vector_names or {})
     payload_keys = dict(payload_keys or {})
-    vectors_by_column = {v.column: v for v in plan.vectors}
     payload_by_column = {p.column: p for p in plan.payload}
-    for flag, names, known in (("--qdrant.vector-name", vector_names, vectors_by_column),
+    for flag, names, known in (("--qdrant.vector-name", vector_names, {v.column for v in plan.vectors}),
                                ("--qdrant.payload-key", payload_keys, payload_by_column)):
         unknown = [c for c in names if c not in known]
         if unknown:
             raise InputError(f"{flag} names {', '.join(map(repr, unknown))}, which is not a migrated "
                              f"{'vector' if 'vector' in flag else 'payload'} column.",
                              fix=f"such columns are: {', '.join(known) or 'none'}.")
-    vectors = tuple(dataclasses.replace(v, name=vector_names.get(v.column, v.name)) for v in plan.vectors)
-    names = [v.name for v in vectors]
+    vectors = _named_vectors(plan.vectors, vector_names)
+    _check_payload_keys(payload_keys, payload_by_column)
+    indexes = list(plan.payload_indexes)
+    if tenant_column:
+        indexes = [i for i in indexes if i.field != tenant_column]
+        indexes.insert(0, _tenant_index(tenant_column, payload_keys, payload_by_column))
+    indexes = _indexes_by_key(indexes, payload_keys, payload_by_column)
+    for field_name, typ in extra_indexes:
+        if all(i.field != field_name for i in indexes):
+            indexes.append(PayloadIndexSpec(field_name, typ, "framework layout"))
+    keys = tuple((c, k) for c, k in payload_keys.items() if k != c)
+    return dataclasses.replace(plan, vectors=vectors, where=where or None, payload_keys=keys,
+                               payload_shape=payload_shape, payload_indexes=tuple(indexes),
+                               warnings=plan.warnings + tuple(notes))
+
+
+def _named_vectors(vectors, vector_names: dict[str, str]) -> tuple:
+    """The vectors renamed by --qdrant.vector-name (distinct names; "" only for a dense one)."""
+    renamed = tuple(dataclasses.replace(v, name=vector_names.get(v.column, v.name)) for v in vectors)
+    names = [v.name for v in renamed]
     if len(set(names)) != len(names):
         raise InputError(f"--qdrant.vector-name gives two vectors the same name ({', '.join(map(repr, names))}).",
                          fix="give each vector column its own name (only one may be the unnamed vector \"\").")
-    if "" in names and any(v.is_sparse and v.name == "" for v in vectors):
+    if any(v.is_sparse and v.name == "" for v in renamed):
         raise InputError("--qdrant.vector-name: a sparse vector cannot be Qdrant's unnamed vector.",
                          fix="give the sparsevec column a name.")
+    return renamed
+
+
+def _check_payload_keys(payload_keys: dict[str, str], payload_by_column: dict) -> None:
     for column, key in payload_keys.items():
         if key not in ("", SPREAD) and any(not part for part in key.split(".")):
             raise InputError(f"--qdrant.payload-key {column}={key!r}: empty part in the dotted path.",
                              fix=f"write e.g. --qdrant.payload-key {column}=metadata.{column}.")
-        if key == SPREAD and payload_by_column[column].kind != "json":
+        if key == SPREAD and not payload_by_column[column].is_scalar(PayloadKind.JSON):
             raise InputError(f"--qdrant.payload-key {column}=*: only a json/jsonb column can be spread.",
                              fix=f"{column} is {payload_by_column[column].declared}; give it a key instead.")
-    indexes = list(plan.payload_indexes)
-    if tenant_column:
-        if tenant_column not in payload_by_column:
-            raise InputError(f"--qdrant.tenant-column {tenant_column!r} is not a migrated payload column.",
-                             fix=f"payload columns are: {', '.join(payload_by_column) or 'none'}.")
-        key = payload_keys.get(tenant_column, tenant_column)
-        if payload_by_column[tenant_column].kind not in ("text", "uuid"):
-            raise InputError(f"--qdrant.tenant-column {tenant_column} is {payload_by_column[tenant_column].declared}; "
-                             "the tenant index is a keyword index.",
-                             fix="choose a text or uuid column that names the tenant.")
-        if key in ("", SPREAD):
-            raise InputError(f"--qdrant.tenant-column {tenant_column}: the column must be a payload field.",
-                             fix=f"drop --qdrant.payload-key {tenant_column}={key}.")
-        indexes = [i for i in indexes if i.field != tenant_column]
-        indexes.insert(0, PayloadIndexSpec(key, TENANT_INDEX, "--qdrant.tenant-column"))
-    # Indexes mirrored from column names follow the columns' payload keys.
-    renamed = []
+
+
+def _tenant_index(tenant_column: str, payload_keys: dict[str, str], payload_by_column: dict) -> PayloadIndexSpec:
+    """--qdrant.tenant-column: a keyword index marked is_tenant on the column's payload key."""
+    if tenant_column not in payload_by_column:
+        raise InputError(f"--qdrant.tenant-column {tenant_column!r} is not a migrated payload column.",
+                         fix=f"payload columns are: {', '.join(payload_by_column) or 'none'}.")
+    key = payload_keys.get(tenant_column, tenant_column)
+    if not payload_by_column[tenant_column].is_scalar(PayloadKind.TEXT, PayloadKind.UUID):
+        raise InputError(f"--qdrant.tenant-column {tenant_column} is {payload_by_column[tenant_column].declared}; "
+                         "the tenant index is a keyword index.",
+                         fix="choose a text or uuid column that names the tenant.")
+    if key in ("", SPREAD):
+        raise InputError(f"--qdrant.tenant-column {tenant_column}: the column must be a payload field.",
+                         fix=f"drop --qdrant.payload-key {tenant_column}={key}.")
+    return PayloadIndexSpec(key, TENANT_INDEX, "--qdrant.tenant-column")
+
+
+def _indexes_by_key(indexes: list[PayloadIndexSpec], payload_keys: dict[str, str],
+                    payload_by_column: dict) -> list[PayloadIndexSpec]:
+    """Indexes mirrored from column names follow the columns' payload keys (none without a field)."""
+    out = []
     for spec in indexes:
         if spec.source != "--qdrant.tenant-column" and spec.field in payload_by_column:
             key = payload_keys.get(spec.field, spec.field)
             if key in ("", SPREAD):
                 continue
             spec = dataclasses.replace(spec, field=key)
-        renamed.append(spec)
-    for field_name, typ in extra_indexes:
-        if all(i.field != field_name for i in renamed):
-            renamed.append(PayloadIndexSpec(field_name, typ, "framework layout"))
-    keys = tuple((c, k) for c, k in payload_keys.items() if k != c)
-    return dataclasses.replace(plan, vectors=vectors, where=where or None, payload_keys=keys,
-                               payload_shape=payload_shape, payload_indexes=tuple(renamed),
-                               warnings=plan.warnings + tuple(notes))
+        out.append(spec)
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from pg2qdrant.errors import DataError
-from pg2qdrant.plan import KeySpec, Plan, VectorSpec
+from pg2qdrant.plan import KeyKind, KeySpec, PayloadKind, Plan, VectorKind, VectorSpec
 
 PointId = int | str
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -103,9 +103,9 @@ def make_point_id(key: KeySpec, values: Sequence[Any]) -> PointId:
     kind = key.kinds[0]
     if key.mode == "reference":
         return _text_id(_key_text(value))
-    if kind == "int":
+    if kind == KeyKind.INT:
         return value if 0 <= value <= UINT64_MAX else uuid5_of_text(str(value))
-    if kind == "uuid":
+    if kind == KeyKind.UUID:
         return str(value)
     if key.mode == "hash":
         return uuid5_of_text(_key_text(value))
@@ -120,7 +120,7 @@ def keys_can_share_ids(key: KeySpec) -> bool:
     'urn:uuid:<uuid>' and the 32 bare digits as the same UUID. Integer, uuid and composite
     keys (uuid5 of a JSON array) cannot collide.
     """
-    return len(key.columns) == 1 and key.kinds[0] == "text" and key.mode != "hash"
+    return len(key.columns) == 1 and key.kinds[0] == KeyKind.TEXT and key.mode != "hash"
 
 
 def uuid_of_key(value: Any) -> uuid.UUID | None:
@@ -294,40 +294,40 @@ def _json_float(text: str) -> float | str:
     return text
 
 
-PAYLOAD_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "int": _identity,
-    "bool": _identity,
-    "float4": float4_value,
-    "float8": float8_value,
-    "numeric": numeric_value,
-    "text": text_value,
-    "text_form": text_value,
-    "json": _identity,  # parsed by psycopg with json_loads below
-    "uuid": _to_str,
-    "inet": inet_value,
-    "bytea": bytea_value,
+PAYLOAD_CONVERTERS: dict[PayloadKind, Callable[[Any], Any]] = {
+    PayloadKind.INT: _identity,
+    PayloadKind.BOOL: _identity,
+    PayloadKind.FLOAT4: float4_value,
+    PayloadKind.FLOAT8: float8_value,
+    PayloadKind.NUMERIC: numeric_value,
+    PayloadKind.TEXT: text_value,
+    PayloadKind.TEXT_FORM: text_value,
+    PayloadKind.JSON: _identity,  # parsed by psycopg with json_loads below
+    PayloadKind.UUID: _to_str,
+    PayloadKind.INET: inet_value,
+    PayloadKind.BYTEA: bytea_value,
     # Date/time kinds are decoded straight to their text by source.adapters, which
     # calls the formatting functions below (they are part of the mapping).
-    "timestamptz": _identity,
-    "timestamp": _identity,
-    "date": _identity,
-    "time": _identity,
-    "timetz": _identity,
-    "interval": _identity,
+    PayloadKind.TIMESTAMPTZ: _identity,
+    PayloadKind.TIMESTAMP: _identity,
+    PayloadKind.DATE: _identity,
+    PayloadKind.TIME: _identity,
+    PayloadKind.TIMETZ: _identity,
+    PayloadKind.INTERVAL: _identity,
 }
 
 
-def payload_converter(kind: str) -> Callable[[Any], Any]:
+def payload_converter(kind: PayloadKind, *, array: bool = False) -> Callable[[Any], Any]:
     """The function converting one non-NULL value of ``kind`` (arrays: element-wise, any depth)."""
-    if kind.startswith("array:"):
-        element = payload_converter(kind[6:])
+    element = PAYLOAD_CONVERTERS[kind]
+    if not array:
+        return element
 
-        def convert_array(values: list) -> list:
-            return [None if x is None else (convert_array(x) if isinstance(x, list) else element(x))
-                    for x in values]
+    def convert_array(values: list) -> list:
+        return [None if x is None else (convert_array(x) if isinstance(x, list) else element(x))
+                for x in values]
 
-        return convert_array
-    return PAYLOAD_CONVERTERS[kind]
+    return convert_array
 
 
 # ---------------------------------------------------------------------------------------
@@ -427,9 +427,9 @@ def format_interval(usecs: int, days: int, months: int) -> str:
     Months, days and time are kept apart (a month is not 30 days), so the
     meaning survives: P1Y2M3DT4H5M6.5S. Infinite intervals (PG 17+) as text.
     """
-    if months == 2**31 - 1 and days == 2**31 - 1 and usecs == TS_INFINITY:
+    if (months, days, usecs) == (2**31 - 1, 2**31 - 1, TS_INFINITY):
         return "infinity"
-    if months == -(2**31) and days == -(2**31) and usecs == TS_NEG_INFINITY:
+    if (months, days, usecs) == (-(2**31), -(2**31), TS_NEG_INFINITY):
         return "-infinity"
     if not (usecs or days or months):
         return "PT0S"
@@ -437,26 +437,22 @@ def format_interval(usecs: int, days: int, months: int) -> str:
     hours, rest = _trunc_divmod(usecs, 3_600_000_000)
     mins, rest = _trunc_divmod(rest, 60_000_000)
     secs, frac = _trunc_divmod(rest, 1_000_000)
-    out = "P"
-    if years:
-        out += f"{years}Y"
-    if mons:
-        out += f"{mons}M"
-    if days:
-        out += f"{days}D"
-    if hours or mins or secs or frac:
-        out += "T"
-        if hours:
-            out += f"{hours}H"
-        if mins:
-            out += f"{mins}M"
-        if secs or frac:
-            negative = secs < 0 or frac < 0
-            text = f"{abs(secs)}"
-            if frac:
-                text += "." + f"{abs(frac):06d}".rstrip("0")
-            out += ("-" if negative else "") + text + "S"
-    return out
+    date = _fields((years, "Y"), (mons, "M"), (days, "D"))
+    time = _fields((hours, "H"), (mins, "M"), (_seconds(secs, frac), "S"))
+    return "P" + date + ("T" + time if time else "")
+
+
+def _fields(*parts: tuple[int | str, str]) -> str:
+    """ISO 8601 duration fields, zero ones left out: ((1, "Y"), (0, "M")) -> "1Y"."""
+    return "".join(f"{value}{unit}" for value, unit in parts if value)
+
+
+def _seconds(secs: int, frac: int) -> str:
+    """Seconds and microseconds (same sign) as PostgreSQL writes them: -6.5, 7, "" for zero."""
+    if not (secs or frac):
+        return ""
+    text = f"{abs(secs)}" + ("." + f"{abs(frac):06d}".rstrip("0") if frac else "")
+    return ("-" if secs < 0 or frac < 0 else "") + text
 
 
 # ---------------------------------------------------------------------------------------
@@ -644,7 +640,8 @@ class RowMapper:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.key = plan.key
-        self._payload = [(p.name, p.read_index, payload_converter(p.kind)) for p in plan.payload]
+        self._payload = [(p.name, p.read_index, payload_converter(p.kind, array=p.array))
+                         for p in plan.payload]
         self._vectors = list(plan.vectors)
 
     def point_id(self, row: Sequence[Any]) -> PointId:
@@ -706,12 +703,12 @@ class RowMapper:
 
 
 def decode_vector_column(spec: VectorSpec, blobs: list[bytes | None]):
-    if spec.kind == "sparse":
+    if spec.kind == VectorKind.SPARSE:
         return decode_sparse(blobs)
     if spec.size is None:
         raise ValueError(f"vector {spec.name} has no size yet")  # the planner fills it first
-    if spec.kind == "dense":
+    if spec.kind == VectorKind.DENSE:
         return decode_dense(blobs, spec.size)
-    if spec.kind == "half":
+    if spec.kind == VectorKind.HALF:
         return decode_half(blobs, spec.size)
     return decode_bit(blobs, spec.size)

@@ -19,8 +19,8 @@ from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
-from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, pgvector_feature_check, plan_fingerprint,
-                            shape_differences)
+from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check,
+                            plan_fingerprint)
 from pg2qdrant.source import catalog, connect, reader, snapshot
 from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source.reader import ReadRange
@@ -314,26 +314,23 @@ def connect_target(options: TargetConfig, address: TargetAddress | None = None, 
 
 def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
     """Create the collection, or prove the existing one fits the plan. True when created."""
-    actual = target.shape(plan.collection)
-    if actual is None:
+    spec = plan.collection_spec(collection_options)
+    check = check_shape(spec, target.shape(spec.name))
+    if not check.exists:
         if not create:
             raise InputError(
                 f"Collection {plan.collection!r} does not exist and --migration.create-collection is false.",
                 fix="create it first, or drop --migration.create-collection=false to let pg2qdrant create it.",
             )
-        target.create_collection(plan, collection_options)
-        ui.info(f"Created collection {plan.collection!r}: {plan.shape().describe()}"
+        target.create_collection(spec)
+        ui.info(f"Created collection {plan.collection!r}: {check.expected.describe()}"
                 + (f"; payload indexes: {', '.join(f'{f} ({t})' for f, t in collection_options.payload_indexes)}"
                    if collection_options.payload_indexes else ""))
         return True
-    diffs = shape_differences(plan.shape(), actual)
-    if diffs:
-        raise InputError(
-            f"Collection {plan.collection!r} already exists with a different vector configuration: "
-            + "; ".join(diffs) + f". (The table needs: {plan.shape().describe()}.)",
-            fix="write to a new collection (--qdrant.collection), delete the existing one, or make the plan "
-                "match it (--qdrant.distance-metric column=metric, --pg.columns).",
-        )
+    check.require_match(
+        "already exists with a different vector configuration",
+        fix="write to a new collection (--qdrant.collection), delete the existing one, or make the plan "
+            "match it (--qdrant.distance-metric column=metric, --pg.columns).")
     ui.info(f"Collection {plan.collection!r} exists and matches the plan; points are upserted by ID.")
     return False
 
@@ -422,11 +419,11 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             deleted = 0  # when this run wrote every row's point, a count no higher than the rows has no orphan
             if run.resumed_rows or target.count(plan.collection) > source_rows:
                 deleted = delete_orphans(session, options.pg_url, target, ui)
-        target.finish_load(plan, collection_options, state.collection_created)
+        target.finish_load(plan.collection_spec(collection_options), state.collection_created)
         state.status = "complete"
         store.save(state)
         target_count = target.count(plan.collection)
-        retries = getattr(target, "retries", 0) + run.target_retries + run.source_retries
+        retries = target.retries + run.target_retries + run.source_retries
     finally:
         if target is not None and own_target:
             target.close()

@@ -7,17 +7,21 @@ become payload and how each value is converted, and how point IDs are made.
 It also knows how to read each column (the SQL expression and the type
 psycopg decodes it as), so reading and mapping line up by construction.
 
-Nothing here does I/O; :func:`build_plan` takes catalog facts.
+The plan has two sides: the read side (table, ReadColumns, key, payload), used by
+source/ and mapping, and the collection (:meth:`Plan.collection_spec`), which is all
+a target in destination/ sees. Nothing here does I/O or imports a driver:
+:func:`build_plan` takes the catalog facts of source/model.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Iterable
 
 from pg2qdrant.config import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
 from pg2qdrant.errors import InputError
-from pg2qdrant.source.catalog import BIT_OID, Column, PgType, ServerInfo, TableInfo
+from pg2qdrant.source.model import BIT_OID, Column, PgType, ServerInfo, TableInfo
 
 # --- distances ----------------------------------------------------------------------------
 
@@ -53,9 +57,50 @@ def distance_of_opclass(opclass: str) -> str | None:
     return None
 
 
-# --- value conversion kinds -----------------------------------------------------------------
-# A payload column is read by psycopg with the loader of `load_type` (binary COPY) and then
-# converted by the mapping function registered for its `kind` (see mapping.PAYLOAD_CONVERTERS).
+# --- kinds ------------------------------------------------------------------------------------
+# StrEnums: each member is its own string, so saved fingerprints, JSON and messages keep the
+# words they had when these were plain strings.
+
+class VectorKind(StrEnum):
+    DENSE = "dense"  # vector
+    HALF = "half"  # halfvec
+    SPARSE = "sparse"  # sparsevec
+    BIT = "bit"  # bit(n), a binary vector
+
+
+class KeyKind(StrEnum):
+    """How a key column is read: as an integer, a UUID, or its PostgreSQL text form."""
+
+    INT = "int"
+    UUID = "uuid"
+    TEXT = "text"
+
+
+class PayloadKind(StrEnum):
+    """How a payload value is converted (see mapping.PAYLOAD_CONVERTERS); arrays convert per element.
+
+    A payload column is read by psycopg with the loader of its ReadColumn.load_type (binary
+    COPY) and then converted by the mapping function registered for its kind.
+    """
+
+    INT = "int"
+    FLOAT4 = "float4"
+    FLOAT8 = "float8"
+    BOOL = "bool"
+    NUMERIC = "numeric"
+    TEXT = "text"
+    JSON = "json"
+    UUID = "uuid"
+    TIMESTAMPTZ = "timestamptz"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    TIME = "time"
+    TIMETZ = "timetz"
+    INTERVAL = "interval"
+    BYTEA = "bytea"
+    INET = "inet"
+    TEXT_FORM = "text_form"  # a type pg2qdrant has no rule for: its PostgreSQL text form
+
 
 _SCALAR_KINDS = {
     "int2": "int", "int4": "int", "int8": "int", "oid": "int",
@@ -73,54 +118,65 @@ _SCALAR_KINDS = {
 
 # What each kind means in Qdrant, for `inspect` and the README.
 KIND_DESCRIPTIONS = {
-    "int": "integer",
-    "float4": "float (shortest decimal that round-trips the float4)",
-    "float8": "float (NaN/Infinity as strings)",
-    "bool": "bool",
-    "numeric": "number when exact, else string with all digits",
-    "text": "string",
-    "json": "nested JSON (integers intact)",
-    "uuid": "string (canonical UUID)",
-    "timestamptz": "string, RFC 3339 UTC with microseconds",
-    "timestamp": "string, ISO 8601 with microseconds",
-    "date": "string, YYYY-MM-DD",
-    "time": "string, HH:MM:SS.ffffff",
-    "timetz": "string, HH:MM:SS.ffffff+HH:MM",
-    "interval": "string, ISO 8601 duration",
-    "bytea": "string, base64",
-    "inet": "string",
-    "text_form": "string (PostgreSQL text form)",
+    PayloadKind.INT: "integer",
+    PayloadKind.FLOAT4: "float (shortest decimal that round-trips the float4)",
+    PayloadKind.FLOAT8: "float (NaN/Infinity as strings)",
+    PayloadKind.BOOL: "bool",
+    PayloadKind.NUMERIC: "number when exact, else string with all digits",
+    PayloadKind.TEXT: "string",
+    PayloadKind.JSON: "nested JSON (integers intact)",
+    PayloadKind.UUID: "string (canonical UUID)",
+    PayloadKind.TIMESTAMPTZ: "string, RFC 3339 UTC with microseconds",
+    PayloadKind.TIMESTAMP: "string, ISO 8601 with microseconds",
+    PayloadKind.DATE: "string, YYYY-MM-DD",
+    PayloadKind.TIME: "string, HH:MM:SS.ffffff",
+    PayloadKind.TIMETZ: "string, HH:MM:SS.ffffff+HH:MM",
+    PayloadKind.INTERVAL: "string, ISO 8601 duration",
+    PayloadKind.BYTEA: "string, base64",
+    PayloadKind.INET: "string",
+    PayloadKind.TEXT_FORM: "string (PostgreSQL text form)",
 }
 
 
-def _scalar_kind(t: PgType) -> str:
+def _scalar_kind(t: PgType) -> tuple[PayloadKind, bool]:
+    """(kind, read as col::text) of a scalar type."""
     # Strings read as their PostgreSQL text form (col::text): enums, citext, and "char",
     # a single byte that PostgreSQL prints as \ooo when it is not ASCII (psycopg would decode
     # the byte as UTF-8, which fails on such bytes).
     if (t.typtype == "e" or (t.extension == "citext" and t.name == "citext")
             or (t.schema == "pg_catalog" and t.name == "char")):
-        return "text_cast"
+        return PayloadKind.TEXT, True
     if t.schema == "pg_catalog" and t.name in _SCALAR_KINDS:
-        return _SCALAR_KINDS[t.name]
-    return "text_form"
+        return PayloadKind(_SCALAR_KINDS[t.name]), False
+    return PayloadKind.TEXT_FORM, True
 
 
 # --- plan dataclasses -----------------------------------------------------------------------
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
 
 @dataclass(frozen=True)
 class ReadColumn:
     """One expression of the SELECT that the reader copies, and how psycopg decodes it."""
 
-    sql: str  # a SQL expression over quoted identifiers (safe: built from catalog names)
-    load_type: str  # type name or 'raw:<oid>' for bytes passed to the vector decoder
     column: str
+    load_type: str | None  # psycopg type name it is decoded as ('int4', 'text[]'); None for raw bytes
+    cast: str | None = None  # SQL type the column is cast to (built from catalog names); None: bare column
+    raw_oid: int | None = None  # vectors: the type OID whose bytes go unparsed to the vector decoder
+
+    @property
+    def sql(self) -> str:
+        """The SQL expression over quoted identifiers (safe: built from catalog names)."""
+        return quote_ident(self.column) + (f"::{self.cast}" if self.cast else "")
 
 
 @dataclass(frozen=True)
 class VectorSpec:
     name: str  # named vector in Qdrant == column name
     column: str
-    kind: str  # dense | half | sparse | bit
+    kind: VectorKind
     size: int | None  # None for sparse
     distance: str | None  # None for sparse (Qdrant scores sparse vectors by dot product)
     distance_source: str
@@ -131,7 +187,7 @@ class VectorSpec:
 
     @property
     def is_sparse(self) -> bool:
-        return self.kind == "sparse"
+        return self.kind == VectorKind.SPARSE
 
 
 @dataclass(frozen=True)
@@ -139,14 +195,17 @@ class PayloadSpec:
     name: str
     column: str
     declared: str
-    kind: str  # a key of mapping.PAYLOAD_CONVERTERS; arrays are 'array:<element kind>'
+    kind: PayloadKind  # of the value, or of each element of an array
     read_index: int
+    array: bool = False
+
+    def is_scalar(self, *kinds: PayloadKind) -> bool:
+        """A single value (not an array) of one of ``kinds``."""
+        return not self.array and self.kind in kinds
 
     @property
     def description(self) -> str:
-        if self.kind.startswith("array:"):
-            return "list of " + KIND_DESCRIPTIONS.get(self.kind[6:], self.kind[6:])
-        return KIND_DESCRIPTIONS.get(self.kind, self.kind)
+        return ("list of " if self.array else "") + KIND_DESCRIPTIONS[self.kind]
 
 
 ID_MODES = ("native", "reference", "hash")
@@ -155,9 +214,9 @@ ID_MODES = ("native", "reference", "hash")
 @dataclass(frozen=True)
 class KeySpec:
     columns: tuple[str, ...]
-    kinds: tuple[str, ...]  # int | uuid | text per column (text = the key's text form)
+    kinds: tuple[KeyKind, ...]  # per column (text = the key's text form)
     read_indexes: tuple[int, ...]
-    mode: str  # native | reference
+    mode: str  # native | reference | hash
     unique_by_constraint: bool  # a PK/unique NOT NULL index guarantees it; else we check
     source: str  # where the key came from (flag / primary key)
 
@@ -169,14 +228,16 @@ class KeySpec:
         kind = self.kinds[0]
         if self.mode == "reference":
             return "reference mode: UUID text as-is, else uuid5(NAMESPACE_URL, key text) (integers too)"
-        if kind == "int":
+        if kind == KeyKind.INT:
             return "integer key as integer ID (negative keys: uuid5 of their text)"
-        if kind == "uuid":
+        if kind == KeyKind.UUID:
             return "UUID key as UUID ID"
         if self.mode == "hash":
             return "uuid5(NAMESPACE_URL, key text), also for UUID-shaped text (hash mode)"
         return "UUID-shaped text as that UUID, else uuid5(NAMESPACE_URL, key text) (as the reference tool)"
 
+
+# --- the collection: what a target sees -------------------------------------------------------
 
 @dataclass(frozen=True)
 class CollectionShape:
@@ -192,21 +253,60 @@ class CollectionShape:
 
 
 PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "uuid", "text", "geo")
+TENANT_INDEX = "tenant"  # a keyword index marked is_tenant (layouts: --qdrant.tenant-column)
 _INDEX_TYPE_OF_KIND = {
-    "int": "integer", "float4": "float", "float8": "float", "bool": "bool", "text": "keyword",
-    "uuid": "uuid", "timestamptz": "datetime", "timestamp": "datetime", "date": "datetime",
+    PayloadKind.INT: "integer", PayloadKind.FLOAT4: "float", PayloadKind.FLOAT8: "float",
+    PayloadKind.BOOL: "bool", PayloadKind.TEXT: "keyword", PayloadKind.UUID: "uuid",
+    PayloadKind.TIMESTAMPTZ: "datetime", PayloadKind.TIMESTAMP: "datetime", PayloadKind.DATE: "datetime",
 }
 
 
 @dataclass(frozen=True)
 class PayloadIndexSpec:
     field: str
-    type: str  # one of PAYLOAD_INDEX_TYPES
+    type: str  # one of PAYLOAD_INDEX_TYPES, or TENANT_INDEX
     source: str  # why: "--qdrant.payload-index" or "btree index <name> in PostgreSQL"
 
 
 @dataclass(frozen=True)
+class VectorConfig:
+    """One vector of the collection as Qdrant configures it."""
+
+    name: str  # "" is Qdrant's unnamed default vector
+    size: int | None  # None for sparse
+    distance: str | None  # None for sparse
+    datatype: str  # float32 | float16 | uint8 | sparse
+    sparse: bool = False
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """Everything a target needs to create, check and finish a collection, and nothing of the
+    source (no table, no SQL): destination/ sees only this."""
+
+    name: str
+    vectors: tuple[VectorConfig, ...]
+    options: CollectionOptions = field(default_factory=CollectionOptions)
+
+    @property
+    def dense_vectors(self) -> tuple[VectorConfig, ...]:
+        return tuple(v for v in self.vectors if not v.sparse)
+
+    @property
+    def sparse_vectors(self) -> tuple[VectorConfig, ...]:
+        return tuple(v for v in self.vectors if v.sparse)
+
+    def shape(self) -> CollectionShape:
+        return CollectionShape(
+            dense={v.name: (v.size or 0, v.distance or "", v.datatype) for v in self.dense_vectors},
+            sparse=frozenset(v.name for v in self.sparse_vectors),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
+    """The read side (table, SELECT list, key, payload) and the collection it becomes."""
+
     table: TableInfo
     server: ServerInfo
     collection: str
@@ -230,11 +330,10 @@ class Plan:
     def sparse_vectors(self) -> tuple[VectorSpec, ...]:
         return tuple(v for v in self.vectors if v.is_sparse)
 
-    def shape(self) -> CollectionShape:
-        return CollectionShape(
-            dense={v.name: (v.size or 0, v.distance or "", v.datatype) for v in self.dense_vectors},
-            sparse=frozenset(v.name for v in self.sparse_vectors),
-        )
+    def collection_spec(self, options: CollectionOptions | None = None) -> CollectionSpec:
+        """The collection this plan writes, for a target (``options``: how to create it)."""
+        vectors = tuple(VectorConfig(v.name, v.size, v.distance, v.datatype, v.is_sparse) for v in self.vectors)
+        return CollectionSpec(self.collection, vectors, options or CollectionOptions())
 
     def with_vector_size(self, name: str, size: int) -> "Plan":
         vectors = tuple(
@@ -243,31 +342,27 @@ class Plan:
         return Plan(**{**self.__dict__, "vectors": vectors})
 
 
-# --- building the plan ----------------------------------------------------------------------
+# --- reading each column --------------------------------------------------------------------
 
-def _vector_kind(col: Column) -> str | None:
+def _vector_kind(col: Column) -> VectorKind | None:
     t = col.type
     if t.extension == "vector" and t.name in ("vector", "halfvec", "sparsevec"):
-        return {"vector": "dense", "halfvec": "half", "sparsevec": "sparse"}[t.name]
+        return {"vector": VectorKind.DENSE, "halfvec": VectorKind.HALF, "sparsevec": VectorKind.SPARSE}[t.name]
     if t.oid == BIT_OID:
-        return "bit"
+        return VectorKind.BIT
     return None
 
 
-def _cast(col: Column, type_sql: str) -> str:
-    return f"{_quote(col.name)}::{type_sql}"
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_DATATYPES = {VectorKind.DENSE: "float32", VectorKind.HALF: "float16", VectorKind.SPARSE: "sparse",
+              VectorKind.BIT: "uint8"}
 
 
 def _type_sql(t: PgType) -> str:
-    return f"{_quote(t.schema)}.{_quote(t.name)}"
+    return f"{quote_ident(t.schema)}.{quote_ident(t.name)}"
 
 
-def _payload_read(col: Column) -> tuple[str, str, str]:
-    """(kind, SQL expression, load type) for a payload column.
+def _payload_read(col: Column) -> tuple[PayloadKind, bool, ReadColumn]:
+    """(kind, is an array, read) for a payload column.
 
     A column whose declared type is not its resolved type (a domain, an array of
     one, a domain over an array: see catalog._load_types) is cast to the resolved
@@ -279,43 +374,64 @@ def _payload_read(col: Column) -> tuple[str, str, str]:
     t = col.type
     is_domain = col.declared_oid != t.oid
     if t.category == "A" and t.elem is not None:
-        ek = _scalar_kind(t.elem)
-        if ek in ("text_form", "text_cast"):
-            return "array:text", _cast(col, "text[]"), "text[]"
-        expr = _cast(col, _type_sql(t.elem) + "[]") if is_domain else _quote(col.name)
-        return f"array:{ek}", expr, f"{t.elem.name}[]"
-    kind = _scalar_kind(t)
-    if kind in ("text_form", "text_cast"):
-        return ("text_form" if kind == "text_form" else "text"), _cast(col, "text"), "text"
-    expr = _cast(col, _type_sql(t)) if is_domain else _quote(col.name)
-    return kind, expr, t.name
+        kind, as_text = _scalar_kind(t.elem)
+        if as_text:
+            return PayloadKind.TEXT, True, ReadColumn(col.name, "text[]", cast="text[]")
+        cast = _type_sql(t.elem) + "[]" if is_domain else None
+        return kind, True, ReadColumn(col.name, f"{t.elem.name}[]", cast=cast)
+    kind, as_text = _scalar_kind(t)
+    if as_text:
+        return kind, False, ReadColumn(col.name, "text", cast="text")
+    return kind, False, ReadColumn(col.name, t.name, cast=_type_sql(t) if is_domain else None)
 
 
-def _check_loadable(col: Column, load_type: str) -> None:
-    """Fail while planning, before anything is written, when psycopg cannot decode a read."""
-    # Imported here: adapters imports mapping, which imports this module.
-    from pg2qdrant.source import adapters
-
-    if adapters.load_oid(load_type) is None:
-        raise InputError(
-            f"Column {col.name} ({col.declared}) cannot be read: psycopg has no binary loader for "
-            f"{load_type!r}, the type pg2qdrant reads it as.",
-            fix=f"leave the column out with --pg.columns, or migrate from a view that casts "
-                f"{col.name} to text; please report the type.",
-        )
-
-
-def _key_read(col: Column, mode: str) -> tuple[str, str, str]:
-    """(kind, SQL expression, load type) for a key column: int, uuid, or its text form.
+def _key_read(col: Column) -> tuple[KeyKind, ReadColumn]:
+    """(kind, read) for a key column: int, uuid, or its text form.
 
     Integer and UUID keys are read exactly like the payload column (one read
     serves both); any other key is read as its PostgreSQL text form.
     """
     name = col.type.name if col.type.schema == "pg_catalog" and col.type.category != "A" else ""
     if name in ("int2", "int4", "int8", "uuid"):
-        _, expr, load = _payload_read(col)
-        return ("uuid" if name == "uuid" else "int"), expr, load
-    return "text", _cast(col, "text"), "text"
+        return (KeyKind.UUID if name == "uuid" else KeyKind.INT), _payload_read(col)[2]
+    return KeyKind.TEXT, ReadColumn(col.name, "text", cast="text")
+
+
+def _vector_read(col: Column) -> ReadColumn:
+    """A vector's wire bytes, decoded by mapping in bulk (a vector domain's bytes are the vector's)."""
+    cast = _type_sql(col.type) if col.declared_oid != col.type.oid else None
+    return ReadColumn(col.name, None, cast=cast, raw_oid=col.type.oid)
+
+
+def _check_loadable(col: Column, read: ReadColumn) -> None:
+    """Fail while planning, before anything is written, when psycopg cannot decode a read."""
+    if read.raw_oid is not None:
+        return  # passed through as bytes
+    # Imported here: plan stays free of psycopg until a plan is built (adapters needs it).
+    from pg2qdrant.source import adapters
+
+    if adapters.load_oid(read.load_type) is None:
+        raise InputError(
+            f"Column {col.name} ({col.declared}) cannot be read: psycopg has no binary loader for "
+            f"{read.load_type!r}, the type pg2qdrant reads it as.",
+            fix=f"leave the column out with --pg.columns, or migrate from a view that casts "
+                f"{col.name} to text; please report the type.",
+        )
+
+
+class _Reads:
+    """The SELECT list being built: one read per distinct expression (key and payload share)."""
+
+    def __init__(self) -> None:
+        self.reads: list[ReadColumn] = []
+        self._at: dict[ReadColumn, int] = {}
+
+    def add(self, col: Column, read: ReadColumn) -> int:
+        if read not in self._at:
+            _check_loadable(col, read)
+            self._at[read] = len(self.reads)
+            self.reads.append(read)
+        return self._at[read]
 
 
 def _split_list(values: Iterable[str] | None) -> list[str]:
@@ -371,19 +487,40 @@ def build_plan(
     if id_mode not in ID_MODES:
         raise InputError(f"--migration.id-mode {id_mode!r} is not known.", fix="use native, reference or hash.")
     warnings: list[str] = []
-    key_columns = _split_list(key_columns)
     selected = _split_list(columns)
     overrides = dict(distance_overrides or {})
-
-    # Which columns take part.
     if selected:
         _unknown_columns(table, selected, "--pg.columns")
-    if key_columns:
-        _unknown_columns(table, key_columns, "--pg.key-column")
-        key_source = "--pg.key-column"
+    key_columns, key_source = _key_columns(table, _split_list(key_columns))
+    chosen = [c for c in table.columns if not selected or c.name in selected or c.name in key_columns]
+    vector_columns = _vector_columns(table, chosen, selected, key_columns, overrides)
+
+    reads = _Reads()
+    # Key first: its reads come first in every row.
+    key = _key_spec(table, key_columns, key_source, id_mode, reads)
+    vectors = [_vector_spec(col, table, overrides, reads, warnings) for col in vector_columns]
+    payload = []
+    for col in chosen:
+        if _vector_kind(col) is None:
+            kind, array, read = _payload_read(col)
+            payload.append(PayloadSpec(col.name, col.name, col.declared, kind, reads.add(col, read), array))
+
+    indexes = _payload_indexes(table, payload, key_columns, payload_index_flags or [], auto_payload_index)
+    if table.relkind in ("v", "f"):
+        warnings.append(
+            f"{table.display} is a {'view' if table.relkind == 'v' else 'foreign table'}: it is read "
+            "by one worker in one pass (no physical ranges).")
+    return Plan(table, server, collection, tuple(reads.reads), key, tuple(vectors), tuple(payload),
+                tuple(warnings), indexes)
+
+
+def _key_columns(table: TableInfo, named: list[str]) -> tuple[list[str], str]:
+    """The key's columns and where they came from: --pg.key-column, else the primary key."""
+    if named:
+        _unknown_columns(table, named, "--pg.key-column")
+        columns, source = named, "--pg.key-column"
     elif table.primary_key:
-        key_columns = list(table.primary_key)
-        key_source = "primary key"
+        columns, source = list(table.primary_key), "primary key"
     else:
         candidates = [", ".join(k) for k in table.unique_keys] or [
             c.name for c in table.columns if c.name.lower() in ("id", "uuid", "pk") and _vector_kind(c) is None]
@@ -392,11 +529,17 @@ def build_plan(
             fix="pass --pg.key-column COLUMN (a column with unique, non-NULL values)"
             + (f"; candidates: {'; '.join(candidates)}." if candidates else "."),
         )
-    chosen = [c for c in table.columns if not selected or c.name in selected or c.name in key_columns]
+    for kc in columns:
+        if _vector_kind(table.column(kc)) is not None:
+            raise InputError(f"Key column {kc!r} is a vector column.", fix="use a scalar key column.")
+    return columns, source
 
-    # Vectors.
-    vectors_cols = [c for c in chosen if _vector_kind(c) is not None]
-    if not vectors_cols:
+
+def _vector_columns(table: TableInfo, chosen: list[Column], selected: list[str], key_columns: list[str],
+                    overrides: dict[str, str]) -> list[Column]:
+    """The migrated vector columns (at least one; --qdrant.distance-metric names only them)."""
+    found = [c for c in chosen if _vector_kind(c) is not None]
+    if not found:
         vector_like = [c.name for c in table.columns if _vector_kind(c)]
         if selected and vector_like:
             raise InputError(
@@ -408,104 +551,87 @@ def build_plan(
             fix="choose the table that holds the embeddings; columns found: "
             + ", ".join(f"{c.name} {c.declared}" for c in table.columns) + ".",
         )
-    for kc in key_columns:
-        if _vector_kind(table.column(kc)) is not None:
-            raise InputError(f"Key column {kc!r} is a vector column.", fix="use a scalar key column.")
-    unknown_overrides = [n for n in overrides if n not in {c.name for c in vectors_cols}]
+    unknown_overrides = [n for n in overrides if n not in {c.name for c in found}]
     if unknown_overrides:
         raise InputError(
             f"--qdrant.distance-metric names {', '.join(map(repr, unknown_overrides))}, "
             "which is not a migrated vector column.",
-            fix=f"vector columns are: {', '.join(c.name for c in vectors_cols)}.",
+            fix=f"vector columns are: {', '.join(c.name for c in found)}.",
         )
+    return found
 
-    reads: list[ReadColumn] = []
-    read_at: dict[tuple[str, str], int] = {}
 
-    def read(col: Column, expr: str, load_type: str) -> int:
-        k = (expr, load_type)
-        if k not in read_at:
-            _check_loadable(col, load_type)
-            read_at[k] = len(reads)
-            reads.append(ReadColumn(expr, load_type, col.name))
-        return read_at[k]
-
-    # Key first: its reads come first in every row.
-    key_kinds, key_reads = [], []
-    for kc in key_columns:
-        col = table.column(kc)
-        kind, expr, load = _key_read(col, id_mode)
-        key_kinds.append(kind)
-        key_reads.append(read(col, expr, load))
+def _key_spec(table: TableInfo, key_columns: list[str], source: str, id_mode: str, reads: _Reads) -> KeySpec:
+    kinds, read_indexes = [], []
+    for name in key_columns:
+        col = table.column(name)
+        kind, read = _key_read(col)
+        kinds.append(kind)
+        read_indexes.append(reads.add(col, read))
     unique = any(set(u) == set(key_columns) for u in table.unique_keys)
-    key = KeySpec(tuple(key_columns), tuple(key_kinds), tuple(key_reads), id_mode, unique, key_source)
+    return KeySpec(tuple(key_columns), tuple(kinds), tuple(read_indexes), id_mode, unique, source)
 
-    vectors: list[VectorSpec] = []
-    for col in vectors_cols:
-        kind = _vector_kind(col)
-        indexes = [i for i in table.vector_indexes if i.column == col.name]
-        distance: str | None
-        if kind == "sparse":
-            distance, source = None, "sparse vectors are scored by dot product in Qdrant"
-            if col.name in overrides:
-                raise InputError(
-                    f"--qdrant.distance-metric {col.name}=... : {col.name} is a sparsevec column and "
-                    "Qdrant sparse vectors have no configurable distance (always dot product).",
-                    fix=f"remove {col.name} from --qdrant.distance-metric.",
-                )
-            if indexes and distance_of_opclass(indexes[0].opclass) not in ("Dot", None):
-                warnings.append(
-                    f"{col.name}: index {indexes[0].name} uses {indexes[0].opclass}; Qdrant scores sparse "
-                    "vectors by dot product only, so scores and order can differ from pgvector.")
-        elif col.name in overrides:
-            distance, source = overrides[col.name], "--qdrant.distance-metric"
-        elif indexes:
-            idx = indexes[0]
-            distance = distance_of_opclass(idx.opclass)
-            source = f"index {idx.name} ({idx.method}, {idx.opclass})"
-            if distance is None:
-                distance = "Manhattan" if kind == "bit" else "Cosine"
-                warnings.append(
-                    f"{col.name}: operator class {idx.opclass} has no Qdrant equivalent; using {distance}. "
-                    f"Override with --qdrant.distance-metric {col.name}=<metric>.")
-                source += f", no Qdrant equivalent: {distance}"
-            others = {distance_of_opclass(i.opclass) for i in indexes[1:]} - {distance}
-            if others:
-                warnings.append(
-                    f"{col.name}: several vector indexes disagree on the distance "
-                    f"({', '.join(i.opclass for i in indexes)}); using {idx.opclass}. "
-                    f"Override with --qdrant.distance-metric {col.name}=<metric>.")
-        elif kind == "bit":
-            distance, source = "Manhattan", "bit vectors: Manhattan on 0/1 equals Hamming distance"
-        else:
-            distance, source = "Cosine", "default (no HNSW/IVFFlat index on the column)"
+
+def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], reads: _Reads,
+                 warnings: list[str]) -> VectorSpec:
+    kind = _vector_kind(col)
+    assert kind is not None
+    indexes = [i for i in table.vector_indexes if i.column == col.name]
+    distance, source = _distance(col, kind, indexes, overrides, warnings)
+    size = None if kind == VectorKind.SPARSE else (col.typmod if col.typmod > 0 else None)
+    return VectorSpec(
+        name=col.name, column=col.name, kind=kind, size=size, distance=distance,
+        distance_source=source, datatype=_DATATYPES[kind], declared=col.declared,
+        read_index=reads.add(col, _vector_read(col)),
+        size_from_data=(kind != VectorKind.SPARSE and size is None),
+    )
+
+
+def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str],
+              warnings: list[str]) -> tuple[str | None, str]:
+    """(distance, why): the flag, else the vector index's operator class, else a default."""
+    if kind == VectorKind.SPARSE:
+        if col.name in overrides:
+            raise InputError(
+                f"--qdrant.distance-metric {col.name}=... : {col.name} is a sparsevec column and "
+                "Qdrant sparse vectors have no configurable distance (always dot product).",
+                fix=f"remove {col.name} from --qdrant.distance-metric.",
+            )
+        if indexes and distance_of_opclass(indexes[0].opclass) not in ("Dot", None):
             warnings.append(
-                f"{col.name}: no HNSW or IVFFlat index tells which distance you search with; using Cosine. "
-                f"Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
-        size = None if kind == "sparse" else (col.typmod if col.typmod > 0 else None)
-        datatype = {"dense": "float32", "half": "float16", "sparse": "sparse", "bit": "uint8"}[kind]
-        expr = _cast(col, _type_sql(col.type)) if col.declared_oid != col.type.oid else _quote(col.name)
-        vectors.append(VectorSpec(
-            name=col.name, column=col.name, kind=kind, size=size, distance=distance,
-            distance_source=source, datatype=datatype, declared=col.declared,
-            read_index=read(col, expr, f"raw:{col.type.oid}"),
-            size_from_data=(kind != "sparse" and size is None),
-        ))
+                f"{col.name}: index {indexes[0].name} uses {indexes[0].opclass}; Qdrant scores sparse "
+                "vectors by dot product only, so scores and order can differ from pgvector.")
+        return None, "sparse vectors are scored by dot product in Qdrant"
+    if col.name in overrides:
+        return overrides[col.name], "--qdrant.distance-metric"
+    if indexes:
+        return _distance_of_indexes(col, kind, indexes, warnings)
+    if kind == VectorKind.BIT:
+        return "Manhattan", "bit vectors: Manhattan on 0/1 equals Hamming distance"
+    warnings.append(
+        f"{col.name}: no HNSW or IVFFlat index tells which distance you search with; using Cosine. "
+        f"Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
+    return "Cosine", "default (no HNSW/IVFFlat index on the column)"
 
-    payload: list[PayloadSpec] = []
-    for col in chosen:
-        if _vector_kind(col) is not None:
-            continue
-        kind, expr, load = _payload_read(col)
-        payload.append(PayloadSpec(col.name, col.name, col.declared, kind, read(col, expr, load)))
 
-    indexes = _payload_indexes(table, payload, key_columns, payload_index_flags or [], auto_payload_index)
-    if table.relkind in ("v", "f"):
+def _distance_of_indexes(col: Column, kind: VectorKind, indexes: list, warnings: list[str]) -> tuple[str, str]:
+    """The distance the first vector index searches with (warnings when unknown or disputed)."""
+    idx = indexes[0]
+    distance = distance_of_opclass(idx.opclass)
+    source = f"index {idx.name} ({idx.method}, {idx.opclass})"
+    if distance is None:
+        distance = "Manhattan" if kind == VectorKind.BIT else "Cosine"
         warnings.append(
-            f"{table.display} is a {'view' if table.relkind == 'v' else 'foreign table'}: it is read "
-            "by one worker in one pass (no physical ranges).")
-    return Plan(table, server, collection, tuple(reads), key, tuple(vectors), tuple(payload),
-                tuple(warnings), indexes)
+            f"{col.name}: operator class {idx.opclass} has no Qdrant equivalent; using {distance}. "
+            f"Override with --qdrant.distance-metric {col.name}=<metric>.")
+        source += f", no Qdrant equivalent: {distance}"
+    others = {distance_of_opclass(i.opclass) for i in indexes[1:]} - {distance}
+    if others:
+        warnings.append(
+            f"{col.name}: several vector indexes disagree on the distance "
+            f"({', '.join(i.opclass for i in indexes)}); using {idx.opclass}. "
+            f"Override with --qdrant.distance-metric {col.name}=<metric>.")
+    return distance, source
 
 
 def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: list[str],
@@ -520,7 +646,7 @@ def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: 
             raise InputError(f"--qdrant.payload-index {item!r}: {name!r} is not a migrated payload column.",
                              fix=f"payload columns are: {', '.join(by_name) or 'none'}.")
         if not typ:
-            typ = _INDEX_TYPE_OF_KIND.get(by_name[name].kind, "")
+            typ = "" if by_name[name].array else _INDEX_TYPE_OF_KIND.get(by_name[name].kind, "")
             if not typ:
                 raise InputError(f"--qdrant.payload-index {item!r}: no default index type for "
                                  f"{by_name[name].declared}.",
@@ -532,7 +658,7 @@ def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: 
     if auto:
         for column in table.btree_columns:
             spec = by_name.get(column)
-            typ = _INDEX_TYPE_OF_KIND.get(spec.kind) if spec else None
+            typ = _INDEX_TYPE_OF_KIND.get(spec.kind) if spec and not spec.array else None
             if spec and typ and column not in out and column not in key_columns:
                 out[column] = PayloadIndexSpec(column, typ, "btree index in PostgreSQL")
     return tuple(out.values())
@@ -544,10 +670,12 @@ def plan_fingerprint(plan: Plan) -> str:
     import hashlib
     import json
     parts = {
-        "reads": [(r.sql, r.load_type) for r in plan.reads],
+        # In the words of earlier versions (saved progress names its fingerprint): vectors were
+        # read as 'raw:<oid>', arrays converted as 'array:<element kind>'.
+        "reads": [(r.sql, f"raw:{r.raw_oid}" if r.raw_oid is not None else r.load_type) for r in plan.reads],
         "key": [plan.key.columns, plan.key.kinds, plan.key.mode],
         "vectors": [(v.name, v.kind, v.size, v.distance, v.datatype) for v in plan.vectors],
-        "payload": [(p.name, p.kind) for p in plan.payload],
+        "payload": [(p.name, f"array:{p.kind}" if p.array else p.kind) for p in plan.payload],
     }
     if plan.where or plan.payload_keys or plan.payload_shape:  # absent keys keep older fingerprints
         parts["layout"] = [plan.where, list(plan.payload_keys), plan.payload_shape]
@@ -576,6 +704,36 @@ def shape_differences(expected: CollectionShape, actual: CollectionShape) -> lis
     for name in sorted(actual.sparse - expected.sparse - set(expected.dense)):
         diffs.append(f"the collection has sparse vector {name!r}, which the table does not provide")
     return diffs
+
+
+@dataclass(frozen=True)
+class ShapeCheck:
+    """A collection as it is, held against the spec: the one shape check of migrate, sync and verify."""
+
+    spec: CollectionSpec
+    actual: CollectionShape | None  # None: the collection does not exist
+    differences: tuple[str, ...]
+
+    @property
+    def exists(self) -> bool:
+        return self.actual is not None
+
+    @property
+    def expected(self) -> CollectionShape:
+        return self.spec.shape()
+
+    def require_match(self, problem: str, fix: str) -> None:
+        """InputError naming every difference, when the existing collection does not fit."""
+        if self.differences:
+            raise InputError(
+                f"Collection {self.spec.name!r} {problem}: " + "; ".join(self.differences)
+                + f". (The table needs: {self.expected.describe()}.)", fix=fix)
+
+
+def check_shape(spec: CollectionSpec, actual: CollectionShape | None) -> ShapeCheck:
+    """Compare ``actual`` (a target's ``shape()``, None when missing) with ``spec``."""
+    diffs = () if actual is None else tuple(shape_differences(spec.shape(), actual))
+    return ShapeCheck(spec, actual, diffs)
 
 
 def pgvector_feature_check(server: ServerInfo, table: TableInfo, columns: Iterable[str] | None = None) -> None:

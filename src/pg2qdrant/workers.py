@@ -158,7 +158,7 @@ class _Sink:
         for tag, n in self.acked.items():
             _put(self.results, ("written", tag, n), self.stop)
         self.acked.clear()
-        retries = getattr(self.target, "retries", 0)
+        retries = self.target.retries if self.target is not None else 0
         if retries > self.retries_reported:
             _put(self.results, ("retried", self.worker_id, retries - self.retries_reported), self.stop)
             self.retries_reported = retries

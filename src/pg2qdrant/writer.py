@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
 from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination.base import Target
 from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import PointBatch
 
@@ -26,16 +27,18 @@ class Writer:
     flight, not from skipping the acknowledgement.
     """
 
-    def __init__(self, target, collection: str, *, batch_size: int, delay_s: float = 0.0,
+    def __init__(self, target: Target, collection: str, *, batch_size: int, delay_s: float = 0.0,
                  on_written: Callable[[Any, int], None] | None = None):
         self.target = target
         self.collection = collection
         self.batch_size = batch_size
-        self.max_bytes = target.max_request_bytes
-        self._encode = getattr(target, "encode", None)  # points encoded once, sized by their bytes
+        capabilities = target.capabilities
+        self.max_bytes = capabilities.max_request_bytes
+        # Points encoded once, requests sized by their bytes.
+        self._encode = target.encode if capabilities.encodes_wire else None
         self.delay_s = delay_s
         self.on_written = on_written or (lambda tag, n: None)  # (tag, points) once Qdrant acknowledged them
-        self.in_flight = max(1, target.max_in_flight)
+        self.in_flight = max(1, capabilities.max_in_flight)
         self._pool: ThreadPoolExecutor | None = None  # started by the first write with several in flight
         self._pending: set[Future] = set()
 

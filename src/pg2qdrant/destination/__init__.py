@@ -1,14 +1,14 @@
 """Qdrant targets: a server or local mode through qdrant-client (qdrant.py), or a Qdrant Edge shard (edge.py).
 
-Both expose the same small interface: check_reachable, shape, create_collection,
-finish_load, upsert, count, retrieve, scroll, delete_points, close, plus the
-max_in_flight / max_request_bytes hints the writer uses.
+Both implement the Target protocol of base.py and declare their Capabilities there
+(which callers read instead of checking the kind of target).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pg2qdrant.destination.base import Capabilities, Target
 from pg2qdrant.destination.qdrant import QdrantTarget, TargetAddress, parse_target_url
 from pg2qdrant.retry import RetryPolicy
 
@@ -24,11 +24,19 @@ class TargetSettings:
     retry: RetryPolicy | None = None
 
     @property
+    def capabilities(self) -> Capabilities:
+        """What the target at this address can do, known before it is opened."""
+        if self.address.kind == "edge":
+            from pg2qdrant.destination.edge import EdgeTarget
+            return EdgeTarget.capabilities
+        return QdrantTarget.capabilities_for(self.address)
+
+    @property
     def in_process(self) -> bool:
         """Edge and local mode run inside this process and lock their folder: one writer only."""
-        return self.address.kind != "server"
+        return self.capabilities.in_process
 
-    def open(self, *, check: bool = True):
+    def open(self, *, check: bool = True) -> Target:
         """A connected target (InputError/TargetError when it cannot be used); ``check`` asks the
         server once before anything is written."""
         if self.address.kind == "edge":
@@ -47,9 +55,10 @@ class TargetSettings:
 
 
 def open_target(address: TargetAddress, *, api_key: str | None = None, skip_tls_verification: bool = False,
-                retry=None):
+                retry=None) -> Target:
     """A connected target for ``address`` (InputError/TargetError when it cannot be used)."""
     return TargetSettings(address, api_key, skip_tls_verification, retry).open()
 
 
-__all__ = ["open_target", "parse_target_url", "QdrantTarget", "TargetAddress", "TargetSettings"]
+__all__ = ["open_target", "parse_target_url", "Capabilities", "QdrantTarget", "Target", "TargetAddress",
+           "TargetSettings"]

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Iterator
 from pg2qdrant.errors import InputError, TargetError
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.destination import operations as ops
-from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
+from pg2qdrant.destination.base import Capabilities
+from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.destination.qdrant import TargetAddress
 
 CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
@@ -33,14 +34,17 @@ def _edge():
 _DATATYPES = {"float32": "Float32", "float16": "Float16", "uint8": "Uint8"}
 _PAYLOAD_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool",
                   "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo",
-                  "tenant": "Keyword"}  # is_tenant is a server-side storage hint
+                  TENANT_INDEX: "Keyword"}  # is_tenant is a server-side storage hint
 
 
 class EdgeTarget:
     """One Edge shard per collection, under the ``edge:`` folder."""
 
-    max_in_flight = 1  # the shard is an in-process engine that holds the GIL while writing
-    max_request_bytes = None  # no network request: no size limit
+    # In-process engine that locks its folder and holds the GIL while writing: one request at a time;
+    # no network request, so no size limit; it takes Points built from the batch (no wire encoding).
+    capabilities = Capabilities(in_process=True, max_in_flight=1, max_request_bytes=None, hnsw=True,
+                                payload_indexes=True, encodes_wire=False)
+    retries = 0  # nothing transient to retry in-process
 
     def __init__(self, address: TargetAddress):
         self.address = address
@@ -82,16 +86,17 @@ class EdgeTarget:
         return CollectionShape(dense, frozenset((config.get("sparse_vectors") or {}).keys()))
 
     @staticmethod
-    def _config(plan: Plan, options: CollectionOptions, *, hnsw_m: int, optimizers=None):
-        """The shard's configuration for the plan, with the given HNSW m."""
+    def _config(spec: CollectionSpec, *, hnsw_m: int, optimizers=None):
+        """The shard's configuration for the collection, with the given HNSW m."""
         edge = _edge()
+        options = spec.options
         vectors = {
             v.name: edge.EdgeVectorParams(
                 size=v.size, distance=getattr(edge.Distance, v.distance),
                 datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
-            for v in plan.dense_vectors
+            for v in spec.dense_vectors
         }
-        sparse = {v.name: edge.EdgeSparseVectorParams() for v in plan.sparse_vectors}
+        sparse = {v.name: edge.EdgeSparseVectorParams() for v in spec.sparse_vectors}
         return edge.EdgeConfig(
             vectors=vectors or None, sparse_vectors=sparse or None,
             hnsw_config=edge.HnswIndexConfig(m=hnsw_m, ef_construct=options.hnsw_ef_construct,
@@ -99,35 +104,35 @@ class EdgeTarget:
             optimizers=optimizers,
         )
 
-    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+    def create_collection(self, spec: CollectionSpec) -> None:
         edge = _edge()
         # m=0: no HNSW while loading; finish_load() builds it once, at the end.
-        config = self._config(plan, options, hnsw_m=0)
-        path = self.path(plan.collection)
+        config = self._config(spec, hnsw_m=0)
+        path = self.path(spec.name)
         try:
             shard = edge.EdgeShard.create(str(path), config)
         except Exception as exc:
             raise _translate(exc, f"create the Edge shard at {path}") from None
-        self._shards[plan.collection] = shard
-        for field, kind in options.payload_indexes:
+        self._shards[spec.name] = shard
+        for field, kind in spec.options.payload_indexes:
             shard.update(edge.UpdateOperation.create_field_index(
                 field, getattr(edge.PayloadSchemaType, _PAYLOAD_TYPES[kind])))
 
-    def finish_load(self, plan: Plan, options: CollectionOptions, created: bool) -> None:
+    def finish_load(self, spec: CollectionSpec, created: bool) -> None:
         """Build HNSW now that every point is in (skipped for an existing shard or m=0)."""
-        shard = self.shard(plan.collection)
+        shard = self.shard(spec.name)
         shard.flush()
-        if not created or options.hnsw_m == 0:
+        if not created or spec.options.hnsw_m == 0:
             return
         edge = _edge()
         shard.close()
-        del self._shards[plan.collection]
+        del self._shards[spec.name]
         # Index every segment, however small (the default threshold would leave small
         # collections unindexed).
-        config = self._config(plan, options, hnsw_m=options.hnsw_m,
+        config = self._config(spec, hnsw_m=spec.options.hnsw_m,
                               optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
-        shard = edge.EdgeShard.load(str(self.path(plan.collection)), config)
-        self._shards[plan.collection] = shard
+        shard = edge.EdgeShard.load(str(self.path(spec.name)), config)
+        self._shards[spec.name] = shard
         shard.optimize()
         shard.flush()
 
@@ -144,6 +149,9 @@ class EdgeTarget:
         shutil.rmtree(self.path(collection), ignore_errors=True)
 
     # -- points ------------------------------------------------------------------------
+    def encode(self, batch: PointBatch) -> PointBatch:
+        return batch  # Points are built from the batch itself (see capabilities.encodes_wire)
+
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
         edge = _edge()
         points = edge_points(batch, edge)

@@ -24,7 +24,8 @@ from pg2qdrant.retry import RetryPolicy, call_with_retries
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.destination import operations as ops, wire
 from pg2qdrant.destination.checkpoints import CollectionRecords
-from pg2qdrant.plan import CollectionOptions, CollectionShape, Plan
+from pg2qdrant.destination.base import Capabilities
+from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 
 GRPC_PORT = 6334
 REST_PORT = 6333
@@ -125,15 +126,28 @@ def points_of(batch: PointBatch) -> list[models.PointStruct]:
 class QdrantTarget:
     """One collection in Qdrant, reached with qdrant-client (server, local or in-memory)."""
 
+    @staticmethod
+    def capabilities_for(address: TargetAddress) -> Capabilities:
+        if address.kind == "server":
+            # Qdrant's bulk-load advice: several requests in flight; requests under its size limit.
+            return Capabilities(in_process=False, max_in_flight=SERVER_REQUESTS_IN_FLIGHT,
+                                max_request_bytes=MAX_REQUEST_BYTES, hnsw=True, payload_indexes=True,
+                                encodes_wire=True)
+        # Local mode: in-process, locks its folder, searches exhaustively, has no payload indexes
+        # (qdrant-client would only warn) and takes PointStructs.
+        return Capabilities(in_process=True, max_in_flight=1, max_request_bytes=None, hnsw=False,
+                            payload_indexes=False, encodes_wire=False)
+
     def __init__(self, address: TargetAddress, *, api_key: str | None = None,
                  skip_tls_verification: bool = False, timeout: int = REQUEST_TIMEOUT_S,
                  retry: RetryPolicy | None = None):
         self.address = address
+        self.capabilities = self.capabilities_for(address)
         self.retry = retry or RetryPolicy()
         self.retries = 0  # transient failures retried (reported in the summary)
         self.timeout = timeout
         # A server's upserts are encoded by destination/wire.py (local mode takes PointStructs).
-        self.wire = (wire.GRPC if address.grpc else wire.REST) if address.kind == "server" else None
+        self.wire = (wire.GRPC if address.grpc else wire.REST) if self.capabilities.encodes_wire else None
         self._grpc_upserts: list | None = None
         self._grpc_lock = threading.Lock()  # writer threads open the channels once
         self._next_upsert = 0
@@ -200,7 +214,8 @@ class QdrantTarget:
             return None
         return _shape_of(self.call("read the collection", lambda: self.client.get_collection(collection)))
 
-    def create_collection(self, plan: Plan, options: CollectionOptions) -> None:
+    def create_collection(self, spec: CollectionSpec) -> None:
+        options = spec.options
         quantization = None
         if options.quantization == "int8":
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
@@ -208,42 +223,34 @@ class QdrantTarget:
         vectors = {
             v.name: models.VectorParams(size=v.size, distance=models.Distance(v.distance),
                                         datatype=models.Datatype(v.datatype), on_disk=options.on_disk)
-            for v in plan.dense_vectors
+            for v in spec.dense_vectors
         }
         sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk))
-                  for v in plan.sparse_vectors}
+                  for v in spec.sparse_vectors}
         if list(vectors) == [""]:  # Qdrant's unnamed default vector (what framework stores expect)
             vectors = vectors[""]
         self.call("create the collection", lambda: self.client.create_collection(
-            plan.collection, vectors_config=vectors, sparse_vectors_config=sparse or None,
+            spec.name, vectors_config=vectors, sparse_vectors_config=sparse or None,
             # m=0 defers HNSW building until every point is in (finish_load restores m).
             hnsw_config=models.HnswConfigDiff(m=0, ef_construct=options.hnsw_ef_construct),
             quantization_config=quantization, shard_number=options.shard_number,
             replication_factor=options.replication_factor))
-        if self.address.kind != "server":
-            return  # local mode has no payload indexes (qdrant-client would only warn)
+        if not self.capabilities.payload_indexes:
+            return
         for field, kind in options.payload_indexes:
             # "tenant": one collection for many tenants (Qdrant's multitenancy guide: is_tenant=true).
             schema = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
-                      if kind == "tenant" else models.PayloadSchemaType(kind))
+                      if kind == TENANT_INDEX else models.PayloadSchemaType(kind))
             self.call(f"create the payload index on {field}", lambda: self.client.create_payload_index(
-                plan.collection, field_name=field, field_schema=schema, wait=True))
+                spec.name, field_name=field, field_schema=schema, wait=True))
 
-    def finish_load(self, plan: Plan, options: CollectionOptions, created: bool) -> None:
+    def finish_load(self, spec: CollectionSpec, created: bool) -> None:
         """Restore HNSW's m on a collection we created with m=0; Qdrant then builds the index."""
+        options = spec.options
         if created and options.hnsw_m > 0:
             self.call("enable HNSW indexing", lambda: self.client.update_collection(
-                plan.collection, hnsw_config=models.HnswConfigDiff(m=options.hnsw_m,
+                spec.name, hnsw_config=models.HnswConfigDiff(m=options.hnsw_m,
                                                                    ef_construct=options.hnsw_ef_construct)))
-
-    @property
-    def max_in_flight(self) -> int:
-        """Concurrent write requests: several for a server, one for the in-process local mode."""
-        return SERVER_REQUESTS_IN_FLIGHT if self.address.kind == "server" else 1
-
-    @property
-    def max_request_bytes(self) -> int | None:
-        return MAX_REQUEST_BYTES if self.address.kind == "server" else None
 
     def records(self, collection: str, namespace: str):
         """Small JSON records kept in the target itself (resume progress, sync markers)."""
@@ -346,8 +353,8 @@ class QdrantTarget:
             query = _sparse(query.indices.tolist(), query.values.tolist())
         elif not isinstance(query, list):
             query = [float(x) for x in query]
-        # Local mode always searches exhaustively (and warns about search_params).
-        params = models.SearchParams(exact=exact) if self.address.kind == "server" else None
+        # Without HNSW (local mode) every search is exhaustive (and search_params only warn).
+        params = models.SearchParams(exact=exact) if self.capabilities.hnsw else None
         result = self.call("search", lambda: self.client.query_points(
             collection, query=query, using=vector_name or None, limit=limit, with_payload=False,
             search_params=params))

@@ -19,6 +19,7 @@ The same adapters serve COPY (migrate, verify) and the replication stream
 from __future__ import annotations
 
 import struct
+from typing import Sequence
 
 import psycopg
 from psycopg.adapt import Buffer, Loader
@@ -28,6 +29,7 @@ from psycopg.types.string import ByteaBinaryLoader
 
 from pg2qdrant import mapping
 from pg2qdrant.errors import InputError
+from pg2qdrant.plan import ReadColumn
 
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -135,15 +137,13 @@ def configure(conn: psycopg.Connection, raw_oids: list[int] | tuple[int, ...] = 
 
 
 def load_oid(load_type: str, context: psycopg.abc.AdaptContext | None = None) -> int | None:
-    """The OID a plan's load type is decoded as: a type name, 'name[]' (array) or 'raw:<oid>'.
+    """The OID a plan's load type is decoded as: a type name or 'name[]' (array).
 
     None when psycopg knows no such type or has no binary loader for it (the plan
     checks every read with this, so that never happens once reading has begun).
     ``context``: a connection (default: psycopg's global adapters, which every
     connection starts from).
     """
-    if load_type.startswith("raw:"):
-        return int(load_type[4:])  # configure() registers the raw loader for it
     adapters_map = context.adapters if context is not None else psycopg.adapters
     try:
         oid = adapters_map.types.get_oid(load_type)
@@ -152,13 +152,14 @@ def load_oid(load_type: str, context: psycopg.abc.AdaptContext | None = None) ->
     return oid if adapters_map.get_loader(oid, Format.BINARY) is not None else None
 
 
-def load_oids(conn: psycopg.Connection, load_types: list[str]) -> list[int]:
-    """OIDs for COPY's set_types(), one per load type (see :func:`load_oid`)."""
+def load_oids(conn: psycopg.Connection, reads: Sequence[ReadColumn]) -> list[int]:
+    """OIDs for COPY's set_types(), one per read: a raw read's own (configure() registered
+    the raw loader for it), else its load type's (see :func:`load_oid`)."""
     out = []
-    for t in load_types:
-        oid = load_oid(t, conn)
+    for read in reads:
+        oid = read.raw_oid if read.raw_oid is not None else load_oid(read.load_type, conn)
         if oid is None:  # the plan checked it: only a connection set up unlike psycopg's defaults
-            raise InputError(f"psycopg cannot decode values read as {t!r} on this connection.",
+            raise InputError(f"psycopg cannot decode values read as {read.load_type!r} on this connection.",
                              fix="please report it with the column types of the table (--debug).")
         out.append(oid)
     return out

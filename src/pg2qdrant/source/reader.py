@@ -182,9 +182,8 @@ def copy_statement(plan: Plan, rng: ReadRange) -> sql.Composed:
 
 def prepare_connection(conn: psycopg.Connection, plan: Plan) -> list[int]:
     """Install the loaders the plan needs; return the OIDs for COPY's set_types()."""
-    raw = [int(r.load_type[4:]) for r in plan.reads if r.load_type.startswith("raw:")]
-    adapters.configure(conn, raw)
-    return adapters.load_oids(conn, [r.load_type for r in plan.reads])
+    adapters.configure(conn, [r.raw_oid for r in plan.reads if r.raw_oid is not None])
+    return adapters.load_oids(conn, plan.reads)
 
 
 def copy_rows(conn: psycopg.Connection, query: sql.Composable, oids: list[int],

@@ -99,9 +99,8 @@ class RowDecoder:
         missing = []
         for i, read in enumerate(self.plan.reads):
             col = self.plan.table.column(read.column)
-            quoted = '"' + read.column.replace('"', '""') + '"'
-            assert col is not None and read.sql.startswith(quoted)
-            expression = read.sql[len(quoted):]  # what follows the column: a cast, or nothing
+            assert col is not None
+            expression = f"::{read.cast}" if read.cast else ""  # what follows the column
             found = by_name.get(read.column)
             if found is None:
                 missing.append(read.column)
@@ -118,8 +117,8 @@ class RowDecoder:
             loader = self.tx.get_loader(self.load_oids[i], pq.Format.BINARY)
             base = col.type
             direct = (
-                read.load_type.startswith("raw:")  # vectors (a vector domain's bytes are the vector's)
-                or read.sql == quoted  # the bare column, decoded by its own type's loader
+                read.raw_oid is not None  # vectors (a vector domain's bytes are the vector's)
+                or read.cast is None  # the bare column, decoded by its own type's loader
                 # a domain cast to its scalar base type: the wire bytes are the base type's (not
                 # so for arrays: their bytes name the element type, a domain in posint[])
                 or (col.declared_oid != base.oid and base.category != "A"

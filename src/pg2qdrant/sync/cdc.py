@@ -20,7 +20,7 @@ import psycopg
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
-from pg2qdrant.plan import Plan, shape_differences
+from pg2qdrant.plan import Plan, check_shape
 from pg2qdrant.retry import Backoff
 from pg2qdrant.source import connect, slots, snapshot
 from pg2qdrant.source.lsn import format_lsn
@@ -129,17 +129,15 @@ class CdcSync(Runner):
 
     def _check_collection(self, plan: Plan) -> None:
         """Without a copy, the collection must exist with the table's shape."""
-        actual = self.target.shape(plan.collection)
-        if actual is None:
+        check = check_shape(plan.collection_spec(), self.target.shape(plan.collection))
+        if not check.exists:
             raise InputError(
                 f"Collection {plan.collection!r} does not exist, so there is nothing to keep in sync yet.",
                 fix="start with the copy: add --sync.initial-copy (or run `pg2qdrant migrate --then-sync`).")
-        diffs = shape_differences(plan.shape(), actual)
-        if diffs:
-            raise InputError(
-                f"Collection {plan.collection!r} does not match the table: " + "; ".join(diffs) + ".",
-                fix="sync into the collection the table was copied to, or copy again into a new one "
-                    "(--sync.initial-copy with another --qdrant.collection).")
+        check.require_match(
+            "does not match the table",
+            fix="sync into the collection the table was copied to, or copy again into a new one "
+                "(--sync.initial-copy with another --qdrant.collection).")
 
     def _ensure_publication(self, plan: Plan) -> None:
         ui = self.ui

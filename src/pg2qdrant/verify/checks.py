@@ -23,7 +23,7 @@ from psycopg import sql
 from pg2qdrant.layouts import where_sql
 from pg2qdrant.errors import InputError, Pg2QdrantError
 from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
-from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, shape_differences
+from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape
 from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
 from pg2qdrant.verify.ids import IdScan, scan_ids
@@ -177,8 +177,8 @@ class Verification:
 
     # -- 4. schema --------------------------------------------------------------------------
     def check_schema(self, shape: CollectionShape) -> CheckResult:
-        expected = self.plan.shape()
-        diffs = shape_differences(expected, shape)
+        check = check_shape(self.plan.collection_spec(), shape)
+        expected, diffs = check.expected, check.differences
         figures = {"plan": expected.describe(), "collection": shape.describe()}
         if diffs:
             findings = [_finding("(collection)", _vector_field(d), "schema differs", d) for d in diffs]
@@ -588,7 +588,7 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     target = None
     try:
         target = pipeline.connect_target(options, address, ui)
-        report = Verification(session, target, address.display(), address.kind in ("local", "memory"),
+        report = Verification(session, target, address.display(), not target.capabilities.hnsw,
                               verify_options, ui).run()
         report.seconds = time.monotonic() - started
     finally:

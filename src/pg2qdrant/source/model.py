@@ -1,0 +1,116 @@
+"""The source table as the rest of pg2qdrant sees it: plain dataclasses, no psycopg.
+
+:mod:`pg2qdrant.source.catalog` fills these from PostgreSQL's catalog;
+:mod:`pg2qdrant.plan` decides on them without importing a driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PGVECTOR_TYPES = ("vector", "halfvec", "sparsevec")
+BIT_OID = 1560  # pg_catalog.bit: fixed-length bit string, pgvector's binary vector
+
+
+@dataclass(frozen=True)
+class PgType:
+    """A type after domains are resolved to their base type."""
+
+    oid: int
+    name: str  # typname
+    schema: str
+    typtype: str  # b base, e enum, r range, c composite, m multirange, p pseudo
+    category: str  # typcategory: A array, N numeric, S string, ...
+    extension: str | None  # name of the extension that owns it (e.g. 'vector', 'citext')
+    elem: PgType | None = None  # element type of an array (resolved)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    attnum: int
+    declared: str  # format_type(): what the user wrote, e.g. vector(384), my_domain
+    declared_oid: int  # the column's own type (a domain or array of one differs from .type)
+    type: PgType  # resolved base type
+    typmod: int  # of the base type (domains carry their own typmod)
+    not_null: bool
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """An HNSW or IVFFlat index whose operator class names the distance the user searched with."""
+
+    name: str
+    column: str
+    method: str
+    opclass: str
+
+
+class _Relation:
+    """schema + name of a relation, quoted for SQL and shown to users."""
+
+    schema: str
+    name: str
+
+    @property
+    def ident(self):
+        """The quoted name as a psycopg ``sql.Identifier`` (imported here: the model itself is
+        psycopg-free, only the code that builds SQL needs this)."""
+        from psycopg import sql
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Leaf(_Relation):
+    """A relation that physically stores rows of the table (itself, a partition or a child)."""
+
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+    pages: int  # from pg_relation_size at introspection time
+    estimated_rows: int  # reltuples, -1 when never analyzed
+
+
+@dataclass(frozen=True)
+class TableInfo(_Relation):
+    oid: int
+    schema: str
+    name: str
+    relkind: str  # r table, p partitioned, v view, m matview, f foreign
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    unique_keys: tuple[tuple[str, ...], ...]  # non-partial, column-only, all NOT NULL
+    vector_indexes: tuple[VectorIndex, ...]
+    btree_columns: tuple[str, ...]  # single columns leading a btree index
+    leaves: tuple[Leaf, ...]
+    replica_identity: str  # d default, f full, i index, n nothing
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def estimated_rows(self) -> int:
+        return sum(max(leaf.estimated_rows, 0) for leaf in self.leaves)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int
+    version: str
+    database: str
+    encoding: str
+    pgvector: str | None  # installed extension version, None when absent
+    system_identifier: str | None
+    current_user: str
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def pgvector_tuple(self) -> tuple[int, ...]:
+        if not self.pgvector:
+            return ()
+        return tuple(int(p) for p in self.pgvector.split(".") if p.isdigit())
