@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import psycopg
-from psycopg import sql
 
-from pg2qdrant.layouts import where_sql
 from pg2qdrant.mapping import make_point_id
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import reader
+from pg2qdrant.source import ids as source_ids
+from pg2qdrant.source.connect import Connection
 from pg2qdrant.verify.options import BYTES_PER_ROW, EXAMPLES_KEPT, ID_MEMORY_MB, ID_READ_ROWS, ID_SCROLL_BATCH
 
 
@@ -92,16 +90,7 @@ class IdScan:
         return sum(self.leaf_rows)
 
 
-def _leaf_relations(plan: Plan) -> list[tuple[str, sql.Composable]]:
-    """(name, FROM clause) of every relation holding rows: each partition or inheritance child
-    alone (ONLY), or the whole view / foreign table."""
-    table = plan.table
-    if table.relkind in ("v", "f") or not table.leaves:
-        return [(table.display, table.ident)]
-    return [(leaf.display, sql.SQL("ONLY ") + leaf.ident) for leaf in table.leaves]
-
-
-def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, memory_mb: float = ID_MEMORY_MB,
+def scan_ids(conn: Connection, plan: Plan, target, collection: str, *, memory_mb: float = ID_MEMORY_MB,
              expected_points: int = 0, progress=None,
              on_orphans: Callable[[list[int | str]], None] | None = None) -> IdScan:
     """Every source row's point ID (mapped like migrate) against every point ID in the collection.
@@ -112,26 +101,19 @@ def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, m
     with no row), a hash bucket at a time, in lists of at most ID_SCROLL_BATCH: a
     bucket's orphans are never seen again by the later buckets, so it may delete them.
     """
-    leaves = _leaf_relations(plan)
-    oids = reader.prepare_connection(conn, plan)
-    key_oids = [oids[i] for i in plan.key.read_indexes]
-    keys = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+    leaves = source_ids.relation_names(plan)
     expected = max(plan.table.estimated_rows, expected_points, 1)
     passes = max(1, math.ceil(expected * BYTES_PER_ROW / (memory_mb * 2**20)))
-    scan = IdScan([name for name, _ in leaves], [0] * len(leaves), missing_by_leaf=[0] * len(leaves),
+    scan = IdScan(leaves, [0] * len(leaves), missing_by_leaf=[0] * len(leaves),
                   passes=passes)
     for bucket in range(passes):
         source, found = _IdArrays(), _IdArrays()
-        for tag, (_, relation) in enumerate(leaves):
-            where = where_sql(plan)  # --pg.where: only the rows that were copied count
-            query = sql.SQL("COPY (SELECT {k} FROM {r}{w}) TO STDOUT (FORMAT BINARY)").format(
-                k=keys, r=relation, w=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))
-            for rows in reader.copy_rows(conn, query, key_oids, ID_READ_ROWS):
-                source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
-                if bucket == 0:
-                    scan.leaf_rows[tag] += len(rows)
-                if progress is not None:
-                    progress.advance(len(rows))
+        for tag, rows in source_ids.key_batches(conn, plan, ID_READ_ROWS):
+            source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
+            if bucket == 0:
+                scan.leaf_rows[tag] += len(rows)
+            if progress is not None:
+                progress.advance(len(rows))
         chunk: list[Any] = []
         for record in target.scroll(collection, batch=ID_SCROLL_BATCH, with_vectors=False, with_payload=False):
             chunk.append(record.id)
