@@ -23,9 +23,9 @@ def _relations(plan) -> list[tuple[str, sql.Composable]]:
     return [(leaf.display, sql.SQL("ONLY ") + leaf.ident) for leaf in table.leaves]
 
 
-def relation_names(plan) -> list[str]:
+def relation_names(plan, leaves: Sequence[Leaf] | None = None) -> list[str]:
     """The names of the relations :func:`key_batches` reads, in the order of its tags."""
-    return [name for name, _ in _relations(plan)]
+    return [leaf.display for leaf in leaves] if leaves is not None else [name for name, _ in _relations(plan)]
 
 
 def key_batches(conn: psycopg.Connection, plan, batch_rows: int, *,
