@@ -68,6 +68,14 @@ def check_url(url: str | None) -> dict:
     return params
 
 
+def url_password(url: str) -> str | None:
+    """The password written in a PostgreSQL URL or keyword string (None: none, or malformed)."""
+    try:
+        return conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return None
+
+
 def _classify(exc: psycopg.OperationalError, safe_target: str) -> Exception:
     text = redaction.redact(str(exc)).strip()
     low = text.lower()

@@ -13,8 +13,6 @@ import logging
 import threading
 import time
 
-import psycopg
-
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
@@ -249,7 +247,7 @@ class CdcSync(Runner):
                                 "another --sync.slot.") from None
                     why = "the slot is still held by the previous connection"
                     kind = "slot_busy"
-                except (ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except (ConnectionLost, *connect.CONNECTION_LOST) as exc:
                     busy_since = None
                     why = redaction.redact(getattr(exc, "message", None) or exc)
                     kind = "source"
