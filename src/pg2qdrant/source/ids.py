@@ -4,7 +4,7 @@ one relation that holds rows at a time: what the ID comparisons (verify's ID sca
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from psycopg import sql

@@ -4,7 +4,7 @@ rows of given keys."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from psycopg import sql

@@ -3,7 +3,8 @@ while syncing, and pgvector's exact search it compares Qdrant's with."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -48,12 +49,11 @@ def create_table(url: str, rows: Iterable[tuple], *, dim: int, sparse_dim: int) 
     """The documents table filled with ``rows`` (values in COLUMNS order), its indexes, and statistics."""
     with connect.connect(url, autocommit=True) as conn:
         conn.execute(schema(dim, sparse_dim))
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY documents ({COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    row = list(row)
-                    row[METADATA] = None if row[METADATA] is None else Jsonb(row[METADATA])
-                    copy.write_row(row)
+        with conn.cursor() as cur, cur.copy(f"COPY documents ({COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                row = list(row)
+                row[METADATA] = None if row[METADATA] is None else Jsonb(row[METADATA])
+                copy.write_row(row)
         conn.execute("CREATE INDEX documents_embedding_idx ON documents USING hnsw (embedding vector_cosine_ops)")
         conn.execute("CREATE INDEX documents_topic_idx ON documents (topic)")
         conn.execute("ANALYZE documents")

@@ -6,8 +6,9 @@ the top-k is exact whatever indexes the table has. psycopg's errors leave as Sou
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql

@@ -3,7 +3,7 @@ less an overlap, both in one REPEATABLE READ snapshot (so no row falls between t
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql

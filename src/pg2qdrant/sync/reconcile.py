@@ -13,13 +13,15 @@ bucket is the missing points' IDs (16 bytes each) until they are filled.
 
 from __future__ import annotations
 
+from pg2qdrant.destination import operations as ops
 from pg2qdrant.mapping import PointId, RowMapper, make_point_id, shared_id_error
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import connect, ids as source_ids, rows as source_rows
+from pg2qdrant.source import connect
+from pg2qdrant.source import ids as source_ids
+from pg2qdrant.source import rows as source_rows
 from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
-from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
 from pg2qdrant.verify.ids import IdSet, scan_ids
 from pg2qdrant.verify.options import ID_MEMORY_MB, ID_READ_ROWS

@@ -7,7 +7,7 @@ the tests read expected points through here.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from pg2qdrant.mapping import PointBatch, RowMapper
 from pg2qdrant.plan import Plan
