@@ -100,16 +100,12 @@ TRICKY = [U, U.upper(), "{" + U + "}", "x" + U + "y", "é" + U[1:] + "}", U.repl
 
 def test_sql_reads_uuid_text_like_go(db):
     """The migrate-time check (SQL) reads exactly the texts mapping.go_uuid_parse reads, as the same UUIDs."""
-    from psycopg import sql
-
     from pg2qdrant.mapping import go_uuid_parse
-    from pg2qdrant.pipeline import _GO_UUID_PATTERNS, _GO_UUID_SQL
+    from pg2qdrant.source.checks import go_uuid_of
 
-    expr = sql.SQL(_GO_UUID_SQL).format(**{n: sql.Literal(p) for n, p in _GO_UUID_PATTERNS.items()})
     with db.connect() as conn:
         for text in TRICKY:
-            got = conn.execute(sql.SQL("SELECT {}::text FROM (SELECT %s::text AS k) s").format(expr),
-                               (text,)).fetchone()[0]
+            got = go_uuid_of(conn, text)
             want = go_uuid_parse(text)
             assert got == (None if want is None else str(want)), text
 

@@ -28,14 +28,13 @@ import tomllib
 from typing import Any, Callable
 
 import click
-import psycopg
 from click.core import ParameterSource
-from psycopg import conninfo
 from rich.markup import escape
 
 from pg2qdrant import redaction
 from pg2qdrant.cli_common import build_migration_options, handle_errors, layout_jobs, opt
 from pg2qdrant.errors import InputError, Interrupted, Pg2QdrantError
+from pg2qdrant.source.connect import url_password
 from pg2qdrant.ui import UI, table
 
 ENTRIES = "table"  # the file's array of tables: [[table]]
@@ -110,10 +109,7 @@ def _check_secrets(values: dict[str, Any], where: str) -> None:
     """A migration file is shared and committed: secrets come from the environment, never from it."""
     url = values.get("pg.url")
     if isinstance(url, str):
-        try:
-            password = conninfo.conninfo_to_dict(url).get("password")
-        except psycopg.ProgrammingError:
-            password = None  # malformed: --pg.url's own check says so when it is used
+        password = url_password(url)  # None when malformed: --pg.url's own check says so when it is used
         if password and not _VAR.fullmatch(password):
             raise InputError(f"{where}: pg.url holds a password; a migration file must not.",
                              fix="remove it from the URL and set PGPASSWORD or ~/.pgpass, or write ${PG_PASSWORD} "
@@ -246,8 +242,6 @@ def _wildcard_schemas(text: str | None) -> list[str] | None:
 def _expand_schema(entry: Entry) -> list[Entry]:
     """A 'schema.*' entry -> one entry per table of the schema with a vector column, each into a
     collection named after it (a framework table: its layout names the collections)."""
-    from psycopg import sql
-
     from pg2qdrant.layouts import detect
     from pg2qdrant.source import catalog, connect
     text = entry.kw.get("pg_table")
@@ -269,7 +263,7 @@ def _expand_schema(entry: Entry) -> list[Entry]:
         out = []
         layout = entry.kw.get("layout") or "auto"
         for schema, name in found:
-            qualified = sql.SQL(".").join([sql.Identifier(schema), sql.Identifier(name)]).as_string(conn)
+            qualified = connect.quote_qualified(schema, name)
             framework = layout not in ("auto", "plain") or (
                 layout == "auto" and detect(conn, catalog.describe_table(conn, qualified)) is not None)
             out.append(Entry(name, f"{entry.origin}, table {qualified}", group=entry.name,

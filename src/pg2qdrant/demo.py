@@ -15,37 +15,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 from pg2qdrant.localpg import LocalPostgres
 from pg2qdrant.pipeline import MigrationOptions, migrate
+from pg2qdrant.source import connect, sample
 from pg2qdrant.ui import UI
 from pg2qdrant.verify import VerifyOptions, run_verify
 
 DIM = 384
 SPARSE_DIM = 30000
 TOPICS = ["postgres", "qdrant", "embeddings", "migration", "search", "replication", "indexing", "python"]
-
-SCHEMA = f"""
-CREATE EXTENSION IF NOT EXISTS vector;
-CREATE TABLE documents (
-    id          bigserial PRIMARY KEY,
-    title       text NOT NULL,
-    body        text,
-    topic       text,
-    metadata    jsonb,
-    tags        text[],
-    views       integer,
-    rating      real,
-    price       numeric(12, 2),
-    is_public   boolean,
-    created_at  timestamptz NOT NULL,
-    updated_at  timestamp,
-    embedding   vector({DIM}),
-    summary_embedding halfvec({DIM}),
-    keywords    sparsevec({SPARSE_DIM})
-);
-"""
 
 
 def _sample_rows(n: int, seed: int = 7):
@@ -78,22 +57,6 @@ def _sample_rows(n: int, seed: int = 7):
         )
 
 
-def create_sample_table(conn: psycopg.Connection, rows: int) -> None:
-    conn.execute(SCHEMA)
-    cols = ("title, body, topic, metadata, tags, views, rating, price, is_public, created_at, updated_at, "
-            "embedding, summary_embedding, keywords")
-    from psycopg.types.json import Jsonb
-    with conn.cursor() as cur:
-        with cur.copy(f"COPY documents ({cols}) FROM STDIN") as copy:
-            for row in _sample_rows(rows):
-                row = list(row)
-                row[3] = None if row[3] is None else Jsonb(row[3])
-                copy.write_row(row)
-    conn.execute("CREATE INDEX documents_embedding_idx ON documents USING hnsw (embedding vector_cosine_ops)")
-    conn.execute("CREATE INDEX documents_topic_idx ON documents (topic)")
-    conn.execute("ANALYZE documents")
-
-
 def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> None:
     started = time.monotonic()
     target_dir = Path(workdir).resolve()
@@ -103,13 +66,11 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
     ui.info("Starting an embedded PostgreSQL with pgvector ...")
     with LocalPostgres() as pg:
         ui.info(f"  {pg.version()} on 127.0.0.1:{pg.port}")
-        with psycopg.connect(pg.url(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE demo")
+        sample.create_database(pg.url(), "demo")
         url = pg.url("demo")
-        with psycopg.connect(url, autocommit=True) as conn:
-            ui.info(f"Creating table documents with {rows:,} rows (vector(384) + HNSW cosine, halfvec, "
-                    "sparsevec, jsonb, timestamps, numerics, NULLs) ...")
-            create_sample_table(conn, rows)
+        ui.info(f"Creating table documents with {rows:,} rows (vector(384) + HNSW cosine, halfvec, "
+                "sparsevec, jsonb, timestamps, numerics, NULLs) ...")
+        sample.create_table(url, _sample_rows(rows), dim=DIM, sparse_dim=SPARSE_DIM)
         # summary_embedding has no index to take its distance from: say it (the flag's use).
         options = MigrationOptions(pg_url=url, table="documents", collection="documents",
                                    qdrant_url=f"local:{target_dir}", num_workers=1,
@@ -140,12 +101,7 @@ def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: 
 
     ui.info("Keeping Qdrant in sync (pg2qdrant sync): creating the replication slot ...")
     run_sync(options, SyncOptions(once=True, reconcile=True), ui)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO documents (title, topic, created_at, embedding) "
-                     "SELECT 'A brand new document', topic, now(), embedding FROM documents WHERE id = 1")
-        conn.execute("UPDATE documents SET title = 'Renamed document' WHERE id = 2")  # vector untouched
-        conn.execute("DELETE FROM documents WHERE id = 3")
-        new_id = conn.execute("SELECT max(id) FROM documents").fetchone()[0]
+    new_id = sample.change_rows(url)
     ui.info("Changed the table (1 insert, 1 title-only update, 1 delete); streaming the changes ...")
     run_sync(options, SyncOptions(once=True), ui)
     sync_drop(url, options.collection, SyncOptions(), ui)
@@ -164,7 +120,6 @@ def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: 
 
 def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
     """Counts, a few points field by field, and one search on both sides."""
-    from psycopg import sql
     from qdrant_client import QdrantClient
 
     from pg2qdrant.verify import compare_points, fetch_source_batch
@@ -175,9 +130,9 @@ def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
         count = client.count("documents", exact=True).count
         ui.out.print(f"Check: {result.source_rows:,} rows in PostgreSQL, {count:,} points in Qdrant: "
                      f"{'equal' if count == result.source_rows else 'DIFFERENT'}", markup=False)
-        with psycopg.connect(url, autocommit=True) as conn:
+        with connect.connect(url, autocommit=True) as conn:
             ids = [1, 2, 3, 10, 11]
-            expected = fetch_source_batch(conn, plan, sql.SQL("id = ANY({})").format(sql.Literal(ids)))
+            expected = fetch_source_batch(conn, plan, keys=[(i,) for i in ids])
             records = client.retrieve("documents", ids=expected.ids, with_payload=True, with_vectors=True)
             mismatches = compare_points(plan, expected, records)
             verdict = "identical" if not mismatches else f"{len(mismatches)} differences"
@@ -185,10 +140,7 @@ def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
                          markup=False)
             for m in mismatches[:5]:
                 ui.out.print("  " + m.describe(), markup=False)
-            query = conn.execute("SELECT embedding::text FROM documents WHERE id = 42").fetchone()[0]
-            conn.execute("SET enable_indexscan = off")  # exact search, the ground truth
-            pg_top = [r[0] for r in conn.execute(
-                "SELECT id FROM documents ORDER BY embedding <=> %s::vector, id LIMIT 5", (query,))]
+            query, pg_top = sample.nearest_by_cosine(conn, 42, 5)
         hits = client.query_points("documents", query=[float(x) for x in query.strip("[]").split(",")],
                                    using="embedding", limit=5).points
         q_top = [h.id for h in hits]

@@ -24,12 +24,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import psycopg
-from psycopg import sql
-
 from pg2qdrant.errors import DataError, InputError
 from pg2qdrant.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind
 from pg2qdrant.source.model import TableInfo
+from pg2qdrant.source import frameworks, where as source_where
+from pg2qdrant.source.connect import Connection
+from pg2qdrant.source.where import and_where, where_sql  # noqa: F401  (the filter in SQL, re-exported)
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
 SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload
@@ -105,42 +105,9 @@ def check_where(expr: str) -> str:
     return text
 
 
-def where_sql(plan) -> sql.Composable | None:
-    """The plan's row filter as a parenthesised SQL condition (None: every row)."""
-    return sql.SQL("({})").format(sql.SQL(plan.where)) if getattr(plan, "where", None) else None
-
-
-def and_where(plan, where: sql.Composable | None) -> sql.Composable | None:
-    """``where`` AND the plan's row filter (either may be absent)."""
-    own = where_sql(plan)
-    if own is None or where is None:
-        return where if own is None else own
-    return sql.SQL("({}) AND {}").format(where, own)
-
-
-def validate_where(conn: psycopg.Connection, table: TableInfo, expr: str) -> str:
-    """Check the filter in PostgreSQL: it must be a boolean condition over the table's columns.
-
-    Planned with LIMIT 0 (no row is read) inside the caller's READ ONLY transaction, under a
-    savepoint so that a rejected filter leaves the transaction usable.
-    """
-    text = check_where(expr)
-    query = sql.SQL("SELECT 1 FROM {t} WHERE ({w}) LIMIT 0").format(t=table.ident, w=sql.SQL(text))
-    in_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    try:
-        if in_tx:
-            conn.execute("SAVEPOINT pg2qdrant_where")
-        conn.execute(query)
-        if in_tx:
-            conn.execute("RELEASE SAVEPOINT pg2qdrant_where")
-    except psycopg.Error as exc:
-        if in_tx:
-            conn.execute("ROLLBACK TO SAVEPOINT pg2qdrant_where")
-        detail = (exc.diag.message_primary or str(exc)).strip()
-        raise InputError(f"--pg.where {text!r} is not a condition PostgreSQL accepts on {table.display}: {detail}.",
-                         fix="write a boolean SQL expression over the table's columns (columns: "
-                             + ", ".join(c.name for c in table.columns) + ").") from None
-    return text
+def validate_where(conn: Connection, table: TableInfo, expr: str) -> str:
+    """Check the filter's shape here, then in PostgreSQL (a boolean condition over the table's columns)."""
+    return source_where.validate_where(conn, table, check_where(expr))
 
 
 def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str] | None = None,
@@ -324,12 +291,12 @@ class Layout:
 
     name: str
     framework: str
-    detect: Callable[[psycopg.Connection, TableInfo], bool]
+    detect: Callable[[Connection, TableInfo], bool]
     columns: Callable[[TableInfo], list[str]]
     key_column: str
     vector_names: Callable[[TableInfo], dict[str, str]]
     payload_keys: Callable[[TableInfo], dict[str, str]]
-    targets: Callable[[psycopg.Connection, TableInfo, str | None], list[Target]]
+    targets: Callable[[Connection, TableInfo, str | None], list[Target]]
     payload_indexes: tuple[tuple[str, str], ...] = ()
     payload_shape: str | None = None
     notes: Callable[[TableInfo], list[str]] = lambda table: []
@@ -343,30 +310,24 @@ def _one_target(name: Callable[[TableInfo], str]):
     return targets
 
 
-def _langchain_targets(conn: psycopg.Connection, table: TableInfo, chosen: str | None) -> list[Target]:
+def _langchain_targets(conn: Connection, table: TableInfo, chosen: str | None) -> list[Target]:
     """One Qdrant collection per LangChain collection (langchain_pg_collection, same schema)."""
-    rows = conn.execute(sql.SQL("SELECT uuid::text, name FROM {} ORDER BY name").format(
-        sql.Identifier(table.schema, "langchain_pg_collection"))).fetchall()
-    known = ", ".join(name for _, name in rows) or "none"
+    rows = frameworks.langchain_collections(conn, table.schema)
+    known = ", ".join(name for name, _ in rows) or "none"
     if chosen:
-        rows = [r for r in rows if r[1] == chosen]
+        rows = [r for r in rows if r[0] == chosen]
         if not rows:
             raise InputError(f"LangChain collection {chosen!r} is not in {table.schema}.langchain_pg_collection "
                              f"(collections: {known}).",
                              fix="name one of them with --qdrant.collection, or leave the flag out to migrate all.")
-    return [Target(name, "collection_id = " + sql.Literal(uuid).as_string(conn)) for uuid, name in rows]
-
-
-def _has_relation(conn: psycopg.Connection, schema: str, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                        (sql.Identifier(schema, name).as_string(conn),)).fetchone()[0]
+    return [Target(name, where) for name, where in rows]
 
 
 def _is_langchain(conn, table: TableInfo) -> bool:
     return (table.name == "langchain_pg_embedding"
             and _shape(table, {"id": TEXT, "collection_id": ("uuid",), "embedding": VECTOR,
                                "document": TEXT, "cmetadata": JSON})
-            and _has_relation(conn, table.schema, "langchain_pg_collection"))
+            and frameworks.has_relation(conn, table.schema, "langchain_pg_collection"))
 
 
 _V2_COLUMNS = {"langchain_id": ("uuid",), "content": ("text",), "embedding": VECTOR, "langchain_metadata": JSON}
@@ -400,9 +361,7 @@ _PGAI_STORE = {"embedding_uuid": ("uuid",), "chunk_seq": ("int4",), "chunk": ("t
 def _is_pgai(conn, table: TableInfo) -> bool:
     if table.relkind != "v" or not table.name.endswith("_embedding") or not _shape(table, _PGAI_STORE, exact=False):
         return False
-    store = conn.execute(
-        "SELECT array_agg(attname::text) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-        "AND NOT attisdropped", (sql.Identifier(table.schema, table.name + "_store").as_string(conn),)).fetchone()[0]
+    store = frameworks.relation_columns(conn, table.schema, table.name + "_store")
     return bool(store) and set(_PGAI_STORE) <= set(store)
 
 
@@ -466,7 +425,7 @@ class Job:
     extras: dict = field(default_factory=dict)
 
 
-def detect(conn: psycopg.Connection, table: TableInfo) -> Layout | None:
+def detect(conn: Connection, table: TableInfo) -> Layout | None:
     """The layout whose shape the table has exactly, if any (the first match)."""
     for layout in LAYOUTS.values():
         if layout.detect(conn, table):
@@ -474,7 +433,7 @@ def detect(conn: psycopg.Connection, table: TableInfo) -> Layout | None:
     return None
 
 
-def jobs_for(options, conn: psycopg.Connection, table: TableInfo, default_collection: str | None = None) -> list[Job]:
+def jobs_for(options, conn: Connection, table: TableInfo, default_collection: str | None = None) -> list[Job]:
     """The migrations ``options`` mean for ``table``: one (plain), or what the layout yields."""
     name = options.layout or "auto"
     if name not in LAYOUT_NAMES:
@@ -522,12 +481,12 @@ def jobs_for(options, conn: psycopg.Connection, table: TableInfo, default_collec
 
 def plan_jobs(options, default_collection: str | None = None) -> list[Job]:
     """Connect, describe the table and return its jobs (a short catalog-only look)."""
-    from pg2qdrant.source import catalog, connect
+    from pg2qdrant.source import catalog, connect, snapshot
     if (options.layout or "auto") == "plain":
         return jobs_for(options, None, None, default_collection)  # type: ignore[arg-type]
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot.begin_read_only(conn)
         table = catalog.describe_table(conn, options.table)
         return jobs_for(options, conn, table, default_collection)
     finally:

@@ -12,16 +12,13 @@ import os
 import time
 from dataclasses import dataclass
 
-import psycopg
-from psycopg import sql
-
 from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check,
                             plan_fingerprint)
-from pg2qdrant.source import catalog, connect, reader, snapshot
+from pg2qdrant.source import catalog, checks, connect, reader, snapshot
 from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.destination import TargetSettings
@@ -139,18 +136,13 @@ def orphan_text(extra: int, *, exact: bool) -> str:
 class SourceSession:
     """A coordinator connection holding the exported snapshot, and the plan made in it."""
 
-    conn: psycopg.Connection
+    conn: connect.Connection
     plan: Plan
     snapshot_id: str
     source_rows: int | None = None  # exact count(*) in the snapshot, when asked for
 
     def close(self) -> None:
-        try:
-            snapshot.end(self.conn)
-        except psycopg.Error:  # the server may have restarted under us: nothing left to end
-            pass
-        finally:
-            self.conn.close()
+        snapshot.release(self.conn)
 
 
 def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None,
@@ -188,16 +180,15 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
         plan = _resolve_vector_sizes(conn, plan)
         _check_keys(conn, plan)
         return SourceSession(conn, plan, snapshot_id, count_rows(conn, plan) if count else None)
-    except psycopg.errors.InsufficientPrivilege as exc:
+    except BaseException as exc:
         conn.close()
-        raise InputError(f"PostgreSQL refused a read: {redaction.redact(exc)}",
-                         fix="grant this role SELECT on the table (and USAGE on its schema).") from None
-    except BaseException:
-        conn.close()
-        raise
+        refused = checks.refused_read(exc)
+        if refused is None:
+            raise
+        raise refused from None
 
 
-def _resolve_vector_sizes(conn: psycopg.Connection, plan: Plan) -> Plan:
+def _resolve_vector_sizes(conn: connect.Connection, plan: Plan) -> Plan:
     """Vector columns declared without a dimension take it from the data (all rows must agree)."""
     for v in plan.vectors:
         if not v.size_from_data:
@@ -226,7 +217,7 @@ def _resolve_vector_sizes(conn: psycopg.Connection, plan: Plan) -> Plan:
     return plan
 
 
-def _check_keys(conn: psycopg.Connection, plan: Plan) -> None:
+def _check_keys(conn: connect.Connection, plan: Plan) -> None:
     """NULL and duplicate keys (unless a constraint rules them out), and distinct keys that
     share a point ID, stop the run before any write."""
     key = plan.key
@@ -234,19 +225,14 @@ def _check_keys(conn: psycopg.Connection, plan: Plan) -> None:
         _check_shared_ids(conn, plan)
     if key.unique_by_constraint:
         return
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in key.columns)
-    any_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in key.columns)
-    nulls = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {n}").format(t=plan.table.ident, n=any_null)
-                         ).fetchone()[0]
+    nulls = checks.null_key_rows(conn, plan)
     if nulls:
         raise DataError(
             f"Key column(s) {', '.join(key.columns)} of {plan.table.display} are NULL in {nulls:,} row(s); "
             "a point needs an ID.",
             fix="fill the NULLs, or choose a unique NOT NULL column with --pg.key-column.",
         )
-    dups = conn.execute(sql.SQL(
-        "SELECT {cols}, count(*) FROM {t} GROUP BY {cols} HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT 5"
-    ).format(cols=cols, t=plan.table.ident)).fetchall()
+    dups = checks.duplicate_keys(conn, plan)
     if dups:
         shown = "; ".join(f"{', '.join(repr(v) for v in d[:-1])} ({d[-1]} rows)" for d in dups)
         raise DataError(
@@ -257,40 +243,14 @@ def _check_keys(conn: psycopg.Connection, plan: Plan) -> None:
         )
 
 
-_UUID36 = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# mapping.go_uuid_parse in SQL: the UUID a key's text is read as, else NULL. A text that Go
-# parses is all ASCII (a valid UTF-8 text of 38 bytes with 36 ASCII inside starts and ends
-# with ASCII), so characters count as bytes here.
-_GO_UUID_SQL = (
-    "CASE WHEN length(k) NOT IN (32, 36, 38, 45) THEN NULL "
-    "WHEN k ~ {plain} THEN k::uuid "
-    "WHEN k ~ {wrapped} THEN substr(k, 2, 36)::uuid "
-    "WHEN k ~* {urn} THEN substr(k, 10)::uuid END")
-_GO_UUID_PATTERNS = {"plain": f"^([0-9a-fA-F]{{32}}|{_UUID36})$",
-                     "wrapped": f"^[\\x01-\\x7f]{_UUID36}[\\x01-\\x7f]$",
-                     "urn": f"^urn:uuid:{_UUID36}$"}
-
-
-def _check_shared_ids(conn: psycopg.Connection, plan: Plan) -> None:
-    """Distinct key texts read as the same UUID would share a point: found in SQL (server memory
-    bounded by work_mem). Two can only meet when one is not the canonical spelling, so only the
-    UUIDs of such spellings are grouped (usually none: the group scan then ends at once)."""
-    uuid_of = sql.SQL(_GO_UUID_SQL).format(**{n: sql.Literal(p) for n, p in _GO_UUID_PATTERNS.items()})
-    keys = sql.SQL("SELECT k, {u} AS u FROM (SELECT ({e}) COLLATE \"C\" AS k FROM {t}) s").format(
-        u=uuid_of, e=sql.SQL(plan.reads[plan.key.read_indexes[0]].sql), t=plan.table.ident)
-    groups = conn.execute(sql.SQL(
-        "SELECT u::text, array_agg(DISTINCT k ORDER BY k) FROM ({keys}) p "
-        "WHERE u IN (SELECT u FROM ({keys}) q WHERE u IS NOT NULL AND k <> u::text) "
-        "GROUP BY u HAVING count(DISTINCT k) > 1 ORDER BY u LIMIT 5").format(keys=keys)).fetchall()
+def _check_shared_ids(conn: connect.Connection, plan: Plan) -> None:
+    """Distinct key texts read as the same UUID would share a point (found in SQL, see checks)."""
+    groups = checks.shared_id_groups(conn, plan)
     if groups:
         raise shared_id_error(plan, groups)
 
 
-def count_rows(conn: psycopg.Connection, plan: Plan) -> int:
-    """Exact row count in the snapshot (not n_live_tup, which is an estimate)."""
-    where = layouts.where_sql(plan)
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(
-        plan.table.ident, sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))).fetchone()[0]
+count_rows = checks.count_rows  # exact row count in the snapshot (not n_live_tup, an estimate)
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,7 +299,7 @@ def ensure_collection(target, plan: Plan, collection_options: CollectionOptions,
 # The copy
 # ---------------------------------------------------------------------------------------
 
-def plan_read_ranges(conn: psycopg.Connection, plan: Plan, workers: int,
+def plan_read_ranges(conn: connect.Connection, plan: Plan, workers: int,
                      range_rows: int | None = None) -> list[ReadRange]:
     """Ranges sized so that workers share the work and a range stays a small unit of resume.
 
@@ -448,7 +408,7 @@ def delete_orphans(session: SourceSession, pg_url: str, target, ui: UI) -> int:
     from pg2qdrant.verify.ids import scan_ids  # the verify package is not needed by a plain copy
     plan = session.plan
     conn = session.conn
-    if conn.broken or conn.closed:  # PostgreSQL restarted during the copy: compare in a new snapshot
+    if not connect.usable(conn):  # PostgreSQL restarted during the copy: compare in a new snapshot
         session.conn = conn = connect.connect(pg_url, autocommit=True)
         snapshot.begin_snapshot(conn)
     ui.info(f"Comparing the IDs of {plan.table.display} with the points of {plan.collection!r} to delete "

@@ -46,7 +46,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import psycopg
 
 from pg2qdrant import lifeline, redaction, retry
 from pg2qdrant.destination import wire
@@ -91,7 +90,7 @@ class ReaderSpec:
     write: WriteSpec | None = None  # the worker writes (a server); None: batches go to the coordinator
 
 
-def read_and_map(conn: psycopg.Connection, spec: ReaderSpec, rng: ReadRange, mapper: RowMapper,
+def read_and_map(conn: connect.Connection, spec: ReaderSpec, rng: ReadRange, mapper: RowMapper,
                  oids: list[int]) -> Iterator[Any]:
     """Mapped batches of one range (the plain function both worker kinds run)."""
     for rows in reader.read_range(conn, spec.plan, rng, oids, spec.batch_rows):
@@ -105,14 +104,10 @@ def dry_run_encode(batch: PointBatch) -> None:
     wire.encode(batch, wire.GRPC)
 
 
-def _open(spec: ReaderSpec, results, stop, worker_id: int) -> tuple[psycopg.Connection, list[int]]:
+def _open(spec: ReaderSpec, results, stop, worker_id: int) -> tuple[connect.Connection, list[int]]:
     """Connect and import the snapshot (a fresh one if the coordinator's is gone)."""
     conn = connect.connect(spec.pg_url, autocommit=True)
-    try:
-        snapshot.attach_snapshot(conn, spec.snapshot_id)
-    except psycopg.Error:
-        conn.rollback() if not conn.autocommit else conn.execute("ROLLBACK")
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if not snapshot.attach_or_fresh(conn, spec.snapshot_id):
         _put(results, ("note", worker_id, "the copy's snapshot is gone (server restarted?); remaining "
                                           "ranges are read in a newer snapshot"), stop)
     return conn, reader.prepare_connection(conn, spec.plan)
@@ -201,7 +196,7 @@ def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop) -> None:
                         return
                 sink.finish_range()
                 _put(results, ("range_done", tag, rows), stop)
-            except (psycopg.OperationalError, SourceError) as exc:
+            except (*connect.CONNECTION_LOST, SourceError) as exc:
                 _close(conn)
                 conn = None
                 text = exc.message if isinstance(exc, SourceError) else str(exc)

@@ -10,6 +10,14 @@ from psycopg import conninfo
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError
 
+# What the rest of the code calls a source connection: it holds one and hands it back to
+# source/ functions, never calls it itself (tests/test_architecture.py keeps psycopg in source/).
+Connection = psycopg.Connection
+# The errors that mean the connection to PostgreSQL broke (server restart, network): a caller
+# that can reconnect and retry catches these (psycopg's classes, named here so that callers
+# outside source/ need no psycopg import).
+CONNECTION_LOST: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
 CONNECT_TIMEOUT_S = 10  # long enough for a cloud database waking up, short enough to fail fast
 APPLICATION_NAME = "pg2qdrant"
 
@@ -58,6 +66,14 @@ def check_url(url: str | None) -> dict:
             raise InputError(f"--pg.url must start with postgresql:// (found {scheme}://).",
                              fix="use the form postgresql://user:password@host:5432/dbname.")
     return params
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a PostgreSQL URL or keyword string (None: none, or malformed)."""
+    try:
+        return conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return None
 
 
 def _classify(exc: psycopg.OperationalError, safe_target: str) -> Exception:
@@ -113,3 +129,13 @@ def pin_session_settings(conn: psycopg.Connection) -> None:
     else:
         with conn.transaction():
             conn.execute(_PIN)
+
+
+def usable(conn: Connection | None) -> bool:
+    """The connection is open and not broken (it can still run a statement)."""
+    return conn is not None and not (conn.broken or conn.closed)
+
+
+def quote_qualified(schema: str, name: str) -> str:
+    """``schema.name`` quoted as SQL identifiers (for a table name the catalog resolves)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))

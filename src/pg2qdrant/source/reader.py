@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.layouts import and_where, where_sql
+from pg2qdrant.source.where import and_where, where_sql
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import adapters
 from pg2qdrant.source.catalog import TableInfo

@@ -13,9 +13,14 @@ import psycopg
 from psycopg import sql
 
 
+def begin_read_only(conn: psycopg.Connection) -> None:
+    """Start a REPEATABLE READ READ ONLY transaction: every statement until :func:`end` sees one snapshot."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
 def begin_snapshot(conn: psycopg.Connection) -> str:
     """Start the coordinator's REPEATABLE READ READ ONLY transaction; return its snapshot id."""
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    begin_read_only(conn)
     return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
 
 
@@ -28,3 +33,25 @@ def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
 def end(conn: psycopg.Connection) -> None:
     if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.execute("ROLLBACK")
+
+
+def attach_or_fresh(conn: psycopg.Connection, snapshot_id: str) -> bool:
+    """Import ``snapshot_id``, or start a newer snapshot when it is gone (the exporting
+    transaction ended, e.g. the server restarted). True when the snapshot was imported."""
+    try:
+        attach_snapshot(conn, snapshot_id)
+        return True
+    except psycopg.Error:
+        conn.rollback() if not conn.autocommit else conn.execute("ROLLBACK")
+        begin_read_only(conn)
+        return False
+
+
+def release(conn: psycopg.Connection) -> None:
+    """End the snapshot's transaction and close; a connection the server dropped just closes."""
+    try:
+        end(conn)
+    except psycopg.Error:  # the server may have restarted under us: nothing left to end
+        pass
+    finally:
+        conn.close()

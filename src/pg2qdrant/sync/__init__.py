@@ -51,7 +51,7 @@ import time
 
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source import connect, slots
+from pg2qdrant.source import connect, slots, sync_status as sync_status_queries
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, EXISTENCE_CHUNK, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
                                     LAG_WARN_EVERY_S, LAG_WARN_SECONDS, MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, MODES,
@@ -126,10 +126,7 @@ def sync_status(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI)
     try:
         info = slots.slot_info(conn, slot)
         settings = slots.wal_settings(conn)
-        pub = conn.execute(
-            "SELECT string_agg(format('%%I.%%I', schemaname, tablename), ', ') FROM pg_publication_tables "
-            "WHERE pubname = %s", (publication,)).fetchone()[0]
-        pub_exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+        pub_exists, pub = sync_status_queries.publication_tables(conn, publication)
     finally:
         conn.close()
     if info is None:

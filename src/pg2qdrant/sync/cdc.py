@@ -15,8 +15,6 @@ import logging
 import threading
 import time
 
-import psycopg
-
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
@@ -261,8 +259,7 @@ class CdcSync(Runner):
                 try:
                     self._session(status)
                     return  # stopped, or caught up (--sync.once)
-                except (SlotBusy, ConnectionLost, psycopg.OperationalError, psycopg.InterfaceError,
-                        TargetError) as exc:
+                except (SlotBusy, ConnectionLost, *connect.CONNECTION_LOST, TargetError) as exc:
                     kind, why = self._failure(exc, progressed=self.stats.changes > applied_before)
                 self.observer.error(kind)
                 if self.stats.changes > applied_before or time.monotonic() - started > 60:

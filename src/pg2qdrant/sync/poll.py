@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import time
 
-import psycopg
-from psycopg import sql
-
 from pg2qdrant import redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
 from pg2qdrant.pipeline import connect_target, READ_BATCH_ROWS
 from pg2qdrant.retry import Backoff
-from pg2qdrant.source import connect, reader, snapshot
+from pg2qdrant.source import connect, snapshot, watermark as source_watermark
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
 from pg2qdrant.sync.state import _StateStore
@@ -84,7 +81,7 @@ class PollSync(Runner):
                         _reconcile_now(self.options, self.plan, self.target, self.ui, self.stats)
                         last_reconcile = time.monotonic()
                     backoff.reset()
-                except (psycopg.OperationalError, SourceError, TargetError) as exc:
+                except (*connect.CONNECTION_LOST, SourceError, TargetError) as exc:
                     delay = backoff.next()
                     self.ui.warn(f"{redaction.redact(getattr(exc, 'message', None) or exc)} - retrying in "
                                  f"{delay:.1f} s.")
@@ -101,22 +98,12 @@ class PollSync(Runner):
         plan, col = self.plan, self.column
         conn = connect.connect(self.options.pg_url, autocommit=True)
         try:
-            oids = reader.prepare_connection(conn, plan)
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # max() and rows: one snapshot
-            column = sql.Identifier(col.name)
-            type_sql = sql.SQL(col.declared)  # format_type() output from the catalog
-            high = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(column, plan.table.ident)).fetchone()[0]
-            where = None
-            if watermark is not None:
-                if _POLL_TYPES[col.type.name] == "time":
-                    where = sql.SQL("{} > {}::{} - {} * interval '1 second'").format(
-                        column, sql.Literal(watermark), type_sql, sql.Literal(self.sync.overlap))
-                else:
-                    where = sql.SQL("{} > {}::{} - {}").format(column, sql.Literal(watermark), type_sql,
-                                                               sql.Literal(self.sync.overlap))
+            high, batches = source_watermark.rows_since(
+                conn, plan, col, watermark, self.sync.overlap, seconds=_POLL_TYPES[col.type.name] == "time",
+                batch_rows=READ_BATCH_ROWS)
             mapper = RowMapper(plan)
             written = 0
-            for rows in reader.copy_rows(conn, reader.copy_query(conn, plan, where), oids, READ_BATCH_ROWS):
+            for rows in batches:
                 written += self._upsert(mapper, rows)
             snapshot.end(conn)
         finally:

@@ -4,58 +4,87 @@
 check after an initial copy into an existing collection; :func:`_reconcile_now`
 runs it on a connection of its own and counts the result. :func:`delete_truncated`
 is the same comparison restricted to the relations a TRUNCATE left alone.
+
+Both compare with verify's ID scan (:func:`pg2qdrant.verify.ids.scan_ids`): IDs
+streamed from both sides into compact arrays and merged, in hash buckets when the
+table is large, so neither side's ID set is ever held whole; what is kept beyond a
+bucket is the missing points' IDs (16 bytes each) until they are filled.
 """
 
 from __future__ import annotations
 
-import psycopg
-from psycopg import sql
-
-from pg2qdrant.mapping import PointId, RowMapper, make_point_id, normalize_point_id, shared_id_error
+from pg2qdrant.destination import operations as ops
+from pg2qdrant.mapping import PointId, RowMapper, make_point_id, shared_id_error
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import connect, lookups, reader
+from pg2qdrant.source import connect
+from pg2qdrant.source import ids as source_ids
+from pg2qdrant.source import row_reads as source_rows
 from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
-from pg2qdrant.destination import operations as ops
 from pg2qdrant.ui import UI
+from pg2qdrant.verify.ids import IdSet, scan_ids
+from pg2qdrant.verify.options import ID_MEMORY_MB, ID_READ_ROWS
 from pg2qdrant.writer import Writer
 
 DELETE_BATCH = 10_000  # point IDs per delete operation handed to the Writer
+FILL_BY_KEY_MAX = 100_000  # missing points re-read by key (keys held); more: one pass over the rows
 
 
-def reconcile(plan: Plan, target, conn: psycopg.Connection, *, batch_size: int, fill: bool = True,
-              ui: UI | None = None) -> tuple[int, int]:
+def reconcile(plan: Plan, target, conn: connect.Connection, *, batch_size: int, fill: bool = True,
+              ui: UI | None = None, memory_mb: float = ID_MEMORY_MB) -> tuple[int, int]:
     """Make the collection's ID set equal the table's: (orphans deleted, missing points written).
 
     Runs while nothing else writes the collection. ``conn`` may be inside a
     snapshot (the initial copy's), then the comparison is as of that snapshot.
+    Distinct keys on one point stop it (deleting either row would remove the other's
+    point), before anything is deleted when the IDs fit in one bucket.
     """
-    oids = reader.prepare_connection(conn, plan)
-    source: dict[PointId, tuple] = {}
-    for key in lookups.iter_key_rows(conn, plan, oids):
-        pid = normalize_point_id(make_point_id(plan.key, key))
-        other = source.setdefault(pid, key)
-        if other != key:  # two rows, one point: deleting either would remove the other's
-            raise shared_id_error(plan, [(pid, [other[0], key[0]])])
-    present = {normalize_point_id(r.id) for r in target.scroll(plan.collection, batch=2000, with_vectors=False,
-                                                   with_payload=False)}
-    orphans = [pid for pid in present if pid not in source]
     writer = Writer(target, plan.collection, batch_size=batch_size)  # requests bounded by points and bytes
-    _delete(writer, orphans)
-    filled = 0
-    if fill:
-        missing = [key for pid, key in source.items() if pid not in present]
-        if missing:
-            mapper = RowMapper(plan)
-            for start in range(0, len(missing), REREAD_CHUNK):
-                rows = lookups.fetch_rows_by_key(conn, plan, oids, missing[start:start + REREAD_CHUNK])
-                writer.apply([ops.Upsert(mapper.map_rows(rows))])
-                filled += len(rows)
-    if ui is not None and (orphans or filled):
-        ui.info(f"Reconciled {plan.collection!r} with {plan.table.display}: {len(orphans):,} orphan point(s) "
+    missing = IdSet()
+    scan = scan_ids(conn, plan, target, plan.collection, memory_mb=memory_mb,
+                    expected_points=target.count(plan.collection),
+                    on_duplicates=lambda ids: _check_shared(conn, plan, ids),
+                    on_orphans=lambda ids: _delete(writer, ids), on_missing=missing.add if fill else None)
+    filled = _fill(conn, plan, writer, missing) if fill and len(missing) else 0
+    if ui is not None and (scan.orphans or filled):
+        ui.info(f"Reconciled {plan.collection!r} with {plan.table.display}: {scan.orphans:,} orphan point(s) "
                 f"deleted, {filled:,} missing point(s) written.")
-    return len(orphans), filled
+    return scan.orphans, filled
+
+
+def _check_shared(conn: connect.Connection, plan: Plan, pids: list[PointId]) -> None:
+    """Several rows on one point: fine when they hold the same key (an inheritance parent and
+    child), a DataError naming the keys when the keys differ (a UUID spelled two ways)."""
+    shared = IdSet()
+    shared.add(pids)
+    first: dict[PointId, tuple] = {}
+    for _, keys in source_ids.key_batches(conn, plan, ID_READ_ROWS):
+        ids = [make_point_id(plan.key, k) for k in keys]
+        for pid, key, hit in zip(ids, keys, shared.contains(ids)):
+            if hit and first.setdefault(pid, key) != key:
+                raise shared_id_error(plan, [(pid, [first[pid][0], key[0]])])
+
+
+def _fill(conn: connect.Connection, plan: Plan, writer: Writer, missing: IdSet) -> int:
+    """Write the points of the rows whose IDs are ``missing``: re-read by key when they are few,
+    else picked from one pass over the rows (the keys of many would not fit in memory)."""
+    mapper = RowMapper(plan)
+    filled = 0
+    if len(missing) > FILL_BY_KEY_MAX:
+        for rows in source_rows.row_batches(conn, plan, REREAD_CHUNK):
+            wanted = [row for row, hit in zip(rows, missing.contains([mapper.point_id(r) for r in rows])) if hit]
+            if wanted:
+                writer.apply([ops.Upsert(mapper.map_rows(wanted))])
+                filled += len(wanted)
+        return filled
+    keys = [key for _, batch in source_ids.key_batches(conn, plan, ID_READ_ROWS)
+            for key, hit in zip(batch, missing.contains([make_point_id(plan.key, k) for k in batch])) if hit]
+    for start in range(0, len(keys), REREAD_CHUNK):
+        rows = source_rows.rows_by_key(conn, plan, keys[start:start + REREAD_CHUNK])
+        writer.apply([ops.Upsert(mapper.map_rows(rows))])
+        filled += len(rows)
+    return filled
 
 
 def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats: SyncStats) -> None:
@@ -86,25 +115,20 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
     since then goes too, which the later Delete in the stream would do anyway; a row
     re-inserted into a truncated relation since then has its Insert later in the stream.
     Not filled from the table (unlike :func:`reconcile`): the stream brings what follows.
-    Holds the remaining relations' IDs in memory (as :func:`reconcile` holds the table's).
     A key held by a truncated parent and by one of its children at once (inheritance does
     not keep keys unique across tables; both rows were one point) keeps its point.
     """
+    writer = Writer(target, plan.collection, batch_size=options.batch_size)
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
-        oids = reader.prepare_connection(conn, plan)
-        kept: set[PointId] = set()
-        for leaf in remaining:
-            for key in lookups.iter_key_rows(conn, plan, oids, sql.SQL("ONLY ") + leaf.ident):
-                kept.add(normalize_point_id(make_point_id(plan.key, key)))
+        scan = scan_ids(conn, plan, target, plan.collection, expected_points=target.count(plan.collection),
+                        leaves=remaining,
+                        on_orphans=lambda ids: _delete(writer, ids))
     finally:
         conn.close()
-    gone = [pid for pid in (normalize_point_id(r.id) for r in target.scroll(
-        plan.collection, batch=2000, with_vectors=False, with_payload=False)) if pid not in kept]
-    _delete(Writer(target, plan.collection, batch_size=options.batch_size), gone)
-    ui.info(f"TRUNCATE of {_names(truncated)}: deleted {len(gone):,} point(s); the points of {_names(remaining)} "
-            "stay.")
-    return len(gone)
+    ui.info(f"TRUNCATE of {_names(truncated)}: deleted {scan.orphans:,} point(s); the points of "
+            f"{_names(remaining)} stay.")
+    return scan.orphans
 
 
 def _names(leaves: tuple[Leaf, ...], shown: int = 4) -> str:

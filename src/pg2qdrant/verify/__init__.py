@@ -23,8 +23,8 @@ Layout (one module per concern; every public name is re-exported here, so
 
 - :mod:`.compare`: value and vector comparison (:class:`Mismatch`, :func:`same_json`,
   :func:`ulps_apart`, :func:`compare_vector`, :func:`compare_points`);
-- :mod:`.source_rows`: reading source rows with the plan's SELECT (:func:`source_select`,
-  :func:`iter_source_batches`, :func:`fetch_source_batch`);
+- :mod:`.source_rows`: reading source rows with the plan's SELECT (:func:`iter_source_batches`,
+  :func:`fetch_source_batch`);
 - :mod:`.options`: defaults, :class:`Thresholds`, :class:`VerifyOptions`, sample rules;
 - :mod:`.ids`: the streamed ID scan of checks 1 and 2 (:class:`IdScan`, :func:`scan_ids`);
 - :mod:`.search`: search-parity metrics (:class:`ParityStats`) and query vectors
@@ -34,7 +34,6 @@ Layout (one module per concern; every public name is re-exported here, so
 
 from pg2qdrant.verify.compare import (COSINE_ATOL, FLOAT16_RTOL, Mismatch, compare_points, compare_vector, json_type,
                                       same_json, ulps_apart)
-from pg2qdrant.source.reader import copy_query as source_select
 from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches
 from pg2qdrant.verify.options import (BYTES_PER_ROW, DEFAULT_K, DEFAULT_QUERIES, EXAMPLES_KEPT, ID_MEMORY_MB,
                                       ID_READ_ROWS, ID_SCROLL_BATCH, INDEX_POLL_S, INDEX_TIMEOUT_S, RETRIEVE_BATCH,
@@ -51,7 +50,7 @@ __all__ = [
     "COSINE_ATOL", "FLOAT16_RTOL", "Mismatch", "compare_points", "compare_vector", "json_type", "same_json",
     "ulps_apart",
     # source_rows
-    "fetch_source_batch", "iter_source_batches", "source_select",
+    "fetch_source_batch", "iter_source_batches",
     # options
     "BYTES_PER_ROW", "DEFAULT_K", "DEFAULT_QUERIES", "EXAMPLES_KEPT", "ID_MEMORY_MB", "ID_READ_ROWS",
     "ID_SCROLL_BATCH", "INDEX_POLL_S", "INDEX_TIMEOUT_S", "RETRIEVE_BATCH", "SAMPLE_ALL_BELOW", "SAMPLE_FRACTION",

@@ -7,7 +7,6 @@ their results into :class:`~pg2qdrant.report.CheckResult` findings and a report.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -17,13 +16,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import psycopg
-from psycopg import sql
 
-from pg2qdrant.layouts import where_sql
 from pg2qdrant.errors import InputError, Pg2QdrantError
 from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
 from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape
+from pg2qdrant.source import search as pg_search
+from pg2qdrant.source.connect import Connection
 from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
 from pg2qdrant.verify.ids import IdScan, scan_ids
@@ -127,7 +125,7 @@ class Verification:
     """The five checks on one source session (snapshot) and one target collection."""
 
     def __init__(self, session, target, target_display: str, is_local_mode: bool, opts: VerifyOptions, ui):
-        self.conn: psycopg.Connection = session.conn
+        self.conn: Connection = session.conn
         self.plan: Plan = session.plan
         self.target = target
         self.target_display = target_display
@@ -311,13 +309,8 @@ class Verification:
             yield from iter_source_batches(self.conn, self.plan, batch_rows=RETRIEVE_BATCH)
             return
         pct = min(100.0, 100.0 * (n + 3 * math.sqrt(n)) / total)
-        if self.plan.table.relkind in ("v", "f"):  # TABLESAMPLE needs a table or materialized view
-            self.conn.execute("SELECT setseed(%s)", (self.seed / 2**31,))
-            yield from iter_source_batches(self.conn, self.plan, sql.SQL("random() < {}").format(
-                sql.Literal(pct / 100)), batch_rows=RETRIEVE_BATCH)
-            return
-        clause = sql.SQL("BERNOULLI ({}) REPEATABLE ({})").format(sql.Literal(pct), sql.Literal(self.seed))
-        yield from iter_source_batches(self.conn, self.plan, tablesample=clause, batch_rows=RETRIEVE_BATCH)
+        yield from iter_source_batches(self.conn, self.plan, sample_percent=pct, seed=self.seed,
+                                       batch_rows=RETRIEVE_BATCH)
 
     def _fill_reservoir(self, reservoir: QueryReservoir, total: int) -> None:
         """Query vectors when the values check sampled nothing."""
@@ -368,7 +361,7 @@ class Verification:
             return
         try:
             exact, approx, index_used, hnsw_same = self._parity(spec, queries, hnsw)
-        except (psycopg.Error, Pg2QdrantError) as exc:
+        except Pg2QdrantError as exc:  # SourceError from pgvector's search, TargetError from Qdrant's
             out.add(FAIL, f"{spec.name}: search failed: {exc}")
             return
         if index_used:
@@ -460,10 +453,7 @@ class Verification:
         search_sql = self._pg_search_sql(spec)
         index_used = False
         hnsw_same_as_exact = True
-        self.conn.execute("SAVEPOINT pg2qdrant_verify")
-        try:
-            for setting in ("enable_indexscan", "enable_bitmapscan", "enable_indexonlyscan"):
-                self.conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
+        with pg_search.exact_scans(self.conn):
             with self.ui.progress(len(queries), f"Searching {spec.name} on both sides") as progress:
                 for i, (label, vector) in enumerate(queries):
                     literal = self._pg_literal(spec, vector)
@@ -490,33 +480,19 @@ class Verification:
                         ids_by_mode.append([pid for pid, _ in found])
                     hnsw_same_as_exact = hnsw_same_as_exact and ids_by_mode[0] == ids_by_mode[-1]
                     progress.advance(1)
-        finally:  # the savepoint also undoes the SET LOCALs
-            self.conn.execute("ROLLBACK TO SAVEPOINT pg2qdrant_verify")
-            self.conn.execute("RELEASE SAVEPOINT pg2qdrant_verify")
         return exact, approx, index_used, bool(approx is not None and approx.recalls and hnsw_same_as_exact)
 
-    def _pg_search_sql(self, spec: VectorSpec) -> sql.Composable:
-        schema = self._pgvector_schema()
+    def _pg_search_sql(self, spec: VectorSpec) -> pg_search.ExactSearch:
+        """pgvector's exact search for ``spec``: its operator, the query cast to the column's type."""
         if spec.is_sparse:
-            op, cast = "<#>", sql.Identifier(schema, "sparsevec")
+            op, cast, bits = "<#>", (None, "sparsevec"), None
         elif spec.kind == "bit":
-            op, cast = HAMMING[0], sql.SQL("bit({})").format(sql.SQL(str(int(spec.size or 0))))
+            op, cast, bits = HAMMING[0], None, spec.size
         else:
             col = self.plan.table.column(spec.column)
-            op, cast = PG_OPERATORS[spec.distance or "Cosine"][0], sql.Identifier(col.type.schema, col.type.name)
-        keys = sql.SQL(", ").join(sql.SQL(self.plan.reads[i].sql) for i in self.plan.key.read_indexes)
-        column = sql.SQL(self.plan.reads[spec.read_index].sql)
-        return sql.SQL("SELECT {keys}, {col} OPERATOR({schema}.{op}) %s::{cast} FROM {table} "
-                       "WHERE {col} IS NOT NULL{filter} ORDER BY {pos} LIMIT {k}").format(
-            filter=sql.SQL(" AND ") + where_sql(self.plan) if self.plan.where else sql.SQL(""),
-            keys=keys, col=column, schema=sql.Identifier(schema), op=sql.SQL(op), cast=cast,
-            table=self.plan.table.ident, pos=sql.SQL(str(len(self.plan.key.read_indexes) + 1)),
-            k=sql.Literal(self.opts.k))
-
-    def _pgvector_schema(self) -> str:
-        row = self.conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = "
-                                "e.extnamespace WHERE e.extname = 'vector'").fetchone()
-        return row[0] if row else "public"
+            op, cast, bits = PG_OPERATORS[spec.distance or "Cosine"][0], (col.type.schema, col.type.name), None
+        return pg_search.ExactSearch(self.conn, self.plan, spec.read_index, op, self.opts.k, cast_type=cast,
+                                     bits=bits)
 
     def _pg_literal(self, spec: VectorSpec, vector: Any) -> str:
         if spec.is_sparse:
@@ -526,15 +502,11 @@ class Verification:
             return "".join("1" if x else "0" for x in np.asarray(vector))
         return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
 
-    def _pg_top_k(self, query: sql.Composable, literal: str) -> list[tuple[Any, float]]:
-        nkeys = len(self.plan.key.read_indexes)
-        with self.conn.cursor(binary=True) as cur:
-            rows = cur.execute(query, (literal,)).fetchall()
-        return [(make_point_id(self.plan.key, r[:nkeys]), float(r[nkeys])) for r in rows]
+    def _pg_top_k(self, search: pg_search.ExactSearch, literal: str) -> list[tuple[Any, float]]:
+        return [(make_point_id(self.plan.key, keys), d) for keys, d in search.top_k(literal)]
 
-    def _pg_uses_index(self, query: sql.Composable, literal: str) -> bool:
-        text = json.dumps(self.conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, (literal,)).fetchone()[0])
-        return "Index Scan" in text or "Index Only Scan" in text or "Bitmap" in text
+    def _pg_uses_index(self, search: pg_search.ExactSearch, literal: str) -> bool:
+        return search.uses_index(literal)
 
 
 def _examples(scan: IdScan, what: str) -> str:

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import psycopg
-from psycopg import sql
 
-from pg2qdrant.layouts import where_sql
 from pg2qdrant.mapping import make_point_id
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import reader
+from pg2qdrant.source import ids as source_ids
+from pg2qdrant.source.catalog import Leaf
+from pg2qdrant.source.connect import Connection
 from pg2qdrant.verify.options import BYTES_PER_ROW, EXAMPLES_KEPT, ID_MEMORY_MB, ID_READ_ROWS, ID_SCROLL_BATCH
 
 
@@ -72,6 +71,59 @@ def _decode_id(kind: str, hi: Any, lo: Any) -> int | str:
     return int(hi) if kind == "int" else str(uuid.UUID(int=(int(hi) << 64) | int(lo)))
 
 
+IdsHook = Callable[[list[int | str]], None]
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    on_orphans: IdsHook | None = None
+    on_missing: IdsHook | None = None
+    on_duplicates: IdsHook | None = None
+
+
+class IdSet:
+    """A set of point IDs held compactly (16 bytes each, sorted numpy arrays per kind), to test
+    streamed batches against: what a caller keeps of an ID scan instead of Python objects."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {"int": [], "uuid": []}
+        self._sorted: dict[str, np.ndarray] | None = None
+        self.size = 0
+
+    @staticmethod
+    def _codes(ids: Sequence[Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per kind: (each ID's bytes, its position in ``ids``)."""
+        ints = [n for n, i in enumerate(ids) if isinstance(i, int)]
+        uuids = [n for n, i in enumerate(ids) if not isinstance(i, int)]
+        return {"int": (np.array([ids[n] for n in ints], dtype=np.uint64).astype(">u8").view("S8"),
+                        np.array(ints, dtype=np.int64)),
+                "uuid": (np.frombuffer(b"".join(_uuid_bytes(ids[n]) for n in uuids), dtype="S16"),
+                         np.array(uuids, dtype=np.int64))}
+
+    def add(self, ids: Sequence[Any]) -> None:
+        for kind, (codes, _) in self._codes(ids).items():
+            if len(codes):
+                self._parts[kind].append(codes)
+                self.size += len(codes)
+        self._sorted = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def contains(self, ids: Sequence[Any]) -> list[bool]:
+        """For each of ``ids``: whether it is in the set."""
+        if self._sorted is None:  # sorted once, then each batch is a binary search
+            self._sorted = {kind: np.sort(np.concatenate(parts)) for kind, parts in self._parts.items() if parts}
+            self._parts = {kind: [self._sorted[kind]] if kind in self._sorted else [] for kind in self._parts}
+        found = np.zeros(len(ids), dtype=bool)
+        for kind, (codes, positions) in self._codes(ids).items():
+            ref = self._sorted.get(kind)
+            if ref is not None and len(codes):
+                at = np.minimum(np.searchsorted(ref, codes), len(ref) - 1)
+                found[positions] = ref[at] == codes
+        return found.tolist()
+
+
 @dataclass
 class IdScan:
     """What streaming every ID from both sides found."""
@@ -92,46 +144,34 @@ class IdScan:
         return sum(self.leaf_rows)
 
 
-def _leaf_relations(plan: Plan) -> list[tuple[str, sql.Composable]]:
-    """(name, FROM clause) of every relation holding rows: each partition or inheritance child
-    alone (ONLY), or the whole view / foreign table."""
-    table = plan.table
-    if table.relkind in ("v", "f") or not table.leaves:
-        return [(table.display, table.ident)]
-    return [(leaf.display, sql.SQL("ONLY ") + leaf.ident) for leaf in table.leaves]
-
-
-def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, memory_mb: float = ID_MEMORY_MB,
+def scan_ids(conn: Connection, plan: Plan, target, collection: str, *, memory_mb: float = ID_MEMORY_MB,
              expected_points: int = 0, progress=None,
-             on_orphans: Callable[[list[int | str]], None] | None = None) -> IdScan:
+             on_orphans: IdsHook | None = None, on_missing: IdsHook | None = None,
+             on_duplicates: IdsHook | None = None, leaves: Sequence[Leaf] | None = None) -> IdScan:
     """Every source row's point ID (mapped like migrate) against every point ID in the collection.
 
     Reads only the key columns, one leaf relation (partition) at a time, so that
-    missing points can be attributed to their partition; see the module docstring
-    for the memory this needs. ``on_orphans`` receives every orphan's ID (points
-    with no row), a hash bucket at a time, in lists of at most ID_SCROLL_BATCH: a
-    bucket's orphans are never seen again by the later buckets, so it may delete them.
+    missing points can be attributed to their partition (only the ``leaves`` given,
+    when given); see the module docstring for the memory this needs. The hooks see
+    the IDs a hash bucket at a time (a bucket's IDs are never seen again by the later
+    buckets): ``on_duplicates`` first, all the bucket's IDs that several rows map to
+    in one list (the source connection is idle then); then ``on_orphans`` (points with
+    no row: it may delete them) and ``on_missing`` (rows with no point), in lists of at
+    most ID_SCROLL_BATCH.
     """
-    leaves = _leaf_relations(plan)
-    oids = reader.prepare_connection(conn, plan)
-    key_oids = [oids[i] for i in plan.key.read_indexes]
-    keys = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+    hooks = _Hooks(on_orphans, on_missing, on_duplicates)
+    names = source_ids.relation_names(plan, leaves)
     expected = max(plan.table.estimated_rows, expected_points, 1)
     passes = max(1, math.ceil(expected * BYTES_PER_ROW / (memory_mb * 2**20)))
-    scan = IdScan([name for name, _ in leaves], [0] * len(leaves), missing_by_leaf=[0] * len(leaves),
-                  passes=passes)
+    scan = IdScan(names, [0] * len(names), missing_by_leaf=[0] * len(names), passes=passes)
     for bucket in range(passes):
         source, found = _IdArrays(), _IdArrays()
-        for tag, (_, relation) in enumerate(leaves):
-            where = where_sql(plan)  # --pg.where: only the rows that were copied count
-            query = sql.SQL("COPY (SELECT {k} FROM {r}{w}) TO STDOUT (FORMAT BINARY)").format(
-                k=keys, r=relation, w=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""))
-            for rows in reader.copy_rows(conn, query, key_oids, ID_READ_ROWS):
-                source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
-                if bucket == 0:
-                    scan.leaf_rows[tag] += len(rows)
-                if progress is not None:
-                    progress.advance(len(rows))
+        for tag, rows in source_ids.key_batches(conn, plan, ID_READ_ROWS, leaves=leaves):
+            source.add([make_point_id(plan.key, r) for r in rows], tag, bucket, passes)
+            if bucket == 0:
+                scan.leaf_rows[tag] += len(rows)
+            if progress is not None:
+                progress.advance(len(rows))
         chunk: list[Any] = []
         for record in target.scroll(collection, batch=ID_SCROLL_BATCH, with_vectors=False, with_payload=False):
             chunk.append(record.id)
@@ -145,12 +185,11 @@ def scan_ids(conn: psycopg.Connection, plan: Plan, target, collection: str, *, m
             scan.target_points += len(chunk)
         scan.peak_ids = max(scan.peak_ids, source.size + found.size)
         for kind in ("int", "uuid"):
-            _merge(scan, kind, source, found, on_orphans)
+            _merge(scan, kind, source, found, hooks)
     return scan
 
 
-def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays,
-           on_orphans: Callable[[list[int | str]], None] | None = None) -> None:
+def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays, hooks: _Hooks | None = None) -> None:
     """Sort both sides' IDs together; in each run of equal IDs the source rows come first.
 
     A run led by a target ID has no source row (an orphan); a source row after the
@@ -188,11 +227,17 @@ def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays,
     scan.missing += int(missing.sum())
     for tag, n in enumerate(np.bincount(tags[missing], minlength=len(scan.leaf_names))):
         scan.missing_by_leaf[tag] += int(n)
-    if on_orphans is not None:
-        where = np.flatnonzero(orphan)
-        for start in range(0, len(where), ID_SCROLL_BATCH):
-            chunk = where[start:start + ID_SCROLL_BATCH]
-            on_orphans([_decode_id(kind, h, l) for h, l in zip(hi[chunk], lo[chunk])])
+    if hooks is not None:
+        if hooks.on_duplicates is not None and duplicate.any():
+            where = np.flatnonzero(duplicate)
+            hooks.on_duplicates([_decode_id(kind, h, l) for h, l in zip(hi[where], lo[where])])
+        for hook, mask in ((hooks.on_orphans, orphan), (hooks.on_missing, missing)):
+            if hook is None:
+                continue
+            where = np.flatnonzero(mask)
+            for start in range(0, len(where), ID_SCROLL_BATCH):
+                chunk = where[start:start + ID_SCROLL_BATCH]
+                hook([_decode_id(kind, h, l) for h, l in zip(hi[chunk], lo[chunk])])
     for what, mask in (("missing", missing), ("duplicate", duplicate), ("orphan", orphan)):
         for i in np.flatnonzero(mask)[:EXAMPLES_KEPT]:
             if len(scan.examples) < 3 * EXAMPLES_KEPT:

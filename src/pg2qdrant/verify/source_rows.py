@@ -1,37 +1,32 @@
-"""Reading source rows with the plan's own SELECT (optionally filtered or sampled), mapped like migrate.
+"""Reading source rows with the plan's own SELECT (all, sampled, or by key), mapped like migrate.
 
-Kept apart from :mod:`.compare` because it talks to PostgreSQL, while comparing is
-pure: the values check, the demo and the tests read expected points through here.
+Kept apart from :mod:`.compare` because it talks to PostgreSQL (through
+:mod:`pg2qdrant.source.rows`), while comparing is pure: the values check, the demo and
+the tests read expected points through here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
-
-import psycopg
-from psycopg import sql
+from collections.abc import Iterator, Sequence
 
 from pg2qdrant.mapping import PointBatch, RowMapper
 from pg2qdrant.plan import Plan
-from pg2qdrant.source import reader
+from pg2qdrant.source import row_reads as source_rows
+from pg2qdrant.source.connect import Connection
 
 
-def iter_source_batches(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
-                        params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
-                        limit: int | None = None, batch_rows: int = 256) -> Iterator[PointBatch]:
-    """Stream rows with the plan's SELECT and map them like migrate, ``batch_rows`` at a time."""
-    oids = reader.prepare_connection(conn, plan)
+def iter_source_batches(conn: Connection, plan: Plan, *, sample_percent: float | None = None, seed: int = 0,
+                        batch_rows: int = 256) -> Iterator[PointBatch]:
+    """Stream rows (all, or a repeatable ``sample_percent`` % sample) mapped like migrate, ``batch_rows`` at a time."""
     mapper = RowMapper(plan)
-    query = reader.copy_query(conn, plan, where, params, tablesample=tablesample, limit=limit)
-    for rows in reader.copy_rows(conn, query, oids, batch_rows):
+    for rows in source_rows.row_batches(conn, plan, batch_rows, sample_percent=sample_percent, seed=seed):
         yield mapper.map_rows(rows)
 
 
-def fetch_source_batch(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
-                       params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
-                       limit: int | None = None) -> PointBatch:
-    """Read rows with the plan's own SELECT (optionally filtered) and map them like migrate."""
-    oids = reader.prepare_connection(conn, plan)
-    query = reader.copy_query(conn, plan, where, params, tablesample=tablesample, limit=limit)
-    rows = [row for chunk in reader.copy_rows(conn, query, oids, 10_000) for row in chunk]
+def fetch_source_batch(conn: Connection, plan: Plan, keys: Sequence[tuple] | None = None) -> PointBatch:
+    """Read every row (or the rows with these key values) and map them like migrate."""
+    if keys is not None:
+        rows = source_rows.rows_by_key(conn, plan, keys)
+    else:
+        rows = [row for chunk in source_rows.row_batches(conn, plan, 10_000) for row in chunk]
     return RowMapper(plan).map_rows(rows)
