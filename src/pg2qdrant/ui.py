@@ -11,8 +11,9 @@ import contextlib
 import io
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
@@ -75,14 +76,14 @@ class UI:
         self.err.print("[red bold]error:[/red bold] ", end="")
         self.err.print(message, markup=False)
 
-    def progress(self, total: int | None, description: str) -> "ProgressReporter | ProgressPart":
+    def progress(self, total: int | None, description: str) -> ProgressReporter | ProgressPart:
         if self._shared is not None:
             return ProgressPart(self._shared, description)
         self.last_progress = ProgressReporter(self, total, description)  # read by --metrics-port
         return self.last_progress
 
     @contextlib.contextmanager
-    def shared_progress(self, total: int | None, description: str) -> Iterator["ProgressReporter"]:
+    def shared_progress(self, total: int | None, description: str) -> Iterator[ProgressReporter]:
         """One display for several copies (migrate --migration.consistent): while it is open,
         :meth:`progress` hands out parts of it instead of new displays."""
         with self.progress(total, description) as shared:
@@ -173,7 +174,7 @@ class ProgressPart:
         self.description = description
         self._ranges_total = self._ranges_done = 0
 
-    def __enter__(self) -> "ProgressPart":
+    def __enter__(self) -> ProgressPart:
         self.whole.describe(f"{self.whole.description}: {self.description}")
         return self
 
