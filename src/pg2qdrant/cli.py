@@ -32,6 +32,9 @@ def _migrate_command(name: str, hidden: bool = False):
                "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
     @sync_flags
     @config_options
+    @bool_flag("--migration.consistent", "consistent", False,
+               "With --config: read every table in one snapshot, so the collections are one point in time "
+               "(an interrupted run starts over); default: table by table, each resumable.")
     @service_options
     @global_options
     @handle_errors

@@ -253,7 +253,8 @@ def handle_errors(fn: Callable) -> Callable:
         debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
         from pg2qdrant import observability
         _stop_on_sigterm()
-        ui = observability.make_ui(kwargs.get("log_format"), kwargs.get("log_file"))
+        # A migration file's entries share the command's UI (one progress display, one metrics source).
+        ui = kwargs.pop("ui", None) or observability.make_ui(kwargs.get("log_format"), kwargs.get("log_file"))
         try:
             observability.setup_logging(debug, kwargs.get("log_format"), kwargs.get("log_file"))
             return fn(*args, ui=ui, **kwargs)
@@ -318,7 +319,8 @@ def build_migration_options(kw: dict):
         replication_factor=kw["replication_factor"], payload_index=_split(kw["payload_index"]),
         auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
         state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
-        range_rows=kw["range_rows"], delete_orphans=kw["delete_orphans"], **_layout_options(kw),
+        range_rows=kw["range_rows"], delete_orphans=kw["delete_orphans"], shared_snapshot=kw.get("shared_snapshot"),
+        **_layout_options(kw),
     )
 
 

@@ -17,6 +17,7 @@ others, one summary table follows, and the exit code is the worst of them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -317,9 +318,10 @@ def _stop_on(errors: list[Pg2QdrantError]) -> None:
         sys.exit(max(e.exit_code for e in errors))
 
 
-def _check(command: str, entry: Entry) -> None:
+def _check(command: str, entry: Entry) -> int:
     """What the command checks before it writes (flags, table, plan: keys, columns, dimensions),
-    for every entry before any runs; warnings are left to the run."""
+    for every entry before any runs; warnings are left to the run. Returns the rows to copy when
+    the entry reads a shared snapshot (--migration.consistent: one progress display), else 0."""
     from pg2qdrant.cli_verify import build_verify_options
     from pg2qdrant.pipeline import open_source
     options = build_migration_options(entry.kw)
@@ -327,8 +329,13 @@ def _check(command: str, entry: Entry) -> None:
         build_verify_options(entry.kw)
     one = "sync" if command == "sync" else "migrate --then-sync" if entry.kw.get("then_sync") else None
     silent = UI(quiet=True, stdout=io.StringIO(), stderr=io.StringIO())
+    rows = 0
     for job in layout_jobs(options, silent, command=one):
-        open_source(job, silent, count=False).close()
+        shared = options.shared_snapshot  # checked as of the snapshot it is copied from, and counted
+        session = open_source(job, silent, count=shared is not None, snapshot_id=shared)
+        rows += session.source_rows or 0
+        session.close()
+    return rows
 
 
 def _prefixed(entry: Entry, exc: Pg2QdrantError) -> Pg2QdrantError:
@@ -357,16 +364,20 @@ def each_entry(command: str) -> Callable:
                     f"{len(entries)} are selected: {', '.join(e.name for e in entries)}.",
                     fix=f"run one per table with --only NAME, e.g. --only {entries[0].name}.")
             errors = [e.error for e in entries if e.error]
+            shared = _share_snapshot(entries) if command == "migrate" and not one_table else None
+            if shared is not None:
+                ctx.call_on_close(shared.close)  # ends the snapshot once every table has been read
+            rows = 0
             for entry in entries:
                 if command != "inspect" and ctx.invoked_subcommand is None and not entry.error:
                     try:  # `sync status/drop` write nothing: they are not held up by a check
-                        _check(command, entry)
+                        rows += _check(command, entry)
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
             _stop_on(errors)
             if one_table:
                 return _exit(fn(*args, ui=ui, **entries[0].kw))
-            _run_all(fn, args, entries, command, ui)
+            _run_all(fn, args, entries, command, ui, shared_rows=rows if shared is not None else None)
         return wrapper
     return decorate
 
@@ -380,24 +391,65 @@ def _exit(runs: Any) -> None:
         sys.exit(_exit_code(runs))
 
 
-def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: UI) -> None:
+def _share_snapshot(entries: list[Entry]) -> psycopg.Connection | None:
+    """--migration.consistent: export one snapshot for every entry to read (each entry's
+    ``shared_snapshot``); the returned connection holds it until closed. None without the flag."""
+    from pg2qdrant.source import connect, snapshot
+    ok = [e for e in entries if not e.error]
+    asked = {bool(e.kw.get("consistent")) for e in ok}
+    if asked != {True}:
+        if asked == {True, False}:
+            raise InputError("--migration.consistent is set for some entries only; one snapshot is read by all the "
+                             "tables of a run or by none.",
+                             fix="set migration.consistent at the top of the file (or on the command line).")
+        return None
+    urls = {e.kw.get("pg_url") for e in ok}
+    if len(urls) > 1:
+        raise InputError("--migration.consistent reads every table in one snapshot of one database; the entries "
+                         f"connect with {len(urls)} different pg.url.",
+                         fix="give every entry the same pg.url (at the top of the file), or leave out "
+                             "--migration.consistent to copy table by table.")
+    if None in urls:
+        return None  # --pg.url is missing: the checks say so
+    conn = connect.connect(urls.pop(), autocommit=True)
+    try:
+        snapshot_id = snapshot.begin_snapshot(conn)
+    except BaseException:
+        conn.close()
+        raise
+    for entry in ok:
+        entry.kw["shared_snapshot"] = snapshot_id
+    return conn
+
+
+def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: UI, *,
+             shared_rows: int | None = None) -> None:
+    """Run every entry; ``shared_rows``: they read one snapshot holding that many rows (one display)."""
     rows, worst, failed = [], 0, 0
-    for i, entry in enumerate(entries, 1):
-        ui.info(f"[{i}/{len(entries)}] {entry.name}: {entry.kw.get('pg_table')}")
-        try:  # the command's own error handling, per entry: a failure is reported, the next one runs
-            runs, code = handle_errors(fn)(*args, **entry.kw), 0
-            code = _exit_code(runs)
-        except SystemExit as exc:
-            runs, code = None, exc.code if isinstance(exc.code, int) else 1
-        rows += _rows(entry, command, runs, code)
-        worst, failed = max(worst, code), failed + (code != 0)
-        if code == Interrupted.exit_code:
-            break
+    with contextlib.nullcontext() if shared_rows is None else ui.shared_progress(
+            shared_rows, f"{len(entries)} entries, one snapshot"):
+        for i, entry in enumerate(entries, 1):
+            ui.info(f"[{i}/{len(entries)}] {entry.name}: {entry.kw.get('pg_table')}")
+            try:  # the command's own error handling, per entry: a failure is reported, the next one runs
+                runs, code = handle_errors(fn)(*args, ui=ui, **entry.kw), 0
+                code = _exit_code(runs)
+            except SystemExit as exc:
+                runs, code = None, exc.code if isinstance(exc.code, int) else 1
+            rows += _rows(entry, command, runs, code)
+            worst, failed = max(worst, code), failed + (code != 0)
+            if code == Interrupted.exit_code:
+                break
     title = f"Summary: {len(entries)} entries, {i - failed} ok, {failed} failed" + (
-        f", {len(entries) - i} not run (interrupted)" if i < len(entries) else "")
+        f", {len(entries) - i} not run (interrupted)" if i < len(entries) else "") + (
+        ", read in one snapshot" if shared_rows is not None else "")
     columns = ("entry", "table", "collection", "rows", "points", "time", "rate", "verdict") if command == "migrate" \
         else ("entry", "table", "verdict")
     ui.out.print(table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
+    if shared_rows is not None and (failed or i < len(entries)):
+        ui.warn("These tables were read in one snapshot, which ended with this run: it cannot be resumed. Rerun "
+                "with --migration.consistent to copy every table again from a new snapshot (add "
+                "--migration.delete-orphans to remove points of rows deleted meanwhile), or without it to resume "
+                "table by table from the saved progress (the collections are then not one point in time).")
     if worst:
         sys.exit(worst)
 

@@ -121,6 +121,9 @@ class CopyOptions:
     restart: bool = False
     dry_run: bool = False
     delete_orphans: bool = False  # after the copy, delete the points no row of the snapshot maps to
+    # migrate --config --migration.consistent: the exported snapshot every table of the run reads;
+    # saved progress is then not resumed (it was read in another snapshot, gone with its run)
+    shared_snapshot: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers == 0:

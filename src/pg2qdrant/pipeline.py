@@ -328,7 +328,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
     options.validate()
     address = parse_target_url(options.qdrant_url)  # input errors before any connection
     started = time.monotonic()
-    session = open_source(options, ui, snapshot_id=snapshot_id)
+    session = open_source(options, ui, snapshot_id=snapshot_id or options.shared_snapshot)
     own_target = target is None
     try:
         plan = session.plan
@@ -467,8 +467,9 @@ def _load_or_start_state(session: SourceSession, plan: Plan, options: MigrationO
     state = store.load(state_id)
     if state is None and options.state_file:
         _note_other_targets(store, source, plan, fingerprint, where, ui)
-    void = None if state is None or options.restart else _void_progress(state, target, plan.collection, exists)
-    if state is not None and not options.restart and void is None:
+    restart = options.restart or options.shared_snapshot is not None
+    void = None if state is None or restart else _void_progress(state, target, plan.collection, exists)
+    if state is not None and not restart and void is None:
         if state.status != "complete":
             ui.info(f"Resuming the migration of {plan.table.display} into {plan.collection!r}: "
                     f"{len(state.done)} of {len(state.ranges)} ranges ({state.rows_done:,} rows) were "
@@ -478,6 +479,10 @@ def _load_or_start_state(session: SourceSession, plan: Plan, options: MigrationO
         ui.warn(f"{void}, so the saved progress of an earlier run ({len(state.done)} of {len(state.ranges)} "
                 f"ranges, {state.rows_done:,} rows, in {store.describe()}) does not describe it: "
                 "starting over and copying everything.")
+    elif state is not None and not options.restart:
+        ui.warn(f"--migration.consistent: the saved progress of an earlier run ({len(state.done)} of "
+                f"{len(state.ranges)} ranges) was read in another snapshot, which ended with that run; copying "
+                f"every row of {plan.table.display} again, in this run's snapshot.")
     elif state is not None:
         ui.info("--migration.restart: earlier progress is ignored; copying everything again.")
     ranges = plan_read_ranges(session.conn, plan, options.num_workers, options.range_rows)

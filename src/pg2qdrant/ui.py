@@ -7,9 +7,11 @@ bar on a terminal and a plain line every few seconds otherwise (CI logs).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -60,6 +62,7 @@ class UI:
         self.err = _console(stderr or sys.stderr)
         self.quiet = quiet
         self.last_progress: ProgressReporter | None = None
+        self._shared: ProgressReporter | None = None  # see shared_progress
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -73,9 +76,22 @@ class UI:
         self.err.print("[red bold]error:[/red bold] ", end="")
         self.err.print(message, markup=False)
 
-    def progress(self, total: int | None, description: str) -> "ProgressReporter":
+    def progress(self, total: int | None, description: str) -> ProgressReporter | ProgressPart:
+        if self._shared is not None:
+            return ProgressPart(self._shared, description)
         self.last_progress = ProgressReporter(self, total, description)  # read by --metrics-port
         return self.last_progress
+
+    @contextlib.contextmanager
+    def shared_progress(self, total: int | None, description: str) -> Iterator[ProgressReporter]:
+        """One display for several copies (migrate --migration.consistent): while it is open,
+        :meth:`progress` hands out parts of it instead of new displays."""
+        with self.progress(total, description) as shared:
+            self._shared = shared
+            try:
+                yield shared
+            finally:
+                self._shared = None
 
     def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
         self.out.print(table(title, None, rows))
@@ -87,7 +103,7 @@ class ProgressReporter:
     def __init__(self, ui: UI, total: int | None, description: str):
         self.ui = ui
         self.total = total
-        self.description = description
+        self.description = self.current = description  # current: with the part being done now
         self.done = 0
         self.started = time.monotonic()
         self._last_line = self.started
@@ -106,10 +122,10 @@ class ProgressReporter:
             self._task = self._bar.add_task(self.description, total=self.total, rate="")
         return self
 
-    def start_at(self, done: int) -> None:
-        """Rows already done by an earlier run (resume)."""
+    def start_at(self, done: int, base: int | None = None) -> None:
+        """Rows already done by an earlier run (resume); ``base`` of them not counted in the rate."""
         self.done = done
-        self._base = done
+        self._base = done if base is None else base
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
 
@@ -135,13 +151,60 @@ class ProgressReporter:
             pct = 100.0 * self.done / self.total if self.total else 100.0
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             eta_s = f"{eta:,.0f}s" if eta != float("inf") else "?"
-            return (f"{self.description}: {self.done:,} / {self.total:,} rows ({pct:.0f}%), "
+            return (f"{self.current}: {self.done:,} / {self.total:,} rows ({pct:.0f}%), "
                     f"{rate:,.0f} rows/s, ETA {eta_s}")
-        return f"{self.description}: {self.done:,} rows, {rate:,.0f} rows/s"
+        return f"{self.current}: {self.done:,} rows, {rate:,.0f} rows/s"
+
+    def describe(self, text: str) -> None:
+        """What the bar (or line) names, e.g. the table being copied now."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+        self.current = text
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class ProgressPart:
+    """One table's share of a shared display: its rows and ranges count in the whole."""
+
+    def __init__(self, whole: ProgressReporter, description: str):
+        self.whole = whole
+        self.description = description
+        self._ranges_total = self._ranges_done = 0
+
+    def __enter__(self) -> ProgressPart:
+        self.whole.describe(f"{self.whole.description}: {self.description}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def start_at(self, done: int) -> None:
+        """Rows of this table done by an earlier run: in the whole's count, not in its rate."""
+        self.whole.start_at(self.whole.done + done, base=self.whole._base + done)
+
+    def advance(self, n: int) -> None:
+        self.whole.advance(n)
+
+    @property
+    def ranges_total(self) -> int:
+        return self._ranges_total
+
+    @ranges_total.setter
+    def ranges_total(self, n: int) -> None:
+        self.whole.ranges_total += n - self._ranges_total
+        self._ranges_total = n
+
+    @property
+    def ranges_done(self) -> int:
+        return self._ranges_done
+
+    @ranges_done.setter
+    def ranges_done(self, n: int) -> None:
+        self.whole.ranges_done += n - self._ranges_done
+        self._ranges_done = n
 
 
 def table(title: str, columns: tuple[str, ...] | None, rows) -> Table:
