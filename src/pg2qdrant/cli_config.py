@@ -35,7 +35,7 @@ from rich.markup import escape
 from pg2qdrant import redaction
 from pg2qdrant.cli_common import build_migration_options, handle_errors, layout_jobs, opt
 from pg2qdrant.errors import InputError, Interrupted, Pg2QdrantError
-from pg2qdrant.source.connect import url_password
+from pg2qdrant.source.connect import Connection, url_password
 from pg2qdrant.ui import UI, table
 
 ENTRIES = "table"  # the file's array of tables: [[table]]
@@ -391,7 +391,7 @@ def _exit(runs: Any) -> None:
         sys.exit(_exit_code(runs))
 
 
-def _share_snapshot(entries: list[Entry]) -> psycopg.Connection | None:
+def _share_snapshot(entries: list[Entry]) -> Connection | None:
     """--migration.consistent: export one snapshot for every entry to read (each entry's
     ``shared_snapshot``); the returned connection holds it until closed. None without the flag."""
     from pg2qdrant.source import connect, snapshot
