@@ -3,6 +3,8 @@
     python benchmarks/bench_sync.py                          # 500, 2000, 5000 changes/s + max; :memory: and edge:
     python benchmarks/bench_sync.py --rates 1000 --seconds 20 --targets edge
     python benchmarks/bench_sync.py --rows 2000 --seconds 5  # smoke run
+    python benchmarks/bench_sync.py --tables 10 --rates 1000,5000 --targets memory
+                                  # one slot over 10 tables (sync --config) against 10 single-table syncs
 
 It starts a throwaway PostgreSQL 18 + pgvector (pg2qdrant.localpg, wal_level=logical),
 creates `bench_items` (benchmarks/dataset.py: id bigint primary key, title, category,
@@ -16,6 +18,11 @@ paced to the offered rate, mixing
       applied in place), 20% vector UPDATEs, 20% INSERTs, 20% DELETEs.
 
 `max` offers changes as fast as one connection can write them (100 per transaction).
+
+With --tables N (N > 1) there are N such tables (bench_items_0...), each transaction writes
+one of them (in turn), and each offered load runs twice: `one-slot` (sync.many.run_many:
+one publication and one slot, as `sync --config FILE`) and `N-slots` (N run_sync threads, one
+slot each, as N single-table syncs); applied/s and the lag percentiles cover all tables.
 
 Measured, per target and offered load:
 
@@ -53,16 +60,16 @@ SLOT = "bench_sync"
 
 
 def _load(url: str, rate: float, seconds: float, per_txn: int, first_new_id: int, live: int, dim: int,
-          seed: int, result) -> None:
+          seed: int, result, tables: tuple[str, ...] = (TABLE,)) -> None:
     """Offer ``rate`` changes/s (0 = as fast as possible) for ``seconds``; put the count in ``result``."""
     import numpy as np
     import psycopg
     from pgvector.psycopg import register_vector
 
     rng = np.random.default_rng(seed)
-    ids = list(range(1, live + 1))
+    all_ids = {t: list(range(1, live + 1)) for t in tables}
     next_id = first_new_id
-    done = 0
+    done = txns = 0
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         start = time.monotonic()
@@ -72,17 +79,20 @@ def _load(url: str, rate: float, seconds: float, per_txn: int, first_new_id: int
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            table = tables[txns % len(tables)]
+            ids = all_ids[table]
+            txns += 1
             with conn.transaction(), conn.cursor() as cur:
                 for _ in range(per_txn):
                     r = rng.random()
                     if r < 0.4 and ids:
-                        cur.execute(f"UPDATE {TABLE} SET title = %s, score = %s WHERE id = %s",
+                        cur.execute(f"UPDATE {table} SET title = %s, score = %s WHERE id = %s",
                                     (f"edited {done}", float(rng.random()), ids[int(rng.integers(len(ids)))]))
                     elif r < 0.6 and ids:
-                        cur.execute(f"UPDATE {TABLE} SET embedding = %s WHERE id = %s",
+                        cur.execute(f"UPDATE {table} SET embedding = %s WHERE id = %s",
                                     (rng.normal(size=dim).astype(np.float32), ids[int(rng.integers(len(ids)))]))
                     elif r < 0.8 or not ids:
-                        cur.execute(f"INSERT INTO {TABLE} (id, title, category, score, created_at, embedding) "
+                        cur.execute(f"INSERT INTO {table} (id, title, category, score, created_at, embedding) "
                                     "VALUES (%s, %s, 'news', %s, now(), %s)",
                                     (next_id, f"new {next_id}", float(rng.random()),
                                      rng.normal(size=dim).astype(np.float32)))
@@ -90,7 +100,7 @@ def _load(url: str, rate: float, seconds: float, per_txn: int, first_new_id: int
                         next_id += 1
                     else:
                         k = ids.pop(int(rng.integers(len(ids))))
-                        cur.execute(f"DELETE FROM {TABLE} WHERE id = %s", (k,))
+                        cur.execute(f"DELETE FROM {table} WHERE id = %s", (k,))
                     done += 1
     result.put(done)
 
@@ -184,6 +194,86 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
     }
 
 
+def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: float, seconds: float,
+               per_txn: int, seed: int, mode: str) -> dict:
+    """One offered load over ``n`` tables: ``one-slot`` (run_many) or ``n-slots`` (n run_sync threads)."""
+    import psycopg
+    import dataset
+    from pg2qdrant.pipeline import MigrationOptions
+    from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+    from pg2qdrant.sync.many import run_many
+    from pg2qdrant.ui import UI
+
+    tables = tuple(f"{TABLE}_{i}" for i in range(n))
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall():
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        for (pub,) in conn.execute("SELECT pubname FROM pg_publication").fetchall():
+            conn.execute(f"DROP PUBLICATION {pub}")
+    for i, table in enumerate(tables):
+        dataset.create_table(url, rows, dim, table=table, seed=seed + i)
+    options = [MigrationOptions(pg_url=url, table=t, collection=t, qdrant_url=target_url, num_workers=1,
+                                batch_size=256, hnsw_m=0, restart=True) for t in tables]
+    stop, errors = threading.Event(), []
+    if mode == "one-slot":
+        stats_list = [SyncStats()]
+        slots = ["bench_many"]
+        runs = [lambda: run_many(options, SyncOptions(slot="bench_many", publication="bench_many"), UI(quiet=True),
+                                 initial_copy=True, stop=stop, stats=stats_list[0])]
+    else:
+        stats_list = [SyncStats() for _ in tables]
+        slots = [f"bench_{t}" for t in tables]
+        runs = [lambda o=o, st=st, sl=sl: run_sync(o, SyncOptions(slot=sl, publication=sl), UI(quiet=True),
+                                                   initial_copy=True, stop=stop, stats=st)
+                for o, st, sl in zip(options, stats_list, slots)]
+
+    def guarded(fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=guarded, args=(fn,), daemon=True) for fn in runs]
+    for w in workers:
+        w.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 600
+        while not all(_streaming(conn, slot) for slot in slots):
+            if errors or time.monotonic() > deadline:
+                raise RuntimeError(f"sync did not start: {errors}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        before = [(st.changes, len(st.latencies)) for st in stats_list]
+        ctx = multiprocessing.get_context("spawn")
+        result = ctx.Queue()
+        load = ctx.Process(target=_load, args=(url, rate, seconds, per_txn, 10_000_000, rows, dim, seed + 1, result,
+                                               tables))
+        started = time.monotonic()
+        load.start()
+        offered = result.get()
+        load.join()
+        load_end = time.monotonic()
+        end_lsn = _insert_lsn(conn)
+        # each slot has caught up when it acknowledged the end (or, idle, all it was sent)
+        deadline = time.monotonic() + 300
+        while not all(st.acked_lsn >= end_lsn or st.acked_lsn >= st.server_lsn > 0 and
+                      time.monotonic() - load_end > 3 for st in stats_list):
+            if errors or time.monotonic() > deadline:
+                raise RuntimeError(f"sync stopped or did not catch up: {errors}")
+            time.sleep(0.02)
+        caught_up = time.monotonic()
+    stop.set()
+    for w in workers:
+        w.join(60)
+    applied = sum(st.changes - b[0] for st, b in zip(stats_list, before))
+    lat = [x for st, b in zip(stats_list, before) for x in list(st.latencies)[b[1]:]]
+    return {"mode": mode if mode == "one-slot" else f"{n}-slots", "tables": n, "offered_rate": rate or "max",
+            "offered_changes": offered, "offered_per_s": offered / (load_end - started),
+            "applied_changes": applied, "applied_per_s": applied / (caught_up - started),
+            "drain_s": caught_up - load_end, "lag_p50_s": _percentile(lat, 50), "lag_p99_s": _percentile(lat, 99),
+            "target": "memory" if target_url == ":memory:" else target_url.split(":")[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="rows copied before streaming")
@@ -192,6 +282,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each offered load")
     parser.add_argument("--per-txn", type=int, default=10, help="changes per transaction (paced loads)")
     parser.add_argument("--targets", default="memory,edge", help="memory, edge (comma-separated)")
+    parser.add_argument("--tables", type=int, default=1,
+                        help="N > 1: one slot over N tables against N single-table syncs")
     parser.add_argument("--out", default=None, help="JSON result file")
     args = parser.parse_args()
 
@@ -214,6 +306,16 @@ def main() -> None:
                     target_url = f"edge:{workdir / 'edge'}"
                 else:
                     target_url = ":memory:"
+                if args.tables > 1:
+                    for mode in ("one-slot", "n-slots"):
+                        r = run_tables(url, target_url, args.tables, args.rows, args.dim, rate, args.seconds,
+                                       per_txn, 7, mode)
+                        results.append(r)
+                        print(f"{r['mode']:>9} offered {str(r['offered_rate']):>5}/s ({r['offered_per_s']:7,.0f}/s "
+                              f"real): applied {r['applied_per_s']:7,.0f} changes/s, lag p50 "
+                              f"{r['lag_p50_s'] * 1000:6.0f} ms, p99 {r['lag_p99_s'] * 1000:6.0f} ms, drain "
+                              f"{r['drain_s']:5.1f} s", flush=True)
+                    continue
                 try:
                     r = run_one(url, target_url, args.rows, args.dim, rate, args.seconds, per_txn, seed=7)
                 except Exception as exc:  # e.g. :memory: before pipeline.migrate takes target=

@@ -270,12 +270,15 @@ def test_unknown_key_names_the_key_and_the_entry(tmp_path, cli):
     assert r.exit_code == 2 and "Cannot read the migration file" in r.output
 
 
-def test_sync_with_several_entries_asks_for_only(tables, tmp_path, cli):
+def test_sync_with_several_entries_shares_one_slot_or_runs_one_entry(tables, tmp_path, cli):
     path = config(tables, tmp_path)
-    r = cli("sync", "--config", path, env=env_for(tables))
-    assert r.exit_code == 2 and "--only" in r.output and "docs, parts, notes" in r.output
-    r = cli("migrate", "--config", path, "--then-sync", env=env_for(tables))
-    assert r.exit_code == 2 and "--only" in r.output
+    # several entries: one slot for the file (tests/test_sync_many.py streams through it); poll mode
+    # follows one table at a time and says so
+    r = cli("sync", "--config", path, "--sync.mode", "poll", "--sync.updated-column", "n", env=env_for(tables))
+    assert r.exit_code == 2 and "--only" in r.output and "cdc" in r.output, r.output
+    text = (tmp_path / "tables.toml").read_text().replace('name = "notes"', 'name = "notes"\nsync.slot = "own"')
+    r = cli("sync", "--config", write(tmp_path, text, "other.toml"), env=env_for(tables))
+    assert r.exit_code == 2 and "--sync.slot must be the same for every entry" in r.output, r.output
     # One entry: one sync (here a reconcile pass, which ends by itself).
     r = cli("sync", "--config", path, "--only", "parts", "--sync.mode", "reconcile", env=env_for(tables))
     assert r.exit_code == 0, r.output
@@ -286,8 +289,8 @@ def test_sync_status_reads_the_entry_from_the_file(tables, tmp_path, cli):
     r = cli("sync", "--config", path, "--only", "parts", "status", env=env_for(tables))
     # No slot was created: status says so about the entry's slot (named after its collection).
     assert r.exit_code == 2 and "no replication slot 'pg2qdrant_parts'" in r.output, r.output
-    r = cli("sync", "--config", path, "status", env=env_for(tables))
-    assert r.exit_code == 2 and "--only" in r.output
+    r = cli("sync", "--config", path, "status", env=env_for(tables))  # the whole file: its one slot
+    assert r.exit_code == 2 and "no replication slot 'pg2qdrant_file_tables'" in r.output, r.output
 
 
 def test_the_readme_example_file_is_valid(tmp_path):

@@ -358,11 +358,6 @@ def each_entry(command: str) -> Callable:
             ctx = click.get_current_context()
             entries = resolve(ctx, kw, config, only)
             one_table = command == "sync" or any(e.kw.get("then_sync") for e in entries)
-            if one_table and len(entries) > 1:
-                raise InputError(
-                    f"`pg2qdrant {command}` follows one table (its own replication slot) for now; "
-                    f"{len(entries)} are selected: {', '.join(e.name for e in entries)}.",
-                    fix=f"run one per table with --only NAME, e.g. --only {entries[0].name}.")
             errors = [e.error for e in entries if e.error]
             shared = _share_snapshot(entries) if command == "migrate" and not one_table else None
             if shared is not None:
@@ -375,6 +370,9 @@ def each_entry(command: str) -> Callable:
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
             _stop_on(errors)
+            if one_table and len(entries) > 1:  # one publication and one slot for them all
+                from pg2qdrant.cli_sync import sync_many
+                return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
             if one_table:
                 return _exit(fn(*args, ui=ui, **entries[0].kw))
             _run_all(fn, args, entries, command, ui, shared_rows=rows if shared is not None else None)

@@ -86,6 +86,34 @@ def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
              service=start_service(kw, options, ui))
 
 
+def sync_many(ctx: click.Context, ui: UI, entries: list, source: str, command: str) -> None:
+    """`sync --config FILE` (and `migrate --config FILE --then-sync`, `sync --config FILE status|drop`) with
+    several entries: one publication and one slot for all of them (sync/many.py)."""
+    import os
+
+    from pg2qdrant.errors import InputError
+    from pg2qdrant.sync.many import file_names, run_many
+    kws = [e.kw for e in entries]
+    shared = sorted(k for k in kws[0] if (k.startswith("sync_") or k in ("pg_url", "then_sync", "metrics_port"))
+                    and any(kw.get(k) != kws[0].get(k) for kw in kws))
+    if shared:
+        flag = {p.name: p.opts[0] for p in ctx.command.params}
+        flags = ", ".join(flag.get(k, k) for k in shared)
+        raise InputError(f"With several tables synced through one slot, {flags} must be the same for every entry.",
+                         fix="set them once at the top of the file (or on the command line).")
+    stem = os.path.splitext(os.path.basename(source))[0] if source.endswith(".toml") else source
+    slot, publication = file_names(stem, sync_options_from(kws[0]))
+    if ctx.invoked_subcommand is not None:  # status / drop: the file's slot and publication
+        ctx.obj = {**kws[0], "sync_slot": slot, "sync_publication": publication}
+        return
+    sync_options = sync_options_from(kws[0])
+    sync_options.slot, sync_options.publication = slot, publication
+    one = "sync" if command == "sync" else "migrate --then-sync"
+    jobs = [layout_jobs(build_migration_options(kw), ui, command=one)[0] for kw in kws]
+    run_many(jobs, sync_options, ui, initial_copy=True if command == "migrate" else None,
+             service=start_service(kws[0], jobs[0], ui))
+
+
 def _merged(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
     """Flags given after `status`/`drop` win over those given before it; defaults fill the rest."""
     from click.core import ParameterSource

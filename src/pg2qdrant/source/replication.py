@@ -106,16 +106,18 @@ class ReplicationConnection:
             raise _classify_replication_error(exc, url) from None
         self.streaming = False
 
-    def create_slot(self, slot: str, *, export_snapshot: bool) -> tuple[int, str | None]:
+    def create_slot(self, slot: str, *, export_snapshot: bool, temporary: bool = False) -> tuple[int, str | None]:
         """Create a pgoutput slot: (consistent LSN, exported snapshot name or None).
 
         With the snapshot exported, the connection must stay idle until every
-        reader has imported it (the next command here releases it).
+        reader has imported it (the next command here releases it). A ``temporary``
+        slot is dropped by the server when this connection ends.
         """
         mode = "export" if export_snapshot else "nothing"
         try:
             row = self.conn.execute(
-                f"CREATE_REPLICATION_SLOT {check_name('--sync.slot', slot)} LOGICAL pgoutput "
+                f"CREATE_REPLICATION_SLOT {check_name('--sync.slot', slot)}{' TEMPORARY' if temporary else ''} "
+                "LOGICAL pgoutput "
                 f"(SNAPSHOT '{mode}')").fetchone()
         except psycopg.Error as exc:
             raise _classify_replication_error(exc, self.url) from None

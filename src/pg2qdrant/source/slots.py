@@ -181,6 +181,36 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
     return "exists"
 
 
+def published_tables(conn: psycopg.Connection, publication: str) -> dict[int, str] | None:
+    """{oid: name} of the tables named in the publication (as added, not their partitions); None when
+    it does not exist."""
+    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() is None:
+        return None
+    rows = conn.execute("SELECT r.prrelid::int8, r.prrelid::regclass::text FROM pg_publication_rel r "
+                        "JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = %s", (publication,)).fetchall()
+    return dict(rows)
+
+
+def publication_is_ours(conn: psycopg.Connection, publication: str) -> bool:
+    row = conn.execute("SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+                       (publication,)).fetchone()
+    return row is not None and (row[0] or "").startswith(PUBLICATION_COMMENT)
+
+
+def alter_publication(conn: psycopg.Connection, publication: str, action: str, table: sql.Composable | str) -> None:
+    """ALTER PUBLICATION ... ADD TABLE / DROP TABLE ``table`` (``action``: 'ADD' or 'DROP'; a str is a name
+    as published_tables gives it: regclass text, quoted as needed)."""
+    assert action in ("ADD", "DROP")
+    table = sql.SQL(table) if isinstance(table, str) else table
+    try:
+        conn.execute(sql.SQL("ALTER PUBLICATION {} " + action + " TABLE {}").format(sql.Identifier(publication),
+                                                                                   table))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise InputError(f"PostgreSQL refused to change publication {publication!r}: {redaction.redact(exc)}",
+                         fix=f"have the owner run: ALTER PUBLICATION {publication} {action} TABLE "
+                             f"{table.as_string(conn)}; then rerun.") from None
+
+
 def drop_publication(conn: psycopg.Connection, publication: str) -> str:
     """Drop the publication if pg2qdrant created it: 'dropped', 'absent' or 'kept' (someone else's)."""
     row = conn.execute("SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",

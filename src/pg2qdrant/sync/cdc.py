@@ -200,29 +200,34 @@ class CdcSync(Runner):
             # The copy and the stream share one target: an in-memory collection exists only in
             # its client, and local mode allows one client per folder.
             self.target = connect_target(options, address, ui)
-            # restart: progress saved by an earlier run was read in another snapshot, and the
-            # stream starts at this slot's snapshot, so every range is copied again from it.
-            copy_options = dataclasses.replace(options, restart=True)
-            result = migrate(copy_options, ui, snapshot_id=snapshot_name, target=self.target)
-            result.summary(address.display()).render(ui)
-            plan = result.plan
-            target = self.target
-            if not result.created_collection:
-                # An existing collection may hold points whose rows were deleted before the copy.
-                conn = connect.connect(options.pg_url, autocommit=True)
-                try:
-                    snapshot.attach_snapshot(conn, snapshot_name)
-                    deleted, _ = reconcile(plan, target, conn, batch_size=options.batch_size, fill=False)
-                    snapshot.end(conn)
-                finally:
-                    conn.close()
-                if deleted:
-                    ui.info(f"Deleted {deleted:,} point(s) whose rows no longer exist.")
+            plan = self._copy_in_snapshot(address, snapshot_name)
         except BaseException:
             rep.close()
             self._drop_slot_quietly()
             raise
         rep.close()
+        return plan
+
+    def _copy_in_snapshot(self, address, snapshot_name: str) -> Plan:
+        """Copy the table as of ``snapshot_name`` into ``self.target``, removing points of rows gone by then."""
+        options, ui = self.options, self.ui
+        # restart: progress saved by an earlier run was read in another snapshot, and the
+        # stream starts at this snapshot, so every range is copied again from it.
+        copy_options = dataclasses.replace(options, restart=True)
+        result = migrate(copy_options, ui, snapshot_id=snapshot_name, target=self.target)
+        result.summary(address.display()).render(ui)
+        plan = result.plan
+        if not result.created_collection:
+            # An existing collection may hold points whose rows were deleted before the copy.
+            conn = connect.connect(options.pg_url, autocommit=True)
+            try:
+                snapshot.attach_snapshot(conn, snapshot_name)
+                deleted, _ = reconcile(plan, self.target, conn, batch_size=options.batch_size, fill=False)
+                snapshot.end(conn)
+            finally:
+                conn.close()
+            if deleted:
+                ui.info(f"Deleted {deleted:,} point(s) whose rows no longer exist.")
         return plan
 
     def _drop_slot_quietly(self, wait_s: float = 2.0) -> None:

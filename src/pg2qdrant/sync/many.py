@@ -1,0 +1,380 @@
+"""`sync --config FILE`: every table of a migration file through one publication and one slot.
+
+Each table keeps its own context (a :class:`~.cdc.CdcSync` for its plan, checks, copy and
+marker); the stream is shared. :class:`MultiReceiver` routes each pgoutput message to the
+table that owns its relation (partitions included: a table's ``Receiver`` knows its leaves,
+and looks up partitions created since); :class:`MultiApplier` applies the batch of every
+touched table, and only then does the shared :class:`~.stream.Acknowledger` move the slot:
+the slot's position is acknowledged once every collection touched up to it has applied.
+
+A table added to the file later is *joined* at start-up, while the shared stream is
+paused (the slot keeps its WAL meanwhile):
+
+1. its marker is set to "not joined" (a crash from here on joins it again);
+2. ``ALTER PUBLICATION ... ADD TABLE`` commits at LSN A: pgoutput decodes publication
+   membership as of each change, so the slot sends every change of the table committed after A;
+3. a TEMPORARY slot is created with an exported snapshot at its consistent point P > A
+   (as PostgreSQL's own table synchronisation does), the table is copied from that snapshot,
+   and the temporary slot goes with its connection; then the marker says "joined".
+
+Every change committed before P is in the copy (the snapshot's guarantee), every change
+committed after A reaches the shared slot, whose position C is before A (it was paused).
+Changes between A and P are therefore applied a second time over the copy, in commit
+order: for each point the last change up to P sets each column to its value at P (a
+partial update sets only what it sent, a delete or TRUNCATE is followed by the later
+inserts), so once the stream passes P the collection equals the table, as after any replay.
+A table dropped from the file is dropped from our publication (its marker no longer counts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pg2qdrant.errors import InputError, SourceError
+from pg2qdrant.pipeline import MigrationOptions, connect_target
+from pg2qdrant.source import connect, slots
+from pg2qdrant.source.lsn import format_lsn
+from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
+from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection
+from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup
+from pg2qdrant.sync.cdc import CdcSync
+from pg2qdrant.sync.options import LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
+from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated
+from pg2qdrant.sync.status import StatusLine
+from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
+from pg2qdrant.ui import UI
+
+MARKER = "cdc-many"  # marker key prefix: cdc-many:<collection>:<slot>
+
+
+def file_names(name: str, sync_options: SyncOptions) -> tuple[str, str]:
+    """(slot, publication) of a migration file: --sync.slot / --sync.publication (top of the file),
+    else pg2qdrant_file_<file name>."""
+    return SyncOptions(slot=sync_options.slot, publication=sync_options.publication).names(f"file_{name}")
+
+
+class MultiBatch:
+    """One batch of the shared stream: a :class:`ChangeBatch` per table, the commits they close."""
+
+    def __init__(self, parts: list[ChangeBatch]):
+        self.parts = parts
+        self.commit_end: int | None = None
+        self.commit_times: list = []
+        self.opened = time.monotonic()
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def items(self) -> list:
+        return [item for p in self.parts for item in p.items]
+
+    def __bool__(self) -> bool:
+        return any(p.items for p in self.parts) or self.commit_end is not None
+
+
+class MultiReceiver(Receiver):
+    """receive for several tables: row changes go to the receiver owning their relation."""
+
+    def __init__(self, receivers: list[Receiver], stats: SyncStats):  # Receiver.__init__ is per table: not called
+        self.receivers = receivers
+        self.stats = stats
+        self.route: dict[int, Receiver] = {}
+        self.in_txn = False
+        self.txn_time: float | None = None
+        self.last_data = time.monotonic()
+        self.batch = self._new_batch()
+
+    def _new_batch(self) -> MultiBatch:
+        for r in self.receivers:
+            r.batch = ChangeBatch()
+        return MultiBatch([r.batch for r in self.receivers])
+
+    def take(self, message) -> None:
+        if isinstance(message, (Insert, Update, Delete)):
+            owner = self.route.get(message.relation)
+            if owner is not None:  # else: a relation of no table of ours
+                owner.take(message)
+        elif isinstance(message, (Begin, Commit)):
+            super().take(message)
+        elif isinstance(message, Relation):
+            for r in self.receivers:
+                r.take(message)
+                if message.oid in r.ours:
+                    self.route[message.oid] = r
+        elif isinstance(message, Truncate):  # one TRUNCATE may name relations of several tables
+            for r in self.receivers:
+                r.take(message)
+
+    def take_batch(self) -> MultiBatch:
+        batch, self.batch = self.batch, self._new_batch()
+        return batch
+
+
+class MultiApplier:
+    """apply for several tables: each table's part through its own Applier (wait=true)."""
+
+    def __init__(self, appliers: list[Applier]):
+        self.appliers = appliers
+        self.changes = [0] * len(appliers)  # per table, for the summary
+
+    def apply(self, batch: MultiBatch) -> int:
+        n = 0
+        for i, (applier, part) in enumerate(zip(self.appliers, batch.parts)):
+            if part.items:
+                done = applier.apply(part)
+                self.changes[i] += done
+                n += done
+        return n
+
+
+class ManySync(CdcSync):
+    """CDC for the tables of a migration file through one publication and one slot."""
+
+    def __init__(self, entries: list[MigrationOptions], sync_options: SyncOptions, ui: UI, stop: threading.Event,
+                 stats: SyncStats):
+        urls = {o.pg_url for o in entries}
+        if len(urls) > 1:
+            raise InputError("The tables of a file synced through one slot must come from one database "
+                             "(pg.url differs between entries).",
+                             fix="set pg.url once at the top of the file, or sync each database with its own file.")
+        super().__init__(entries[0], sync_options, ui, stop, stats)
+        self.tables = [CdcSync(o, sync_options, ui, stop, stats) for o in entries]
+        self.changes_by_table = [0] * len(entries)
+        self._targets: dict[tuple, object] = {}
+
+    # -- setup ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        ui = self.ui
+        addresses = []
+        for t in self.tables:
+            address, t.plan = t._plan()
+            addresses.append(address)
+        seen: dict[tuple, str] = {}
+        for t in self.tables:
+            where = (t.options.qdrant_url, t.plan.collection)
+            if where in seen:
+                raise InputError(f"Entries {seen[where]} and {t.plan.table.display} write the same collection "
+                                 f"{t.plan.collection!r}.", fix="give each entry its own qdrant.collection.")
+            seen[where] = t.plan.table.display
+        settings: dict = {}
+        existing = None
+        for t in self.tables:  # logical WAL, replica identities, a reusable slot: before any side effect
+            settings, existing = t._check_source(t.plan)
+        for t, address in zip(self.tables, addresses):
+            t.target = self._target(t, address)
+        self.plan = self.tables[0].plan
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            published = slots.published_tables(conn, self.publication)
+        finally:
+            conn.close()
+        if existing is None:
+            self._start(addresses)
+        else:
+            self._resume(addresses, existing, published or {})
+        if settings.get("max_slot_wal_keep_size") in ("-1", None):
+            ui.info("Note: max_slot_wal_keep_size is unlimited: while sync is stopped the slot keeps all WAL. "
+                    "Remove an abandoned slot with `pg2qdrant sync --config FILE drop`.")
+        if self.sync.once:
+            conn = connect.connect(self.options.pg_url, autocommit=True)
+            try:
+                self.until_lsn = slots.current_wal_lsn(conn)
+            finally:
+                conn.close()
+
+    def _target(self, t: CdcSync, address):
+        """One client per Qdrant address: local mode allows one per folder, an in-memory one holds its data."""
+        key = (t.options.qdrant_url, t.options.api_key)
+        if key not in self._targets:
+            self._targets[key] = connect_target(t.options, address, self.ui)
+        return self._targets[key]
+
+    def _marker(self, t: CdcSync, address, joined: bool | None) -> bool:
+        """Read (``joined`` None: True when the table joined this slot) or write the table's marker."""
+        plan = t.plan
+        value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
+        key = f"{MARKER}:{t.options.collection}:{self.slot}"
+        if joined is None:
+            marker = t._state(address, key, None)
+            return bool(marker and marker.get("joined") and all(marker.get(k) == v for k, v in value.items()))
+        t._state(address, key, {**value, "joined": joined, "at": time.time()})
+        return joined
+
+    def _publish(self, t: CdcSync, published: dict[int, str]) -> None:
+        """The table in the shared publication (created with the first table), with ensure_publication's checks."""
+        if published and t.plan.table.oid not in published:
+            conn = connect.connect(self.options.pg_url, autocommit=True)
+            try:
+                slots.alter_publication(conn, self.publication, "ADD", t.plan.table.ident)
+            finally:
+                conn.close()
+            self.ui.info(f"Added {t.plan.table.display} to publication {self.publication!r}.")
+        t._ensure_publication(t.plan)
+        published[t.plan.table.oid] = t.plan.table.display
+
+    def _start(self, addresses) -> None:
+        """No slot yet: publish every table, then create the slot (copying from its snapshot when asked)."""
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            published = slots.published_tables(conn, self.publication) or {}
+        finally:
+            conn.close()
+        for t in self.tables:
+            if not self.sync.initial_copy:
+                t._check_collection(t.plan)
+            self._publish(t, published)
+        if not self.sync.initial_copy:
+            self._create_slot()
+            for t, address in zip(self.tables, addresses):
+                self._marker(t, address, True)
+                if self.sync.reconcile:
+                    _reconcile_now(t.options, t.plan, t.target, self.ui, self.stats)
+            return
+        rep = ReplicationConnection(self.options.pg_url)
+        try:
+            lsn, snapshot_name = rep.create_slot(self.slot, export_snapshot=True)
+            self.ui.info(f"Created replication slot {self.slot!r}; copying {len(self.tables)} tables as of its "
+                         f"snapshot (changes after {format_lsn(lsn)} are streamed next).")
+            for i, (t, address) in enumerate(zip(self.tables, addresses), 1):
+                self.ui.info(f"[{i}/{len(self.tables)}] {t.plan.table.display} -> {t.plan.collection!r}")
+                t.plan = t._copy_in_snapshot(address, snapshot_name)
+                # A table copied is joined: should the run stop before the others, they join on restart.
+                self._marker(t, address, True)
+        finally:
+            rep.close()
+
+    def _resume(self, addresses, existing: slots.SlotInfo, published: dict[int, str]) -> None:
+        ui = self.ui
+        ui.info(f"Resuming from replication slot {self.slot!r} (last applied LSN "
+                f"{format_lsn(existing.confirmed_flush)}, {_mib(existing.lag_bytes)} behind).")
+        if existing.lag_bytes > LAG_WARN_BYTES:
+            ui.warn(f"the slot holds {_mib(existing.lag_bytes)} of WAL not yet applied; catching up.")
+        self._leave(published)
+        joined = [t.plan.table.oid in published and self._marker(t, address, None)
+                  for t, address in zip(self.tables, addresses)]
+        for t, address, ok in zip(self.tables, addresses, joined):
+            if ok:
+                t._check_collection(t.plan)
+                t._ensure_publication(t.plan)
+            else:
+                self._join(t, address, published)
+        if self.sync.reconcile:
+            for t, ok in zip(self.tables, joined):
+                if ok:
+                    _reconcile_now(t.options, t.plan, t.target, ui, self.stats)
+
+    def _leave(self, published: dict[int, str]) -> None:
+        """Tables published but no longer in the file leave our publication (so that, if they come back,
+        they are joined again with a copy)."""
+        gone = {oid: name for oid, name in published.items()
+                if oid not in {t.plan.table.oid for t in self.tables}}
+        if not gone:
+            return
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            if not slots.publication_is_ours(conn, self.publication):
+                self.ui.warn(f"publication {self.publication!r} also publishes {', '.join(gone.values())}, which "
+                             "the file does not name: their changes are read and skipped.")
+                return
+            for oid, name in gone.items():
+                slots.alter_publication(conn, self.publication, "DROP", name)
+                del published[oid]
+                self.ui.info(f"{name} is no longer in the file: removed from publication {self.publication!r}.")
+        finally:
+            conn.close()
+
+    def _join(self, t: CdcSync, address, published: dict[int, str]) -> None:
+        """A table new to the slot: published, then copied from a snapshot taken after that (see the module
+        docstring for why nothing is lost)."""
+        self._marker(t, address, False)
+        self._publish(t, published)
+        rep = ReplicationConnection(self.options.pg_url)
+        try:
+            lsn, snapshot_name = rep.create_slot(slots.derived_name(self.slot, "join"), export_snapshot=True,
+                                                 temporary=True)
+            self.ui.info(f"Joining {t.plan.table.display} to slot {self.slot!r}: copying it as of "
+                         f"{format_lsn(lsn)}; its changes since are replayed from the slot.")
+            t.plan = t._copy_in_snapshot(address, snapshot_name)
+        finally:
+            rep.close()  # the temporary slot goes with its connection
+        self._marker(t, address, True)
+
+    # -- streaming -----------------------------------------------------------------------
+    def _session(self, status: StatusLine) -> bool:
+        lookups: list[SourceLookup] = []
+        rep: ReplicationConnection | None = None
+        try:
+            try:
+                for t in self.tables:
+                    lookups.append(SourceLookup(self.options.pg_url, t.plan))
+            except SourceError as exc:  # unreachable: retried
+                raise ConnectionLost(exc.message, fix=exc.fix) from None
+            appliers = [Applier(t.plan, t.target, lookup, batch_size=t.options.batch_size,
+                                on_partial_truncate=_partial_truncate(t, self.ui), stats=self.stats)
+                        for t, lookup in zip(self.tables, lookups)]
+            receivers = [Receiver(t.plan, lookup, self.stats, self.ui.warn) for t, lookup in zip(self.tables, lookups)]
+            applier = MultiApplier(appliers)
+            rep = ReplicationConnection(self.options.pg_url)
+            rep.start(self.slot, self.publication)
+            ack = Acknowledger(rep.send_feedback, self.stats)
+            stream = Stream(MultiReceiver(receivers, self.stats), applier, ack, self.stats, observer=self.observer,
+                            stop=self.stop, until_lsn=self.until_lsn)
+            try:
+                return stream.run(rep, status)
+            finally:
+                self.changes_by_table = [a + b for a, b in zip(self.changes_by_table, applier.changes)]
+        finally:
+            if rep is not None:
+                rep.close()
+            for lookup in lookups:
+                lookup.close()
+
+    def close(self) -> None:
+        for t in self.tables:
+            t.target = None
+        for target in self._targets.values():
+            target.close()
+        self._targets.clear()
+        self.target = None
+
+
+def _partial_truncate(t: CdcSync, ui: UI):
+    return lambda truncated, remaining: delete_truncated(t.options, t.plan, t.target, truncated, remaining, ui)
+
+
+def run_many(entries: list[MigrationOptions], sync_options: SyncOptions, ui: UI, *, initial_copy: bool | None = None,
+             stop: threading.Event | None = None, stats: SyncStats | None = None, service=None) -> SyncStats:
+    """`sync --config FILE` (and `migrate --config FILE --then-sync`): like run_sync, for several tables."""
+    from pg2qdrant.sync import _summary
+    from pg2qdrant.sync.status import _StopSignals
+    if initial_copy is not None:
+        sync_options.initial_copy = initial_copy
+    if sync_options.mode != "cdc":
+        raise InputError(f"--sync.mode {sync_options.mode} follows one table at a time; with a file of "
+                         f"{len(entries)} tables only cdc (one slot for all) is supported.",
+                         fix="run one entry at a time with --only NAME, or use --sync.mode cdc.")
+    for options in entries:
+        sync_options.validate(options)
+    stop = stop or threading.Event()
+    stats = stats or SyncStats()
+    runner = ManySync(entries, sync_options, ui, stop, stats)
+    try:
+        runner.prepare()
+        if service is not None:
+            runner.observer = service.sync_observer(stats, runner.slot)
+        with _StopSignals(stop):
+            ui.info(f"Streaming changes of {len(runner.tables)} tables (slot {runner.slot}, publication "
+                    f"{runner.publication}): " + ", ".join(f"{t.plan.table.display} -> {t.plan.collection!r}"
+                                                         for t in runner.tables)
+                    + "; stop with Ctrl-C or SIGTERM.")
+            runner.run()
+    finally:
+        runner.close()
+    summary = _summary(sync_options, runner, stats)
+    summary.rows += [(f"changes: {t.plan.collection}", f"{n:,}")
+                     for t, n in zip(runner.tables, runner.changes_by_table)]
+    summary.render(ui)
+    return stats
