@@ -124,7 +124,7 @@ def run_child(script: Path, spec: dict, *, workdir: Path, timeout: float, interv
         except subprocess.TimeoutExpired:
             _kill_tree(proc.pid)
             proc.wait()
-            raise MeasurementFailed(f"{spec['name']} timed out after {timeout:.0f} s; log: {log_path}")
+            raise MeasurementFailed(f"{spec['name']} timed out after {timeout:.0f} s; log: {log_path}") from None
         finally:
             memory = sampler.stop()
     wall = time.monotonic() - started

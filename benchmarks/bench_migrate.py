@@ -113,6 +113,7 @@ def _options(spec: dict, **overrides):
 
 def _quiet_ui():
     import io
+
     from pg2qdrant.ui import UI
     return UI(quiet=True, stdout=io.StringIO(), stderr=sys.stderr)
 
@@ -142,6 +143,7 @@ def _profiled_reader(path: str, *args):
     """A reader (thread or spawned process) under its own cProfile; picklable for process workers."""
     import cProfile
     import threading
+
     import pg2qdrant.workers as workers
     target = _ORIGINAL_READER or workers._worker  # in a spawned reader the module is not patched
     profiler = cProfile.Profile()
@@ -159,6 +161,7 @@ def _profiled(spec: dict, run):
         return run()
     import cProfile
     import functools
+
     import pg2qdrant.workers as workers
     _ORIGINAL_READER = workers._worker
     workers._worker = functools.partial(_profiled_reader, path)  # ReaderPool looks it up when it starts
@@ -201,6 +204,7 @@ def _copy_one(conn, select: str, mode: str) -> int:
 
 def child_copy(spec: dict) -> dict:
     import multiprocessing
+
     from pg2qdrant.pipeline import open_source, plan_read_ranges
     from pg2qdrant.source import connect, reader, snapshot
     mode = "server" if spec["kind"] == "copy-server" else "client"
@@ -250,11 +254,12 @@ def child_copy(spec: dict) -> dict:
 def child_ingest(spec: dict) -> dict:
     """Edge's own ingest rate for the migration's points, read and mapped beforehand (not timed)."""
     import qdrant_edge as edge
+
+    from pg2qdrant.destination.edge import EdgeTarget, edge_points
+    from pg2qdrant.destination.qdrant import parse_target_url
     from pg2qdrant.mapping import RowMapper
     from pg2qdrant.pipeline import READ_BATCH_ROWS, open_source, plan_read_ranges
     from pg2qdrant.source import connect, reader, snapshot
-    from pg2qdrant.destination.edge import EdgeTarget, edge_points
-    from pg2qdrant.destination.qdrant import parse_target_url
     build_timed = spec["kind"] == "ingest-build"
     batch_size = spec["batch_size"]
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}", hnsw_m=0)
@@ -318,9 +323,9 @@ def child_ingest(spec: dict) -> dict:
 
 def child_hnsw(spec: dict) -> dict:
     """The HNSW build (default m) that migrate runs at the end, on the shard the edge run loaded with m=0."""
-    from pg2qdrant.pipeline import open_source
     from pg2qdrant.destination.edge import EdgeTarget
     from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.pipeline import open_source
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}")  # hnsw_m: migrate's default
     session = open_source(options, _quiet_ui())
     target = EdgeTarget(parse_target_url(options.qdrant_url))
@@ -438,6 +443,7 @@ def selected_kinds(args) -> list[str]:
 def prepare_table(url: str, rows: int, dim: int, ui_print) -> float:
     """Create the table, then VACUUM FREEZE and read it once (hint bits set, pages cached)."""
     import psycopg
+
     import dataset
     started = time.monotonic()
     dataset.create_table(url, rows, dim, table=TABLE)
@@ -453,9 +459,10 @@ def prepare_table(url: str, rows: int, dim: int, ui_print) -> float:
 
 def run_all(args) -> dict:
     from rich.console import Console
+
     import _measure
-    from pg2qdrant.localpg import LocalPostgres, free_port
     from pg2qdrant.config import CopyOptions, default_of
+    from pg2qdrant.localpg import LocalPostgres, free_port
 
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
     say = lambda m: console.print(m, markup=False)  # noqa: E731

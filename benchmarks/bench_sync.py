@@ -126,6 +126,7 @@ def _percentile(values: list[float], p: float) -> float:
 def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds: float, per_txn: int,
             seed: int) -> dict:
     import psycopg
+
     import dataset
     from pg2qdrant.pipeline import MigrationOptions
     from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
@@ -198,6 +199,7 @@ def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: flo
                per_txn: int, seed: int, mode: str) -> dict:
     """One offered load over ``n`` tables: ``one-slot`` (run_many) or ``n-slots`` (n run_sync threads)."""
     import psycopg
+
     import dataset
     from pg2qdrant.pipeline import MigrationOptions
     from pg2qdrant.sync import SyncOptions, SyncStats, run_sync

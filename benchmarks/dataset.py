@@ -6,7 +6,7 @@ generating 200,000 rows takes seconds rather than minutes of text formatting.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -25,7 +25,7 @@ def create_table(url: str, rows: int, dim: int = 768, *, table: str = TABLE, see
             id bigint PRIMARY KEY, title text, category text, score double precision,
             created_at timestamptz, embedding vector({dim}))""")
         rng = np.random.default_rng(seed)
-        created = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+        created = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
         with conn.cursor() as cur:
             with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "text", "text", "float8", "timestamptz", "vector"])

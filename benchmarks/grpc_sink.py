@@ -95,7 +95,7 @@ class Sink:
         """grpc:// makes pg2qdrant speak gRPC on any port."""
         return f"grpc://{self.host}:{self.port}"
 
-    def start(self) -> "Sink":
+    def start(self) -> Sink:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.port}")
         self.server.start()
         return self
@@ -103,7 +103,7 @@ class Sink:
     def stop(self) -> None:
         self.server.stop(grace=None).wait()
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self.start()
 
     def __exit__(self, *exc) -> None:

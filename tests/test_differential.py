@@ -21,7 +21,6 @@ import os
 import string
 from dataclasses import dataclass
 
-import pg_oracle
 import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 
 import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI)
+import pg_oracle
 
 # Two type families read wrongly by the starting code, fixed on the types-read branch:
 # arrays of domains / domains over arrays (read as raw bytes) and "char" (crashes).

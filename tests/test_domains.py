@@ -10,12 +10,11 @@ binary pgoutput stream. Expected values are written out by hand.
 from __future__ import annotations
 
 import contextlib
-
 import itertools
 
 import pytest
-from conftest import migrate_args
 
+from conftest import migrate_args
 from pg2qdrant import plan as plan_module
 
 DOMAINS = """

@@ -13,12 +13,16 @@ import re
 
 import numpy as np
 import pytest
+
 from helpers import create_items_table
+from pg2qdrant.destination import qdrant
+from pg2qdrant.destination.qdrant import QdrantTarget
+from pg2qdrant.verify import ulps_apart
 from qdrant_endpoint import (
+    BATCH,
     CREATE_COLLECTION,
     CREATE_INDEX,
     UPSERT,
-    BATCH,
     Delay,
     Drop,
     QdrantEndpoint,
@@ -31,10 +35,6 @@ from qdrant_endpoint import (
     service_unavailable,
     wrong_input,
 )
-
-from pg2qdrant.destination import qdrant
-from pg2qdrant.destination.qdrant import QdrantTarget
-from pg2qdrant.verify import ulps_apart
 
 FRONTS = ["grpc", "rest"]
 

@@ -20,12 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 import pg2qdrant
+import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
+import pg2qdrant.cli_verify  # noqa: F401  (registers `verify`)
 from helpers import assert_collection_equals_table, source_plan
 from pg2qdrant.errors import DataError, Pg2QdrantError
 from test_sync import sdb, slot_of  # noqa: F401  (sdb: a database whose slots are dropped afterwards)
-
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
-import pg2qdrant.cli_verify  # noqa: F401  (registers `verify`)
 
 U = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
 

@@ -9,8 +9,8 @@ Supabase vecs and pgai tables are created by SQL of the shape those libraries wr
 
 from __future__ import annotations
 
-import uuid
 import urllib.parse
+import uuid
 
 import numpy as np
 import pytest

@@ -187,7 +187,7 @@ def test_key_types_become_these_point_ids(db, qdrant_path, cli, open_qdrant, pgt
     assert r.exit_code == 0, r.output
     pts = all_points(open_qdrant(qdrant_path))
     assert sorted(map(str, pts)) == sorted(map(str, expected_ids))
-    for pid, p in pts.items():
+    for p in pts.values():
         assert "id" in p.payload  # the key is kept in the payload
 
 

@@ -8,12 +8,11 @@ import psycopg
 import pytest
 from qdrant_client import models
 
+import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
 from conftest import migrate_args
 from helpers import vector_literal
 from pg2qdrant.errors import InputError
 from pg2qdrant.layouts import check_where
-
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
 
 DIM = 8
 

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from pg2qdrant import plan as p
-from pg2qdrant.errors import InputError
 from pg2qdrant.destination import Capabilities, QdrantTarget, Target, TargetSettings, parse_target_url
 from pg2qdrant.destination.edge import EdgeTarget
+from pg2qdrant.errors import InputError
 from pg2qdrant.source import model as m
 
 

@@ -12,6 +12,7 @@ import pytest
 from qdrant_client import models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
 from qdrant_endpoint import (
     BATCH,
     COUNT,

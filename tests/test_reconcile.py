@@ -7,8 +7,8 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from helpers import assert_collection_equals_table, source_plan
 
+from helpers import assert_collection_equals_table, source_plan
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.qdrant import parse_target_url
 from pg2qdrant.source import connect

@@ -73,7 +73,7 @@ def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_p
     assert proc.poll() is None, "the copy finished before it could be interrupted"
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out = proc.stdout.read()
+    proc.stdout.read()
     proc.wait(timeout=30)
     lines.reader.join(timeout=30)
     err = "".join(lines)

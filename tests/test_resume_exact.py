@@ -17,10 +17,15 @@ import time
 import pytest
 
 from conftest import migrate_args
-from helpers import assert_collection_equals_table, assert_local_collection_equals_table, create_items_table, source_plan
+from helpers import (
+    assert_collection_equals_table,
+    assert_local_collection_equals_table,
+    create_items_table,
+    source_plan,
+)
+from pg2qdrant.destination.checkpoints import state_id_for
 from pg2qdrant.destination.edge import EdgeTarget
 from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
-from pg2qdrant.destination.checkpoints import state_id_for
 from pg2qdrant.plan import CollectionOptions
 from test_resume import edge_args, spawn
 

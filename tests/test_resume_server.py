@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+
 from helpers import (
     EndpointReader,
     assert_collection_equals_table,

@@ -22,16 +22,15 @@ import numpy as np
 import psycopg
 import pytest
 
+import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
 from helpers import assert_collection_equals_table, vector_literal
+from pg2qdrant.destination import open_target
+from pg2qdrant.destination.qdrant import parse_target_url
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.source.lsn import parse_lsn
 from pg2qdrant.source.slots import derived_name
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
-from pg2qdrant.destination import open_target
-from pg2qdrant.destination.qdrant import parse_target_url
 from pg2qdrant.ui import UI
-
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
 
 DIM = 512  # large enough to be stored out of line (TOAST): payload-only UPDATEs send it as 'u'
 

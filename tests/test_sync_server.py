@@ -17,9 +17,14 @@ import threading
 import time
 
 import pytest
+from qdrant_client import models
+
 import test_sync
 from helpers import EndpointReader, assert_collection_equals_table
-from qdrant_client import models
+from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.source.lsn import parse_lsn
+from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.ui import UI
 from qdrant_endpoint import (
     BATCH,
     Drop,
@@ -29,11 +34,6 @@ from qdrant_endpoint import (
     wrong_input,
 )
 from test_sync import Workload, create_items, slot_of, wait_caught_up, wait_streaming
-
-from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source.lsn import parse_lsn
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
-from pg2qdrant.ui import UI
 
 sdb = test_sync.sdb  # the test database, its replication slots dropped afterwards
 EUCLID = {"v": "Euclid"}

@@ -23,8 +23,17 @@ from helpers import fill_items
 from pg2qdrant.pipeline import MigrationOptions, connect_target, open_source
 from pg2qdrant.report import write_report
 from pg2qdrant.ui import UI
-from pg2qdrant.verify import (Thresholds, VerifyOptions, parse_thresholds, qdrant_score, recall_at_k,
-                              run_verify, sample_size, scan_ids, spearman_on_overlap)
+from pg2qdrant.verify import (
+    Thresholds,
+    VerifyOptions,
+    parse_thresholds,
+    qdrant_score,
+    recall_at_k,
+    run_verify,
+    sample_size,
+    scan_ids,
+    spearman_on_overlap,
+)
 
 ROWS = 240
 

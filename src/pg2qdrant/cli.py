@@ -6,16 +6,30 @@ The group and the reference-compatible flags live in cli_common.py; `verify` and
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from pg2qdrant.cli_common import (UI, bool_flag, build_migration_options, global_options, handle_errors, layout_jobs,
-                                  main, migration_options, qdrant_address_options, service_options, source_options,
-                                  start_service, state_options_list, target_options)
-from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
-from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
+from pg2qdrant.cli_common import (
+    UI,
+    bool_flag,
+    build_migration_options,
+    global_options,
+    handle_errors,
+    layout_jobs,
+    main,
+    migration_options,
+    qdrant_address_options,
+    service_options,
+    source_options,
+    start_service,
+    state_options_list,
+    target_options,
+)
 from pg2qdrant.cli_config import TableRun, config_options, each_entry
+from pg2qdrant.cli_sync import sync_flags, sync_options_from  # noqa: E402  (also registers `sync`)
+from pg2qdrant.cli_verify import build_verify_options, verify_options  # noqa: E402  (also registers `verify`)
 
 
 def _migrate_command(name: str, hidden: bool = False):
@@ -135,7 +149,7 @@ def state_list(ui: UI, **kw: Any) -> None:
         ui.info(f"No saved migration progress in {store.describe()}.")
         return
     def updated(st) -> str:
-        return datetime.datetime.fromtimestamp(st.updated_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return datetime.datetime.fromtimestamp(st.updated_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
     ui.out.print(table(
         f"Saved migrations ({store.describe()})",

@@ -21,13 +21,21 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from pg2qdrant import __version__, redaction
-from pg2qdrant.config import (ROWS_PER_RANGE, CollectionConfig, CopyOptions, MappingConfig, StateConfig,
-                              TargetConfig, default_of)
+from pg2qdrant.config import (
+    ROWS_PER_RANGE,
+    CollectionConfig,
+    CopyOptions,
+    MappingConfig,
+    StateConfig,
+    TargetConfig,
+    default_of,
+)
 from pg2qdrant.errors import Interrupted, Pg2QdrantError
 from pg2qdrant.ui import UI
 
@@ -339,9 +347,9 @@ def layout_jobs(options, ui: UI, *, command: str | None = None, default_collecti
 
     ``command``: a command that works on one collection only (sync) refuses several.
     """
+    from pg2qdrant.destination.qdrant import parse_target_url
     from pg2qdrant.errors import InputError
     from pg2qdrant.layouts import plan_jobs
-    from pg2qdrant.destination.qdrant import parse_target_url
     options.validate()  # input errors (exit 2) before connecting anywhere
     parse_target_url(options.qdrant_url)
     jobs = plan_jobs(options, default_collection=default_collection)

@@ -26,7 +26,8 @@ import os
 import re
 import sys
 import tomllib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource

@@ -8,13 +8,25 @@ flag migrate takes (the same plan is made from them) plus the --sync.* flags.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from pg2qdrant.cli_common import (bool_flag, build_migration_options, global_options, handle_errors, layout_jobs, main,
-                           migration_options, opt, service_options, source_options, start_service,
-                           target_options)
+from pg2qdrant.cli_common import (
+    bool_flag,
+    build_migration_options,
+    global_options,
+    handle_errors,
+    layout_jobs,
+    main,
+    migration_options,
+    opt,
+    service_options,
+    source_options,
+    start_service,
+    target_options,
+)
 from pg2qdrant.cli_config import config_options, each_entry
 from pg2qdrant.ui import UI
 

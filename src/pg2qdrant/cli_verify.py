@@ -15,12 +15,21 @@ them from here while it is itself being imported (in either import order).
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from pg2qdrant.verify import (DEFAULT_K, DEFAULT_QUERIES, ID_MEMORY_MB, INDEX_TIMEOUT_S, THRESHOLD_NAMES,
-                              Thresholds, VerifyOptions, parse_thresholds)
+from pg2qdrant.verify import (
+    DEFAULT_K,
+    DEFAULT_QUERIES,
+    ID_MEMORY_MB,
+    INDEX_TIMEOUT_S,
+    THRESHOLD_NAMES,
+    Thresholds,
+    VerifyOptions,
+    parse_thresholds,
+)
 
 
 def _opt(name: str, dest: str, **kwargs) -> Callable:
@@ -77,10 +86,18 @@ def build_verify_options(kw: dict[str, Any]) -> VerifyOptions:
 
 
 # The command itself needs cli's shared flags and error handling (imported last, see docstring).
-from pg2qdrant.cli_common import (build_migration_options, global_options, handle_errors, layout_jobs, main,  # noqa: E402
-                           migration_options, source_options, target_options)
-from pg2qdrant.ui import UI  # noqa: E402
+from pg2qdrant.cli_common import (  # noqa: E402
+    build_migration_options,
+    global_options,
+    handle_errors,
+    layout_jobs,
+    main,
+    migration_options,
+    source_options,
+    target_options,
+)
 from pg2qdrant.cli_config import config_options, each_entry  # noqa: E402
+from pg2qdrant.ui import UI  # noqa: E402
 
 
 @main.command("verify")

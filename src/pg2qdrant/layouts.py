@@ -21,14 +21,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pg2qdrant.errors import DataError, InputError
 from pg2qdrant.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind
-from pg2qdrant.source.model import TableInfo
-from pg2qdrant.source import frameworks, where as source_where
+from pg2qdrant.source import frameworks
+from pg2qdrant.source import where as source_where
 from pg2qdrant.source.connect import Connection
+from pg2qdrant.source.model import TableInfo
 from pg2qdrant.source.where import and_where, where_sql  # noqa: F401  (the filter in SQL, re-exported)
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")

@@ -21,12 +21,12 @@ server user cannot read (root-only modes) is copied to /var/tmp like the wheel.
 
 from __future__ import annotations
 
+import grp
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import pwd
-import grp
-import hashlib
 import shutil
 import socket
 import subprocess
@@ -343,7 +343,7 @@ class LocalPostgres:
             os.chown(path, *self._uid_gid)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def init(self) -> "LocalPostgres":
+    def init(self) -> LocalPostgres:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
         self._chown(self.workdir)
@@ -361,7 +361,7 @@ class LocalPostgres:
             pwfile.unlink(missing_ok=True)
         return self
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         self.init()
         options = [f"-h 127.0.0.1 -p {self.port} -k {self.workdir}"]
         options += [f"-c {k}={v}" for k, v in self.settings.items()]
@@ -385,7 +385,7 @@ class LocalPostgres:
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalPostgres":
+    def __enter__(self) -> LocalPostgres:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -15,9 +15,10 @@ import json
 import math
 import struct
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -626,7 +627,7 @@ class PointBatch:
                     sizes[i] += 20 * len(v.indices)
         return sizes
 
-    def slice(self, start: int, stop: int) -> "PointBatch":
+    def slice(self, start: int, stop: int) -> PointBatch:
         return PointBatch(
             ids=self.ids[start:stop], payloads=self.payloads[start:stop],
             dense={n: DenseColumn(c.values[start:stop], c.present[start:stop]) for n, c in self.dense.items()},

@@ -14,18 +14,16 @@ from dataclasses import dataclass
 
 from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
+from pg2qdrant.destination import TargetSettings
+from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, MigrationState, StateStore, state_id_for
+from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
-from pg2qdrant.plan import (CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check,
-                            plan_fingerprint)
-from pg2qdrant.source import catalog, checks, connect, reader, snapshot
+from pg2qdrant.plan import CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check, plan_fingerprint
 from pg2qdrant.retry import RetryPolicy
+from pg2qdrant.source import catalog, checks, connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
-from pg2qdrant.destination import TargetSettings
-from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.destination.checkpoints import (STATE_NAMESPACE, FileRecords, MigrationState, StateStore,
-                                          state_id_for)
 from pg2qdrant.workers import ReaderPool, ReaderSpec, WriteSpec
 from pg2qdrant.writer import Writer
 

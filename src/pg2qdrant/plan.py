@@ -15,9 +15,9 @@ a target in destination/ sees. Nothing here does I/O or imports a driver:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterable
 
 from pg2qdrant.config import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
 from pg2qdrant.errors import InputError
@@ -335,7 +335,7 @@ class Plan:
         vectors = tuple(VectorConfig(v.name, v.size, v.distance, v.datatype, v.is_sparse) for v in self.vectors)
         return CollectionSpec(self.collection, vectors, options or CollectionOptions())
 
-    def with_vector_size(self, name: str, size: int) -> "Plan":
+    def with_vector_size(self, name: str, size: int) -> Plan:
         vectors = tuple(
             VectorSpec(**{**v.__dict__, "size": size}) if v.name == name else v for v in self.vectors
         )

@@ -16,8 +16,15 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from pg2qdrant import redaction
@@ -111,7 +118,7 @@ class ProgressReporter:
         self._task = None
         self.ranges_total = self.ranges_done = 0  # the copy's units of work (metrics)
 
-    def __enter__(self) -> "ProgressReporter":
+    def __enter__(self) -> ProgressReporter:
         if self.ui.err.is_terminal and not self.ui.quiet:
             self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -251,7 +258,8 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     ui.out.print(table(
         "Vectors (one named vector per column)",
         ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
-        [(v.name or "(unnamed default)", v.declared, "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
+        [(v.name or "(unnamed default)", v.declared,
+          "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
           v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
 
     k = plan.key

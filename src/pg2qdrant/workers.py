@@ -43,9 +43,9 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
-
+from typing import Any
 
 from pg2qdrant import lifeline, redaction, retry
 from pg2qdrant.destination import wire
@@ -264,7 +264,7 @@ class ReaderPool:
         sends_batches = self.spec.write is None and not self.spec.dry_run
         return (QUEUE_BATCHES_PER_WORKER if sends_batches else QUEUE_MESSAGES_PER_WORKER) * self.workers
 
-    def start(self) -> "ReaderPool":
+    def start(self) -> ReaderPool:
         for p in self._procs:
             p.start()
         return self
@@ -288,7 +288,7 @@ class ReaderPool:
                 if self.use_processes and not any(p.is_alive() for p in self._procs):
                     # Every process is gone without saying goodbye: killed from outside.
                     raise SourceError("All reader processes exited unexpectedly.",
-                                      fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.")
+                                      fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.") from None
                 yield ("tick", None, None)
                 continue
             kind = message[0]

@@ -10,8 +10,9 @@ reconcile). A request the server still refuses as too large is split by the targ
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.base import Target

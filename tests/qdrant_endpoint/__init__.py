@@ -44,8 +44,8 @@ from qdrant_client import models
 from . import rest
 from .engine import ApiError as ApiError
 from .engine import Collection, Engine
-from .faults import *
-from .faults import DEFAULT_MAX_REQUEST_BYTES, FaultPlan, SeenRequest
+from .faults import *  # noqa: F403  (the fault vocabulary: operation names and actions, for the tests)
+from .faults import DEFAULT_MAX_REQUEST_BYTES, UPSERT, FaultPlan, SeenRequest
 from .proxy import Proxy
 
 _MISSING_KEY = "Must provide an API key or an Authorization bearer token"

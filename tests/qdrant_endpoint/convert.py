@@ -156,7 +156,8 @@ def _range(r: Any) -> Any:
     if r is None:
         return None
     if isinstance(r, models.DatetimeRange):
-        iso = lambda v: None if v is None else (v if isinstance(v, str) else v.isoformat())
+        def iso(v: Any) -> Any:
+            return None if v is None else (v if isinstance(v, str) else v.isoformat())
         return edge.RangeDateTime(gte=iso(r.gte), gt=iso(r.gt), lte=iso(r.lte), lt=iso(r.lt))
     return edge.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt)
 

@@ -9,8 +9,9 @@ no SQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.mapping import PointBatch

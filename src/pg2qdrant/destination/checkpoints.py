@@ -62,7 +62,7 @@ class MigrationState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MigrationState":
+    def from_json(cls, data: dict[str, Any]) -> MigrationState:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

@@ -9,15 +9,16 @@ the end of the load (built by ``optimize()``) unless ``--qdrant.hnsw-m 0``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from pg2qdrant.errors import InputError, TargetError
-from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.base import Capabilities
-from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.destination.qdrant import TargetAddress
+from pg2qdrant.errors import InputError, TargetError
+from pg2qdrant.mapping import PointBatch, SparseValue
+from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 
 CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
 

@@ -13,19 +13,22 @@ from __future__ import annotations
 import threading
 import urllib.parse
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from qdrant_client import QdrantClient, grpc as qgrpc, models
+from qdrant_client import QdrantClient, models
+from qdrant_client import grpc as qgrpc
 
 from pg2qdrant import redaction
-from pg2qdrant.errors import DataError, InputError, TargetError
-from pg2qdrant.retry import RetryPolicy, call_with_retries
-from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.destination import operations as ops, wire
-from pg2qdrant.destination.checkpoints import CollectionRecords
+from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination import wire
 from pg2qdrant.destination.base import Capabilities
+from pg2qdrant.destination.checkpoints import CollectionRecords
+from pg2qdrant.errors import DataError, InputError, TargetError
+from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
+from pg2qdrant.retry import RetryPolicy, call_with_retries
 
 GRPC_PORT = 6334
 REST_PORT = 6333
@@ -241,7 +244,7 @@ class QdrantTarget:
             # "tenant": one collection for many tenants (Qdrant's multitenancy guide: is_tenant=true).
             schema = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
                       if kind == TENANT_INDEX else models.PayloadSchemaType(kind))
-            self.call(f"create the payload index on {field}", lambda: self.client.create_payload_index(
+            self.call(f"create the payload index on {field}", lambda field=field, schema=schema: self.client.create_payload_index(
                 spec.name, field_name=field, field_schema=schema, wait=True))
 
     def finish_load(self, spec: CollectionSpec, created: bool) -> None:
@@ -331,7 +334,7 @@ class QdrantTarget:
                with_payload: bool | list[str] = True) -> Iterator[models.Record]:
         offset = None
         while True:
-            records, offset = self.call("read points", lambda: self.client.scroll(
+            records, offset = self.call("read points", lambda offset=offset: self.client.scroll(
                 collection, limit=batch, offset=offset, with_payload=with_payload, with_vectors=with_vectors))
             yield from records
             if offset is None:
@@ -381,7 +384,7 @@ class QdrantTarget:
 class _RetryingRecords:
     """Collection records, their calls retried and translated like every other call."""
 
-    def __init__(self, store: CollectionRecords, target: "QdrantTarget"):
+    def __init__(self, store: CollectionRecords, target: QdrantTarget):
         self.store, self.target = store, target
 
     def describe(self) -> str:

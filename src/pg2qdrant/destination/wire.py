@@ -25,8 +25,9 @@ requests by size, or in halves after a "too large" answer, never re-encodes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -373,7 +374,7 @@ class EncodedBatch(PointBatch):
     encoded: list[bytes] = field(default_factory=list)
 
     @classmethod
-    def of(cls, batch: PointBatch, wire: str) -> "EncodedBatch":
+    def of(cls, batch: PointBatch, wire: str) -> EncodedBatch:
         encoded = grpc_points(batch) if wire == GRPC else rest_points(batch)
         return cls(batch.ids, batch.payloads, batch.dense, batch.sparse, wire=wire, encoded=encoded)
 
@@ -382,7 +383,7 @@ class EncodedBatch(PointBatch):
         extra = 0 if self.wire == GRPC else 1
         return [len(b) + extra for b in self.encoded]
 
-    def slice(self, start: int, stop: int) -> "EncodedBatch":
+    def slice(self, start: int, stop: int) -> EncodedBatch:
         part = PointBatch.slice(self, start, stop)
         return EncodedBatch(part.ids, part.payloads, part.dense, part.sparse, wire=self.wire,
                             encoded=self.encoded[start:stop])

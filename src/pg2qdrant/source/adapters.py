@@ -19,7 +19,7 @@ The same adapters serve COPY (migrate, verify) and the replication stream
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 from psycopg.adapt import Buffer, Loader

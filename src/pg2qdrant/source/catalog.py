@@ -14,8 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.errors import InputError
-from pg2qdrant.source.model import (  # noqa: F401 - the table model, re-exported for catalog's callers
-    BIT_OID, PGVECTOR_TYPES, Column, Leaf, PgType, ServerInfo, TableInfo, VectorIndex)
+from pg2qdrant.source.model import BIT_OID, PGVECTOR_TYPES, Column, Leaf, PgType, ServerInfo, TableInfo, VectorIndex  # noqa: F401 - the table model, re-exported for catalog's callers
 
 
 def server_info(conn: psycopg.Connection) -> ServerInfo:

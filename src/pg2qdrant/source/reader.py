@@ -19,16 +19,17 @@ resume state, so a resumed run never re-derives different boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.source.where import and_where, where_sql
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import adapters
 from pg2qdrant.source.catalog import TableInfo
+from pg2qdrant.source.where import and_where, where_sql
 
 TID_RANGE_SCAN_MIN_VERSION = 140000  # Tid Range Scan: ctid ranges read only their pages
 SAMPLE_KEYS_PER_RANGE = 200  # sampled keys per boundary: smooths the quantiles
@@ -65,7 +66,7 @@ class ReadRange:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "ReadRange":
+    def from_json(cls, data: dict) -> ReadRange:
         return cls(**data)
 
 

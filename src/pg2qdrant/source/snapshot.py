@@ -27,7 +27,7 @@ def begin_snapshot(conn: psycopg.Connection) -> str:
 def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
     """Make ``conn`` (autocommit) see exactly the coordinator's snapshot."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    conn.execute("SET TRANSACTION SNAPSHOT %s" % sql.quote(snapshot_id))
+    conn.execute(f"SET TRANSACTION SNAPSHOT {sql.quote(snapshot_id)}")
 
 
 def end(conn: psycopg.Connection) -> None:

@@ -51,17 +51,34 @@ import time
 
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.source import connect, slots, sync_status as sync_status_queries
+from pg2qdrant.source import connect, slots
+from pg2qdrant.source import sync_status as sync_status_queries
 from pg2qdrant.source.lsn import format_lsn
-from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, EXISTENCE_CHUNK, FEEDBACK_EVERY_S, LAG_WARN_BYTES,
-                                    LAG_WARN_EVERY_S, LAG_WARN_SECONDS, MAX_BATCH_CHANGES, MAX_BATCH_DELAY_S, MODES,
-                                    ONCE_IDLE_S, REREAD_CHUNK, SLOT_BUSY_GIVE_UP_S, STATUS_EVERY_S,
-                                    TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
 from pg2qdrant.sync.apply import Applier, ChangeBatch, Kind, PointState, SourceLookup
+from pg2qdrant.sync.cdc import CdcSync
+from pg2qdrant.sync.options import (
+    BACKOFF_MAX_S,
+    BACKOFF_START_S,
+    EXISTENCE_CHUNK,
+    FEEDBACK_EVERY_S,
+    LAG_WARN_BYTES,
+    LAG_WARN_EVERY_S,
+    LAG_WARN_SECONDS,
+    MAX_BATCH_CHANGES,
+    MAX_BATCH_DELAY_S,
+    MODES,
+    ONCE_IDLE_S,
+    REREAD_CHUNK,
+    SLOT_BUSY_GIVE_UP_S,
+    STATUS_EVERY_S,
+    TARGET_FAILURES_GIVE_UP,
+    SyncOptions,
+    SyncStats,
+    _mib,
+)
+from pg2qdrant.sync.poll import PollSync
 from pg2qdrant.sync.reconcile import reconcile
 from pg2qdrant.sync.status import StatusLine, _StopSignals
-from pg2qdrant.sync.cdc import CdcSync
-from pg2qdrant.sync.poll import PollSync
 from pg2qdrant.ui import UI, Summary
 
 

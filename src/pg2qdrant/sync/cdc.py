@@ -24,8 +24,16 @@ from pg2qdrant.source import connect, slots, snapshot
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection, SlotBusy
 from pg2qdrant.sync.apply import Applier, SourceLookup
-from pg2qdrant.sync.options import (BACKOFF_MAX_S, BACKOFF_START_S, LAG_WARN_BYTES, SLOT_BUSY_GIVE_UP_S,
-                                    TARGET_FAILURES_GIVE_UP, SyncOptions, SyncStats, _mib)
+from pg2qdrant.sync.options import (
+    BACKOFF_MAX_S,
+    BACKOFF_START_S,
+    LAG_WARN_BYTES,
+    SLOT_BUSY_GIVE_UP_S,
+    TARGET_FAILURES_GIVE_UP,
+    SyncOptions,
+    SyncStats,
+    _mib,
+)
 from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated, reconcile
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore

@@ -9,17 +9,18 @@ from __future__ import annotations
 import time
 
 from pg2qdrant import redaction
+from pg2qdrant.destination import operations as ops
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
-from pg2qdrant.pipeline import connect_target, READ_BATCH_ROWS
+from pg2qdrant.pipeline import READ_BATCH_ROWS, connect_target
 from pg2qdrant.retry import Backoff
-from pg2qdrant.source import connect, snapshot, watermark as source_watermark
+from pg2qdrant.source import connect, snapshot
+from pg2qdrant.source import watermark as source_watermark
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
 from pg2qdrant.sync.reconcile import _reconcile_now
+from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
-from pg2qdrant.sync.runner import Runner
-from pg2qdrant.destination import operations as ops
 from pg2qdrant.writer import Writer
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",

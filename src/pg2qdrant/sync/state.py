@@ -6,8 +6,8 @@ Shared by both runners: the CDC runner's "initial copy finished" marker
 
 from __future__ import annotations
 
-from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.destination.checkpoints import FileRecords
+from pg2qdrant.pipeline import MigrationOptions
 
 SYNC_NAMESPACE = "pg2qdrant-sync"  # point IDs of sync records
 

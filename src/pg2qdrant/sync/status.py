@@ -24,7 +24,7 @@ class _StopSignals:
         self.stop = stop
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.previous[sig] = signal.signal(sig, self._handle)
@@ -55,7 +55,7 @@ class StatusLine:
         self._last_warn = 0.0
         self._interval_rate = 0.0
 
-    def __enter__(self) -> "StatusLine":
+    def __enter__(self) -> StatusLine:
         if self.live:
             self._status = self.ui.err.status(self.text())
             self._status.__enter__()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from pg2qdrant.plan import Plan
 from pg2qdrant.source.lsn import pg_time_to_unix

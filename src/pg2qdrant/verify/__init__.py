@@ -32,18 +32,53 @@ Layout (one module per concern; every public name is re-exported here, so
 - :mod:`.checks`: the five checks (:class:`Verification`) and :func:`run_verify`.
 """
 
-from pg2qdrant.verify.compare import (COSINE_ATOL, FLOAT16_RTOL, Mismatch, compare_points, compare_vector, json_type,
-                                      same_json, ulps_apart)
-from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches
-from pg2qdrant.verify.options import (BYTES_PER_ROW, DEFAULT_K, DEFAULT_QUERIES, EXAMPLES_KEPT, ID_MEMORY_MB,
-                                      ID_READ_ROWS, ID_SCROLL_BATCH, INDEX_POLL_S, INDEX_TIMEOUT_S, RETRIEVE_BATCH,
-                                      SAMPLE_ALL_BELOW, SAMPLE_FRACTION, SAMPLE_MIN_ROWS, SCORE_PAIRS_KEPT,
-                                      THRESHOLD_NAMES, Thresholds, VerifyOptions, parse_sample, parse_thresholds,
-                                      sample_size)
-from pg2qdrant.verify.ids import IdScan, scan_ids
-from pg2qdrant.verify.search import (HAMMING, PG_OPERATORS, ParityStats, QueryReservoir, distribution,
-                                     load_queries_file, qdrant_score, recall_at_k, spearman_on_overlap, top1_agrees)
 from pg2qdrant.verify.checks import Verification, is_ulp_level, run_verify
+from pg2qdrant.verify.compare import (
+                                      COSINE_ATOL,
+                                      FLOAT16_RTOL,
+                                      Mismatch,
+                                      compare_points,
+                                      compare_vector,
+                                      json_type,
+                                      same_json,
+                                      ulps_apart,
+)
+from pg2qdrant.verify.ids import IdScan, scan_ids
+from pg2qdrant.verify.options import (
+                                      BYTES_PER_ROW,
+                                      DEFAULT_K,
+                                      DEFAULT_QUERIES,
+                                      EXAMPLES_KEPT,
+                                      ID_MEMORY_MB,
+                                      ID_READ_ROWS,
+                                      ID_SCROLL_BATCH,
+                                      INDEX_POLL_S,
+                                      INDEX_TIMEOUT_S,
+                                      RETRIEVE_BATCH,
+                                      SAMPLE_ALL_BELOW,
+                                      SAMPLE_FRACTION,
+                                      SAMPLE_MIN_ROWS,
+                                      SCORE_PAIRS_KEPT,
+                                      THRESHOLD_NAMES,
+                                      Thresholds,
+                                      VerifyOptions,
+                                      parse_sample,
+                                      parse_thresholds,
+                                      sample_size,
+)
+from pg2qdrant.verify.search import (
+                                      HAMMING,
+                                      PG_OPERATORS,
+                                      ParityStats,
+                                      QueryReservoir,
+                                      distribution,
+                                      load_queries_file,
+                                      qdrant_score,
+                                      recall_at_k,
+                                      spearman_on_overlap,
+                                      top1_agrees,
+)
+from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches
 
 __all__ = [
     # compare

@@ -11,24 +11,30 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from pg2qdrant.errors import InputError, Pg2QdrantError
 from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
 from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape
+from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.source import search as pg_search
 from pg2qdrant.source.connect import Connection
-from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
 from pg2qdrant.verify.ids import IdScan, scan_ids
-from pg2qdrant.verify.options import BYTES_PER_ROW, EXAMPLES_KEPT, INDEX_POLL_S, RETRIEVE_BATCH, VerifyOptions, \
-    sample_size
-from pg2qdrant.verify.search import HAMMING, PG_OPERATORS, ParityStats, QueryReservoir, load_queries_file, \
-    qdrant_score
+from pg2qdrant.verify.options import (
+    BYTES_PER_ROW,
+    EXAMPLES_KEPT,
+    INDEX_POLL_S,
+    RETRIEVE_BATCH,
+    VerifyOptions,
+    sample_size,
+)
+from pg2qdrant.verify.search import HAMMING, PG_OPERATORS, ParityStats, QueryReservoir, load_queries_file, qdrant_score
 from pg2qdrant.verify.source_rows import iter_source_batches
 
 # ---------------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ class Verification:
 
     # -- orchestration --------------------------------------------------------------------
     def run(self) -> Report:
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         clock = time.monotonic()
         shape = self.target.shape(self.collection)
         if shape is None:

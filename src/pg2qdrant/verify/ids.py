@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -230,14 +231,14 @@ def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays, hooks: 
     if hooks is not None:
         if hooks.on_duplicates is not None and duplicate.any():
             where = np.flatnonzero(duplicate)
-            hooks.on_duplicates([_decode_id(kind, h, l) for h, l in zip(hi[where], lo[where])])
+            hooks.on_duplicates([_decode_id(kind, high, low) for high, low in zip(hi[where], lo[where])])
         for hook, mask in ((hooks.on_orphans, orphan), (hooks.on_missing, missing)):
             if hook is None:
                 continue
             where = np.flatnonzero(mask)
             for start in range(0, len(where), ID_SCROLL_BATCH):
                 chunk = where[start:start + ID_SCROLL_BATCH]
-                hook([_decode_id(kind, h, l) for h, l in zip(hi[chunk], lo[chunk])])
+                hook([_decode_id(kind, high, low) for high, low in zip(hi[chunk], lo[chunk])])
     for what, mask in (("missing", missing), ("duplicate", duplicate), ("orphan", orphan)):
         for i in np.flatnonzero(mask)[:EXAMPLES_KEPT]:
             if len(scan.examples) < 3 * EXAMPLES_KEPT:
