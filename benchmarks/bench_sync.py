@@ -159,14 +159,7 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
             time.sleep(0.1)
         time.sleep(1.0)  # let the first keepalive round trip settle
         changes_before, latencies_before = stats.changes, len(stats.latencies)
-        ctx = multiprocessing.get_context("spawn")
-        result = ctx.Queue()
-        load = ctx.Process(target=_load, args=(url, rate, seconds, per_txn, 10_000_000, rows, dim, seed + 1, result))
-        started = time.monotonic()
-        load.start()
-        offered = result.get()
-        load.join()
-        load_end = time.monotonic()
+        started, load_end, offered = _offer_load(url, rate, seconds, per_txn, rows, dim, seed)
         end_lsn = _insert_lsn(conn)
         last_change, seen = time.monotonic(), stats.changes
         while stats.acked_lsn < end_lsn:
@@ -193,6 +186,20 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
         "transactions": len(lat), "batches": stats.batches, "partial_updates": stats.partial_updates,
         "rereads": stats.rereads,
     }
+
+
+def _offer_load(url: str, rate: float, seconds: float, per_txn: int, rows: int, dim: int, seed: int,
+                *tables: object) -> tuple[float, float, int]:
+    """Run the write load in its own process: (start, end, changes offered)."""
+    ctx = multiprocessing.get_context("spawn")
+    result = ctx.Queue()
+    load = ctx.Process(target=_load, args=(url, rate, seconds, per_txn, 10_000_000, rows, dim, seed + 1, result,
+                                           *tables))
+    started = time.monotonic()
+    load.start()
+    offered = result.get()
+    load.join()
+    return started, time.monotonic(), offered
 
 
 def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: float, seconds: float,
@@ -246,15 +253,7 @@ def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: flo
             time.sleep(0.1)
         time.sleep(1.0)
         before = [(st.changes, len(st.latencies)) for st in stats_list]
-        ctx = multiprocessing.get_context("spawn")
-        result = ctx.Queue()
-        load = ctx.Process(target=_load, args=(url, rate, seconds, per_txn, 10_000_000, rows, dim, seed + 1, result,
-                                               tables))
-        started = time.monotonic()
-        load.start()
-        offered = result.get()
-        load.join()
-        load_end = time.monotonic()
+        started, load_end, offered = _offer_load(url, rate, seconds, per_txn, rows, dim, seed, tables)
         end_lsn = _insert_lsn(conn)
         # each slot has caught up when it acknowledged the end (or, idle, all it was sent)
         deadline = time.monotonic() + 300

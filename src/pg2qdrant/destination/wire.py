@@ -123,14 +123,19 @@ def _key_field(key: str, cache: dict[str, bytes] = {}) -> bytes:  # noqa: B006 -
     return out
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (from a SQL_ASCII database) cannot travel in protobuf."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Unencodable(f"text that is not valid Unicode ({exc.reason})") from None
+
+
 def value_bytes(v: Any) -> bytes:
     """A payload value as the bytes of a ``qdrant.Value`` message (what json_to_value builds)."""
     t = type(v)
     if t is str:
-        try:
-            data = v.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise _Unencodable(f"text that is not valid Unicode ({exc.reason})") from None
+        data = _utf8(v)
         return _STRING_TAG + varint(len(data)) + data
     if t is int:
         if v >= 0:
@@ -174,10 +179,7 @@ def _payload_field(payload: dict[str, Any]) -> bytes:
         key = _key_field(k)
         t = type(v)
         if t is str:
-            try:
-                data = v.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise _Unencodable(f"text that is not valid Unicode ({exc.reason})") from None
+            data = _utf8(v)
             n = len(data)
             if n < 100 and len(key) < 20:  # every length below fits one varint byte
                 parts.append(b"%b%b%b\x12%b\x22%b%b" % (_PAYLOAD_ENTRY_TAG, _ONE_BYTE[len(key) + n + 4], key,
