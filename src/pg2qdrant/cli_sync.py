@@ -28,12 +28,13 @@ from pg2qdrant.cli_common import (
     target_options,
 )
 from pg2qdrant.cli_config import config_options, each_entry
+from pg2qdrant.config import SYNC_MODES, SyncConfig, default_of
 from pg2qdrant.ui import UI
 
 
 def sync_flags(fn: Callable) -> Callable:
     for decorator in reversed([
-        opt("--sync.mode", "sync_mode", type=click.Choice(["cdc", "poll", "reconcile"]), default="cdc",
+        opt("--sync.mode", "sync_mode", type=click.Choice(SYNC_MODES), default=default_of(SyncConfig, "mode"),
             show_default=True,
             help="cdc: stream changes by logical replication; poll: re-copy rows whose --sync.updated-column "
                  "advanced; reconcile: one pass that deletes orphan points and writes missing ones."),
@@ -45,15 +46,16 @@ def sync_flags(fn: Callable) -> Callable:
                   "Copy the table first, from the new slot's snapshot: a gap-free start."),
         opt("--sync.updated-column", "sync_updated_column", default=None,
             help="Poll mode: the timestamp/integer column every insert and update advances."),
-        opt("--sync.interval", "sync_interval", type=float, default=5.0, show_default=True,
+        opt("--sync.interval", "sync_interval", type=float, default=default_of(SyncConfig, "interval_s"), show_default=True,
             help="Poll mode: seconds between polls."),
-        opt("--sync.overlap", "sync_overlap", type=float, default=60.0, show_default=True,
+        opt("--sync.overlap", "sync_overlap", type=float, default=default_of(SyncConfig, "overlap"), show_default=True,
             help="Poll mode: rows up to this far behind the watermark are read again (seconds for time "
                  "columns, units for numbers), for transactions that commit late."),
         bool_flag("--sync.reconcile", "sync_reconcile", False,
                   "Also compare ID sets: delete orphan points, write missing ones (poll: every "
                   "--sync.reconcile-interval; cdc: once at start)."),
-        opt("--sync.reconcile-interval", "sync_reconcile_interval", type=float, default=600.0, show_default=True,
+        opt("--sync.reconcile-interval", "sync_reconcile_interval", type=float,
+            default=default_of(SyncConfig, "reconcile_interval_s"), show_default=True,
             help="Poll mode: seconds between reconciliations."),
         bool_flag("--sync.once", "sync_once", False,
                   "Stop once caught up (cdc: with the WAL position at start; poll: after one round)."),

@@ -165,3 +165,23 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
         if self.batch_delay_ms < 0:
             raise InputError(f"--migration.batch-delay must not be negative (got {self.batch_delay_ms}).",
                              fix="give milliseconds to sleep between batches, e.g. 100.")
+
+
+SYNC_MODES = ("cdc", "poll", "reconcile")
+
+
+@dataclass
+class SyncConfig:
+    """`pg2qdrant sync`'s options and their defaults (sync/options.py adds their checks)."""
+
+    mode: str = "cdc"  # one of SYNC_MODES
+    slot: str | None = None  # default: derived from the collection
+    publication: str | None = None
+    initial_copy: bool = False
+    updated_column: str | None = None
+    interval_s: float = 5.0
+    overlap: float = 60.0  # seconds for time columns, units for numeric columns
+    reconcile: bool = False
+    reconcile_interval_s: float = 600.0
+    once: bool = False  # cdc: stop once caught up with the WAL position at start; poll: one round
+    status_every_s: float = 10.0  # plain status lines when not on a terminal

@@ -12,15 +12,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from pg2qdrant.config import SYNC_MODES, SyncConfig, default_of
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.source import slots
 
-MODES = ("cdc", "poll", "reconcile")
+MODES = SYNC_MODES
 MAX_BATCH_CHANGES = 5000  # row changes per apply (bounds memory and the time between acks)
 MAX_BATCH_DELAY_S = 0.25  # apply at least this often while changes keep arriving
 FEEDBACK_EVERY_S = 10.0  # standby status; the server drops silent clients after wal_sender_timeout (60 s)
-STATUS_EVERY_S = 10.0  # plain status lines when not on a terminal
+STATUS_EVERY_S = default_of(SyncConfig, "status_every_s")  # plain status lines when not on a terminal
 LAG_WARN_BYTES = 1 << 30
 LAG_WARN_SECONDS = 300.0
 LAG_WARN_EVERY_S = 300.0
@@ -33,18 +34,8 @@ REREAD_CHUNK = 500
 
 
 @dataclass
-class SyncOptions:
-    mode: str = "cdc"
-    slot: str | None = None  # default: derived from the collection
-    publication: str | None = None
-    initial_copy: bool = False
-    updated_column: str | None = None
-    interval_s: float = 5.0
-    overlap: float = 60.0  # seconds for time columns, units for numeric columns
-    reconcile: bool = False
-    reconcile_interval_s: float = 600.0
-    once: bool = False  # cdc: stop once caught up with the WAL position at start; poll: one round
-    status_every_s: float = STATUS_EVERY_S
+class SyncOptions(SyncConfig):
+    """The options (fields and defaults in config.SyncConfig) with their names and checks."""
 
     def names(self, collection: str) -> tuple[str, str]:
         slot = self.slot or slots.derived_name("pg2qdrant", collection)
