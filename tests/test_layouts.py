@@ -9,6 +9,7 @@ Supabase vecs and pgai tables are created by SQL of the shape those libraries wr
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 import uuid
 
@@ -159,7 +160,8 @@ def test_vecs_collection_spreads_metadata_and_keeps_ids(db, qdrant_path, cli, op
     assert points["vec2"] == {"id": "vec2", "year": 2002, "genre": "g2"}
 
 
-def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path, cli, open_qdrant):
+def _pgai_tables(db):
+    """A pgai vectorizer's tables: the source, the store, and the view joining them."""
     db.execute(f"""
         CREATE TABLE blog (id int PRIMARY KEY, title text, author text);
         CREATE TABLE blog_embedding_store (embedding_uuid uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -168,10 +170,27 @@ def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path
         CREATE VIEW blog_embedding AS SELECT t.embedding_uuid, t.chunk_seq, t.chunk, t.embedding, t.id, s.title,
             s.author FROM blog_embedding_store t LEFT JOIN blog s ON t.id = s.id;
         INSERT INTO blog VALUES (1, 'first', 'ann'), (2, 'second', 'bob');""")
-    rng = np.random.default_rng(2)
     for blog, seq in [(1, 0), (1, 1), (2, 0)]:
-        db.execute("INSERT INTO blog_embedding_store (id, chunk_seq, chunk, embedding) VALUES (%s, %s, %s, %s)",
-                   (blog, seq, f"chunk {blog}.{seq}", vector_literal(rng.normal(size=DIM))))
+        _pgai_chunk(db, blog, seq)
+
+
+def _pgai_chunk(db, blog: int, seq: int):
+    rng = np.random.default_rng(blog * 100 + seq)
+    db.execute("INSERT INTO blog_embedding_store (id, chunk_seq, chunk, embedding) VALUES (%s, %s, %s, %s)",
+               (blog, seq, f"chunk {blog}.{seq}", vector_literal(rng.normal(size=DIM))))
+
+
+def _pgai_expected(db) -> dict:
+    """Point ID -> (payload, vector) the pgai layout gives each row of the view, read from PostgreSQL."""
+    rows = db.execute("SELECT embedding_uuid, chunk_seq, chunk, id, title, author, embedding::text "
+                      "FROM blog_embedding")
+    return {str(u): ({"embedding_uuid": str(u), "chunk_seq": s, "chunk": c, "id": i, "title": t, "author": a},
+                     np.array(e.strip("[]").split(","), dtype=np.float32))
+            for u, s, c, i, t, a, e in rows}
+
+
+def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path, cli, open_qdrant):
+    _pgai_tables(db)
     r = _migrate(cli, db, qdrant_path, "--pg.table", "blog_embedding", "--verify", "--verify.queries", "3")
     assert "'pgai' layout" in r.output
     client = open_qdrant(qdrant_path)
@@ -207,29 +226,46 @@ def test_langchain_v2_table_merges_metadata_columns_as_langchain_does(db, qdrant
 
 # --- Sync ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _sync(cli, db, path, table: str, *extra):
+    """``run(*flags)`` runs `pg2qdrant sync` of ``table`` into ``path`` (asserting success); slot and
+    publication are dropped afterwards."""
+    import psycopg
+    base = ["sync", "--pg.url", db.url, "--pg.table", table, "--qdrant.url", f"local:{path}",
+            "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1", *extra]
+
+    def run(*flags):
+        r = cli(*base, *flags)
+        assert r.exit_code == 0, r.output
+        return r
+    try:
+        yield run
+    finally:
+        cli("sync", "drop", *base[1:])
+        with psycopg.connect(db.server.url(), autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s "
+                                        "AND NOT active", (db.name,)).fetchall():
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
 def test_langchain_documents_added_edited_deleted_in_postgres_show_up_through_langchain_qdrant(
         db, tmp_path, cli, open_qdrant):
     """CDC sync of one LangChain collection of a table holding two."""
-    import psycopg
     from langchain_core.documents import Document
     from langchain_qdrant import QdrantVectorStore
     docs, notes = _langchain_store(db, "docs"), _langchain_store(db, "notes")
     docs.add_documents(_langchain_docs(6, "docs", text_ids=False))
     notes.add_documents(_langchain_docs(3, "notes", text_ids=False))
     path = tmp_path / "q"
-    base = ["sync", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding", "--qdrant.url", f"local:{path}",
-            "--qdrant.collection", "docs", "--sync.slot", f"s_{db.name}", "--migration.num-workers", "1"]
-    try:
-        r = cli(*base, "--sync.initial-copy", "--sync.once")
-        assert r.exit_code == 0, r.output
+    with _sync(cli, db, path, "langchain_pg_embedding", "--qdrant.collection", "docs") as sync:
+        sync("--sync.initial-copy", "--sync.once")
         existing = [d.id for d, _ in docs.similarity_search_with_score("x", k=6)]
         docs.add_documents([Document(page_content="a new document about whales", metadata={"i": 99},
                                      id=str(uuid.uuid4()))])
         docs.add_documents([Document(page_content="an edited document", metadata={"i": -1}, id=existing[0])])
         docs.delete(ids=[existing[1]])
         notes.add_documents([Document(page_content="a note that must stay out", metadata={}, id=str(uuid.uuid4()))])
-        r = cli(*base, "--sync.once")
-        assert r.exit_code == 0, r.output
+        sync("--sync.once")
         client = open_qdrant(path)
         qdrant = QdrantVectorStore(client=client, collection_name="docs", embedding=_embedding())
         assert client.count("docs").count == 6
@@ -240,9 +276,134 @@ def test_langchain_documents_added_edited_deleted_in_postgres_show_up_through_la
                 [(d.id, d.page_content, d.metadata) for d, _ in expected]
             np.testing.assert_allclose([s for _, s in got], [1 - s for _, s in expected], atol=1e-5)
         client.close()
-    finally:
-        cli("sync", "drop", *base[1:])
-        with psycopg.connect(db.server.url(), autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s "
-                                        "AND NOT active", (db.name,)).fetchall():
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+def _llama_nodes(texts, emb, offset=0):
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+    return [TextNode(text=text, metadata={"i": offset + i, "topic": text.split()[-1]}, embedding=emb.embed_query(text),
+                     relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"doc-{offset + i}")})
+            for i, text in enumerate(texts)]
+
+
+def test_llamaindex_nodes_added_edited_deleted_in_postgres_show_up_through_llamaindex_qdrant(
+        db, tmp_path, cli, open_qdrant):
+    from llama_index.core.vector_stores import VectorStoreQuery
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    emb = _embedding()
+    pg = _llama_pg_store(db, "docs")
+    nodes = _llama_nodes(TEXTS[:6], emb)
+    pg.add(nodes)
+    # Point IDs are node_id, the primary key is id: deletes must carry node_id (sync says so otherwise).
+    db.execute("ALTER TABLE data_docs REPLICA IDENTITY FULL")
+    path = tmp_path / "q"
+    with _sync(cli, db, path, "data_docs") as sync:
+        sync("--sync.initial-copy", "--sync.once")
+        pg.add(_llama_nodes(["a new node about whales"], emb, offset=50))  # added
+        edited = nodes[2].model_copy(update={"text": "an edited node about storms", "metadata": {"i": -2}})
+        edited.embedding = emb.embed_query(edited.text)
+        pg.delete(nodes[2].ref_doc_id)  # edited: LlamaIndex replaces a node (delete + add) ...
+        pg.add([edited])
+        db.execute("UPDATE data_docs SET text = 'edited in place about rivers' WHERE node_id = %s",
+                   (nodes[3].node_id,))  # ... or an UPDATE edits it in place
+        pg.delete(nodes[4].ref_doc_id)  # deleted
+        sync("--sync.once")
+        client = open_qdrant(path)
+        qdrant = QdrantVectorStore(client=client, collection_name="docs")
+        assert client.count("docs").count == 6
+        for query in QUERIES + ["whales", "storms"]:
+            q = VectorStoreQuery(query_embedding=emb.embed_query(query), similarity_top_k=6)
+            expected, got = pg.query(q), qdrant.query(q)
+            assert got.ids == expected.ids
+            assert [n.get_content() for n in got.nodes] == [n.get_content() for n in expected.nodes]
+            assert [n.metadata for n in got.nodes] == [n.metadata for n in expected.nodes]
+            assert [n.ref_doc_id for n in got.nodes] == [n.ref_doc_id for n in expected.nodes]
+            np.testing.assert_allclose(got.similarities, expected.similarities, atol=1e-5)
+        assert "edited in place about rivers" in {n.get_content() for n in qdrant.query(
+            VectorStoreQuery(query_embedding=emb.embed_query("x"), similarity_top_k=6)).nodes}
+        client.close()
+
+
+def test_langchain_v2_rows_added_edited_deleted_show_up_through_langchain_qdrant(db, tmp_path, cli, open_qdrant):
+    from langchain_qdrant import QdrantVectorStore
+    emb = _embedding()
+    db.execute(f"CREATE TABLE notes (langchain_id uuid PRIMARY KEY, content text NOT NULL, embedding vector({DIM}) "
+               "NOT NULL, lang text, year int, langchain_metadata json)")
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    insert = "INSERT INTO notes VALUES (%s, %s, %s, %s, %s, %s)"
+    for i, text in enumerate(TEXTS[:4]):
+        db.execute(insert, (ids[i], text, vector_literal(emb.embed_query(text)), "en", 2000 + i, '{"src": "s"}'))
+    path = tmp_path / "q"
+    with _sync(cli, db, path, "notes") as sync:
+        sync("--sync.initial-copy", "--sync.once")
+        new = str(uuid.uuid4())
+        db.execute(insert, (new, "a new note about whales", vector_literal(emb.embed_query("whales")), "fr", 2024,
+                            None))
+        db.execute("UPDATE notes SET content = 'edited', year = NULL, langchain_metadata = '{\"src\": \"e\"}' "
+                   "WHERE langchain_id = %s", (ids[1],))
+        db.execute("DELETE FROM notes WHERE langchain_id = %s", (ids[2],))
+        sync("--sync.once")
+        client = open_qdrant(path)
+        store = QdrantVectorStore(client=client, collection_name="notes", embedding=emb)
+        got = {d.metadata["_id"]: (d.page_content, _strip(d.metadata))
+               for d in store.similarity_search("x", k=10)}
+        assert got == {ids[0]: (TEXTS[0], {"src": "s", "lang": "en", "year": 2000}),
+                       ids[1]: ("edited", {"src": "e", "lang": "en", "year": None}),
+                       ids[3]: (TEXTS[3], {"src": "s", "lang": "en", "year": 2003}),
+                       new: ("a new note about whales", {"lang": "fr", "year": 2024})}
+        doc, score = store.similarity_search_with_score("whales", k=1)[0]
+        assert doc.metadata["_id"] == new and score == pytest.approx(1.0, abs=1e-5)
+        client.close()
+
+
+def test_vecs_records_added_edited_deleted_show_up_with_their_metadata(db, tmp_path, cli, open_qdrant):
+    db.execute(f"CREATE SCHEMA vecs; CREATE TABLE vecs.docs (id character varying PRIMARY KEY, vec vector({DIM}) "
+               "NOT NULL, metadata jsonb NOT NULL DEFAULT '{}'::jsonb)")
+    rng = np.random.default_rng(3)
+    vectors = {f"vec{i}": rng.normal(size=DIM) for i in range(5)}
+    for key in list(vectors)[:3]:
+        db.execute("INSERT INTO vecs.docs VALUES (%s, %s, %s)", (key, vector_literal(vectors[key]), '{"year": 2000}'))
+    path = tmp_path / "q"
+    with _sync(cli, db, path, "vecs.docs") as sync:
+        sync("--sync.initial-copy", "--sync.once")
+        db.execute("INSERT INTO vecs.docs VALUES ('vec3', %s, '{\"genre\": \"new\"}')", (vector_literal(vectors["vec3"]),))
+        db.execute("UPDATE vecs.docs SET metadata = '{\"year\": 2001, \"genre\": \"edited\"}', vec = %s "
+                   "WHERE id = 'vec1'", (vector_literal(vectors["vec4"]),))
+        db.execute("DELETE FROM vecs.docs WHERE id = 'vec2'")
+        sync("--sync.once")
+        client = open_qdrant(path)
+        points = {p.payload["id"]: p for p in client.scroll("docs", limit=10, with_vectors=True)[0]}
+        assert {k: p.payload for k, p in points.items()} == {
+            "vec0": {"id": "vec0", "year": 2000}, "vec1": {"id": "vec1", "year": 2001, "genre": "edited"},
+            "vec3": {"id": "vec3", "genre": "new"}}
+        hit = client.query_points("docs", query=vectors["vec4"].tolist(), limit=1).points[0]
+        assert hit.payload["id"] == "vec1"
+        client.close()
+
+
+def test_pgai_chunks_added_edited_deleted_in_the_store_follow_through_the_view(db, tmp_path, cli, open_qdrant):
+    """The view cannot be published: sync follows blog_embedding_store and reads each changed row
+    through the view (with the source table's columns as they are then)."""
+    _pgai_tables(db)
+    path = tmp_path / "q"
+    with _sync(cli, db, path, "blog_embedding") as sync:
+        sync("--sync.initial-copy", "--sync.once")
+        _pgai_chunk(db, 2, 1)  # added
+        db.execute("UPDATE blog SET title = 'renamed' WHERE id = 1")  # seen with the next change of its chunks
+        db.execute("UPDATE blog_embedding_store SET chunk = 'edited', embedding = %s WHERE id = 1 AND chunk_seq = 0",
+                   (vector_literal(np.ones(DIM)),))  # edited
+        db.execute("DELETE FROM blog_embedding_store WHERE id = 1 AND chunk_seq = 1")  # deleted
+        r = sync("--sync.once")
+        assert "does not send column" not in r.output
+        client = open_qdrant(path)
+        points = client.scroll("blog_embedding", limit=10, with_vectors=True)[0]
+        expected = _pgai_expected(db)
+        assert {str(p.id): p.payload for p in points} == {k: payload for k, (payload, _) in expected.items()}
+        for p in points:
+            np.testing.assert_allclose(p.vector, expected[str(p.id)][1], rtol=1e-6)
+        assert any(payload["chunk"] == "edited" and payload["title"] == "renamed" for payload, _ in expected.values())
+        client.close()
+        db.execute("TRUNCATE blog_embedding_store")
+        sync("--sync.once")
+        client = open_qdrant(path)
+        assert client.count("blog_embedding").count == 0
+        client.close()

@@ -304,6 +304,7 @@ class Layout:
     notes: Callable[[TableInfo], list[str]] = lambda table: []
     payload_text: str = ""  # the payload shape, for inspect
     auto_payload_index: bool = True
+    change_table: Callable[[TableInfo], str] | None = None  # a view's: the table whose changes CDC follows
 
 
 def _one_target(name: Callable[[TableInfo], str]):
@@ -412,6 +413,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="pgai", framework="pgai vectorizer", detect=_is_pgai,
         columns=_all_columns, key_column="embedding_uuid", vector_names=lambda t: {"embedding": ""},
         payload_keys=lambda t: {}, targets=_one_target(lambda t: t.name),
+        change_table=lambda t: t.name + "_store",
         payload_text="chunk, chunk_seq, embedding_uuid and the source table's columns",
     ),
 )}
@@ -495,6 +497,21 @@ def plan_jobs(options, default_collection: str | None = None) -> list[Job]:
         conn.close()
 
 
+def follow_changes(conn: Connection, plan):
+    """The plan with ``table.change_tables`` set when the table is a view a layout syncs through its
+    base table (pgai: ``<source>_embedding_store``): CDC publishes that table, and each of its
+    changes is read again through the view by key (a deleted row: its point is deleted)."""
+    table = plan.table
+    if table.relkind != "v" or table.change_tables:
+        return plan
+    for layout in LAYOUTS.values():
+        if layout.change_table and layout.detect(conn, table):
+            leaves = frameworks.relation_leaves(conn, table.schema, layout.change_table(table))
+            return dataclasses.replace(plan, table=dataclasses.replace(table, change_tables=leaves))
+    return plan
+
+
 def rows_only(plan) -> bool:
     """CDC must read each changed row again (with the filter) instead of applying partial updates."""
-    return bool(plan.where or plan.payload_keys or plan.payload_shape or any(v.name == "" for v in plan.vectors))
+    return bool(plan.where or plan.payload_keys or plan.payload_shape or plan.table.change_tables
+                or any(v.name == "" for v in plan.vectors))

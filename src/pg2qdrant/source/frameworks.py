@@ -18,6 +18,14 @@ def relation_columns(conn: psycopg.Connection, schema: str, name: str) -> list[s
         "AND NOT attisdropped", (sql.Identifier(schema, name).as_string(conn),)).fetchone()[0] or []
 
 
+def relation_leaves(conn: psycopg.Connection, schema: str, name: str):
+    """The relations holding the rows of ``schema.name`` (catalog.leaves; none when it does not exist)."""
+    from pg2qdrant.source import catalog
+    row = conn.execute("SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                       (sql.Identifier(schema, name).as_string(conn),)).fetchone()
+    return () if row is None else catalog.leaves(conn, row[0], row[1])
+
+
 def langchain_collections(conn: psycopg.Connection, schema: str) -> list[tuple[str, str]]:
     """(name, row filter) of every LangChain collection in ``schema.langchain_pg_collection``,
     by name; the filter selects the collection's rows of langchain_pg_embedding."""

@@ -89,6 +89,9 @@ class TableInfo(_Relation):
     btree_columns: tuple[str, ...]  # single columns leading a btree index
     leaves: tuple[Leaf, ...]
     replica_identity: str  # d default, f full, i index, n nothing
+    # A view synced through a base table (CDC cannot publish a view; see layouts.follow_changes):
+    # the tables whose row changes are read again through the view.
+    change_tables: tuple[Leaf, ...] = ()
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

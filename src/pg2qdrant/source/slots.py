@@ -116,7 +116,8 @@ def publication_state(conn: psycopg.Connection, publication: str, plan: Plan) ->
                        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = t.schemaname
                        WHERE t.pubname = p.pubname AND c.oid = ANY(%s))
         FROM pg_publication p WHERE p.pubname = %s
-        """, (plan.table.schema, plan.table.name, [leaf.oid for leaf in plan.table.leaves], publication)).fetchone()
+        """, (plan.table.schema, plan.table.name, [leaf.oid for leaf in plan.table.change_tables or plan.table.leaves],
+              publication)).fetchone()
     if row is None:
         return None
     keys = ("insert", "update", "delete", "truncate", "all_tables", "via_root", "comment", "has_table", "has_leaf")
@@ -139,8 +140,9 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
     """
     state = publication_state(conn, publication, plan)
     table = plan.table
+    published = sql.SQL(", ").join(t.ident for t in table.change_tables) if table.change_tables else table.ident
     if state is None:
-        if table.relkind not in ("r", "p"):
+        if table.relkind not in ("r", "p") and not table.change_tables:
             raise InputError(
                 f"{table.display} is a {'view' if table.relkind == 'v' else 'materialized view or foreign table'}; "
                 "PostgreSQL publishes changes of tables only.",
@@ -148,7 +150,7 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
         try:
             with conn.transaction():
                 conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                    sql.Identifier(publication), table.ident))
+                    sql.Identifier(publication), published))
                 conn.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
                     sql.Identifier(publication), sql.Literal(PUBLICATION_COMMENT + collection)))
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -237,7 +239,8 @@ def check_replica_identity(conn: psycopg.Connection, plan: Plan) -> None:
     without a usable replica identity makes the application's UPDATE and DELETE
     statements fail.
     """
-    oids = [leaf.oid for leaf in plan.table.leaves if leaf.relkind == "r"] or [plan.table.oid]
+    oids = ([leaf.oid for leaf in plan.table.change_tables]
+            or [leaf.oid for leaf in plan.table.leaves if leaf.relkind == "r"] or [plan.table.oid])
     rows = conn.execute(
         """
         SELECT format('%%I.%%I', n.nspname, c.relname), c.relreplident,

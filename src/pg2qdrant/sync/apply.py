@@ -104,7 +104,7 @@ class SourceLookup:
         """
         table = self.plan.table
         current = self.current_leaves()
-        if table.relkind == "p" and table.oid in truncated:
+        if (table.relkind == "p" and table.oid in truncated) or {t.oid for t in table.change_tables} & truncated:
             return current, ()
         return (tuple(leaf for leaf in current if leaf.oid in truncated),
                 tuple(leaf for leaf in current if leaf.oid not in truncated))

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from pg2qdrant import redaction
+from pg2qdrant import layouts, redaction
 from pg2qdrant.errors import InputError, SourceError, TargetError
 from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
 from pg2qdrant.plan import Plan, check_shape
@@ -64,6 +64,7 @@ class CdcSync(Runner):
         """
         options, ui = self.options, self.ui
         address, plan = self._plan()
+        plan = self._follow_changes(plan)
         settings, existing = self._check_source(plan)
         marker_key = f"cdc:{options.collection}:{self.slot}"
         marker_value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
@@ -76,7 +77,7 @@ class CdcSync(Runner):
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
         self._ensure_publication(plan)
         if copy:
-            plan = self._initial_copy(address)
+            plan = self._follow_changes(self._initial_copy(address))
             self._state(address, marker_key, {**marker_value, "copied": True, "at": time.time()})
         elif existing is None:
             self._create_slot()
@@ -98,6 +99,16 @@ class CdcSync(Runner):
                 self.until_lsn = slots.current_wal_lsn(conn)
             finally:
                 conn.close()
+
+    def _follow_changes(self, plan: Plan) -> Plan:
+        """A view a layout syncs through its base table (pgai): see layouts.follow_changes."""
+        if plan.table.relkind != "v":
+            return plan
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            return layouts.follow_changes(conn, plan)
+        finally:
+            conn.close()
 
     def _check_source(self, plan: Plan) -> tuple[dict[str, str], slots.SlotInfo | None]:
         """(WAL settings, our slot if it exists): logical WAL, a replica identity with the key, a

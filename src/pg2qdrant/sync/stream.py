@@ -39,7 +39,7 @@ class Receiver:
         self.decoder = lookup.decoder
         self.stats = stats
         self.warn = warn
-        self.ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves)}
+        self.ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves + plan.table.change_tables)}
         self.others: set[int] = set()  # other tables of a shared publication
         self.warned_missing: set[int] = set()
         self.batch = ChangeBatch()
@@ -89,7 +89,7 @@ class Receiver:
         if relation not in self.ours or not decoder.knows(relation):
             return
         reread_only = relation in decoder.missing_columns
-        if reread_only and relation not in self.warned_missing:
+        if reread_only and relation not in self.warned_missing and not self.plan.table.change_tables:
             self.warned_missing.add(relation)
             self.warn(f"the publication does not send column(s) {', '.join(decoder.missing_columns[relation])} "
                       f"of {self.plan.table.display}; each changed row is read again from the table (slower).")
