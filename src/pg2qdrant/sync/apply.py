@@ -264,8 +264,9 @@ class Applier:
     def _guard_shared_ids(self, states: dict[PointId, PointState]) -> None:
         """Distinct text keys read as the same UUID share a point (migrate and reconcile refuse them).
 
-        A row written here onto a point that holds another row still in the table stops sync
-        (both named); a delete of a key whose point holds another row rewrites that row's point
+        A row written here onto a point that holds another row stops sync when both rows are in
+        the table (both named; when the written row is gone again, the point stays the holder's,
+        whichever batch its delete falls in); a delete of a key whose point holds another row rewrites that row's point
         instead (or deletes it when that row is gone too). Costs one read of the points whose
         key looks like a UUID.
         """
@@ -285,7 +286,11 @@ class Applier:
                 if state.kind is Kind.DELETE:
                     states[pid] = PointState(Kind.REREAD, (holder,))
                 elif self.lookup.fetch_rows([(holder,)]):
-                    raise shared_id_error(self.plan, [(pid, [holder, state.key[0]])])
+                    if self.lookup.fetch_rows([state.key]):  # both rows are in the table now
+                        raise shared_id_error(self.plan, [(pid, [holder, state.key[0]])])
+                    # The row written here is gone again (its delete comes later in the stream, maybe
+                    # in another batch): the point stays the holder's.
+                    states[pid] = PointState(Kind.REREAD, (holder,))
 
     def _write(self, states: dict[PointId, PointState], cleared: bool) -> None:
         """Apply the batch's net effect: clear, deletes, full upserts, then partial updates."""
