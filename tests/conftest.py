@@ -46,6 +46,19 @@ def _session_servers() -> tuple[list[str], bool]:
 _SERVERS, _SERVERS_NAMED = _session_servers()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``one_server`` (the Qdrant side: faults, the server path, layouts, the
+    migration file) run on the first server only: a second PostgreSQL adds time, not coverage."""
+    keep, drop = [], []
+    for item in items:
+        server = getattr(item, "callspec", None) and item.callspec.params.get("pg_server")
+        off = item.get_closest_marker("one_server") and server is not None and server != _SERVERS[0]
+        (drop if off else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session", params=_SERVERS)
 def pg_server(request: pytest.FixtureRequest) -> Iterator[LocalPostgres]:
     spec: str = request.param

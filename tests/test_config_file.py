@@ -13,6 +13,8 @@ import pytest
 
 from helpers import assert_collection_equals_table, fill_items
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 ITEMS = "(id bigint PRIMARY KEY, title text, n int, score float8, v vector(16))"
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from helpers import vector_literal
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 TABLES = ("acct_a", "acct_b", "acct_c")
 ROWS = 300  # per table
 AMOUNT = 1000  # each row's amount at the start

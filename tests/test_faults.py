@@ -36,6 +36,8 @@ from qdrant_endpoint import (
     wrong_input,
 )
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 FRONTS = ["grpc", "rest"]
 
 

@@ -19,6 +19,8 @@ import pytest
 from conftest import migrate_args  # noqa: F401  (fixtures live in conftest)
 from helpers import vector_literal
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 DIM = 16
 TEXTS = [f"document {i} about {topic}" for i, topic in enumerate(
     ["cats", "dogs", "birds", "fish", "trees", "rivers", "mountains", "cities", "music", "food", "rain", "stars"])]

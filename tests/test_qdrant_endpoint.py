@@ -29,7 +29,7 @@ from qdrant_endpoint import (
     wrong_input,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.one_server]  # one_server: see conftest
 
 UID = "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"
 FRONTS = ["grpc", "rest"]

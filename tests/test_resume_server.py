@@ -27,6 +27,8 @@ from helpers import (
 from qdrant_endpoint import UPSERT, Delay, QdrantEndpoint, wrong_input
 from test_parallel import TABLES
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 ROWS = 1200
 
 

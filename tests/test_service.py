@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import run_cli
@@ -29,6 +30,8 @@ from pg2qdrant.observability import HealthLimits, JsonFormatter, Service
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
 from pg2qdrant.ui import UI
 from test_sync import compare, create_items, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
+
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
 
 LABELS = {"table": "items", "collection": "c"}
 

@@ -35,6 +35,8 @@ from qdrant_endpoint import (
 )
 from test_sync import Workload, create_items, slot_of, wait_caught_up, wait_streaming
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 sdb = test_sync.sdb  # the test database, its replication slots dropped afterwards
 EUCLID = {"v": "Euclid"}
 

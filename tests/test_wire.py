@@ -32,6 +32,8 @@ from pg2qdrant.mapping import INT64_MAX, INT64_MIN, DenseColumn, PointBatch, Spa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from grpc_sink import Sink  # noqa: E402
 
+pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
+
 # ---------------------------------------------------------------------------------------
 # Property: our requests == qdrant-client's, for every kind of value the mapping produces
 # ---------------------------------------------------------------------------------------
