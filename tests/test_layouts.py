@@ -117,9 +117,22 @@ def _llama_pg_store(db, table: str):
                                      user=u.username, password=u.password or "", table_name=table, embed_dim=DIM)
 
 
+def _assert_llama_stores_answer_alike(pg, qdrant, emb, queries, *, k: int) -> None:
+    """LlamaIndex's PostgreSQL and Qdrant stores return the same nodes (ids, text, metadata,
+    source document) in the same order, with the same similarities, for every query."""
+    from llama_index.core.vector_stores import VectorStoreQuery
+    for query in queries:
+        q = VectorStoreQuery(query_embedding=emb.embed_query(query), similarity_top_k=k)
+        expected, got = pg.query(q), qdrant.query(q)
+        assert got.ids == expected.ids
+        assert [n.get_content() for n in got.nodes] == [n.get_content() for n in expected.nodes]
+        assert [n.metadata for n in got.nodes] == [n.metadata for n in expected.nodes]
+        assert [n.ref_doc_id for n in got.nodes] == [n.ref_doc_id for n in expected.nodes]
+        np.testing.assert_allclose(got.similarities, expected.similarities, atol=1e-5)
+
+
 def test_llamaindex_table_opens_in_llamaindex_qdrant_with_defaults(db, qdrant_path, cli, open_qdrant):
     from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
-    from llama_index.core.vector_stores import VectorStoreQuery
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     emb = _embedding()
     pg = _llama_pg_store(db, "docs")
@@ -131,14 +144,7 @@ def test_llamaindex_table_opens_in_llamaindex_qdrant_with_defaults(db, qdrant_pa
     assert "'llamaindex' layout" in r.output
     client = open_qdrant(qdrant_path)
     qdrant = QdrantVectorStore(client=client, collection_name="docs")
-    for query in QUERIES:
-        q = VectorStoreQuery(query_embedding=emb.embed_query(query), similarity_top_k=5)
-        expected, got = pg.query(q), qdrant.query(q)
-        assert got.ids == expected.ids
-        assert [n.get_content() for n in got.nodes] == [n.get_content() for n in expected.nodes]
-        assert [n.metadata for n in got.nodes] == [n.metadata for n in expected.nodes]
-        assert [n.ref_doc_id for n in got.nodes] == [n.ref_doc_id for n in expected.nodes]
-        np.testing.assert_allclose(got.similarities, expected.similarities, atol=1e-5)
+    _assert_llama_stores_answer_alike(pg, qdrant, emb, QUERIES, k=5)
     # doc_id filtering works as LlamaIndex's delete(ref_doc_id) uses it.
     qdrant.delete("doc-1")
     assert client.count("docs").count == len([n for n in nodes if n.ref_doc_id != "doc-1"])
@@ -312,14 +318,7 @@ def test_llamaindex_nodes_added_edited_deleted_in_postgres_show_up_through_llama
         client = open_qdrant(path)
         qdrant = QdrantVectorStore(client=client, collection_name="docs")
         assert client.count("docs").count == 6
-        for query in QUERIES + ["whales", "storms"]:
-            q = VectorStoreQuery(query_embedding=emb.embed_query(query), similarity_top_k=6)
-            expected, got = pg.query(q), qdrant.query(q)
-            assert got.ids == expected.ids
-            assert [n.get_content() for n in got.nodes] == [n.get_content() for n in expected.nodes]
-            assert [n.metadata for n in got.nodes] == [n.metadata for n in expected.nodes]
-            assert [n.ref_doc_id for n in got.nodes] == [n.ref_doc_id for n in expected.nodes]
-            np.testing.assert_allclose(got.similarities, expected.similarities, atol=1e-5)
+        _assert_llama_stores_answer_alike(pg, qdrant, emb, QUERIES + ["whales", "storms"], k=6)
         assert "edited in place about rivers" in {n.get_content() for n in qdrant.query(
             VectorStoreQuery(query_embedding=emb.embed_query("x"), similarity_top_k=6)).nodes}
         client.close()
