@@ -8,6 +8,7 @@ table, and the server never holds more than one slot of ours.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -210,3 +211,53 @@ def test_a_table_added_to_the_file_is_copied_and_joined_under_concurrent_writes(
     r = cli("sync", "--config", path, "drop", env=env)
     assert r.exit_code == 0 and "dropped" in r.output, r.output
     assert _slots(tables) == []
+
+
+def test_metrics_of_one_slot_are_per_table(tables, tmp_path):
+    """--metrics-port with a file: copy progress, changes and latency by table and collection;
+    the slot's own series (acknowledged LSN, transactions) carry empty table/collection labels."""
+    from test_service import scrape, wait_for
+    path = write_file(tables, tmp_path, ["docs", "notes"])
+    log_file = tmp_path / "sync.jsonl"
+    env = {**os.environ, **env_for(tables), "PYTHONUNBUFFERED": "1"}
+    out = open(tmp_path / "out.txt", "ab")
+    proc = subprocess.Popen(_command("sync", "--config", path, "--sync.initial-copy", "--metrics-port", "0",
+                                     "--log-format", "json", "--log-file", str(log_file)),
+                            stdout=out, stderr=out, env=env)
+
+    def of(samples, name, table, **labels):
+        return samples.get((name, tuple(sorted({"table": table, "collection": table if table else "",
+                                                 **labels}.items()))), 0.0)
+    try:
+        def listening():
+            assert proc.poll() is None, (tmp_path / "out.txt").read_text()
+            events = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+            return next((e["port"] for e in events if e.get("event") == "metrics_listening"), None)
+
+        port = wait_for(listening, "the metrics server")
+        wait_streaming(tables.url, SLOT, proc=proc)
+        before = scrape(port)
+        assert of(before, "pg2qdrant_migrate_rows_total", "docs") == 60
+        assert of(before, "pg2qdrant_migrate_rows_total", "notes") == 60
+        with psycopg.connect(tables.url, autocommit=True) as conn:
+            conn.execute("UPDATE docs SET title = 'x' WHERE id IN (1, 2, 3)")
+            conn.execute("DELETE FROM notes WHERE id = 'key-1'")
+            conn.execute("UPDATE parts SET title = 'not in the file' WHERE id = 1")
+        wait_caught_up(tables.url, SLOT)
+        after = wait_for(lambda: (s := scrape(port)) and
+                         of(s, "pg2qdrant_sync_changes_total", "notes", kind="delete") == 1 and s, "the counters")
+        assert of(after, "pg2qdrant_sync_changes_total", "docs", kind="update") == 3
+        assert of(after, "pg2qdrant_sync_changes_total", "docs", kind="delete") == 0
+        assert of(after, "pg2qdrant_sync_changes_total", "notes", kind="update") == 0
+        assert of(after, "pg2qdrant_sync_apply_latency_seconds_count", "docs") == 1
+        assert of(after, "pg2qdrant_sync_apply_latency_seconds_count", "notes") == 1
+        assert of(after, "pg2qdrant_sync_transactions_total", "") - of(before, "pg2qdrant_sync_transactions_total", "") >= 2
+        assert of(after, "pg2qdrant_sync_acknowledged_lsn", "") > 0
+        assert not any(dict(labels).get("table") == "parts" for _, labels in after)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "out.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()

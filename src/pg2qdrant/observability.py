@@ -44,6 +44,7 @@ from pg2qdrant.errors import InputError
 from pg2qdrant.ui import UI, RedactingStream
 
 LABELS = ("table", "collection")
+SLOT_WIDE = ("", "")  # the labels of a shared slot's own series (sync --config)
 _KINDS = {"I": "insert", "U": "update", "D": "delete"}
 # Commit -> applied: batches are applied every 0.25 s at most, so most land below a second.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -311,6 +312,22 @@ class SyncObserver:
         self.metrics.errors.labels(*self.labels, kind).inc()
 
 
+class TablesObserver:
+    """The observer of one stream for several tables: a batch's part per table goes to that
+    table's observer (sync.many.MultiBatch.parts, in the order of ``tables``)."""
+
+    def __init__(self, tables: list[SyncObserver], slot_wide: SyncObserver):
+        self.tables, self.slot_wide = tables, slot_wide
+
+    def applied(self, batch, now: float) -> None:
+        for observer, part in zip(self.tables, batch.parts):
+            if part.items or part.commit_times:
+                observer.applied(part, now)
+
+    def error(self, kind: str) -> None:
+        self.slot_wide.error(kind)
+
+
 class NullObserver:
     """The observer of a sync run without --metrics-port."""
 
@@ -334,7 +351,7 @@ class Metrics:
         self.errors = Counter("pg2qdrant_sync_errors", "Failures sync recovered from by reconnecting, by kind "
                               "(source, target, slot_busy).", (*LABELS, "kind"), registry=self.registry)
         self.syncs: list[tuple[tuple[str, str], Any, Health]] = []  # (labels, SyncStats, Health)
-        self.copies: list[tuple[tuple[str, str], UI]] = []  # the UI's last progress reporter is the copy
+        self.uis: list[UI] = []  # their copies (UI.copies) are reported by table and collection
         self.registry.register(_Pulled(self))
 
 
@@ -385,10 +402,8 @@ class _Pulled:
         ranges = family(GaugeMetricFamily, "pg2qdrant_migrate_ranges", "Ranges the table was split into.")
         ranges_done = family(GaugeMetricFamily, "pg2qdrant_migrate_ranges_done", "Ranges complete and saved.")
         rate = family(GaugeMetricFamily, "pg2qdrant_migrate_rate_rows_per_second", "Rows per second of this run.")
-        for labels, ui in list(self.metrics.copies):
-            progress = getattr(ui, "last_progress", None)
-            if progress is None:
-                continue
+        copies = [item for ui in list(self.metrics.uis) for item in list(ui.copies.items())]
+        for labels, progress in copies:
             rows.add_metric(labels, progress.done)
             if progress.total is not None:
                 source_rows.add_metric(labels, progress.total)
@@ -415,18 +430,27 @@ class Service:
         self.health = Health(pg_url, limits or HealthLimits())
         self.labels = labels
         if ui is not None:
-            self.metrics.copies.append((labels, ui))
+            self.metrics.uis.append(ui)
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="pg2qdrant-metrics", daemon=True)
         self.thread.start()
 
-    def sync_observer(self, stats, slot: str | None) -> SyncObserver:
-        """Sync's stream starts: its stats feed /metrics and /healthz from now on."""
+    def sync_observer(self, stats, slot: str | None,
+                      tables: list[tuple[str, str]] | None = None) -> SyncObserver | TablesObserver:
+        """Sync's stream starts: its stats feed /metrics and /healthz from now on.
+
+        ``tables`` (table, collection) of a sync through one slot for several tables: changes
+        and latencies are counted per table; what belongs to the slot (lag, acknowledged LSN,
+        transactions, reconnects, errors, health) carries empty table and collection labels."""
         self.health.watch(stats, slot)
-        self.metrics.syncs.append((self.labels, stats, self.health))
-        return SyncObserver(self.metrics, self.labels)
+        if tables is None:
+            self.metrics.syncs.append((self.labels, stats, self.health))
+            return SyncObserver(self.metrics, self.labels)
+        self.metrics.syncs.append((SLOT_WIDE, stats, self.health))
+        return TablesObserver([SyncObserver(self.metrics, labels) for labels in tables],
+                              SyncObserver(self.metrics, SLOT_WIDE))
 
     def _handler(self):
         service = self

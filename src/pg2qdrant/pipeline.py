@@ -557,7 +557,8 @@ class CopyRun:
                           dry_run=self.target is None, secrets=redaction.registered(), write=write)
         pool = ReaderPool(spec, self.todo, self.options.num_workers)
         self.pool_workers = pool.workers
-        with self.ui.progress(source_rows, f"{verb} {plan.table.display}") as progress:
+        with self.ui.progress(source_rows, f"{verb} {plan.table.display}",
+                              copy_of=(self.options.table, plan.collection)) as progress:
             progress.start_at(self.resumed_rows)
             progress.ranges_total, progress.ranges_done = len(self.by_index), len(self.by_index) - len(self.todo)
             self.progress = progress

@@ -68,7 +68,8 @@ class UI:
         self.out = _console(stdout or sys.stdout)
         self.err = _console(stderr or sys.stderr)
         self.quiet = quiet
-        self.last_progress: ProgressReporter | None = None
+        # the copies shown so far, by (table, collection): read by --metrics-port
+        self.copies: dict[tuple[str, str], ProgressReporter | ProgressPart] = {}
         self._shared: ProgressReporter | None = None  # see shared_progress
 
     def info(self, message: str) -> None:
@@ -83,11 +84,17 @@ class UI:
         self.err.print("[red bold]error:[/red bold] ", end="")
         self.err.print(message, markup=False)
 
-    def progress(self, total: int | None, description: str) -> ProgressReporter | ProgressPart:
+    def progress(self, total: int | None, description: str, *,
+                 copy_of: tuple[str, str] | None = None) -> ProgressReporter | ProgressPart:
+        """A progress display; ``copy_of`` (table, collection) names a copy, whose progress
+        --metrics-port reports under those labels."""
         if self._shared is not None:
-            return ProgressPart(self._shared, description)
-        self.last_progress = ProgressReporter(self, total, description)  # read by --metrics-port
-        return self.last_progress
+            progress: ProgressReporter | ProgressPart = ProgressPart(self._shared, total, description)
+        else:
+            progress = ProgressReporter(self, total, description)
+        if copy_of is not None:
+            self.copies[copy_of] = progress
+        return progress
 
     @contextlib.contextmanager
     def shared_progress(self, total: int | None, description: str) -> Iterator[ProgressReporter]:
@@ -176,10 +183,17 @@ class ProgressReporter:
 class ProgressPart:
     """One table's share of a shared display: its rows and ranges count in the whole."""
 
-    def __init__(self, whole: ProgressReporter, description: str):
+    def __init__(self, whole: ProgressReporter, total: int | None, description: str):
         self.whole = whole
+        self.total = total
         self.description = description
+        self.done = self._base = 0  # this table's rows (done by an earlier run: _base)
+        self.started = time.monotonic()
         self._ranges_total = self._ranges_done = 0
+
+    @property
+    def rate(self) -> float:
+        return (self.done - self._base) / max(time.monotonic() - self.started, 1e-9)
 
     def __enter__(self) -> ProgressPart:
         self.whole.describe(f"{self.whole.description}: {self.description}")
@@ -191,8 +205,10 @@ class ProgressPart:
     def start_at(self, done: int) -> None:
         """Rows of this table done by an earlier run: in the whole's count, not in its rate."""
         self.whole.start_at(self.whole.done + done, base=self.whole._base + done)
+        self.done = self._base = done
 
     def advance(self, n: int) -> None:
+        self.done += n
         self.whole.advance(n)
 
     @property

@@ -85,6 +85,7 @@ class MultiReceiver(Receiver):
         self.in_txn = False
         self.txn_time: float | None = None
         self.last_data = time.monotonic()
+        self.touched: set[int] = set()  # receivers (their id()) the open transaction has changes for
         self.batch = self._new_batch()
 
     def _new_batch(self) -> MultiBatch:
@@ -97,8 +98,15 @@ class MultiReceiver(Receiver):
             owner = self.route.get(message.relation)
             if owner is not None:  # else: a relation of no table of ours
                 owner.take(message)
-        elif isinstance(message, (Begin, Commit)):
+                self.touched.add(id(owner))
+        elif isinstance(message, Begin):
             super().take(message)
+        elif isinstance(message, Commit):
+            super().take(message)
+            for r in self.receivers:  # each table's part knows its commits (latency per table)
+                if id(r) in self.touched:
+                    r.batch.commit_times.append(message.commit_time)
+            self.touched.clear()
         elif isinstance(message, Relation):
             for r in self.receivers:
                 r.take(message)
@@ -106,7 +114,10 @@ class MultiReceiver(Receiver):
                     self.route[message.oid] = r
         elif isinstance(message, Truncate):  # one TRUNCATE may name relations of several tables
             for r in self.receivers:
+                before = r.batch.rows
                 r.take(message)
+                if r.batch.rows > before:
+                    self.touched.add(id(r))
 
     def take_batch(self) -> MultiBatch:
         batch, self.batch = self.batch, self._new_batch()
@@ -364,7 +375,8 @@ def run_many(entries: list[MigrationOptions], sync_options: SyncOptions, ui: UI,
     try:
         runner.prepare()
         if service is not None:
-            runner.observer = service.sync_observer(stats, runner.slot)
+            runner.observer = service.sync_observer(stats, runner.slot, tables=[
+                (t.options.table, t.plan.collection) for t in runner.tables])
         with _StopSignals(stop):
             ui.info(f"Streaming changes of {len(runner.tables)} tables (slot {runner.slot}, publication "
                     f"{runner.publication}): " + ", ".join(f"{t.plan.table.display} -> {t.plan.collection!r}"
