@@ -391,8 +391,15 @@ def child_main(spec_path: str) -> int:
     sys.path.insert(0, str(HERE))
     from _measure import own_peak_rss_bytes
     spec = json.loads(Path(spec_path).read_text())
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF)
     result = CHILDREN[spec["kind"]](spec)
     result["main_max_rss"] = own_peak_rss_bytes()
+    # CPU of the measured call: this process (the coordinator, and the reader thread at W=1) and its
+    # reader processes (reaped by then); imports before the call are left out
+    after, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["main_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["workers_cpu_s"] = workers.ru_utime + workers.ru_stime
     Path(spec["out"]).write_text(json.dumps(result))
     return 0
 
@@ -517,8 +524,13 @@ def run_all(args) -> dict:
                             with serving(kind, shard_dir) as server:
                                 if server:
                                     spec["qdrant_url"] = server["url"]
+                                    cpu_before = _cpu_seconds(server["pid"])
+                                tree_before = _children_cpu_seconds()
                                 m = _measure.run_child(Path(__file__).resolve(), spec, workdir=workdir / "runs",
                                                        timeout=args.timeout)
+                                m.result["tree_cpu_s"] = _children_cpu_seconds() - tree_before
+                                if server:  # the server's share of the machine's cores during the run
+                                    m.result["server_cpu_s"] = _cpu_seconds(server["pid"]) - cpu_before
                             if server:
                                 m.result["server"] = server["log"]
                         except _measure.MeasurementFailed as exc:
@@ -528,8 +540,12 @@ def run_all(args) -> dict:
                         else:
                             rec = _record(kind, rows, scale, w, rep, m)
                             records.append(rec)
+                            server_cpu = rec["detail"].get("server_cpu_s")
                             say(f"  {LABELS[kind]:<32} w={w or '-'}  {rec['rate']:>10,.0f} rows/s  "
-                                f"{rec['seconds']:7.2f} s  peak RSS {rec['peak_rss'] / 2**20:7,.0f} MiB")
+                                f"{rec['seconds']:7.2f} s  peak RSS {rec['peak_rss'] / 2**20:7,.0f} MiB"
+                                + f"  CPU main {rec['detail']['main_cpu_s']:5.2f} s"
+                                + f" readers {rec['detail']['workers_cpu_s']:5.2f} s"
+                                + (f" + server {server_cpu:5.2f} s" if server_cpu is not None else ""))
                         if kind == "edge" and w == workers_list[0] and rep == 0 and scale == scales[0] \
                                 and "edge-hnsw" in kinds:
                             hnsw_dir = shard_dir
@@ -563,7 +579,7 @@ def serving(kind: str, scratch: Path):
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, str(HERE / SERVERS[kind])], stdout=subprocess.PIPE, stderr=log,
                                 text=True, env={**os.environ, "TMPDIR": str(scratch)})  # its shards go there
-    server = {"url": proc.stdout.readline().strip()}
+    server = {"url": proc.stdout.readline().strip(), "pid": proc.pid}
     try:
         if not server["url"]:
             proc.wait(timeout=30)
@@ -579,6 +595,19 @@ def serving(kind: str, scratch: Path):
         proc.stdout.close()
         lines = log_path.read_text(errors="replace").strip().splitlines()
         server["log"] = lines[-1] if lines else ""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's children (and theirs) that have exited and been waited for."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _record(kind: str, rows: int, scale: int, workers, rep: int, m) -> dict:
