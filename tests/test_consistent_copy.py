@@ -196,33 +196,44 @@ class ReaderProcesses(threading.Thread):
             time.sleep(0.01)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_tables_share_reader_processes_started_once(accounts, tmp_path, cli, workers):
+@pytest.mark.parametrize("where, workers", [("local", 1), ("local", 2), ("server", 2)])
+def test_the_tables_share_reader_processes_started_once(accounts, tmp_path, cli, where, workers):
     """Each table used to start its own readers (a process costs an interpreter and its imports, ~1 s):
-    now they start once for the run, serve every table in turn and are gone after it."""
-    watcher = ReaderProcesses()
-    watcher.start()
-    try:
-        r = cli("--debug", "migrate", "--config", _file(tmp_path, accounts, workers=workers), "--migration.consistent",
-                env=_env(accounts))
-    finally:
-        watcher.stop.set()
-        watcher.join()
-    assert r.exit_code == 0, r.output
-    readers = r"2 reader processes \(pids (\d+), (\d+)\)" if workers == 2 else r"1 reader thread()()"
-    started = re.findall("started " + readers, r.stderr)
-    reused = re.findall("reusing " + readers, r.stderr)
-    assert len(started) == 1 and reused == started * 2, r.stderr  # tables 2 and 3: the readers of table 1
-    assert watcher.pids <= {int(p) for p in started[0] if p}  # no other reader process ran
-    assert bool(watcher.pids) == (workers == 2)
-    assert multiprocessing.active_children() == []  # stopped after the last table
+    now they start once for the run, serve every table in turn and are gone after it. Writing to a
+    server, each reader keeps its connection, and a table's retried writes are counted for it alone."""
+    from qdrant_endpoint import UPSERT, QdrantEndpoint, service_unavailable
+
     from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
-    target = QdrantTarget(parse_target_url(f"local:{tmp_path / 'qdrant'}"))
-    try:
-        for t in TABLES:
-            assert assert_collection_equals_table(accounts.url, t, target, t) == ROWS
-    finally:
-        target.close()
+    with QdrantEndpoint() as endpoint:
+        url = endpoint.grpc_url if where == "server" else f"local:{tmp_path / 'qdrant'}"
+        fault = endpoint.faults.add(UPSERT, collection="acct_b", times=2, action=service_unavailable())
+        watcher = ReaderProcesses()
+        watcher.start()
+        try:
+            r = cli("--debug", "migrate", "--config", _file(tmp_path, accounts, workers=workers),
+                    "--migration.consistent", "--qdrant.url", url, env=_env(accounts))
+        finally:
+            watcher.stop.set()
+            watcher.join()
+        assert r.exit_code == 0, r.output
+        readers = r"2 reader processes \(pids (\d+), (\d+)\)" if workers == 2 else r"1 reader thread()()"
+        started = re.findall("started " + readers, r.stderr)
+        reused = re.findall("reusing " + readers, r.stderr)
+        assert len(started) == 1 and reused == started * 2, r.stderr  # tables 2 and 3: the readers of table 1
+        assert watcher.pids <= {int(p) for p in started[0] if p}  # no other reader process ran
+        assert bool(watcher.pids) == (workers == 2)
+        assert multiprocessing.active_children() == []  # stopped after the last table
+        target = QdrantTarget(parse_target_url(url))
+        try:
+            for t in TABLES:
+                assert assert_collection_equals_table(accounts.url, t, target, t) == ROWS
+        finally:
+            target.close()
+        if where == "server":
+            assert fault.fired == 2
+            retried = {t: re.search(rf"source +│ public\.{t} .*?(transient failures retried +│ (\d+)|verdict)",
+                                    r.stdout, re.S).group(2) for t in TABLES}
+            assert retried == {"acct_a": None, "acct_b": "2", "acct_c": None}, r.stdout
     lines = _summary(r.stdout)
     assert all(f"│ {ROWS} " in ln and "the collection equals the table" in ln for ln in lines.values()), lines
 
