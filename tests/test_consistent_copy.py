@@ -201,9 +201,8 @@ def test_the_tables_share_reader_processes_started_once(accounts, tmp_path, cli,
     """Each table used to start its own readers (a process costs an interpreter and its imports, ~1 s):
     now they start once for the run, serve every table in turn and are gone after it. Writing to a
     server, each reader keeps its connection, and a table's retried writes are counted for it alone."""
-    from qdrant_endpoint import UPSERT, QdrantEndpoint, service_unavailable
-
     from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    from qdrant_endpoint import UPSERT, QdrantEndpoint, service_unavailable
     with QdrantEndpoint() as endpoint:
         url = endpoint.grpc_url if where == "server" else f"local:{tmp_path / 'qdrant'}"
         fault = endpoint.faults.add(UPSERT, collection="acct_b", times=2, action=service_unavailable())
