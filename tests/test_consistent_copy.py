@@ -9,14 +9,16 @@ after some prefix of the writer's transactions.
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
+import time
 import urllib.parse
 
 import numpy as np
 import pytest
 
-from helpers import vector_literal
+from helpers import assert_collection_equals_table, vector_literal
 
 pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
 
@@ -48,10 +50,11 @@ def accounts(db):
     return db
 
 
-def _file(tmp_path, db, *, extra: str = "", last: str = "") -> str:
+def _file(tmp_path, db, *, extra: str = "", last: str = "", workers: int = 2) -> str:
     entries = "".join(f'\n[[table]]\npg.table = "{t}"\nqdrant.collection = "{t}"\n' for t in TABLES)
     text = (f'pg.url = "{_no_password(db.url)}"\nqdrant.url = "local:{tmp_path / "qdrant"}"\n{extra}\n'
-            '[migration]\nnum-workers = 2\nrange-rows = 50\nbatch-size = 10\nbatch-delay = 5\n' + entries + last)
+            f'[migration]\nnum-workers = {workers}\nrange-rows = 50\nbatch-size = 10\nbatch-delay = 5\n'
+            + entries + last)
     path = tmp_path / "accounts.toml"
     path.write_text(text)
     return str(path)
@@ -170,6 +173,68 @@ def accounts_model_of(db) -> dict[int, list]:
             for i, amount in conn.execute(f"SELECT id, amount FROM {table}"):
                 out[i] = [table, amount]
     return out
+
+
+class ReaderProcesses(threading.Thread):
+    """The reader processes (spawned children) this test process has, seen while it watches."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.pids: set[int] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+        me = psutil.Process()
+        while not self.stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        self.pids.add(child.pid)
+                except psutil.Error:  # gone meanwhile
+                    pass
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("where, workers", [("local", 1), ("local", 2), ("server", 2)])
+def test_the_tables_share_reader_processes_started_once(accounts, tmp_path, cli, where, workers):
+    """Each table used to start its own readers (a process costs an interpreter and its imports, ~1 s):
+    now they start once for the run, serve every table in turn and are gone after it. Writing to a
+    server, each reader keeps its connection, and a table's retried writes are counted for it alone."""
+    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    from qdrant_endpoint import UPSERT, QdrantEndpoint, service_unavailable
+    with QdrantEndpoint() as endpoint:
+        url = endpoint.grpc_url if where == "server" else f"local:{tmp_path / 'qdrant'}"
+        fault = endpoint.faults.add(UPSERT, collection="acct_b", times=2, action=service_unavailable())
+        watcher = ReaderProcesses()
+        watcher.start()
+        try:
+            r = cli("--debug", "migrate", "--config", _file(tmp_path, accounts, workers=workers),
+                    "--migration.consistent", "--qdrant.url", url, env=_env(accounts))
+        finally:
+            watcher.stop.set()
+            watcher.join()
+        assert r.exit_code == 0, r.output
+        readers = r"2 reader processes \(pids (\d+), (\d+)\)" if workers == 2 else r"1 reader thread()()"
+        started = re.findall("started " + readers, r.stderr)
+        reused = re.findall("reusing " + readers, r.stderr)
+        assert len(started) == 1 and reused == started * 2, r.stderr  # tables 2 and 3: the readers of table 1
+        assert watcher.pids <= {int(p) for p in started[0] if p}  # no other reader process ran
+        assert bool(watcher.pids) == (workers == 2)
+        assert multiprocessing.active_children() == []  # stopped after the last table
+        target = QdrantTarget(parse_target_url(url))
+        try:
+            for t in TABLES:
+                assert assert_collection_equals_table(accounts.url, t, target, t) == ROWS
+        finally:
+            target.close()
+        if where == "server":
+            assert fault.fired == 2
+            retried = {t: re.search(rf"source +│ public\.{t} .*?(transient failures retried +│ (\d+)|verdict)",
+                                    r.stdout, re.S).group(2) for t in TABLES}
+            assert retried == {"acct_a": None, "acct_b": "2", "acct_c": None}, r.stdout
+    lines = _summary(r.stdout)
+    assert all(f"│ {ROWS} " in ln and "the collection equals the table" in ln for ln in lines.values()), lines
 
 
 def test_an_interrupted_consistent_run_starts_over_or_resumes_table_by_table(accounts, tmp_path, cli):

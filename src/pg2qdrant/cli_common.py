@@ -328,6 +328,7 @@ def build_migration_options(kw: dict):
         auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
         state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
         range_rows=kw["range_rows"], delete_orphans=kw["delete_orphans"], shared_snapshot=kw.get("shared_snapshot"),
+        shared_copy=kw.get("shared_copy"),
         **_layout_options(kw),
     )
 

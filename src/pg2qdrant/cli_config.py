@@ -36,7 +36,7 @@ from rich.markup import escape
 from pg2qdrant import redaction
 from pg2qdrant.cli_common import build_migration_options, handle_errors, layout_jobs, opt
 from pg2qdrant.errors import InputError, Interrupted, Pg2QdrantError
-from pg2qdrant.source.connect import Connection, url_password
+from pg2qdrant.source.connect import url_password
 from pg2qdrant.ui import UI, table
 
 ENTRIES = "table"  # the file's array of tables: [[table]]
@@ -335,6 +335,8 @@ def _check(command: str, entry: Entry) -> int:
         shared = options.shared_snapshot  # checked as of the snapshot it is copied from, and counted
         session = open_source(job, silent, count=shared is not None, snapshot_id=shared)
         rows += session.source_rows or 0
+        if job.shared_copy is not None:  # counted once: the copy reads the same snapshot
+            job.shared_copy.remember(job, session.source_rows)
         session.close()
     return rows
 
@@ -376,7 +378,8 @@ def each_entry(command: str) -> Callable:
                 return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
             if one_table:
                 return _exit(fn(*args, ui=ui, **entries[0].kw))
-            _run_all(fn, args, entries, command, ui, shared_rows=rows if shared is not None else None)
+            _run_all(fn, args, entries, command, ui, shared_rows=rows if shared is not None else None,
+                     shared_copy=shared)
         return wrapper
     return decorate
 
@@ -390,9 +393,10 @@ def _exit(runs: Any) -> None:
         sys.exit(_exit_code(runs))
 
 
-def _share_snapshot(entries: list[Entry]) -> Connection | None:
+def _share_snapshot(entries: list[Entry]) -> Any:
     """--migration.consistent: export one snapshot for every entry to read (each entry's
-    ``shared_snapshot``); the returned connection holds it until closed. None without the flag."""
+    ``shared_snapshot``); the returned pipeline.SharedCopy (each entry's ``shared_copy``) holds it
+    until closed. None without the flag."""
     from pg2qdrant.source import connect, snapshot
     ok = [e for e in entries if not e.error]
     asked = {bool(e.kw.get("consistent")) for e in ok}
@@ -416,17 +420,21 @@ def _share_snapshot(entries: list[Entry]) -> Connection | None:
     except BaseException:
         conn.close()
         raise
+    from pg2qdrant.pipeline import SharedCopy
+    shared = SharedCopy(conn)
     for entry in ok:
-        entry.kw["shared_snapshot"] = snapshot_id
-    return conn
+        entry.kw.update(shared_snapshot=snapshot_id, shared_copy=shared)
+    return shared
 
 
 def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: UI, *,
-             shared_rows: int | None = None) -> None:
-    """Run every entry; ``shared_rows``: they read one snapshot holding that many rows (one display)."""
+             shared_rows: int | None = None, shared_copy: Any = None) -> None:
+    """Run every entry; ``shared_rows``: they read one snapshot holding that many rows (one display);
+    ``shared_copy``: their reader processes, stopped after the last one."""
     rows, worst, failed = [], 0, 0
     with contextlib.nullcontext() if shared_rows is None else ui.shared_progress(
-            shared_rows, f"{len(entries)} entries, one snapshot"):
+            shared_rows, f"{len(entries)} entries, one snapshot"), \
+            contextlib.nullcontext() if shared_copy is None else shared_copy.readers:
         for i, entry in enumerate(entries, 1):
             ui.info(f"[{i}/{len(entries)}] {entry.name}: {entry.kw.get('pg_table')}")
             try:  # the command's own error handling, per entry: a failure is reported, the next one runs

@@ -19,6 +19,7 @@ from pg2qdrant.errors import InputError
 from pg2qdrant.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from pg2qdrant.pipeline import SharedCopy
     from pg2qdrant.plan import Plan
 
 ROWS_PER_RANGE = 50_000  # a range is the unit of parallel work and of resume (--migration.range-rows)
@@ -124,6 +125,8 @@ class CopyOptions:
     # migrate --config --migration.consistent: the exported snapshot every table of the run reads;
     # saved progress is then not resumed (it was read in another snapshot, gone with its run)
     shared_snapshot: str | None = None
+    # ... and what its tables share besides: the reader processes (started once), their row counts
+    shared_copy: SharedCopy | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.num_workers == 0:

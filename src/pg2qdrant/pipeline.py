@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
@@ -24,7 +24,7 @@ from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source import catalog, checks, connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.workers import ReaderPool, ReaderSpec, WriteSpec
+from pg2qdrant.workers import ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
 from pg2qdrant.writer import Writer
 
 # A full read of a vector column to prove all rows share a dimension is affordable
@@ -144,13 +144,14 @@ class SourceSession:
 
 
 def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None,
-                count: bool = True) -> SourceSession:
+                count: bool = True, rows: int | None = None) -> SourceSession:
     """Connect, describe the table, build the plan and run the pre-write checks.
 
     Everything happens in one REPEATABLE READ READ ONLY transaction whose snapshot
     the readers import. With ``snapshot_id`` (a replication slot's exported
     snapshot, for a gap-free hand-off to `sync`) that snapshot is imported
-    instead of exporting a new one.
+    instead of exporting a new one. ``rows``: the count, when it was already
+    made in that snapshot (not made again).
     """
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
@@ -177,7 +178,9 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
             extra_indexes=options.layout_indexes, notes=options.layout_notes)
         plan = _resolve_vector_sizes(conn, plan)
         _check_keys(conn, plan)
-        return SourceSession(conn, plan, snapshot_id, count_rows(conn, plan) if count else None)
+        if rows is None and count:
+            rows = count_rows(conn, plan)
+        return SourceSession(conn, plan, snapshot_id, rows)
     except BaseException as exc:
         conn.close()
         refused = checks.refused_read(exc)
@@ -249,6 +252,29 @@ def _check_shared_ids(conn: connect.Connection, plan: Plan) -> None:
 
 
 count_rows = checks.count_rows  # exact row count in the snapshot (not n_live_tup, an estimate)
+
+
+@dataclass
+class SharedCopy:
+    """What the tables of one `migrate --config --migration.consistent` run share: the exported
+    snapshot (held by ``conn`` until :meth:`close`), the reader pool (processes started once, for
+    every table) and each table's row count in the snapshot (made by the checks before the first
+    copy; the same snapshot gives the same number)."""
+
+    conn: connect.Connection
+    readers: SharedReaders = field(default_factory=SharedReaders)
+    rows: dict[tuple[str, str | None], int] = field(default_factory=dict)  # (table, --pg.where) -> rows
+
+    def close(self) -> None:
+        self.readers.close()
+        self.conn.close()
+
+    def counted(self, options: MigrationOptions) -> int | None:
+        return self.rows.get((options.table, options.where))
+
+    def remember(self, options: MigrationOptions, rows: int | None) -> None:
+        if rows is not None:
+            self.rows[(options.table, options.where)] = rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,7 +352,9 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
     options.validate()
     address = parse_target_url(options.qdrant_url)  # input errors before any connection
     started = time.monotonic()
-    session = open_source(options, ui, snapshot_id=snapshot_id or options.shared_snapshot)
+    shared = options.shared_copy if snapshot_id is None else None
+    session = open_source(options, ui, snapshot_id=snapshot_id or options.shared_snapshot,
+                          rows=shared.counted(options) if shared is not None else None)
     own_target = target is None
     try:
         plan = session.plan
@@ -555,8 +583,9 @@ class CopyRun:
                           self.options.batch_delay_ms / 1000.0) if workers_write else None
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
                           dry_run=self.target is None, secrets=redaction.registered(), write=write)
-        pool = ReaderPool(spec, self.todo, self.options.num_workers)
-        self.pool_workers = pool.workers
+        self.pool_workers = max(1, min(self.options.num_workers, len(self.todo)))
+        sends_batches = self.target is not None and not workers_write
+        readers = self.options.shared_copy.readers if self.options.shared_copy is not None else None
         with self.ui.progress(source_rows, f"{verb} {plan.table.display}",
                               copy_of=(self.options.table, plan.collection)) as progress:
             progress.start_at(self.resumed_rows)
@@ -565,9 +594,12 @@ class CopyRun:
             writer = None if self.target is None or workers_write else Writer(
                 self.target, plan.collection, batch_size=self.options.batch_size,
                 delay_s=self.options.batch_delay_ms / 1000.0, on_written=self._written)
-            pool.start()
+            pool = readers.pool_for(self.pool_workers, self.options.num_workers, sends_batches=sends_batches) \
+                if readers is not None else ReaderPool(self.pool_workers, sends_batches=sends_batches).start()
+            complete = False
             try:
-                self._loop(pool, writer)
+                self._loop(pool.reads(spec, self.todo), writer)
+                complete = True
             except KeyboardInterrupt:
                 raise self._interrupted() from None
             except Pg2QdrantError as exc:
@@ -576,12 +608,15 @@ class CopyRun:
                                     "ranges complete): rerun the same command to resume.")
                 raise
             finally:
-                pool.stop()
+                if readers is None:
+                    pool.stop()
+                elif not complete:  # its readers may be mid-range: the next table starts new ones
+                    readers.close()
                 if writer is not None:
                     writer.close()
         return self.rows
 
-    def _loop(self, pool: ReaderPool, writer: Writer | None) -> None:
+    def _loop(self, pool: TableReads, writer: Writer | None) -> None:
         for kind, tag, payload in pool.messages():
             if writer is not None:
                 writer.poll()  # writes acknowledged meanwhile may complete ranges
@@ -635,7 +670,7 @@ class CopyRun:
             self.state.mark_done(index, self.read_rows[index])
             self.store.save(self.state)
 
-    def _retry_range(self, pool: ReaderPool, index: int, error: str) -> None:
+    def _retry_range(self, pool: TableReads, index: int, error: str) -> None:
         attempt = self.attempt[index] + 1
         rng = self.by_index[index]
         if attempt > self.options.max_retries:

@@ -14,12 +14,17 @@ Where the points go (a worker's *sink*):
   a bounded queue and the coordinator writes them with the same Writer class.
 - the dry run: workers encode each batch as a write would and discard it.
 
-Tasks are (ReadRange, attempt); a range that fails because PostgreSQL dropped
-the connection is reported and the coordinator queues it again (the worker
-reconnects); rows already written by the failed attempt are harmless, since
-writes are idempotent upserts by point ID.
+A pool serves one table, or several one after another (``migrate --config
+--migration.consistent``: :class:`SharedReaders`, processes started once for every
+table). Tasks are (table key, ReaderSpec, ReadRange, attempt): a worker keeps its
+PostgreSQL connection (one snapshot, one database) and its Qdrant connections
+across tables. A range that fails because PostgreSQL dropped the connection is
+reported and the coordinator queues it again (the worker reconnects); rows already
+written by the failed attempt are harmless, since writes are idempotent upserts by
+point ID.
 
-Messages on the result queue (``tag`` is (range index, attempt)):
+Messages on the result queue are (table key, message), the key being that of the
+table the worker was reading (None for "exit"); a message (``tag`` is (range index, attempt)):
   ("batch", tag, PointBatch)           in-process target: for the coordinator's writer
   ("written", tag, points)             points acknowledged by Qdrant (or encoded, dry run)
   ("range_done", tag, rows_read)       after every "written" of that range (worker-written)
@@ -28,8 +33,9 @@ Messages on the result queue (``tag`` is (range index, attempt)):
   ("note", worker_id, message)
   ("error", worker_id, exception)      fatal
   ("exit", worker_id, None)
-:meth:`ReaderPool.messages` also yields ("tick", None, None) whenever the queue
-stays empty for a moment, so the coordinator can account for finished writes.
+:meth:`TableReads.messages` yields one table's messages, and ("tick", None, None)
+whenever the queue stays empty for a moment, so the coordinator can account for
+finished writes.
 
 A worker process dies with its coordinator, whatever killed it (SIGKILL, the OOM
 killer): see :mod:`pg2qdrant.lifeline`.
@@ -37,6 +43,8 @@ killer): see :mod:`pg2qdrant.lifeline`.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import multiprocessing
 import pickle
 import queue
@@ -65,6 +73,7 @@ POLL_S = 0.2
 STOP_GRACE_S = 2.0  # a reader finishing its batch; then it is terminated
 RECONNECT_PAUSE_S = 1.0  # first pause before re-reading a range PostgreSQL dropped (a restart takes ~1 s)
 RECONNECT_MAX_PAUSE_S = 30.0  # pauses double per attempt up to this
+log = logging.getLogger("pg2qdrant.workers")
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,8 @@ class _Sink:
     """Where a worker's mapped batches go: the coordinator (in-process target), a dry-run encoder,
     or Qdrant through the worker's own writer."""
 
-    def __init__(self, spec: ReaderSpec, worker_id: int, results, stop):
+    def __init__(self, spec: ReaderSpec, worker_id: int, results, stop, target=None):
+        """``target``: the worker's open connection to ``spec.write.target`` (closed by the worker)."""
         self.spec, self.worker_id, self.results, self.stop = spec, worker_id, results, stop
         self.acked: dict[tuple[int, int], int] = {}  # tag -> points acknowledged, not yet reported
         self.target = self.writer = None
@@ -125,7 +135,8 @@ class _Sink:
         if spec.write is not None:
             from pg2qdrant.writer import Writer
             w = spec.write
-            self.target = w.target.open(check=False)  # the coordinator checked it
+            self.target = target
+            self.retries_reported = target.retries  # an earlier table's retries were reported with it
             self.writer = Writer(self.target, w.collection, batch_size=w.batch_size, delay_s=w.delay_s,
                                  on_written=self._acknowledged)
 
@@ -161,17 +172,102 @@ class _Sink:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        if self.target is not None:
-            self.target.close()
 
 
-def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop) -> None:
-    for secret in spec.secrets:
-        redaction.register(secret)
-    conn = sink = None
-    mapper = RowMapper(spec.plan)
+class _Tagged:
+    """The result queue as one table's worker writes to it: each message goes with the table's key."""
+
+    def __init__(self, results, key):
+        self.results, self.key = results, key
+
+    def put(self, message, timeout=None) -> None:
+        self.results.put((self.key, message), timeout=timeout)
+
+
+class _Reader:
+    """One worker's state across the tables it serves: its PostgreSQL connection (every table of a
+    pool reads one snapshot of one database: one connection serves them all), its Qdrant
+    connections (one per target settings), and the current table's mapper and sink."""
+
+    def __init__(self, worker_id: int, results, stop):
+        self.worker_id, self.results, self.stop = worker_id, results, stop
+        self.key = self.spec = self.mapper = self.sink = None
+        self.out = _Tagged(results, None)
+        self.conn = self.oids = None
+        self.conn_for: tuple[str, str] | None = None  # (pg_url, snapshot_id) the connection serves
+        self.targets: list[tuple[Any, Any]] = []  # (TargetSettings, open target): compared by value
+
+    def table(self, key, spec: ReaderSpec) -> None:
+        """Serve ``spec``'s table from now on (the previous table is complete: its sink is drained)."""
+        if key == self.key:
+            return
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+        self.key, self.spec, self.oids = key, spec, None
+        self.out = _Tagged(self.results, key)
+        for secret in spec.secrets:
+            redaction.register(secret)
+        self.mapper = RowMapper(spec.plan)
+        target = self._target(spec.write.target) if spec.write is not None else None
+        self.sink = _Sink(spec, self.worker_id, self.out, self.stop, target)
+
+    def _target(self, settings):
+        for known, target in self.targets:
+            if known == settings:
+                return target
+        target = settings.open(check=False)  # the coordinator checked it
+        self.targets.append((settings, target))
+        return target
+
+    def _connection(self) -> tuple[connect.Connection, list[int]]:
+        spec = self.spec
+        if self.conn is not None and (self.conn.closed or self.conn_for != (spec.pg_url, spec.snapshot_id)):
+            self.drop_connection()
+        if self.conn is None:
+            self.conn, self.oids = _open(spec, self.out, self.stop, self.worker_id)
+            self.conn_for = (spec.pg_url, spec.snapshot_id)
+        elif self.oids is None:
+            # Loaders of several plans on one connection never conflict: raw loaders are registered
+            # only for vector type OIDs, which every plan reads unparsed.
+            self.oids = reader.prepare_connection(self.conn, spec.plan)
+        return self.conn, self.oids
+
+    def drop_connection(self) -> None:
+        _close(self.conn)
+        self.conn = self.oids = self.conn_for = None
+
+    def read(self, rng: ReadRange, attempt: int) -> bool:
+        """Read, map and hand on one range of the current table; False when asked to stop."""
+        tag = (rng.index, attempt)
+        try:
+            conn, oids = self._connection()
+            rows = 0
+            for batch in read_and_map(conn, self.spec, rng, self.mapper, oids):
+                rows += len(batch)
+                self.sink.put(tag, batch)
+                if self.stop.is_set():
+                    return False
+            self.sink.finish_range()
+            _put(self.out, ("range_done", tag, rows), self.stop)
+        except (*connect.CONNECTION_LOST, SourceError) as exc:
+            self.drop_connection()
+            text = exc.message if isinstance(exc, SourceError) else str(exc)
+            _put(self.out, ("range_failed", tag, redaction.redact(text)), self.stop)
+        return True
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        for _, target in self.targets:
+            target.close()
+        self.drop_connection()
+
+
+def _worker(worker_id: int, tasks, results, stop) -> None:
+    """A worker's loop: tasks (table key, spec, range, attempt) until None, a stop, or its coordinator's end."""
+    state = _Reader(worker_id, results, stop)
     try:
-        sink = _Sink(spec, worker_id, results, stop)
         while not stop.is_set():
             try:
                 task = tasks.get(timeout=POLL_S)
@@ -181,36 +277,20 @@ def _worker(spec: ReaderSpec, worker_id: int, tasks, results, stop) -> None:
                 continue
             if task is None:
                 break
-            rng, attempt = task
-            tag = (rng.index, attempt)
+            key, spec, rng, attempt = task
+            state.table(key, spec)
             if attempt:  # a retried range: give a restarting server time, more each attempt
                 time.sleep(retry.pause(attempt - 1, RECONNECT_PAUSE_S, RECONNECT_MAX_PAUSE_S))
-            try:
-                if conn is None or conn.closed:
-                    conn, oids = _open(spec, results, stop, worker_id)
-                rows = 0
-                for batch in read_and_map(conn, spec, rng, mapper, oids):
-                    rows += len(batch)
-                    sink.put(tag, batch)
-                    if stop.is_set():
-                        return
-                sink.finish_range()
-                _put(results, ("range_done", tag, rows), stop)
-            except (*connect.CONNECTION_LOST, SourceError) as exc:
-                _close(conn)
-                conn = None
-                text = exc.message if isinstance(exc, SourceError) else str(exc)
-                _put(results, ("range_failed", tag, redaction.redact(text)), stop)
-        _put(results, ("exit", worker_id, None), stop)
+            if not state.read(rng, attempt):
+                return
+        _put(results, (None, ("exit", worker_id, None)), stop)
     except Pg2QdrantError as exc:
-        _put(results, ("error", worker_id, exc), stop)
+        _put(state.out, ("error", worker_id, exc), stop)
     except BaseException as exc:  # report, never hang the coordinator
         detail = redaction.redact("".join(traceback.format_exception(exc)))
-        _put(results, ("error", worker_id, RuntimeError(f"reader {worker_id} failed: {detail}")), stop)
+        _put(state.out, ("error", worker_id, RuntimeError(f"reader {worker_id} failed: {detail}")), stop)
     finally:
-        if sink is not None:
-            sink.close()
-        _close(conn)
+        state.close()
 
 
 def _close(conn) -> None:
@@ -233,21 +313,24 @@ def _put(results, message, stop) -> None:
 
 
 class ReaderPool:
-    """N readers over a queue of ranges; iterate :meth:`messages`, :meth:`requeue` failed ranges,
-    :meth:`finish` once every range is complete."""
+    """N readers over a queue of ranges: :meth:`start` them, give them a table's ranges with
+    :meth:`reads` (one table after another: the processes serve them all), :meth:`stop` them."""
 
-    def __init__(self, spec: ReaderSpec, ranges: list[ReadRange], workers: int):
-        self.spec = spec
-        self.workers = max(1, min(workers, len(ranges) or 1))
+    def __init__(self, workers: int, *, sends_batches: bool):
+        """``sends_batches``: the workers send mapped batches to the coordinator (in-process target),
+        which bounds the result queue to a few batches per worker; else they send only counts."""
+        self.workers = max(1, workers)
+        self.sends_batches = sends_batches
         self.use_processes = self.workers > 1
+        self.alive = self.workers  # workers that have not said goodbye
         if self.use_processes:
             ctx = multiprocessing.get_context("spawn")  # fork is unsafe with gRPC/threads in the parent
             self.tasks = ctx.Queue()
             self.results = ctx.Queue(maxsize=self._queue_size())
             self.stop_event = ctx.Event()
-            # lifeline.run ties each process to this one before the spec is unpickled.
+            # lifeline.run ties each process to this one before anything else is imported or unpickled.
             self._procs = [ctx.Process(target=lifeline.run, name=f"pg2qdrant-reader-{i}", daemon=True,
-                                       args=(f"{__name__}:_worker", pickle.dumps((spec, i)), self.tasks,
+                                       args=(f"{__name__}:_worker", pickle.dumps((i,)), self.tasks,
                                              self.results, self.stop_event))
                            for i in range(self.workers)]
         else:
@@ -255,53 +338,37 @@ class ReaderPool:
             self.results = queue.Queue(maxsize=self._queue_size())
             self.stop_event = threading.Event()
             self._procs = [threading.Thread(target=_worker, name="pg2qdrant-reader", daemon=True,
-                                            args=(spec, 0, self.tasks, self.results, self.stop_event))]
-        for rng in ranges:
-            self.tasks.put((rng, 0))
-        self._finished = False
+                                            args=(0, self.tasks, self.results, self.stop_event))]
+        self._keys = itertools.count()
+        self._stopped = False
 
     def _queue_size(self) -> int:
-        sends_batches = self.spec.write is None and not self.spec.dry_run
-        return (QUEUE_BATCHES_PER_WORKER if sends_batches else QUEUE_MESSAGES_PER_WORKER) * self.workers
+        return (QUEUE_BATCHES_PER_WORKER if self.sends_batches else QUEUE_MESSAGES_PER_WORKER) * self.workers
 
     def start(self) -> ReaderPool:
         for p in self._procs:
             p.start()
+        log.debug("started %s", self.describe())
         return self
 
-    def requeue(self, rng: ReadRange, attempt: int) -> None:
-        self.tasks.put((rng, attempt))
+    def describe(self) -> str:
+        """The readers, with their process IDs (--debug shows which processes serve each table)."""
+        if not self.use_processes:
+            return "1 reader thread"
+        return f"{self.workers} reader processes (pids {', '.join(str(p.pid) for p in self._procs)})"
 
-    def finish(self) -> None:
-        """No more ranges: let every worker exit."""
-        if not self._finished:
-            self._finished = True
-            for _ in range(self.workers):
-                self.tasks.put(None)
-
-    def messages(self) -> Iterator[tuple]:
-        alive = self.workers
-        while alive:
-            try:
-                message = self.results.get(timeout=POLL_S)
-            except queue.Empty:
-                if self.use_processes and not any(p.is_alive() for p in self._procs):
-                    # Every process is gone without saying goodbye: killed from outside.
-                    raise SourceError("All reader processes exited unexpectedly.",
-                                      fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.") from None
-                yield ("tick", None, None)
-                continue
-            kind = message[0]
-            if kind == "exit":
-                alive -= 1
-            elif kind == "error":
-                raise message[2]
-            else:
-                yield message
+    def reads(self, spec: ReaderSpec, ranges: list[ReadRange]) -> TableReads:
+        """Queue one table's ranges (the previous table's are all complete)."""
+        return TableReads(self, next(self._keys), spec, ranges)
 
     def stop(self) -> None:
-        """Ask readers to stop; processes that do not exit promptly are terminated (the
-        coordinator must stop within a few seconds of Ctrl-C/SIGTERM)."""
+        """Let idle readers exit, ask busy ones to stop; processes that do not exit promptly are
+        terminated (the coordinator must stop within a few seconds of Ctrl-C/SIGTERM)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for _ in self._procs:
+            self.tasks.put(None)
         self.stop_event.set()
         for p in self._procs:
             p.join(timeout=STOP_GRACE_S)
@@ -313,3 +380,75 @@ class ReaderPool:
             for q in (self.tasks, self.results):
                 q.cancel_join_thread()
                 q.close()
+
+
+class TableReads:
+    """One table's ranges on a pool: iterate :meth:`messages`, :meth:`requeue` failed ranges,
+    :meth:`finish` once every range is complete."""
+
+    def __init__(self, pool: ReaderPool, key: int, spec: ReaderSpec, ranges: list[ReadRange]):
+        self.pool, self.key, self.spec = pool, key, spec
+        self._finished = False
+        for rng in ranges:
+            self.requeue(rng, 0)
+
+    def requeue(self, rng: ReadRange, attempt: int) -> None:
+        self.pool.tasks.put((self.key, self.spec, rng, attempt))
+
+    def finish(self) -> None:
+        """No more ranges of this table: :meth:`messages` ends."""
+        self._finished = True
+
+    def messages(self) -> Iterator[tuple]:
+        pool = self.pool
+        while pool.alive and not self._finished:
+            try:
+                key, message = pool.results.get(timeout=POLL_S)
+            except queue.Empty:
+                if pool.use_processes and not any(p.is_alive() for p in pool._procs):
+                    # Every process is gone without saying goodbye: killed from outside.
+                    raise SourceError("All reader processes exited unexpectedly.",
+                                      fix="rerun to resume; if it repeats, use --migration.num-workers 1 --debug.") from None
+                yield ("tick", None, None)
+                continue
+            kind = message[0]
+            if kind == "exit":
+                pool.alive -= 1
+            elif kind == "error":
+                raise message[2]
+            elif key == self.key:  # else a late message of an earlier table (an attempt given up)
+                yield message
+
+
+class SharedReaders:
+    """The reader pool of a run that copies several tables one after another (``migrate --config
+    --migration.consistent``): started for the first table, kept for the next ones (a process
+    start costs about a second: imports), stopped by :meth:`close` after the last table.
+
+    A table that fails stops it (its readers may be mid-range): the next table starts a new one.
+    """
+
+    def __init__(self):
+        self.pool: ReaderPool | None = None
+
+    def pool_for(self, workers: int, most: int, *, sends_batches: bool) -> ReaderPool:
+        """A started pool of at least ``workers`` and at most ``most`` readers (the table's
+        --migration.num-workers): the running one when it fits, else a new one."""
+        pool = self.pool
+        if pool is not None and pool.sends_batches == sends_batches and workers <= pool.workers <= most:
+            log.debug("reusing %s, started for an earlier table", pool.describe())
+            return pool
+        self.close()
+        self.pool = ReaderPool(workers, sends_batches=sends_batches).start()
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool, pool = None, self.pool
+            pool.stop()
+
+    def __enter__(self) -> SharedReaders:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
