@@ -273,3 +273,29 @@ def test_consistent_is_refused_across_databases_and_accepted_for_one_table(accou
             "--qdrant.collection", "a", "--migration.consistent")
     assert r.exit_code == 0, r.output
     assert "Migration summary" in r.stdout and "Summary:" not in r.stdout
+
+
+def test_a_table_failing_mid_copy_stops_the_shared_readers_and_the_next_table_starts_new_ones(accounts, tmp_path,
+                                                                                              cli):
+    """acct_b's writes are refused for good half-way: its readers may be mid-range, so they are stopped
+    (none left behind), and acct_c is copied by readers started for it; the others are complete."""
+    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    from qdrant_endpoint import UPSERT, QdrantEndpoint, wrong_input
+    with QdrantEndpoint() as endpoint:
+        endpoint.faults.add(UPSERT, collection="acct_b", skip=5, times=None, action=wrong_input())
+        r = cli("--debug", "migrate", "--config", _file(tmp_path, accounts), "--migration.consistent",
+                "--qdrant.url", endpoint.grpc_url, env=_env(accounts))
+        assert r.exit_code == 1, r.output
+        assert "3 entries, 2 ok, 1 failed, read in one snapshot" in r.stdout, r.stdout
+        started = re.findall(r"started 2 reader processes \(pids (\d+), (\d+)\)", r.stderr)
+        reused = re.findall(r"reusing 2 reader processes \(pids (\d+), (\d+)\)", r.stderr)
+        assert len(started) == 2 and started[0] != started[1] and reused == started[:1], r.stderr
+        assert multiprocessing.active_children() == []
+        target = QdrantTarget(parse_target_url(endpoint.grpc_url))
+        try:
+            for t in ("acct_a", "acct_c"):
+                assert assert_collection_equals_table(accounts.url, t, target, t) == ROWS
+        finally:
+            target.close()
+    lines = _summary(r.stdout)
+    assert "FAILED" in lines["acct_b"] and "the collection equals the table" in lines["acct_c"], lines
