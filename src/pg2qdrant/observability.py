@@ -316,8 +316,8 @@ class TablesObserver:
     """The observer of one stream for several tables: a batch's part per table goes to that
     table's observer (sync.many.MultiBatch.parts, in the order of ``tables``)."""
 
-    def __init__(self, tables: list[SyncObserver], slot_wide: SyncObserver):
-        self.tables, self.slot_wide = tables, slot_wide
+    def __init__(self, tables: list[SyncObserver], metrics: Metrics):
+        self.tables, self.metrics = tables, metrics
 
     def applied(self, batch, now: float) -> None:
         for observer, part in zip(self.tables, batch.parts):
@@ -325,7 +325,8 @@ class TablesObserver:
                 observer.applied(part, now)
 
     def error(self, kind: str) -> None:
-        self.slot_wide.error(kind)
+        """The stream's failures are the slot's (no per-table changes/latency series under empty labels)."""
+        self.metrics.errors.labels(*SLOT_WIDE, kind).inc()
 
 
 class NullObserver:
@@ -437,20 +438,21 @@ class Service:
         self.thread = threading.Thread(target=self.server.serve_forever, name="pg2qdrant-metrics", daemon=True)
         self.thread.start()
 
-    def sync_observer(self, stats, slot: str | None,
+    def sync_observer(self, stats, slot: str | None, *, labels: tuple[str, str] | None = None,
                       tables: list[tuple[str, str]] | None = None) -> SyncObserver | TablesObserver:
         """Sync's stream starts: its stats feed /metrics and /healthz from now on.
 
+        ``labels`` (table, collection) of a single table's sync (default: the service's);
         ``tables`` (table, collection) of a sync through one slot for several tables: changes
         and latencies are counted per table; what belongs to the slot (lag, acknowledged LSN,
         transactions, reconnects, errors, health) carries empty table and collection labels."""
         self.health.watch(stats, slot)
         if tables is None:
-            self.metrics.syncs.append((self.labels, stats, self.health))
-            return SyncObserver(self.metrics, self.labels)
+            labels = labels or self.labels
+            self.metrics.syncs.append((labels, stats, self.health))
+            return SyncObserver(self.metrics, labels)
         self.metrics.syncs.append((SLOT_WIDE, stats, self.health))
-        return TablesObserver([SyncObserver(self.metrics, labels) for labels in tables],
-                              SyncObserver(self.metrics, SLOT_WIDE))
+        return TablesObserver([SyncObserver(self.metrics, labels) for labels in tables], self.metrics)
 
     def _handler(self):
         service = self

@@ -120,6 +120,7 @@ class ProgressReporter:
         self.description = self.current = description  # current: with the part being done now
         self.done = 0
         self.started = time.monotonic()
+        self.ended: float | None = None  # the rate of a finished display stays that of its run
         self._last_line = self.started
         self._bar: Progress | None = None
         self._task = None
@@ -147,7 +148,7 @@ class ProgressReporter:
 
     @property
     def rate(self) -> float:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        elapsed = max((self.ended or time.monotonic()) - self.started, 1e-9)
         return (self.done - self._base) / elapsed
 
     def advance(self, n: int) -> None:
@@ -176,6 +177,7 @@ class ProgressReporter:
         self.current = text
 
     def __exit__(self, *exc: Any) -> None:
+        self.ended = time.monotonic()
         if self._bar is not None:
             self._bar.stop()
 
@@ -189,18 +191,19 @@ class ProgressPart:
         self.description = description
         self.done = self._base = 0  # this table's rows (done by an earlier run: _base)
         self.started = time.monotonic()
+        self.ended: float | None = None
         self._ranges_total = self._ranges_done = 0
 
     @property
     def rate(self) -> float:
-        return (self.done - self._base) / max(time.monotonic() - self.started, 1e-9)
+        return (self.done - self._base) / max((self.ended or time.monotonic()) - self.started, 1e-9)
 
     def __enter__(self) -> ProgressPart:
         self.whole.describe(f"{self.whole.description}: {self.description}")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        pass
+        self.ended = time.monotonic()
 
     def start_at(self, done: int) -> None:
         """Rows of this table done by an earlier run: in the whole's count, not in its rate."""

@@ -346,8 +346,14 @@ class ReaderPool:
         return (QUEUE_BATCHES_PER_WORKER if self.sends_batches else QUEUE_MESSAGES_PER_WORKER) * self.workers
 
     def start(self) -> ReaderPool:
-        for p in self._procs:
-            p.start()
+        """Start the readers; should that fail (Ctrl-C during the spawns), those started are stopped."""
+        try:
+            for p in self._procs:
+                p.start()
+        except BaseException:
+            self._procs = [p for p in self._procs if p.ident is not None]
+            self.stop()
+            raise
         log.debug("started %s", self.describe())
         return self
 

@@ -103,7 +103,9 @@ def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI
     try:
         runner.prepare()
         if service is not None:
-            runner.observer = service.sync_observer(stats, getattr(runner, "slot", None))
+            # labelled as its copy is: the table and the collection the plan writes (a layout may name it)
+            runner.observer = service.sync_observer(stats, getattr(runner, "slot", None),
+                                                    labels=(options.table, runner.plan.collection))
         with _StopSignals(stop):
             if sync_options.mode == "cdc":
                 ui.info(f"Streaming changes of {runner.plan.table.display} into {runner.plan.collection!r} "
