@@ -1,4 +1,5 @@
-"""The layering README describes, checked on the code: PostgreSQL lives in ``source/``.
+"""The layering README describes, checked on the code: PostgreSQL lives in ``source/``, and
+reader processes start without qdrant-client.
 
 Every SQL statement and every psycopg import is in ``src/pg2qdrant/source/``; the rest of
 the package sees plain Python values (and ``source.connect.Connection`` as an opaque handle).
@@ -8,6 +9,8 @@ Tests and their helpers may use psycopg directly (they set up tables).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "pg2qdrant"
@@ -64,3 +67,12 @@ def test_the_rule_catches_a_planted_import(tmp_path):
         (package / name).write_text(text)
     assert violations(package) == ["pg2qdrant/a.py:1", "pg2qdrant/b.py:1", "pg2qdrant/c.py:1",
                                    "pg2qdrant/e.py:1", "pg2qdrant/sub/d.py:2"]
+
+
+def test_a_reader_process_imports_no_qdrant_client():
+    """What a reader process imports to read, map, encode and write over gRPC (destination/grpc_writer.py):
+    qdrant-client (over a second of CPU per process) is left to the coordinator."""
+    code = ("import sys, pg2qdrant.lifeline, pg2qdrant.workers, pg2qdrant.writer, pg2qdrant.destination.grpc_writer\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'qdrant_client'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import create_items_table
-from pg2qdrant.destination import qdrant
+from pg2qdrant.destination import server
 from pg2qdrant.destination.qdrant import QdrantTarget
 from pg2qdrant.verify import ulps_apart
 from qdrant_endpoint import (
@@ -98,8 +98,10 @@ def test_transient_failures_are_retried(table, cli, front, name):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_a_slow_answer_past_the_deadline_is_retried(table, cli, front, monkeypatch):
+    from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
     from pg2qdrant.destination.qdrant import QdrantTarget
-    monkeypatch.setitem(QdrantTarget.__init__.__kwdefaults__, "timeout", 1)  # no flag sets it
+    for cls in (QdrantTarget, GrpcPointsWriter):  # no flag sets it; readers write over gRPC with the latter
+        monkeypatch.setitem(cls.__init__.__kwdefaults__, "timeout", 1)
     with QdrantEndpoint() as q:
         fault = q.faults.add(UPSERT, collection="c", times=1, action=Delay(1.5))
         r = migrate(cli, table, q.target_url(front))
@@ -280,7 +282,7 @@ def test_sync_writes_are_bounded_and_split_by_bytes(table, cli, monkeypatch, bou
     (``server``). Here a reconcile fills an empty collection; CDC and poll apply the same way."""
     limit = 20_000  # 100-point requests are ~40 KB of JSON here
     if bound == "writer":
-        monkeypatch.setattr(qdrant, "MAX_REQUEST_BYTES", limit // 3)  # the estimate is rough (JSON floats)
+        monkeypatch.setattr(server, "MAX_REQUEST_BYTES", limit // 3)  # the estimate is rough (JSON floats)
     with QdrantEndpoint(max_request_bytes=limit) as q:
         r = cli("sync", "--pg.url", table.url, "--pg.table", "t", "--qdrant.url", q.url,
                 "--qdrant.collection", "c", "-b", "100", "--sync.mode", "reconcile",
@@ -292,3 +294,34 @@ def test_sync_writes_are_bounded_and_split_by_bytes(table, cli, monkeypatch, bou
         else:
             assert "too_large" in outcomes and outcomes.count("ok") > 6  # refused, then accepted in halves
         assert_points_equal_table(q, table)
+
+
+def test_the_readers_grpc_writer_waits_the_servers_retry_after_and_sends_the_api_key():
+    """Readers write through grpc_writer (no qdrant-client): a RESOURCE_EXHAUSTED with a retry-after
+    trailer is retried after that many seconds, as qdrant-client's ResourceExhaustedResponse is,
+    and every call carries the api-key header."""
+    import time
+
+    from qdrant_client import models
+
+    from pg2qdrant.destination import TargetSettings
+    from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
+    from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.mapping import DenseColumn, PointBatch
+    from pg2qdrant.retry import RetryPolicy
+    with QdrantEndpoint(api_key="k-123") as q:
+        address = parse_target_url(q.grpc_url)
+        admin = QdrantTarget(address, api_key="k-123")
+        admin.client.create_collection("c", vectors_config={"v": models.VectorParams(size=2, distance="Dot")})
+        fault = q.faults.add(UPSERT, collection="c", times=1, action=rate_limited(2))
+        writer = TargetSettings(address, "k-123", retry=RetryPolicy(base_delay_s=0.05)).open_writer()
+        assert isinstance(writer, GrpcPointsWriter)
+        batch = PointBatch([1, 2], [{"a": 1}, {"a": None}],
+                           {"v": DenseColumn(np.array([[1, 2], [3, 4]], dtype=np.float32), np.ones(2, bool))})
+        started = time.monotonic()
+        writer.upsert("c", batch)
+        assert time.monotonic() - started >= 2.0 and fault.fired == 1 and writer.retries == 1
+        writer.close()
+        assert admin.count("c") == 2
+        admin.close()
+        assert [u.headers.get("api-key") for u in q.upserts("c")] == ["k-123", "k-123"]

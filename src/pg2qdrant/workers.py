@@ -216,7 +216,7 @@ class _Reader:
         for known, target in self.targets:
             if known == settings:
                 return target
-        target = settings.open(check=False)  # the coordinator checked it
+        target = settings.open_writer()  # the coordinator checked it
         self.targets.append((settings, target))
         return target
 

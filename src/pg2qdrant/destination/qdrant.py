@@ -1,20 +1,13 @@
-"""The Qdrant side through the official qdrant-client: a server by URL, or embedded local mode.
-
-``--qdrant.url`` forms:
-  http(s)://host:port  a Qdrant server; gRPC when the port is 6334, REST otherwise, TLS for https
-  grpc(s)://host:port  a Qdrant server over gRPC on any port (default 6334), TLS for grpcs
-  local:DIR            qdrant-client's embedded local mode, stored in DIR
-  :memory:             local mode in memory (gone when the process ends: for tests and demos)
-  edge:DIR             a Qdrant Edge shard (see destination/edge.py)
+"""The Qdrant side through the official qdrant-client: a server by URL, or embedded local mode
+(the ``--qdrant.url`` forms: server.py). Reader processes write to a server over gRPC
+without it (grpc_writer.py); everything else goes through here.
 """
 
 from __future__ import annotations
 
 import threading
-import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
@@ -23,85 +16,32 @@ from qdrant_client import grpc as qgrpc
 from pg2qdrant import redaction
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
-from pg2qdrant.destination.base import Capabilities
 from pg2qdrant.destination.checkpoints import CollectionRecords
-from pg2qdrant.errors import DataError, InputError, TargetError
+from pg2qdrant.destination.server import (  # noqa: F401  (the address and errors: imported from here too)
+    GRPC_MAX_MESSAGE,
+    GRPC_PORT,
+    MAX_REQUEST_BYTES,
+    REQUEST_TIMEOUT_S,
+    REST_PORT,
+    SERVER_REQUESTS_IN_FLIGHT,
+    TargetAddress,
+    capabilities_for,
+    is_too_large,
+    is_transient,
+    parse_target_url,
+    server_message,
+    split_when_too_large,
+    translate_error,
+)
+from pg2qdrant.destination.server import (
+    call as server_call,
+)
+from pg2qdrant.errors import InputError
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
-from pg2qdrant.retry import RetryPolicy, call_with_retries
-
-GRPC_PORT = 6334
-REST_PORT = 6333
-# The server accepts requests up to 32 MiB; the client's gRPC default is 4 MB (the
-# reference tool's users hit it with large batches). Raise the client's limit to the server's.
-GRPC_MAX_MESSAGE = 64 * 1024 * 1024
-REQUEST_TIMEOUT_S = 120
-# Keep each write request well under the server's 32 MiB limit (estimated size).
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
-# Qdrant's bulk-load advice: 2-4 requests in flight (or one per shard).
-SERVER_REQUESTS_IN_FLIGHT = 4
+from pg2qdrant.retry import RetryPolicy
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TargetAddress:
-    kind: str  # server | local | memory | edge
-    url: str = ""  # server: URL as given (displayed redacted)
-    path: str = ""  # local / edge: folder
-    host: str = ""
-    port: int = 0
-    https: bool = False
-    grpc: bool = False
-    prefix: str | None = None
-
-    def display(self) -> str:
-        if self.kind == "server":
-            return f"{redaction.safe_url(self.url)} ({'gRPC' if self.grpc else 'REST'})"
-        if self.kind == "memory":
-            return ":memory: (local mode, in memory)"
-        return f"{self.kind}:{self.path}"
-
-
-def parse_target_url(url: str | None) -> TargetAddress:
-    """Understand --qdrant.url; InputError with the accepted forms when it is not one."""
-    forms = "http(s)://host:port, grpc(s)://host:port, local:DIR, :memory: or edge:DIR"
-    if not url or not url.strip():
-        raise InputError("--qdrant.url is empty.", fix=f"use one of {forms}.")
-    url = url.strip()
-    redaction.register_url(url)
-    if url == ":memory:":
-        return TargetAddress("memory")
-    for kind in ("local", "edge"):
-        if url.startswith(kind + ":"):
-            path = url[len(kind) + 1:]
-            if path.startswith("//"):
-                path = path[2:]
-            if not path:
-                raise InputError(f"--qdrant.url {url!r} names no folder.", fix=f"write {kind}:/path/to/folder.")
-            return TargetAddress(kind, path=path)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InputError(f"--qdrant.url {redaction.redact(url)!r} is not a valid URL: {exc}.",
-                         fix=f"use one of {forms}.") from None
-    if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
-        raise InputError(
-            f"--qdrant.url {redaction.redact(url)!r} is not a Qdrant address.",
-            fix=f"use one of {forms} (for example http://localhost:6334 for gRPC or "
-                "https://xyz.cloud.qdrant.io:6333 for REST).",
-        )
-    https = parts.scheme in ("https", "grpcs")
-    # grpc(s):// says gRPC whatever the port (a proxy, a test endpoint); http(s):// keeps the
-    # reference tool's rule: gRPC on 6334 only.
-    explicit_grpc = parts.scheme in ("grpc", "grpcs")
-    if port is None:
-        # qdrant-client's convention; the reference went to 80/443 (a trap)
-        port = GRPC_PORT if explicit_grpc else REST_PORT
-    prefix = parts.path.strip("/") or None
-    return TargetAddress("server", url=url, host=parts.hostname, port=port, https=https,
-                         grpc=explicit_grpc or port == GRPC_PORT, prefix=prefix)
 
 
 def _shape_of(info: models.CollectionInfo) -> CollectionShape:
@@ -129,17 +69,7 @@ def points_of(batch: PointBatch) -> list[models.PointStruct]:
 class QdrantTarget:
     """One collection in Qdrant, reached with qdrant-client (server, local or in-memory)."""
 
-    @staticmethod
-    def capabilities_for(address: TargetAddress) -> Capabilities:
-        if address.kind == "server":
-            # Qdrant's bulk-load advice: several requests in flight; requests under its size limit.
-            return Capabilities(in_process=False, max_in_flight=SERVER_REQUESTS_IN_FLIGHT,
-                                max_request_bytes=MAX_REQUEST_BYTES, hnsw=True, payload_indexes=True,
-                                encodes_wire=True)
-        # Local mode: in-process, locks its folder, searches exhaustively, has no payload indexes
-        # (qdrant-client would only warn) and takes PointStructs.
-        return Capabilities(in_process=True, max_in_flight=1, max_request_bytes=None, hnsw=False,
-                            payload_indexes=False, encodes_wire=False)
+    capabilities_for = staticmethod(capabilities_for)
 
     def __init__(self, address: TargetAddress, *, api_key: str | None = None,
                  skip_tls_verification: bool = False, timeout: int = REQUEST_TIMEOUT_S,
@@ -196,13 +126,7 @@ class QdrantTarget:
         """Run one client call: transient failures are retried, the rest become our errors."""
         def counted(attempt: int, exc: BaseException, delay: float) -> None:
             self.retries += 1
-        try:
-            return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what,
-                                     on_retry=counted)
-        except (InputError, TargetError):
-            raise
-        except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
-            raise translate_error(exc, what, self.address) from exc
+        return server_call(what, fn, address=self.address, policy=self.retry, on_retry=counted)
 
     # -- collection --------------------------------------------------------------------
     def check_reachable(self) -> None:
@@ -272,31 +196,11 @@ class QdrantTarget:
         """Write points; a request the server rejects as too large is split in halves and retried."""
         if self.wire:
             send = self._grpc_upsert if self.wire == wire.GRPC else self._rest_upsert
-            self._split_when_too_large(self.encode(batch), lambda part: self.call(
+            split_when_too_large(self.encode(batch), lambda part: self.call(
                 "write points", lambda: send(collection, part, wait)))
         else:
-            self._split_when_too_large(batch, lambda part: self.call("write points", lambda: self.client.upsert(
+            split_when_too_large(batch, lambda part: self.call("write points", lambda: self.client.upsert(
                 collection, points=points_of(part), wait=wait)))
-
-    def _split_when_too_large(self, request, send: Callable[[Any], None]) -> None:
-        """``send(request)``; when the server refuses it for its size, send its halves instead (in order).
-
-        Used by upsert (a PointBatch, encoded once: its halves keep their bytes) and apply (a list of
-        operations): whatever the writer estimated, the server's limit (or a proxy's) is what counts.
-        """
-        try:
-            send(request)
-        except TargetError as exc:
-            if not is_too_large(exc.__cause__):
-                raise
-            halves = ops.halves(request)
-            if halves is None:
-                raise DataError(
-                    f"Qdrant rejected point {ops.first_point_id(request)!r} as too large: {exc.message}",
-                    fix="leave large columns out with --pg.columns, or raise the server's "
-                        "service.max_request_size_mb.") from None
-            for half in halves:
-                self._split_when_too_large(half, send)
 
     def _grpc_upsert(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
         """Points.Upsert with the request's bytes as they are, over qdrant-client's own channels
@@ -348,7 +252,7 @@ class QdrantTarget:
             if converted:
                 self.call("apply changes", lambda: self.client.batch_update_points(
                     collection, update_operations=converted, wait=wait))
-        self._split_when_too_large(operations, send)
+        split_when_too_large(operations, send)
 
     def search(self, collection: str, vector_name: str, query: Any, limit: int, *, exact: bool) -> list[tuple[Any, float]]:
         """(id, score) of the nearest points; ``exact`` forces a full scan (no HNSW)."""
@@ -428,102 +332,3 @@ def _client_operations(op: ops.Operation) -> list:
     raise TypeError(f"unknown operation {op!r}")
 
 
-_TRANSIENT_STATUS = {429, 502, 503, 504}
-_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
-_TRANSPORT_NAMES = ("ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout",
-                    "WriteTimeout", "ConnectTimeout", "PoolTimeout", "ConnectionResetError",
-                    "ConnectionRefusedError", "BrokenPipeError", "IncompleteRead")
-
-
-def _grpc_code(exc: BaseException) -> str | None:
-    code = getattr(exc, "code", None)
-    if callable(code):
-        try:
-            return code().name
-        except Exception:
-            return None
-    return None
-
-
-def is_too_large(exc: BaseException | None) -> bool:
-    """The server refused the request for its size: splitting it (not retrying it) helps."""
-    if exc is None:
-        return False
-    if getattr(exc, "status_code", None) == 413:
-        return True
-    text = f"{exc} {server_message(exc)}".lower()
-    return any(s in text for s in ("too large", "larger than allowed", "larger than max", "message length",
-                                   "max_request_size"))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: overload, restarts, dropped connections; never input or auth errors."""
-    if is_too_large(exc):
-        return False
-    if type(exc).__name__ == "ResourceExhaustedResponse":  # 429 with Retry-After (qdrant-client)
-        return True
-    status = getattr(exc, "status_code", None)
-    if status in _TRANSIENT_STATUS:
-        return True
-    if status is not None:
-        return "please retry" in f"{exc}".lower()
-    code = _grpc_code(exc)
-    if code is not None:  # a server error that asks to be retried, whatever its code
-        return code in _TRANSIENT_GRPC or "please retry" in f"{exc}".lower()
-    chain: BaseException | None = exc
-    seen: set[int] = set()
-    while chain is not None and id(chain) not in seen:  # ResponseHandlingException wraps httpx's as .source
-        seen.add(id(chain))
-        if type(chain).__name__ in _TRANSPORT_NAMES or "please retry" in f"{chain}".lower():
-            return True
-        chain = getattr(chain, "source", None) or chain.__cause__ or chain.__context__
-    return False
-
-
-def server_message(exc: BaseException) -> str:
-    """The server's own words: Qdrant's JSON status.error when there is one, else the exception text
-    (qdrant-client's str() of an UnexpectedResponse cuts the body at 200 bytes)."""
-    structured = getattr(exc, "structured", None)
-    if callable(structured):
-        try:
-            error = structured().get("status", {}).get("error")
-            if error:
-                return str(error)
-        except Exception:
-            pass
-        content = getattr(exc, "content", b"")
-        if content:
-            return content.decode("utf-8", "replace").strip()[:500]
-    source = getattr(exc, "source", None)
-    if source is not None:
-        return f"{type(source).__name__}: {source}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:
-    """Turn a qdrant-client/httpx/grpc exception into our error with the fix in it."""
-    where = address.display()
-    text = redaction.redact(server_message(exc)).strip()
-    status = getattr(exc, "status_code", None)
-    code = _grpc_code(exc)
-    if status in (401, 403) or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        return InputError(f"Qdrant at {where} rejected the request to {what} (HTTP {status or code}): {text}",
-                          fix="check --qdrant.api-key (or QDRANT_API_KEY); it needs write access.")
-    low = f"{type(exc).__name__} {text}".lower()
-    if "certificate" in low or "ssl" in low:
-        return TargetError(f"TLS failed with Qdrant at {where}: {text}",
-                           fix="use the server's real host name and a trusted certificate, or pass "
-                               "--skip-tls-verification if you accept an unverified connection.")
-    if "timeout" in low or "timed out" in low:
-        return TargetError(f"Qdrant at {where} did not answer in time (while trying to {what}): {text}",
-                           fix="check the server's load and network; rerun the same command to resume.")
-    if code == "UNAVAILABLE" or any(s in low for s in ("connecterror", "connection refused", "connect error",
-                                                        "name or service not known", "failed to connect",
-                                                        "nodename nor servname")):
-        return TargetError(f"Cannot reach Qdrant at {where} (while trying to {what}): {text}",
-                           fix="check --qdrant.url (host, port: 6334 is gRPC, 6333 is REST) and that "
-                               "Qdrant is running and reachable from here.")
-    detail = f" (HTTP {status})" if status else (f" (gRPC {code})" if code else "")
-    return TargetError(f"Qdrant at {where} failed to {what}{detail}: {text}",
-                       fix="see the server's message above (and Qdrant's log); once it is resolved, rerun the "
-                           "same command: saved progress is resumed.")

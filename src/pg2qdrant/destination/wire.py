@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from qdrant_client.conversions.conversion import json_to_value
 
 from pg2qdrant.errors import DataError
 from pg2qdrant.mapping import INT64_MAX, INT64_MIN, PointBatch, SparseValue
@@ -157,7 +156,9 @@ def value_bytes(v: Any) -> bytes:
     if t is list or t is tuple:
         body = b"".join(_ENTRY_TAG + varint(len(e)) + e for e in map(value_bytes, v))
         return _LIST_TAG + varint(len(body)) + body
-    # Anything else (a subclass, a date...) as qdrant-client converts it: rare, so its way.
+    # Anything else (a subclass, a date...) as qdrant-client converts it: rare, so its way (imported
+    # here: reader processes do not import qdrant-client otherwise, see grpc_writer.py).
+    from qdrant_client.conversions.conversion import json_to_value
     return json_to_value(v).SerializeToString()
 
 

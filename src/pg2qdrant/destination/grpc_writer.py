@@ -1,0 +1,96 @@
+"""A reader process's writes to a Qdrant server over gRPC, without qdrant-client.
+
+Reader processes only upsert points, already encoded as ``UpsertPoints`` bytes by wire.py;
+for that, one grpc channel and one method are enough. Importing qdrant-client costs a
+process more than a second of CPU (its pydantic models), which every reader paid before it
+read a row: with W readers on W cores that is a second added to every migration. The
+channel is built as qdrant-client builds its own (connection.get_channel: TLS with the
+system's roots for https/grpcs, the ``api-key`` header on every call, unlimited message
+sizes there, our 64 MiB here), and errors go through the same retry and translation rules
+(server.py), so a reader behaves as the qdrant-client target does; the coordinator, which
+creates collections and reads them back, keeps using qdrant-client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from pg2qdrant import redaction
+from pg2qdrant.destination import wire
+from pg2qdrant.destination.server import (
+    GRPC_MAX_MESSAGE,
+    REQUEST_TIMEOUT_S,
+    RetryAfter,
+    TargetAddress,
+    call,
+    capabilities_for,
+    split_when_too_large,
+)
+from pg2qdrant.mapping import PointBatch
+from pg2qdrant.retry import RetryPolicy
+
+UPSERT_METHOD = "/qdrant.Points/Upsert"  # points_service.proto
+
+
+class GrpcPointsWriter:
+    """What a reader's Writer needs of a server target (capabilities, encode, upsert, retries, close)."""
+
+    def __init__(self, address: TargetAddress, *, api_key: str | None = None, timeout: int = REQUEST_TIMEOUT_S,
+                 retry: RetryPolicy | None = None):
+        if address.kind != "server" or not address.grpc:  # pragma: no cover - TargetSettings.open_writer checks
+            raise ValueError(f"not a gRPC server address: {address.display()}")
+        redaction.register(api_key)
+        self.address = address
+        self.capabilities = capabilities_for(address)
+        self.retry = retry or RetryPolicy()
+        self.retries = 0  # transient failures retried (reported in the summary)
+        self.timeout = timeout
+        self._metadata = (("api-key", api_key),) if api_key else None
+        options = [("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
+                   ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE)]
+        where = f"{address.host}:{address.port}"
+        self._channel = grpc.secure_channel(where, grpc.ssl_channel_credentials(), options) if address.https \
+            else grpc.insecure_channel(where, options)
+        # Bytes in, bytes out: the request is already serialized, the answer only has to arrive.
+        self._upsert = self._channel.unary_unary(UPSERT_METHOD, request_serializer=None, response_deserializer=None)
+
+    def encode(self, batch: PointBatch) -> PointBatch:
+        return wire.encode(batch, wire.GRPC)
+
+    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
+        """Write points; a request the server rejects as too large is split in halves and retried."""
+        split_when_too_large(self.encode(batch), lambda part: self._call(
+            "write points", lambda: self._send(collection, part, wait)))
+
+    def _call(self, what: str, fn) -> Any:
+        def counted(attempt: int, exc: BaseException, delay: float) -> None:
+            self.retries += 1
+        return call(what, fn, address=self.address, policy=self.retry, on_retry=counted)
+
+    def _send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
+        try:
+            self._upsert(wire.grpc_request(collection, batch.encoded, wait=wait), timeout=self.timeout,
+                         metadata=self._metadata)
+        except grpc.RpcError as exc:
+            seconds = _retry_after(exc)
+            if seconds:  # as qdrant-client turns it into its ResourceExhaustedResponse
+                raise RetryAfter(exc.details() or "", seconds) from exc
+            raise
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _retry_after(exc: grpc.RpcError) -> int | None:
+    """The seconds of a RESOURCE_EXHAUSTED answer's ``retry-after`` trailer, if it has one."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after":
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
