@@ -299,3 +299,26 @@ def test_a_table_failing_mid_copy_stops_the_shared_readers_and_the_next_table_st
             target.close()
     lines = _summary(r.stdout)
     assert "FAILED" in lines["acct_b"] and "the collection equals the table" in lines["acct_c"], lines
+
+
+def test_a_consistent_run_checks_and_counts_each_table_once(accounts, tmp_path, cli, monkeypatch):
+    """The checks before the first copy read the same snapshot as the copies: a table whose key no
+    constraint makes unique (a view) is scanned for duplicate keys once, and counted once."""
+    from pg2qdrant import pipeline
+    from pg2qdrant.source import checks
+    accounts.execute("CREATE VIEW acct_view AS SELECT id, amount, v FROM acct_a")
+    calls = {"duplicate_keys": 0, "count_rows": 0}
+    for module, name in ((checks, "duplicate_keys"), (pipeline, "count_rows")):
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, _name=name, **kw):  # counts, then does the real work
+            calls[_name] += 1
+            return _real(*args, **kw)
+        monkeypatch.setattr(module, name, spy)
+    path = _file(tmp_path, accounts, last='\n[[table]]\npg.table = "acct_view"\nqdrant.collection = "acct_view"\n'
+                                          'pg.key-column = "id"\n')
+    r = cli("migrate", "--config", path, "--migration.consistent", env=_env(accounts))
+    assert r.exit_code == 0, r.output
+    assert calls == {"duplicate_keys": 1, "count_rows": 4}, calls
+    assert all("the collection equals the table" in line for line in r.stdout.splitlines()
+               if line.startswith(("│ acct_", "│ acct_view"))), r.stdout

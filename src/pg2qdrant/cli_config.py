@@ -335,7 +335,7 @@ def _check(command: str, entry: Entry) -> int:
         shared = options.shared_snapshot  # checked as of the snapshot it is copied from, and counted
         session = open_source(job, silent, count=shared is not None, snapshot_id=shared)
         rows += session.source_rows or 0
-        if job.shared_copy is not None:  # counted once: the copy reads the same snapshot
+        if job.shared_copy is not None:  # counted and checked once: the copy reads the same snapshot
             job.shared_copy.remember(job, session.source_rows)
         session.close()
     return rows

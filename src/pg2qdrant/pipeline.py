@@ -144,14 +144,15 @@ class SourceSession:
 
 
 def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None,
-                count: bool = True, rows: int | None = None) -> SourceSession:
+                count: bool = True, rows: int | None = None, keys_checked: bool = False) -> SourceSession:
     """Connect, describe the table, build the plan and run the pre-write checks.
 
     Everything happens in one REPEATABLE READ READ ONLY transaction whose snapshot
     the readers import. With ``snapshot_id`` (a replication slot's exported
     snapshot, for a gap-free hand-off to `sync`) that snapshot is imported
     instead of exporting a new one. ``rows``: the count, when it was already
-    made in that snapshot (not made again).
+    made in that snapshot (not made again); ``keys_checked``: the key checks
+    passed in that snapshot (a table without a unique constraint is not scanned again).
     """
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
@@ -177,7 +178,8 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
             tenant_column=options.tenant_column, payload_shape=options.payload_shape,
             extra_indexes=options.layout_indexes, notes=options.layout_notes)
         plan = _resolve_vector_sizes(conn, plan)
-        _check_keys(conn, plan)
+        if not keys_checked:
+            _check_keys(conn, plan)
         if rows is None and count:
             rows = count_rows(conn, plan)
         return SourceSession(conn, plan, snapshot_id, rows)
@@ -258,23 +260,32 @@ count_rows = checks.count_rows  # exact row count in the snapshot (not n_live_tu
 class SharedCopy:
     """What the tables of one `migrate --config --migration.consistent` run share: the exported
     snapshot (held by ``conn`` until :meth:`close`), the reader pool (processes started once, for
-    every table) and each table's row count in the snapshot (made by the checks before the first
-    copy; the same snapshot gives the same number)."""
+    every table) and what the checks before the first copy found in that snapshot: each table's
+    row count and that its keys passed (the same snapshot gives the same answers, so the copies
+    do not scan again)."""
 
     conn: connect.Connection
     readers: SharedReaders = field(default_factory=SharedReaders)
-    rows: dict[tuple[str, str | None], int] = field(default_factory=dict)  # (table, --pg.where) -> rows
+    # (table, --pg.where, key columns, id mode) -> rows (None: not counted): the key checks passed
+    checked: dict[tuple, int | None] = field(default_factory=dict)
 
     def close(self) -> None:
         self.readers.close()
         self.conn.close()
 
+    @staticmethod
+    def _key(options: MigrationOptions) -> tuple:
+        return options.table, options.where, tuple(options.key_columns), options.id_mode
+
     def counted(self, options: MigrationOptions) -> int | None:
-        return self.rows.get((options.table, options.where))
+        return self.checked.get(self._key(options))
+
+    def keys_checked(self, options: MigrationOptions) -> bool:
+        return self._key(options) in self.checked
 
     def remember(self, options: MigrationOptions, rows: int | None) -> None:
-        if rows is not None:
-            self.rows[(options.table, options.where)] = rows
+        """The checks of ``options`` passed in the snapshot (a session was opened), with this count."""
+        self.checked[self._key(options)] = rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,7 +365,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
     started = time.monotonic()
     shared = options.shared_copy if snapshot_id is None else None
     session = open_source(options, ui, snapshot_id=snapshot_id or options.shared_snapshot,
-                          rows=shared.counted(options) if shared is not None else None)
+                          rows=shared.counted(options) if shared is not None else None,
+                          keys_checked=shared is not None and shared.keys_checked(options))
     own_target = target is None
     try:
         plan = session.plan
