@@ -214,7 +214,7 @@ def test_demo_without_extra_is_an_input_error(cli, tmp_path, monkeypatch):
 INTERNAL = {
     "pg2qdrant.mapping.DimensionMismatch": "RowMapper.map_rows raises DataError from it",
     "pg2qdrant.destination.wire._Unencodable": "wire.grpc_points raises DataError naming the point from it",
-    "pg2qdrant.destination.server.RetryAfter": "server.call retries it, then translate_error makes it a TargetError",
+    "pg2qdrant.destination.server.RetryAfter": "server.Retrying.call retries it, then translate_error makes it a TargetError",
 }
 
 

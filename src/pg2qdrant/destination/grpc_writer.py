@@ -7,13 +7,12 @@ read a row: with W readers on W cores that is a second added to every migration.
 channel is built as qdrant-client builds its own (connection.get_channel: TLS with the
 system's roots for https/grpcs, the ``api-key`` header on every call, unlimited message
 sizes there, our 64 MiB here), and errors go through the same retry and translation rules
-(server.py), so a reader behaves as the qdrant-client target does; the coordinator, which
-creates collections and reads them back, keeps using qdrant-client.
+(server.py), so a reader behaves as the qdrant-client target does. The coordinator keeps
+using qdrant-client to create collections and read them back; its own gRPC upserts (sync's
+reconcile and poll) go through a writer of this module too.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import grpc
 
@@ -23,8 +22,8 @@ from pg2qdrant.destination.server import (
     GRPC_MAX_MESSAGE,
     REQUEST_TIMEOUT_S,
     RetryAfter,
+    Retrying,
     TargetAddress,
-    call,
     capabilities_for,
     split_when_too_large,
 )
@@ -34,8 +33,9 @@ from pg2qdrant.retry import RetryPolicy
 UPSERT_METHOD = "/qdrant.Points/Upsert"  # points_service.proto
 
 
-class GrpcPointsWriter:
-    """What a reader's Writer needs of a server target (capabilities, encode, upsert, retries, close)."""
+class GrpcPointsWriter(Retrying):
+    """What a reader's Writer needs of a server target (capabilities, encode, upsert, retries, close);
+    qdrant.py's target sends its gRPC upserts through one too (:meth:`send`)."""
 
     def __init__(self, address: TargetAddress, *, api_key: str | None = None, timeout: int = REQUEST_TIMEOUT_S,
                  retry: RetryPolicy | None = None):
@@ -61,15 +61,11 @@ class GrpcPointsWriter:
 
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
         """Write points; a request the server rejects as too large is split in halves and retried."""
-        split_when_too_large(self.encode(batch), lambda part: self._call(
-            "write points", lambda: self._send(collection, part, wait)))
+        split_when_too_large(self.encode(batch), lambda part: self.call(
+            "write points", lambda: self.send(collection, part, wait)))
 
-    def _call(self, what: str, fn) -> Any:
-        def counted(attempt: int, exc: BaseException, delay: float) -> None:
-            self.retries += 1
-        return call(what, fn, address=self.address, policy=self.retry, on_retry=counted)
-
-    def _send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
+    def send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
+        """One ``UpsertPoints`` request with the batch's bytes as they are (no retry, no split)."""
         try:
             self._upsert(wire.grpc_request(collection, batch.encoded, wait=wait), timeout=self.timeout,
                          metadata=self._metadata)

@@ -5,43 +5,31 @@ without it (grpc_writer.py); everything else goes through here.
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from qdrant_client import QdrantClient, models
-from qdrant_client import grpc as qgrpc
 
 from pg2qdrant import redaction
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.checkpoints import CollectionRecords
-from pg2qdrant.destination.server import (  # noqa: F401  (the address and errors: imported from here too)
+from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
+from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_target_url: imported from here too)
     GRPC_MAX_MESSAGE,
-    GRPC_PORT,
-    MAX_REQUEST_BYTES,
     REQUEST_TIMEOUT_S,
-    REST_PORT,
-    SERVER_REQUESTS_IN_FLIGHT,
+    Retrying,
     TargetAddress,
     capabilities_for,
-    is_too_large,
-    is_transient,
     parse_target_url,
-    server_message,
     split_when_too_large,
     translate_error,
-)
-from pg2qdrant.destination.server import (
-    call as server_call,
 )
 from pg2qdrant.errors import InputError
 from pg2qdrant.mapping import PointBatch, SparseValue
 from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.retry import RetryPolicy
-
-T = TypeVar("T")
 
 
 def _shape_of(info: models.CollectionInfo) -> CollectionShape:
@@ -66,7 +54,7 @@ def points_of(batch: PointBatch) -> list[models.PointStruct]:
             for pid, vector, payload in batch.points(_sparse)]
 
 
-class QdrantTarget:
+class QdrantTarget(Retrying):
     """One collection in Qdrant, reached with qdrant-client (server, local or in-memory)."""
 
     capabilities_for = staticmethod(capabilities_for)
@@ -81,9 +69,10 @@ class QdrantTarget:
         self.timeout = timeout
         # A server's upserts are encoded by destination/wire.py (local mode takes PointStructs).
         self.wire = (wire.GRPC if address.grpc else wire.REST) if self.capabilities.encodes_wire else None
-        self._grpc_upserts: list | None = None
-        self._grpc_lock = threading.Lock()  # writer threads open the channels once
-        self._next_upsert = 0
+        # gRPC upserts go as the request bytes wire.py built, through the readers' writer: qdrant-client's
+        # stubs take message objects only, and re-parsing our bytes into one would cost ~3 us a point.
+        self._grpc_points = GrpcPointsWriter(address, api_key=api_key, timeout=timeout, retry=self.retry) \
+            if self.wire == wire.GRPC else None
         redaction.register(api_key)
         if address.kind == "memory":
             self.client = QdrantClient(location=":memory:")
@@ -120,13 +109,6 @@ class QdrantTarget:
                     fix="stop the other process (local mode allows one at a time) or use another folder.",
                 ) from None
             raise
-
-    # -- error translation and retries ---------------------------------------------------
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one client call: transient failures are retried, the rest become our errors."""
-        def counted(attempt: int, exc: BaseException, delay: float) -> None:
-            self.retries += 1
-        return server_call(what, fn, address=self.address, policy=self.retry, on_retry=counted)
 
     # -- collection --------------------------------------------------------------------
     def check_reachable(self) -> None:
@@ -195,29 +177,12 @@ class QdrantTarget:
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
         """Write points; a request the server rejects as too large is split in halves and retried."""
         if self.wire:
-            send = self._grpc_upsert if self.wire == wire.GRPC else self._rest_upsert
+            send = self._grpc_points.send if self._grpc_points is not None else self._rest_upsert
             split_when_too_large(self.encode(batch), lambda part: self.call(
                 "write points", lambda: send(collection, part, wait)))
         else:
             split_when_too_large(batch, lambda part: self.call("write points", lambda: self.client.upsert(
                 collection, points=points_of(part), wait=wait)))
-
-    def _grpc_upsert(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
-        """Points.Upsert with the request's bytes as they are, over qdrant-client's own channels
-        (its options, API key metadata and TLS), round robin as its stubs are. qdrant-client's
-        stubs take message objects only; re-parsing our bytes into one would cost ~3 us a point."""
-        with self._grpc_lock:
-            if self._grpc_upserts is None:
-                remote = self.client._client  # QdrantRemote: its channel pool is not public API
-                if not remote._grpc_channel_pool:
-                    remote._init_grpc_channel()
-                self._grpc_upserts = [channel.unary_unary(
-                    "/qdrant.Points/Upsert", request_serializer=None,  # bytes as they are
-                    response_deserializer=qgrpc.PointsOperationResponse.FromString)
-                    for channel in remote._grpc_channel_pool]
-        call = self._grpc_upserts[self._next_upsert % len(self._grpc_upserts)]
-        self._next_upsert += 1
-        call(wire.grpc_request(collection, batch.encoded, wait=wait), timeout=self.timeout)
 
     def _rest_upsert(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
         """PUT /collections/{name}/points with our JSON, through qdrant-client's REST client (its
@@ -281,6 +246,8 @@ class QdrantTarget:
     def close(self) -> None:
         try:
             self.client.close()
+            if self._grpc_points is not None:
+                self._grpc_points.close()
         except Exception:  # closing must not hide the real outcome
             pass
 

@@ -122,15 +122,25 @@ class RetryAfter(Exception):
         self.retry_after_s = retry_after_s
 
 
-def call(what: str, fn: Callable[[], T], *, address: TargetAddress, policy: RetryPolicy,
-         on_retry: Callable[[int, BaseException, float], None]) -> T:
-    """Run one request: transient failures are retried, the rest become our errors."""
-    try:
-        return call_with_retries(fn, policy=policy, is_transient=is_transient, what=what, on_retry=on_retry)
-    except (InputError, TargetError):
-        raise
-    except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
-        raise translate_error(exc, what, address) from exc
+class Retrying:
+    """A connection to a server whose requests retry transient failures and count them in
+    ``retries`` (the summary shows it); the rest become our errors. Subclasses set ``address``,
+    ``retry`` and ``retries``."""
+
+    address: TargetAddress
+    retry: RetryPolicy
+    retries: int
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one request, retried as ``retry`` says."""
+        def counted(attempt: int, exc: BaseException, delay: float) -> None:
+            self.retries += 1
+        try:
+            return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what, on_retry=counted)
+        except (InputError, TargetError):
+            raise
+        except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
+            raise translate_error(exc, what, self.address) from exc
 
 
 def split_when_too_large(request, send: Callable[[Any], None]) -> None:
