@@ -525,10 +525,8 @@ def run_all(args) -> dict:
                                 if server:
                                     spec["qdrant_url"] = server["url"]
                                     cpu_before = _cpu_seconds(server["pid"])
-                                tree_before = _children_cpu_seconds()
                                 m = _measure.run_child(Path(__file__).resolve(), spec, workdir=workdir / "runs",
                                                        timeout=args.timeout)
-                                m.result["tree_cpu_s"] = _children_cpu_seconds() - tree_before
                                 if server:  # the server's share of the machine's cores during the run
                                     m.result["server_cpu_s"] = _cpu_seconds(server["pid"]) - cpu_before
                             if server:
@@ -601,13 +599,6 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_seconds() -> float:
-    """CPU time of this process's children (and theirs) that have exited and been waited for."""
-    import resource
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _record(kind: str, rows: int, scale: int, workers, rep: int, m) -> dict:

@@ -85,7 +85,7 @@ class MultiReceiver(Receiver):
         self.in_txn = False
         self.txn_time: float | None = None
         self.last_data = time.monotonic()
-        self.touched: set[int] = set()  # receivers (their id()) the open transaction has changes for
+        self.touched: set[Receiver] = set()  # the receivers the open transaction has changes for
         self.batch = self._new_batch()
 
     def _new_batch(self) -> MultiBatch:
@@ -98,14 +98,13 @@ class MultiReceiver(Receiver):
             owner = self.route.get(message.relation)
             if owner is not None:  # else: a relation of no table of ours
                 owner.take(message)
-                self.touched.add(id(owner))
+                self.touched.add(owner)
         elif isinstance(message, Begin):
             super().take(message)
         elif isinstance(message, Commit):
             super().take(message)
-            for r in self.receivers:  # each table's part knows its commits (latency per table)
-                if id(r) in self.touched:
-                    r.batch.commit_times.append(message.commit_time)
+            for r in self.touched:  # each table's part knows its commits (latency per table)
+                r.batch.commit_times.append(message.commit_time)
             self.touched.clear()
         elif isinstance(message, Relation):
             for r in self.receivers:
@@ -117,7 +116,7 @@ class MultiReceiver(Receiver):
                 before = r.batch.rows
                 r.take(message)
                 if r.batch.rows > before:
-                    self.touched.add(id(r))
+                    self.touched.add(r)
 
     def take_batch(self) -> MultiBatch:
         batch, self.batch = self.batch, self._new_batch()
