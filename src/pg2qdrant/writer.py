@@ -4,12 +4,19 @@ One Writer serves every flow that writes points: each reader worker of a copy in
 server (it owns its connection), the coordinator of a copy into an in-process target
 (Edge, local mode: one writer, they lock their folder), and sync (CDC apply, poll,
 reconcile). A request the server still refuses as too large is split by the target
-(QdrantTarget._split_when_too_large).
+(server.split_when_too_large).
+
+Several requests in flight: a target that can send without waiting (a reader's gRPC
+writer: ``start_upsert``) keeps them in grpc's own threads and the Writer reads their
+answers oldest first; other server targets (REST, the coordinator's qdrant-client) send
+from a small pool of threads, as does --migration.batch-delay (each thread pauses after
+its request).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -42,6 +49,9 @@ class Writer:
         self.in_flight = max(1, capabilities.max_in_flight)
         self._pool: ThreadPoolExecutor | None = None  # started by the first write with several in flight
         self._pending: set[Future] = set()
+        # Requests sent without waiting, oldest first: (answer, tag, request).
+        self._start = getattr(target, "start_upsert", None) if self.in_flight > 1 and not delay_s else None
+        self._sent: deque = deque()
 
     def _slices(self, batch: PointBatch) -> Iterator[tuple[PointBatch, int]]:
         """(slice, estimated bytes) of ``batch`` within the point and (for servers) byte limits."""
@@ -80,6 +90,11 @@ class Writer:
                 self._send(tag, request)
                 self.on_written(tag, len(request))
                 continue
+            if self._start is not None:
+                while len(self._sent) >= self.in_flight:
+                    self._finish_oldest()
+                self._sent.append((self._start(self.collection, request), tag, request))
+                continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer")
             while len(self._pending) >= self.in_flight:
@@ -92,6 +107,15 @@ class Writer:
             time.sleep(self.delay_s)
         return tag, len(request)
 
+    def _finish_oldest(self) -> None:
+        """Wait for the oldest request sent without waiting; a failed one is written again as a plain
+        upsert (retried, split or reported: the target counts the failure as its first attempt)."""
+        answer, tag, request = self._sent.popleft()
+        error = self.target.failure(answer)
+        if error is not None:
+            self.target.upsert(self.collection, request, wait=True, failed=error)
+        self.on_written(tag, len(request))
+
     def _collect(self, done) -> None:
         for future in done:
             self._pending.discard(future)
@@ -100,11 +124,15 @@ class Writer:
 
     def poll(self) -> None:
         """Account for requests that finished meanwhile, without waiting for the others."""
+        while self._sent and self._sent[0][0].done():
+            self._finish_oldest()
         done = [f for f in self._pending if f.done()]
         if done:
             self._collect(done)
 
     def drain(self) -> None:
+        while self._sent:
+            self._finish_oldest()
         while self._pending:
             self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
 
@@ -139,7 +167,10 @@ class Writer:
             time.sleep(self.delay_s)
 
     def close(self) -> None:
-        """Stop: requests not started are cancelled, requests already sent are awaited."""
+        """Stop: requests not started are cancelled, requests already sent are awaited (those sent
+        without waiting are cancelled: their points are not counted as written)."""
+        while self._sent:
+            self._sent.popleft()[0].cancel()
         if self._pool is not None:
             for f in self._pending:
                 f.cancel()

@@ -59,10 +59,18 @@ class GrpcPointsWriter(Retrying):
     def encode(self, batch: PointBatch) -> PointBatch:
         return wire.encode(batch, wire.GRPC)
 
-    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
-        """Write points; a request the server rejects as too large is split in halves and retried."""
-        split_when_too_large(self.encode(batch), lambda part: self.call(
-            "write points", lambda: self.send(collection, part, wait)))
+    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True,
+               failed: BaseException | None = None) -> None:
+        """Write points; a request the server rejects as too large is split in halves and retried.
+        ``failed``: the error of a first attempt already made (:meth:`start_upsert`), handled as
+        this call's own first attempt would be (retried, split or reported)."""
+        earlier = [failed] if failed is not None else []
+
+        def attempt(part: wire.EncodedBatch) -> None:
+            if earlier:
+                raise earlier.pop()
+            self.send(collection, part, wait)
+        split_when_too_large(self.encode(batch), lambda part: self.call("write points", lambda: attempt(part)))
 
     def send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
         """One ``UpsertPoints`` request with the batch's bytes as they are (no retry, no split)."""
@@ -70,13 +78,39 @@ class GrpcPointsWriter(Retrying):
             self._upsert(wire.grpc_request(collection, batch.encoded, wait=wait), timeout=self.timeout,
                          metadata=self._metadata)
         except grpc.RpcError as exc:
-            seconds = _retry_after(exc)
-            if seconds:  # as qdrant-client turns it into its ResourceExhaustedResponse
-                raise RetryAfter(exc.details() or "", seconds) from exc
-            raise
+            ours = _ours(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
+
+    def start_upsert(self, collection: str, batch: wire.EncodedBatch) -> grpc.Future:
+        """Send one ``UpsertPoints`` (wait=true) without waiting for its answer: grpc's own threads
+        carry it, so a reader keeps several requests in flight with no thread of ours per request
+        (each such thread took the GIL back from the reader for every request). :meth:`failure`
+        reads the outcome; a failed request goes to :meth:`upsert` with ``failed=``."""
+        return self._upsert.future(wire.grpc_request(collection, batch.encoded, wait=True), timeout=self.timeout,
+                                   metadata=self._metadata)
+
+    @staticmethod
+    def failure(future: grpc.Future) -> BaseException | None:
+        """The error of a request :meth:`start_upsert` sent (waits for its answer), as :meth:`send`
+        would have raised it; None once the server applied the points."""
+        exc = future.exception()
+        return _ours(exc) if isinstance(exc, grpc.RpcError) else exc
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _ours(exc: grpc.RpcError) -> Exception:
+    """RESOURCE_EXHAUSTED with a ``retry-after`` trailer becomes RetryAfter (as qdrant-client turns
+    it into its ResourceExhaustedResponse); any other error stays as grpc raised it."""
+    seconds = _retry_after(exc)
+    if not seconds:
+        return exc
+    ours = RetryAfter(exc.details() or "", seconds)
+    ours.__cause__ = exc  # as `raise ... from exc` would (failure() returns it rather than raising)
+    return ours
 
 
 def _retry_after(exc: grpc.RpcError) -> int | None:
