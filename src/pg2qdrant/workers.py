@@ -16,7 +16,8 @@ Where the points go (a worker's *sink*):
 
 A pool serves one table, or several one after another (``migrate --config
 --migration.consistent``: :class:`SharedReaders`, processes started once for every
-table). Tasks are (table key, ReaderSpec, ReadRange, attempt): a worker keeps its
+table). Tasks are (table key, ReaderSpec, ReadRange, attempt), the spec pickled once per
+table for processes (a worker unpickles it only when the table changes): a worker keeps its
 PostgreSQL connection (one snapshot, one database) and its Qdrant connections
 across tables. A range that fails because PostgreSQL dropped the connection is
 reported and the coordinator queues it again (the worker reconnects); rows already
@@ -197,10 +198,13 @@ class _Reader:
         self.conn_for: tuple[str, str] | None = None  # (pg_url, snapshot_id) the connection serves
         self.targets: list[tuple[Any, Any]] = []  # (TargetSettings, open target): compared by value
 
-    def table(self, key, spec: ReaderSpec) -> None:
-        """Serve ``spec``'s table from now on (the previous table is complete: its sink is drained)."""
+    def table(self, key, spec: ReaderSpec | bytes) -> None:
+        """Serve ``spec``'s table from now on (the previous table is complete: its sink is drained);
+        ``spec`` may still be pickled (a process's task)."""
         if key == self.key:
             return
+        if isinstance(spec, bytes):
+            spec = pickle.loads(spec)
         if self.sink is not None:
             self.sink.close()
             self.sink = None
@@ -394,12 +398,14 @@ class TableReads:
 
     def __init__(self, pool: ReaderPool, key: int, spec: ReaderSpec, ranges: list[ReadRange]):
         self.pool, self.key, self.spec = pool, key, spec
+        # Processes get the spec (the plan: every column) pickled once here, not once per range.
+        self._task_spec = pickle.dumps(spec, pickle.HIGHEST_PROTOCOL) if pool.use_processes else spec
         self._finished = False
         for rng in ranges:
             self.requeue(rng, 0)
 
     def requeue(self, rng: ReadRange, attempt: int) -> None:
-        self.pool.tasks.put((self.key, self.spec, rng, attempt))
+        self.pool.tasks.put((self.key, self._task_spec, rng, attempt))
 
     def finish(self) -> None:
         """No more ranges of this table: :meth:`messages` ends."""
