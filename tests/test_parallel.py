@@ -132,6 +132,26 @@ def test_dry_run_finds_a_bad_row_while_reading(db, qdrant_path, cli, small_range
     assert "id=501 has 2" in r.stderr and "Traceback" not in r.output
 
 
+def test_dry_run_builds_the_requests_and_stops_at_a_point_too_large_for_any(db, qdrant_path, cli):
+    """The dry run writes through the real run's Writer into DryRunTarget: requests sliced by points
+    and bytes and built, then dropped; for a server URL a point over the request limit stops it with
+    the fix, as it would stop the real run (before, the dry run only encoded points and passed);
+    local mode sends no request, so there it passes, as the real run would."""
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(3), body text)")
+    db.execute("INSERT INTO t SELECT i, '[1,2,3]', 'x' FROM generate_series(1, 300) i")
+    db.execute("INSERT INTO t VALUES (301, '[1,2,3]', repeat('y', 17 * 1024 * 1024))")
+    db.execute("ANALYZE t")
+    server = ["--qdrant.url", "http://127.0.0.1:6334"]  # the dry run connects to no Qdrant
+    for workers in ("1", "2"):
+        r = cli(*migrate_args(db, "t", qdrant_path), *server, "--migration.dry-run", "--migration.num-workers", workers)
+        assert r.exit_code != 0, r.output
+        assert "Point 301 is about 17.0 MiB" in r.stderr and "--pg.columns" in r.stderr, r.stderr
+        assert "Traceback" not in r.output
+    r = cli(*migrate_args(db, "t", qdrant_path), "--migration.dry-run", "--migration.num-workers", "2")
+    assert r.exit_code == 0, r.output
+    assert "301" in r.stdout and not qdrant_path.exists()
+
+
 class _Target:
     """Just what the Writer reads (no Qdrant involved): for request slicing."""
 

@@ -17,6 +17,7 @@ from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, Targ
 from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, MigrationState, StateStore, state_id_for
 from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
+from pg2qdrant.destination.server import MAX_REQUEST_BYTES
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check, plan_fingerprint
@@ -24,7 +25,7 @@ from pg2qdrant.retry import RetryPolicy
 from pg2qdrant.source import catalog, checks, connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.workers import ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
+from pg2qdrant.workers import DryRunTarget, ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
 from pg2qdrant.writer import Writer
 
 # A full read of a vector column to prove all rows share a dimension is affordable
@@ -591,10 +592,14 @@ class CopyRun:
             return 0
         settings = target_settings(self.options)
         workers_write = self.target is not None and not settings.in_process
-        write = WriteSpec(settings, plan.collection, self.options.batch_size,
-                          self.options.batch_delay_ms / 1000.0) if workers_write else None
+        write = None
+        if workers_write:
+            write = WriteSpec(settings, plan.collection, self.options.batch_size, self.options.batch_delay_ms / 1000.0)
+        elif self.target is None:  # the dry run: the same requests, dropped
+            bound = None if settings.in_process else MAX_REQUEST_BYTES
+            write = WriteSpec(DryRunTarget(bound), plan.collection, self.options.batch_size, 0.0)
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
-                          dry_run=self.target is None, secrets=redaction.registered(), write=write)
+                          secrets=redaction.registered(), write=write)
         self.pool_workers = max(1, min(self.options.num_workers, len(self.todo)))
         sends_batches = self.target is not None and not workers_write
         readers = self.options.shared_copy.readers if self.options.shared_copy is not None else None

@@ -12,7 +12,8 @@ Where the points go (a worker's *sink*):
 - an in-process target (Edge, local mode): the folder is locked by the coordinator's
   client, so workers send mapped :class:`~pg2qdrant.mapping.PointBatch` objects through
   a bounded queue and the coordinator writes them with the same Writer class.
-- the dry run: workers encode each batch as a write would and discard it.
+- the dry run: workers write through the same Writer into :class:`DryRunTarget`, which builds
+  each request to the last byte and drops it.
 
 A pool serves one table, or several one after another (``migrate --config
 --migration.consistent``: :class:`SharedReaders`, processes started once for every
@@ -58,6 +59,7 @@ from typing import Any
 
 from pg2qdrant import lifeline, redaction, retry
 from pg2qdrant.destination import wire
+from pg2qdrant.destination.base import Capabilities
 from pg2qdrant.errors import Pg2QdrantError, SourceError
 from pg2qdrant.mapping import PointBatch, RowMapper
 from pg2qdrant.plan import Plan
@@ -81,7 +83,7 @@ log = logging.getLogger("pg2qdrant.workers")
 class WriteSpec:
     """How a worker writes to a server itself: settings to open its own connection (never a client)."""
 
-    target: Any  # destination.TargetSettings (API key included, never shown)
+    target: Any  # destination.TargetSettings (API key included, never shown), or the dry run's DryRunTarget
     collection: str
     batch_size: int
     delay_s: float
@@ -95,9 +97,8 @@ class ReaderSpec:
     snapshot_id: str
     plan: Plan
     batch_rows: int
-    dry_run: bool
     secrets: tuple[str, ...] = ()
-    write: WriteSpec | None = None  # the worker writes (a server); None: batches go to the coordinator
+    write: WriteSpec | None = None  # the worker writes (a server, or the dry run); None: batches go to the coordinator
 
 
 def read_and_map(conn: connect.Connection, spec: ReaderSpec, rng: ReadRange, mapper: RowMapper,
@@ -107,11 +108,30 @@ def read_and_map(conn: connect.Connection, spec: ReaderSpec, rng: ReadRange, map
         yield mapper.map_rows(rows)
 
 
-def dry_run_encode(batch: PointBatch) -> None:
-    """The dry run's encoding: build the gRPC request bytes a write to a server would send
-    (the default --qdrant.url is gRPC), then drop them, so the dry run measures the same
-    work as a real run's workers, less the network."""
-    wire.encode(batch, wire.GRPC)
+class DryRunTarget:
+    """The dry run's target: the requests a real run would send, sliced by points and bytes by the
+    same Writer and built to the last byte (gRPC, the default --qdrant.url's wire), then dropped.
+    So the dry run does a real run's work less the network, and for a server URL a point too large
+    for any request stops it as it would stop the run. It travels in WriteSpec.target and opens
+    itself there."""
+
+    def __init__(self, max_request_bytes: int | None):
+        """``max_request_bytes``: the real target's bound (None for Edge and local mode: no request)."""
+        self.capabilities = Capabilities(in_process=False, max_in_flight=1, max_request_bytes=max_request_bytes,
+                                         hnsw=True, payload_indexes=True, encodes_wire=True)
+        self.retries = 0
+
+    def open_writer(self) -> DryRunTarget:
+        return self
+
+    def encode(self, batch: PointBatch) -> PointBatch:
+        return wire.encode(batch, wire.GRPC)
+
+    def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
+        wire.grpc_request(collection, wire.encode(batch, wire.GRPC).encoded, wait=wait)
+
+    def close(self) -> None:
+        pass
 
 
 def _open(spec: ReaderSpec, results, stop, worker_id: int) -> tuple[connect.Connection, list[int]]:
@@ -124,8 +144,8 @@ def _open(spec: ReaderSpec, results, stop, worker_id: int) -> tuple[connect.Conn
 
 
 class _Sink:
-    """Where a worker's mapped batches go: the coordinator (in-process target), a dry-run encoder,
-    or Qdrant through the worker's own writer."""
+    """Where a worker's mapped batches go: the coordinator (in-process target), or the worker's own
+    writer (to Qdrant, or to the dry run's DryRunTarget)."""
 
     def __init__(self, spec: ReaderSpec, worker_id: int, results, stop, target=None):
         """``target``: the worker's open connection to ``spec.write.target`` (closed by the worker)."""
@@ -148,9 +168,6 @@ class _Sink:
         if self.writer is not None:
             self.writer.write(tag, batch)
             self.writer.poll()
-        elif self.spec.dry_run:
-            dry_run_encode(batch)
-            self._acknowledged(tag, len(batch))
         else:
             _put(self.results, ("batch", tag, batch), self.stop)
         self.report()
