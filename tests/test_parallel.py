@@ -141,9 +141,10 @@ def test_dry_run_builds_the_requests_and_stops_at_a_point_too_large_for_any(db, 
     db.execute("INSERT INTO t SELECT i, '[1,2,3]', 'x' FROM generate_series(1, 300) i")
     db.execute("INSERT INTO t VALUES (301, '[1,2,3]', repeat('y', 17 * 1024 * 1024))")
     db.execute("ANALYZE t")
-    server = ["--qdrant.url", "http://127.0.0.1:6334"]  # the dry run connects to no Qdrant
-    for workers in ("1", "2"):
-        r = cli(*migrate_args(db, "t", qdrant_path), *server, "--migration.dry-run", "--migration.num-workers", workers)
+    # the dry run connects to no Qdrant: gRPC requests with one worker, REST (JSON) with two
+    for url, workers in (("http://127.0.0.1:6334", "1"), ("http://127.0.0.1:6333", "2")):
+        r = cli(*migrate_args(db, "t", qdrant_path), "--qdrant.url", url, "--migration.dry-run",
+                "--migration.num-workers", workers)
         assert r.exit_code != 0, r.output
         assert "Point 301 is about 17.0 MiB" in r.stderr and "--pg.columns" in r.stderr, r.stderr
         assert "Traceback" not in r.output

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
-from pg2qdrant.destination import TargetSettings
+from pg2qdrant.destination import TargetSettings, wire
 from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, MigrationState, StateStore, state_id_for
 from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
 from pg2qdrant.destination.server import MAX_REQUEST_BYTES
@@ -596,8 +596,10 @@ class CopyRun:
         if workers_write:
             write = WriteSpec(settings, plan.collection, self.options.batch_size, self.options.batch_delay_ms / 1000.0)
         elif self.target is None:  # the dry run: the same requests, dropped
-            bound = None if settings.in_process else MAX_REQUEST_BYTES
-            write = WriteSpec(DryRunTarget(bound), plan.collection, self.options.batch_size, 0.0)
+            address = settings.address
+            rest = address.kind == "server" and not address.grpc
+            dry = DryRunTarget(wire.REST if rest else wire.GRPC, None if settings.in_process else MAX_REQUEST_BYTES)
+            write = WriteSpec(dry, plan.collection, self.options.batch_size, 0.0)
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
                           secrets=redaction.registered(), write=write)
         self.pool_workers = max(1, min(self.options.num_workers, len(self.todo)))

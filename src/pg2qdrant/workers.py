@@ -110,13 +110,14 @@ def read_and_map(conn: connect.Connection, spec: ReaderSpec, rng: ReadRange, map
 
 class DryRunTarget:
     """The dry run's target: the requests a real run would send, sliced by points and bytes by the
-    same Writer and built to the last byte (gRPC, the default --qdrant.url's wire), then dropped.
-    So the dry run does a real run's work less the network, and for a server URL a point too large
-    for any request stops it as it would stop the run. It travels in WriteSpec.target and opens
-    itself there."""
+    same Writer and built to the last byte in the target's wire (gRPC protobuf, or REST JSON), then
+    dropped. So the dry run does a real run's work less the network, and for a server URL a point
+    too large for any request stops it as it would stop the run. It travels in WriteSpec.target
+    and opens itself there."""
 
-    def __init__(self, max_request_bytes: int | None):
+    def __init__(self, wire_format: str, max_request_bytes: int | None):
         """``max_request_bytes``: the real target's bound (None for Edge and local mode: no request)."""
+        self.wire = wire_format
         self.capabilities = Capabilities(in_process=False, max_in_flight=1, max_request_bytes=max_request_bytes,
                                          hnsw=True, payload_indexes=True, encodes_wire=True)
         self.retries = 0
@@ -125,10 +126,14 @@ class DryRunTarget:
         return self
 
     def encode(self, batch: PointBatch) -> PointBatch:
-        return wire.encode(batch, wire.GRPC)
+        return wire.encode(batch, self.wire)
 
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
-        wire.grpc_request(collection, wire.encode(batch, wire.GRPC).encoded, wait=wait)
+        points = wire.encode(batch, self.wire).encoded
+        if self.wire == wire.GRPC:
+            wire.grpc_request(collection, points, wait=wait)
+        else:
+            wire.rest_body(points)
 
     def close(self) -> None:
         pass
