@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 
+import grpc
 import numpy as np
 import pytest
 
@@ -367,3 +368,39 @@ def test_a_readers_writer_keeps_requests_in_flight_in_grpc_and_retries_a_failed_
         assert all(np.array_equal(np.asarray(stored[i].vector["v"], dtype=np.float32), vectors[i]) for i in range(10))
         admin.close()
         assert sorted(u.outcome for u in q.upserts("c")).count("ok") == 5
+
+
+class _FailedRpc(grpc.RpcError):
+    """A gRPC failure as a future reports it (injected: no server makes one on demand at a given time)."""
+
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "Socket closed"
+
+
+def test_a_request_sent_without_waiting_is_retried_within_the_deadline_of_its_first_attempt():
+    """The retry deadline of a request that failed in flight counts from when it was sent, as it did
+    when the writer waited for each request: past it, no retry; within it, the normal retries."""
+    import time
+
+    from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
+    from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.errors import TargetError
+    from pg2qdrant.localpg import free_port
+    from pg2qdrant.mapping import DenseColumn, PointBatch
+    from pg2qdrant.retry import RetryPolicy
+    batch = PointBatch([1], [{}], {"v": DenseColumn(np.ones((1, 2), dtype=np.float32), np.ones(1, bool))})
+    nobody = parse_target_url(f"grpc://127.0.0.1:{free_port()}")  # nothing listens there
+    policy = RetryPolicy(max_retries=2, deadline_s=5.0, base_delay_s=0.01)
+    late = GrpcPointsWriter(nobody, retry=policy)
+    with pytest.raises(TargetError, match="UNAVAILABLE: Socket closed"):
+        late.upsert("c", batch, failed=_FailedRpc(), started=time.monotonic() - 10)
+    assert late.retries == 0
+    late.close()
+    recent = GrpcPointsWriter(nobody, retry=policy)
+    with pytest.raises(TargetError, match="Cannot reach Qdrant"):
+        recent.upsert("c", batch, failed=_FailedRpc(), started=time.monotonic())
+    assert recent.retries == 2  # the failure in hand was the first attempt: two more, sent for real
+    recent.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -150,7 +151,26 @@ def test_dry_run_builds_the_requests_and_stops_at_a_point_too_large_for_any(db, 
         assert "Traceback" not in r.output
     r = cli(*migrate_args(db, "t", qdrant_path), "--migration.dry-run", "--migration.num-workers", "2")
     assert r.exit_code == 0, r.output
-    assert "301" in r.stdout and not qdrant_path.exists()
+    assert re.search(r"\b301\b", r.stdout) and not qdrant_path.exists()
+
+
+def test_dry_run_builds_the_wire_of_its_target_only(db, qdrant_path, cli, monkeypatch):
+    """The dry run encodes requests for a server URL (gRPC, or REST), as that real run would, and
+    none for local mode or Edge, whose real runs hand points over in process (so a value only the
+    wire refuses cannot stop their dry run)."""
+    from pg2qdrant.destination import wire
+    encoded: list[str] = []
+    real_encode = wire.encode
+    monkeypatch.setattr(wire, "encode", lambda batch, fmt: encoded.append(fmt) or real_encode(batch, fmt))
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(3))")
+    db.execute("INSERT INTO t SELECT i, '[1,2,3]' FROM generate_series(1, 50) i")
+    for url, expected in (("http://127.0.0.1:6334", {wire.GRPC}), ("http://127.0.0.1:6333", {wire.REST}),
+                          (f"local:{qdrant_path}", set()), (f"edge:{qdrant_path}", set())):
+        encoded.clear()
+        r = cli(*migrate_args(db, "t", qdrant_path), "--qdrant.url", url, "--migration.dry-run",
+                "--migration.num-workers", "1")  # a thread of this process: the patch applies
+        assert r.exit_code == 0, r.output
+        assert set(encoded) == expected, url
 
 
 class _Target:

@@ -596,9 +596,10 @@ class CopyRun:
         if workers_write:
             write = WriteSpec(settings, plan.collection, self.options.batch_size, self.options.batch_delay_ms / 1000.0)
         elif self.target is None:  # the dry run: the same requests, dropped
-            address = settings.address
-            rest = address.kind == "server" and not address.grpc
-            dry = DryRunTarget(wire.REST if rest else wire.GRPC, None if settings.in_process else MAX_REQUEST_BYTES)
+            if settings.in_process:
+                dry = DryRunTarget(None, None)
+            else:
+                dry = DryRunTarget(wire.GRPC if settings.address.grpc else wire.REST, MAX_REQUEST_BYTES)
             write = WriteSpec(dry, plan.collection, self.options.batch_size, 0.0)
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
                           secrets=redaction.registered(), write=write)

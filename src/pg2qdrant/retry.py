@@ -58,9 +58,11 @@ class Backoff:
 
 
 def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],
-                      what: str, on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
-    """Call ``fn``; retry transient failures per ``policy``; re-raise the last failure otherwise."""
-    started = time.monotonic()
+                      what: str, on_retry: Callable[[int, BaseException, float], None] | None = None,
+                      started: float | None = None) -> T:
+    """Call ``fn``; retry transient failures per ``policy``; re-raise the last failure otherwise.
+    ``started``: when the first attempt began, if before this call (the deadline counts from there)."""
+    started = time.monotonic() if started is None else started
     attempt = 0
     while True:
         try:

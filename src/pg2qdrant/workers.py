@@ -109,31 +109,31 @@ def read_and_map(conn: connect.Connection, spec: ReaderSpec, rng: ReadRange, map
 
 
 class DryRunTarget:
-    """The dry run's target: the requests a real run would send, sliced by points and bytes by the
-    same Writer and built to the last byte in the target's wire (gRPC protobuf, or REST JSON), then
-    dropped. So the dry run does a real run's work less the network, and for a server URL a point
-    too large for any request stops it as it would stop the run. It travels in WriteSpec.target
-    and opens itself there."""
+    """The dry run's target: the requests a real run would send to a server, sliced by points and
+    bytes by the same Writer and built to the last byte in its wire (gRPC protobuf, or REST JSON),
+    then dropped. So the dry run does a real run's work less the network, and a point too large
+    for any request stops it as it would stop the run. For Edge and local mode (points handed over
+    in process, no request bytes) batches are only sliced by points. It travels in
+    WriteSpec.target and opens itself there."""
 
-    def __init__(self, wire_format: str, max_request_bytes: int | None):
-        """``max_request_bytes``: the real target's bound (None for Edge and local mode: no request)."""
+    def __init__(self, wire_format: str | None, max_request_bytes: int | None):
+        """``wire_format``: wire.GRPC or wire.REST for a server, None for an in-process target."""
         self.wire = wire_format
         self.capabilities = Capabilities(in_process=False, max_in_flight=1, max_request_bytes=max_request_bytes,
-                                         hnsw=True, payload_indexes=True, encodes_wire=True)
+                                         hnsw=True, payload_indexes=True, encodes_wire=wire_format is not None)
         self.retries = 0
 
     def open_writer(self) -> DryRunTarget:
         return self
 
     def encode(self, batch: PointBatch) -> PointBatch:
-        return wire.encode(batch, self.wire)
+        return wire.encode(batch, self.wire) if self.wire else batch
 
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True) -> None:
-        points = wire.encode(batch, self.wire).encoded
         if self.wire == wire.GRPC:
-            wire.grpc_request(collection, points, wait=wait)
-        else:
-            wire.rest_body(points)
+            wire.grpc_request(collection, wire.encode(batch, self.wire).encoded, wait=wait)
+        elif self.wire == wire.REST:
+            wire.rest_body(wire.encode(batch, self.wire).encoded)
 
     def close(self) -> None:
         pass

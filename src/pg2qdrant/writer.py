@@ -49,7 +49,7 @@ class Writer:
         self.in_flight = max(1, capabilities.max_in_flight)
         self._pool: ThreadPoolExecutor | None = None  # started by the first write with several in flight
         self._pending: set[Future] = set()
-        # Requests sent without waiting, oldest first: (answer, tag, request).
+        # Requests sent without waiting, oldest first: (answer, when sent, tag, request).
         self._start = getattr(target, "start_upsert", None) if self.in_flight > 1 and not delay_s else None
         self._sent: deque = deque()
 
@@ -93,7 +93,8 @@ class Writer:
             if self._start is not None:
                 while len(self._sent) >= self.in_flight:
                     self._finish_oldest()
-                self._sent.append((self._start(self.collection, request), tag, request))
+                sent_at = time.monotonic()
+                self._sent.append((self._start(self.collection, request), sent_at, tag, request))
                 continue
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer")
@@ -110,10 +111,10 @@ class Writer:
     def _finish_oldest(self) -> None:
         """Wait for the oldest request sent without waiting; a failed one is written again as a plain
         upsert (retried, split or reported: the target counts the failure as its first attempt)."""
-        answer, tag, request = self._sent.popleft()
+        answer, started, tag, request = self._sent.popleft()
         error = self.target.failure(answer)
         if error is not None:
-            self.target.upsert(self.collection, request, wait=True, failed=error)
+            self.target.upsert(self.collection, request, wait=True, failed=error, started=started)
         self.on_written(tag, len(request))
 
     def _collect(self, done) -> None:

@@ -60,17 +60,26 @@ class GrpcPointsWriter(Retrying):
         return wire.encode(batch, wire.GRPC)
 
     def upsert(self, collection: str, batch: PointBatch, *, wait: bool = True,
-               failed: BaseException | None = None) -> None:
+               failed: BaseException | None = None, started: float | None = None) -> None:
         """Write points; a request the server rejects as too large is split in halves and retried.
-        ``failed``: the error of a first attempt already made (:meth:`start_upsert`), handled as
-        this call's own first attempt would be (retried, split or reported)."""
-        earlier = [failed] if failed is not None else []
+        ``failed``: the error of a first attempt already made (:meth:`start_upsert`, begun at
+        ``started``), handled as this call's own first attempt would be (retried within the same
+        deadline, split or reported)."""
+        earlier = [(failed, started)] if failed is not None else []
 
-        def attempt(part: wire.EncodedBatch) -> None:
-            if earlier:
-                raise earlier.pop()
-            self.send(collection, part, wait)
-        split_when_too_large(self.encode(batch), lambda part: self.call("write points", lambda: attempt(part)))
+        def call(part: wire.EncodedBatch) -> None:
+            if earlier:  # the request as a whole: its first attempt is the one already made
+                error, began = earlier.pop()
+                attempts = iter([error])
+
+                def attempt() -> None:
+                    pending = next(attempts, None)
+                    if pending is not None:
+                        raise pending
+                    self.send(collection, part, wait)
+                return self.call("write points", attempt, started=began)
+            return self.call("write points", lambda: self.send(collection, part, wait))
+        split_when_too_large(self.encode(batch), call)
 
     def send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:
         """One ``UpsertPoints`` request with the batch's bytes as they are (no retry, no split)."""

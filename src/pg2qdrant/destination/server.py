@@ -131,12 +131,14 @@ class Retrying:
     retry: RetryPolicy
     retries: int
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request, retried as ``retry`` says."""
+    def call(self, what: str, fn: Callable[[], T], *, started: float | None = None) -> T:
+        """Run one request, retried as ``retry`` says; ``started``: when its first attempt began
+        (time.monotonic(), if earlier than this call: the retry deadline counts from there)."""
         def counted(attempt: int, exc: BaseException, delay: float) -> None:
             self.retries += 1
         try:
-            return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what, on_retry=counted)
+            return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what, on_retry=counted,
+                                     started=started)
         except (InputError, TargetError):
             raise
         except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
@@ -233,6 +235,9 @@ def server_message(exc: BaseException) -> str:
     source = getattr(exc, "source", None)
     if source is not None:
         return f"{type(source).__name__}: {source}"
+    code, details = _grpc_code(exc), getattr(exc, "details", None)
+    if code and callable(details):  # grpc's str() is a multi-line repr named after its private class
+        return f"{code}: {details() or ''}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -250,7 +255,7 @@ def translate_error(exc: Exception, what: str, address: TargetAddress) -> Except
         return TargetError(f"TLS failed with Qdrant at {where}: {text}",
                            fix="use the server's real host name and a trusted certificate, or pass "
                                "--skip-tls-verification if you accept an unverified connection.")
-    if "timeout" in low or "timed out" in low:
+    if "timeout" in low or "timed out" in low or code == "DEADLINE_EXCEEDED":
         return TargetError(f"Qdrant at {where} did not answer in time (while trying to {what}): {text}",
                            fix="check the server's load and network; rerun the same command to resume.")
     if code == "UNAVAILABLE" or any(s in low for s in ("connecterror", "connection refused", "connect error",
