@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from pg2qdrant import layouts, redaction
 from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
-from pg2qdrant.destination import TargetSettings, wire
+from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, MigrationState, StateStore, state_id_for
 from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
-from pg2qdrant.destination.server import MAX_REQUEST_BYTES
+from pg2qdrant.destination.server import wire_for
 from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
 from pg2qdrant.plan import CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check, plan_fingerprint
@@ -596,10 +596,7 @@ class CopyRun:
         if workers_write:
             write = WriteSpec(settings, plan.collection, self.options.batch_size, self.options.batch_delay_ms / 1000.0)
         elif self.target is None:  # the dry run: the same requests, dropped
-            if settings.in_process:
-                dry = DryRunTarget(None, None)
-            else:
-                dry = DryRunTarget(wire.GRPC if settings.address.grpc else wire.REST, MAX_REQUEST_BYTES)
+            dry = DryRunTarget(wire_for(settings.address), settings.capabilities.max_request_bytes)
             write = WriteSpec(dry, plan.collection, self.options.batch_size, 0.0)
         spec = ReaderSpec(self.options.pg_url, self.session.snapshot_id, plan, batch_rows=READ_BATCH_ROWS,
                           secrets=redaction.registered(), write=write)

@@ -59,23 +59,27 @@ class Backoff:
 
 def call_with_retries(fn: Callable[[], T], *, policy: RetryPolicy, is_transient: Callable[[BaseException], bool],
                       what: str, on_retry: Callable[[int, BaseException, float], None] | None = None,
-                      started: float | None = None) -> T:
+                      failed: BaseException | None = None, started: float | None = None) -> T:
     """Call ``fn``; retry transient failures per ``policy``; re-raise the last failure otherwise.
-    ``started``: when the first attempt began, if before this call (the deadline counts from there)."""
+    ``failed``: the error of a first attempt already made elsewhere (begun at ``started``, by
+    time.monotonic()): handled as if ``fn`` had just raised it, the deadline counting from then."""
     started = time.monotonic() if started is None else started
     attempt = 0
     while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc) or attempt >= policy.max_retries:
-                raise
-            delay = max(policy.delay(attempt), float(getattr(exc, "retry_after_s", 0) or 0))
-            if time.monotonic() - started + delay > policy.deadline_s:
-                raise
-            attempt += 1
-            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc, attempt,
-                        policy.max_retries, delay)
-            if on_retry:
-                on_retry(attempt, exc, delay)
-            time.sleep(delay)
+        if failed is None:
+            try:
+                return fn()
+            except Exception as exc:
+                failed = exc
+        exc, failed = failed, None
+        if not is_transient(exc) or attempt >= policy.max_retries:
+            raise exc
+        delay = max(policy.delay(attempt), float(getattr(exc, "retry_after_s", 0) or 0))
+        if time.monotonic() - started + delay > policy.deadline_s:
+            raise exc
+        attempt += 1
+        log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc, attempt,
+                    policy.max_retries, delay)
+        if on_retry:
+            on_retry(attempt, exc, delay)
+        time.sleep(delay)

@@ -65,20 +65,11 @@ class GrpcPointsWriter(Retrying):
         ``failed``: the error of a first attempt already made (:meth:`start_upsert`, begun at
         ``started``), handled as this call's own first attempt would be (retried within the same
         deadline, split or reported)."""
-        earlier = [(failed, started)] if failed is not None else []
+        first = [(failed, started)] if failed is not None else []  # the request as a whole, not its halves
 
         def call(part: wire.EncodedBatch) -> None:
-            if earlier:  # the request as a whole: its first attempt is the one already made
-                error, began = earlier.pop()
-                attempts = iter([error])
-
-                def attempt() -> None:
-                    pending = next(attempts, None)
-                    if pending is not None:
-                        raise pending
-                    self.send(collection, part, wait)
-                return self.call("write points", attempt, started=began)
-            return self.call("write points", lambda: self.send(collection, part, wait))
+            error, began = first.pop() if first else (None, None)
+            self.call("write points", lambda: self.send(collection, part, wait), failed=error, started=began)
         split_when_too_large(self.encode(batch), call)
 
     def send(self, collection: str, batch: wire.EncodedBatch, wait: bool) -> None:

@@ -25,6 +25,7 @@ from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_
     parse_target_url,
     split_when_too_large,
     translate_error,
+    wire_for,
 )
 from pg2qdrant.errors import InputError
 from pg2qdrant.mapping import PointBatch, SparseValue
@@ -68,7 +69,7 @@ class QdrantTarget(Retrying):
         self.retries = 0  # transient failures retried (reported in the summary)
         self.timeout = timeout
         # A server's upserts are encoded by destination/wire.py (local mode takes PointStructs).
-        self.wire = (wire.GRPC if address.grpc else wire.REST) if self.capabilities.encodes_wire else None
+        self.wire = wire_for(address)
         # gRPC upserts go as the request bytes wire.py built, through the readers' writer: qdrant-client's
         # stubs take message objects only, and re-parsing our bytes into one would cost ~3 us a point.
         self._grpc_points = GrpcPointsWriter(address, api_key=api_key, timeout=timeout, retry=self.retry) \

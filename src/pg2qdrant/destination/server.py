@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pg2qdrant import redaction
 from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination import wire
 from pg2qdrant.destination.base import Capabilities
 from pg2qdrant.errors import DataError, InputError, TargetError
 from pg2qdrant.retry import RetryPolicy, call_with_retries
@@ -113,6 +114,14 @@ def capabilities_for(address: TargetAddress) -> Capabilities:
                         payload_indexes=False, encodes_wire=False)
 
 
+def wire_for(address: TargetAddress) -> str | None:
+    """The wire a target's upserts are encoded for: wire.GRPC or wire.REST for a server; None for
+    local mode and Edge, which take points in process."""
+    if not capabilities_for(address).encodes_wire:
+        return None
+    return wire.GRPC if address.grpc else wire.REST
+
+
 class RetryAfter(Exception):
     """RESOURCE_EXHAUSTED with a ``retry-after`` (seconds) from a server over gRPC: retried after
     that long (qdrant-client raises its ResourceExhaustedResponse for the same)."""
@@ -131,14 +140,15 @@ class Retrying:
     retry: RetryPolicy
     retries: int
 
-    def call(self, what: str, fn: Callable[[], T], *, started: float | None = None) -> T:
-        """Run one request, retried as ``retry`` says; ``started``: when its first attempt began
-        (time.monotonic(), if earlier than this call: the retry deadline counts from there)."""
+    def call(self, what: str, fn: Callable[[], T], *, failed: BaseException | None = None,
+             started: float | None = None) -> T:
+        """Run one request, retried as ``retry`` says; ``failed``/``started``: its first attempt,
+        already made (retry.call_with_retries)."""
         def counted(attempt: int, exc: BaseException, delay: float) -> None:
             self.retries += 1
         try:
             return call_with_retries(fn, policy=self.retry, is_transient=is_transient, what=what, on_retry=counted,
-                                     started=started)
+                                     failed=failed, started=started)
         except (InputError, TargetError):
             raise
         except Exception as exc:  # qdrant-client raises httpx, grpc and its own types
