@@ -488,7 +488,7 @@ def target_identity(address: TargetAddress) -> dict:
     return {"kind": address.kind, "path": os.path.realpath(address.path)}
 
 
-def _describe_target(identity: dict) -> str:
+def describe_target(identity: dict) -> str:
     if not identity:  # a record written before records named their target
         return ""
     if identity.get("kind") == "server":
@@ -551,8 +551,8 @@ def _note_other_targets(store: StateStore, source: dict, plan: Plan, fingerprint
               and s.plan_fingerprint == fingerprint and s.target != where]
     if others:
         ui.info(f"{store.describe()} holds progress of this migration for another target "
-                f"({', '.join(sorted({_describe_target(s.target) or 'unknown' for s in others}))}); it does not "
-                f"apply to {_describe_target(where)}: copying everything.")
+                f"({', '.join(sorted({describe_target(s.target) or 'unknown' for s in others}))}); it does not "
+                f"apply to {describe_target(where)}: copying everything.")
 
 
 class CopyRun:

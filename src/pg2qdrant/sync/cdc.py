@@ -16,11 +16,11 @@ import threading
 import time
 
 from pg2qdrant import layouts, redaction
-from pg2qdrant.errors import InputError, SourceError, TargetError
-from pg2qdrant.pipeline import MigrationOptions, connect_target, migrate
+from pg2qdrant.errors import InputError, Interrupted, SourceError, TargetError
+from pg2qdrant.pipeline import MigrationOptions, connect_target, describe_target, migrate
 from pg2qdrant.plan import Plan, check_shape
 from pg2qdrant.retry import Backoff
-from pg2qdrant.source import connect, slots, snapshot
+from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection, SlotBusy
 from pg2qdrant.sync.apply import Applier, SourceLookup
@@ -34,7 +34,7 @@ from pg2qdrant.sync.options import (
     SyncStats,
     _mib,
 )
-from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated, reconcile
+from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
@@ -77,6 +77,9 @@ class CdcSync(Runner):
         # The publication must exist before the slot: pgoutput reads it as of each change's time.
         self._ensure_publication(plan)
         if copy:
+            # Not finished until it is: a run stopped during the copy must not look copied to the next
+            # (the marker of an earlier copy from a slot of the same name would say so).
+            self._state(address, marker_key, {**marker_value, "copied": False, "at": time.time()})
             plan = self._follow_changes(self._initial_copy(address))
             self._state(address, marker_key, {**marker_value, "copied": True, "at": time.time()})
         elif existing is None:
@@ -89,6 +92,8 @@ class CdcSync(Runner):
                 ui.warn(f"the slot holds {_mib(existing.lag_bytes)} of WAL not yet applied; catching up.")
         if self.sync.reconcile and not copy:
             _reconcile_now(options, plan, self.target, ui, self.stats)
+        elif options.delete_orphans and not copy:  # the copy was done by an earlier run: compare now
+            _reconcile_now(options, plan, self.target, ui, self.stats, fill=False)
         if settings.get("max_slot_wal_keep_size") in ("-1", None):
             ui.info("Note: max_slot_wal_keep_size is unlimited: while sync is stopped the slot keeps all WAL. "
                     "Remove an abandoned slot with `pg2qdrant sync drop`.")
@@ -139,6 +144,14 @@ class CdcSync(Runner):
             self.ui.info(f"The initial copy from slot {self.slot!r} finished in an earlier run: continuing from "
                          "the slot.")
             return False, existing
+        others = self._state(address, marker_key, None, others=marker_value)
+        if others:
+            where = ", ".join(sorted({describe_target(o.get("target", {})) for o in others}))
+            raise InputError(
+                f"Replication slot {self.slot!r} is the slot of the sync into {where} (recorded in "
+                f"{self.options.state_file}.sync.json); taking it over would stop that sync.",
+                fix="give this target its own slot: add --sync.slot NAME (and --sync.publication NAME if the "
+                    "table set differs).")
         self.ui.warn(f"Replication slot {self.slot!r} exists but no initial copy finished from it (an "
                      "interrupted run?): dropping it and copying again.")
         self._drop_slot_quietly(wait_s=SLOT_BUSY_GIVE_UP_S)
@@ -190,12 +203,15 @@ class CdcSync(Runner):
                          "synced. Changes made between the copy and now are not; for a gap-free start use "
                          "--sync.initial-copy (or `migrate --then-sync`), or add --sync.reconcile once.")
 
-    def _state(self, address, key: str, value: dict | None) -> dict | None:
+    def _state(self, address, key: str, value: dict | None, *, others: dict | None = None):
         """Read (value None) or write the marker ``key`` in the target, with a short-lived connection
-        (local mode allows one client per folder, and the copy opens its own)."""
+        (local mode allows one client per folder, and the copy opens its own); ``others``: the
+        markers of other targets with these fields in the same state file, instead."""
         target = connect_target(self.options, address) if self.target is None else self.target
         try:
             store = _StateStore(target, self.options, key)
+            if others is not None:
+                return store.others(**others)
             if value is None:
                 return store.load()
             store.save(value)
@@ -220,6 +236,14 @@ class CdcSync(Runner):
             # its client, and local mode allows one client per folder.
             self.target = connect_target(options, address, ui)
             plan = self._copy_in_snapshot(address, snapshot_name)
+        except (KeyboardInterrupt, Interrupted):
+            rep.close()
+            self._drop_slot_quietly()
+            raise Interrupted(
+                "Interrupted during the initial copy. Its snapshot ended with this run, so the replication "
+                f"slot {self.slot!r} was dropped; the points written so far stay.",
+                fix="rerun the same command: it copies every row again from a new snapshot (points are "
+                    "overwritten by ID, those of rows deleted meanwhile are removed).") from None
         except BaseException:
             rep.close()
             self._drop_slot_quietly()
@@ -232,22 +256,13 @@ class CdcSync(Runner):
         options, ui = self.options, self.ui
         # restart: progress saved by an earlier run was read in another snapshot, and the
         # stream starts at this snapshot, so every range is copied again from it.
-        copy_options = dataclasses.replace(options, restart=True)
+        # delete_orphans: the collection may hold points of rows deleted before this snapshot
+        # (an earlier copy, a stopped run, a lost slot); whoever created it, they go. migrate
+        # compares the IDs in the snapshot only when the count says there can be any.
+        copy_options = dataclasses.replace(options, restart=True, delete_orphans=True)
         result = migrate(copy_options, ui, snapshot_id=snapshot_name, target=self.target)
         result.summary(address.display()).render(ui)
-        plan = result.plan
-        if not result.created_collection:
-            # An existing collection may hold points whose rows were deleted before the copy.
-            conn = connect.connect(options.pg_url, autocommit=True)
-            try:
-                snapshot.attach_snapshot(conn, snapshot_name)
-                deleted, _ = reconcile(plan, self.target, conn, batch_size=options.batch_size, fill=False)
-                snapshot.end(conn)
-            finally:
-                conn.close()
-            if deleted:
-                ui.info(f"Deleted {deleted:,} point(s) whose rows no longer exist.")
-        return plan
+        return result.plan
 
     def _drop_slot_quietly(self, wait_s: float = 2.0) -> None:
         """Drop our slot, waiting up to ``wait_s`` for a previous connection to let go of it.

@@ -87,10 +87,11 @@ def _fill(conn: connect.Connection, plan: Plan, writer: Writer, missing: IdSet) 
     return filled
 
 
-def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats: SyncStats) -> None:
+def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats: SyncStats, *,
+                   fill: bool = True) -> None:
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
-        deleted, filled = reconcile(plan, target, conn, batch_size=options.batch_size, ui=ui)
+        deleted, filled = reconcile(plan, target, conn, batch_size=options.batch_size, fill=fill, ui=ui)
         stats.deleted_orphans += deleted
         stats.filled_missing += filled
     finally:

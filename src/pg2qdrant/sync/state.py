@@ -6,8 +6,11 @@ Shared by both runners: the CDC runner's "initial copy finished" marker
 
 from __future__ import annotations
 
+import json
+
 from pg2qdrant.destination.checkpoints import FileRecords
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.destination.qdrant import parse_target_url
+from pg2qdrant.pipeline import MigrationOptions, target_identity
 
 SYNC_NAMESPACE = "pg2qdrant-sync"  # point IDs of sync records
 
@@ -20,12 +23,19 @@ class _StateStore:
     (a payload-only collection, or a file of that name in an Edge folder), or with
     ``--migration.state-file PATH`` in the file ``PATH.sync.json``. Separate from
     migrate's records, whose readers expect only migration states.
+
+    A record kept in the target belongs to it by where it lives; one in a state file names
+    its target (as migrate's state ids do), since the file may serve several targets: a
+    marker written for one Qdrant must never answer for another.
     """
 
     def __init__(self, target, options: MigrationOptions, key: str):
         self.key = key
+        self.where: dict | None = None
         if options.state_file:
             self.records = FileRecords(options.state_file + ".sync.json")
+            self.where = target_identity(parse_target_url(options.qdrant_url))
+            self.key = f"{key}@{json.dumps(self.where, sort_keys=True)}"
         else:
             self.records = target.records(f"{options.offsets_collection}_sync", SYNC_NAMESPACE)
 
@@ -33,4 +43,11 @@ class _StateStore:
         return self.records.load(self.key)
 
     def save(self, record: dict) -> None:
-        self.records.save(self.key, record)
+        self.records.save(self.key, record if self.where is None else {**record, "target": self.where})
+
+    def others(self, **match) -> list[dict]:
+        """Records of other targets in the same state file whose fields equal ``match`` (none in a target)."""
+        if self.where is None:
+            return []
+        return [r for r in self.records.records()
+                if r.get("target") not in (None, self.where) and all(r.get(k) == v for k, v in match.items())]
