@@ -42,6 +42,7 @@ REST = "rest"
 # Protobuf wire format (https://protobuf.dev/programming-guides/encoding/)
 # ---------------------------------------------------------------------------------------
 
+_VARINT = 0  # wire type of integers and booleans
 _LEN = 2  # wire type of strings, bytes, messages and packed repeated fields
 _ONE_BYTE = [bytes([i]) for i in range(128)]
 _SMALL_VARINTS = [bytes([i]) if i < 128 else bytes([i & 0x7F | 0x80, i >> 7]) for i in range(1 << 14)]
@@ -94,17 +95,25 @@ DENSE_DATA = 1
 SPARSE_VALUES, SPARSE_INDICES = 1, 2
 MAP_KEY, MAP_VALUE = 1, 2
 STRUCT_FIELDS, LIST_VALUES = 1, 1
+VALUE_NULL, VALUE_DOUBLE, VALUE_INTEGER, VALUE_STRING, VALUE_BOOL, VALUE_STRUCT, VALUE_LIST = 1, 2, 3, 4, 5, 6, 7
+_FIXED64 = 1  # wire type of doubles
 
-_NULL = b"\x08\x00"  # Value.null_value = NULL_VALUE (a set oneof is written even at 0)
-_TRUE, _FALSE = b"\x28\x01", b"\x28\x00"  # Value.bool_value
-_DOUBLE = struct.Struct("<Bd")  # Value.double_value: tag 0x11 (field 2, 64-bit), little-endian
-_DOUBLE_TAG = 2 << 3 | 1
-_INT_TAG = b"\x18"  # Value.integer_value (field 3, varint)
-_STRING_TAG = b"\x22"  # Value.string_value (field 4)
-_STRUCT_TAG = b"\x32"  # Value.struct_value (field 6)
-_LIST_TAG = b"\x3a"  # Value.list_value (field 7)
-_ENTRY_TAG = b"\x0a"  # map entries of Struct.fields and NamedVectors.vectors; ListValue.values
-_PAYLOAD_ENTRY_TAG = tag(POINT_PAYLOAD)
+_NULL = tag(VALUE_NULL, _VARINT) + b"\x00"  # NULL_VALUE (a set oneof is written even at 0)
+_TRUE, _FALSE = tag(VALUE_BOOL, _VARINT) + b"\x01", tag(VALUE_BOOL, _VARINT) + b"\x00"
+_DOUBLE = struct.Struct("<Bd")  # the double's tag (one byte), then the little-endian double
+_DOUBLE_TAG = VALUE_DOUBLE << 3 | _FIXED64
+_INT_TAG = tag(VALUE_INTEGER, _VARINT)
+_STRING_TAG = tag(VALUE_STRING)
+_STRUCT_TAG = tag(VALUE_STRUCT)
+_LIST_TAG = tag(VALUE_LIST)
+# Tags of the fields above, built once (the encoder writes them for every point and value).
+_ENTRY_TAG = tag(STRUCT_FIELDS)  # map entries of Struct.fields and NamedVectors.vectors; ListValue.values
+assert _ENTRY_TAG == tag(NAMED_MAP) == tag(LIST_VALUES)
+_MAP_KEY_TAG, _MAP_VALUE_TAG = tag(MAP_KEY), tag(MAP_VALUE)
+_POINT_ID_TAG, _PAYLOAD_ENTRY_TAG = tag(POINT_ID), tag(POINT_PAYLOAD)
+_ID_NUM_TAG, _ID_UUID_TAG = tag(ID_NUM, _VARINT), tag(ID_UUID)
+_NAMED_VECTORS_TAG = tag(VECTORS_NAMED)
+_POINTS_TAG = tag(UPSERT_POINTS)
 
 
 class _Unencodable(Exception):
@@ -116,7 +125,7 @@ def _key_field(key: str, cache: dict[str, bytes] = {}) -> bytes:  # noqa: B006 -
     out = cache.get(key)
     if out is None:
         data = key.encode("utf-8")
-        out = b"\x0a" + varint(len(data)) + data
+        out = _MAP_KEY_TAG + varint(len(data)) + data
         if len(cache) < 10_000:
             cache[key] = out
     return out
@@ -165,7 +174,7 @@ def value_bytes(v: Any) -> bytes:
 def _entry(key: str, v: Any) -> bytes:
     """One map<string, Value> entry's body, length-prefixed under its field tag 1."""
     value = value_bytes(v)
-    body = _key_field(key) + b"\x12" + varint(len(value)) + value
+    body = _key_field(key) + _MAP_VALUE_TAG + varint(len(value)) + value
     return _ENTRY_TAG + varint(len(body)) + body
 
 
@@ -183,8 +192,8 @@ def _payload_field(payload: dict[str, Any]) -> bytes:
             data = _utf8(v)
             n = len(data)
             if n < 100 and len(key) < 20:  # every length below fits one varint byte
-                parts.append(b"%b%b%b\x12%b\x22%b%b" % (_PAYLOAD_ENTRY_TAG, _ONE_BYTE[len(key) + n + 4], key,
-                                                           _ONE_BYTE[n + 2], _ONE_BYTE[n], data))
+                parts.append(b"%b%b%b%b%b%b%b%b" % (_PAYLOAD_ENTRY_TAG, _ONE_BYTE[len(key) + n + 4], key, _MAP_VALUE_TAG,
+                                                     _ONE_BYTE[n + 2], _STRING_TAG, _ONE_BYTE[n], data))
                 continue
             value = _STRING_TAG + varint(n) + data
         elif t is float:
@@ -193,18 +202,18 @@ def _payload_field(payload: dict[str, Any]) -> bytes:
             value = value_bytes(v)
         value_len = varint(len(value))
         parts.append(b"".join((_PAYLOAD_ENTRY_TAG, varint(len(key) + 1 + len(value_len) + len(value)), key,
-                               b"\x12", value_len, value)))
+                               _MAP_VALUE_TAG, value_len, value)))
     return b"".join(parts)
 
 
 def _id_field(pid: Any) -> bytes:
     """PointStruct.id: PointId.num for integers, PointId.uuid for UUID text."""
     if type(pid) is int:
-        inner = b"\x08" + varint(pid)
+        inner = _ID_NUM_TAG + varint(pid)
     else:
         data = str(pid).encode("ascii")
-        inner = b"\x12" + varint(len(data)) + data
-    return b"\x0a" + varint(len(inner)) + inner
+        inner = _ID_UUID_TAG + varint(len(data)) + data
+    return _POINT_ID_TAG + varint(len(inner)) + inner
 
 
 def _rows(n: int, head_of_len: Callable[[int], bytes], segments: list[tuple[bytes, np.ndarray]]) -> list[tuple]:
@@ -245,7 +254,7 @@ def _named_entry_head(name: str, vector_head: bytes, data_len: int) -> bytes:
     key = _key_field(name)
     vector_len = len(vector_head) + data_len
     entry_len = len(key) + 1 + len(varint(vector_len)) + vector_len
-    return _ENTRY_TAG + varint(entry_len) + key + b"\x12" + varint(vector_len) + vector_head
+    return _ENTRY_TAG + varint(entry_len) + key + _MAP_VALUE_TAG + varint(vector_len) + vector_head
 
 
 def _dense_segment(name: str, col) -> tuple[bytes, np.ndarray]:
@@ -272,7 +281,7 @@ _VECTORS_TAG = tag(POINT_VECTORS)
 
 def _vectors_head(named_len: int) -> bytes:
     """PointStruct.vectors = Vectors{vectors: NamedVectors{<named_len bytes of entries>}}."""
-    return _VECTORS_TAG + varint(1 + len(varint(named_len)) + named_len) + b"\x12" + varint(named_len)
+    return _VECTORS_TAG + varint(1 + len(varint(named_len)) + named_len) + _NAMED_VECTORS_TAG + varint(named_len)
 
 
 def _vector_fields(batch: PointBatch) -> list[tuple]:
@@ -302,7 +311,7 @@ def _vector_fields(batch: PointBatch) -> list[tuple]:
                 column.append(b"")
                 continue
             vector = sparse_vector_bytes(v)
-            entry = key + b"\x12" + varint(len(vector)) + vector
+            entry = key + _MAP_VALUE_TAG + varint(len(vector)) + vector
             column.append(_ENTRY_TAG + varint(len(entry)) + entry)
         columns.append(column)
     named = [b"".join(parts) for parts in zip(*columns)] if columns else [b""] * n
@@ -319,7 +328,7 @@ def grpc_points(batch: PointBatch) -> list[bytes]:
             raise DataError(f"The payload of point {pid!r} holds {exc}, which gRPC cannot carry.",
                             fix="use a REST URL (port 6333) or leave the column out with --pg.columns.") from None
         size = len(head) + sum(map(len, vectors))
-        out.append(b"".join((b"\x1a", varint(size), head, *vectors)))
+        out.append(b"".join((_POINTS_TAG, varint(size), head, *vectors)))
     return out
 
 
