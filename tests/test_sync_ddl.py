@@ -8,6 +8,8 @@ input error after everything committed before it is applied and acknowledged.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -18,6 +20,7 @@ import pytest
 
 from pg2qdrant.source.lsn import parse_lsn
 from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.sync.schema_watch import POLL_EVERY_S
 from pg2qdrant.ui import UI
 from test_sync import (  # noqa: F401
     DIM,
@@ -31,6 +34,7 @@ from test_sync import (  # noqa: F401
     wait_caught_up,
     wait_streaming,
 )
+from test_sync_many import SLOT, _command, assert_collections_equal_tables, env_for, tables, write_file  # noqa: F401
 from test_sync_truncate import PARTITIONED, _fill
 
 
@@ -226,3 +230,29 @@ def test_partition_attached_detached_dropped_while_syncing(sdb, tmp_path, change
     expected = {"attach": 15, "detach": 6, "drop": 6}[change]
     assert sdb.execute("SELECT count(*) FROM items")[0][0] == expected
     assert compare(sdb, url) == expected
+
+
+def test_sync_config_follows_ddl_per_table(tables, tmp_path):
+    """`sync --config`: each table of the shared slot has its own watch (ADD COLUMN on one,
+    DETACH of a partition of another, plain changes on the third)."""
+    path = write_file(tables, tmp_path, ["docs", "parts", "notes"])
+    out = open(tmp_path / "out.txt", "ab")
+    proc = subprocess.Popen(_command("sync", "--config", path, "--sync.initial-copy"), stdout=out, stderr=out,
+                            env={**os.environ, **env_for(tables)})
+    try:
+        wait_streaming(tables.url, SLOT, proc=proc)
+        wait_streamed(tables.url, SLOT)
+        with psycopg.connect(tables.url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE docs ADD COLUMN extra integer DEFAULT 5")
+            conn.execute("ALTER TABLE parts DETACH PARTITION parts_b")
+            conn.execute("UPDATE notes SET title = 'x' WHERE id = 'key-1'")
+            conn.execute("UPDATE docs SET extra = 6 WHERE id = 1")
+        time.sleep(3 * POLL_EVERY_S)
+        wait_caught_up(tables.url, SLOT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "out.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_collections_equal_tables(tables, tmp_path, ["docs", "parts", "notes"])
