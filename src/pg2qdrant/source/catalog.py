@@ -373,6 +373,34 @@ def leaves(conn: psycopg.Connection, oid: int, relkind: str) -> tuple[Leaf, ...]
     return tuple(Leaf(*r) for r in rows)
 
 
+def shape_fingerprint(conn: psycopg.Connection, oid: int) -> tuple[tuple, tuple[int, ...]]:
+    """(columns as (name, type OID, declared type), leaf OIDs sorted): what sync compares with its
+    plan every few seconds, as pgoutput carries no DDL (columns added, dropped, renamed or
+    retyped; partitions attached, detached or dropped). Two catalog reads, no table data."""
+    columns = conn.execute(
+        """
+        SELECT a.attname, a.atttypid::int, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a
+        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (oid,),
+    ).fetchall()
+    leaf_oids = conn.execute(
+        """
+        WITH RECURSIVE tree(relid) AS (
+            SELECT %(oid)s::oid
+          UNION
+            SELECT inh.inhrelid FROM pg_inherits inh JOIN tree ON inh.inhparent = tree.relid
+        )
+        SELECT c.oid::int FROM tree JOIN pg_class c ON c.oid = tree.relid
+        WHERE c.relkind IN ('r', 'm', 'f', 'v') ORDER BY 1
+        """,
+        {"oid": oid},
+    ).fetchall()
+    return tuple(tuple(r) for r in columns), tuple(r[0] for r in leaf_oids)
+
+
 def describe_table(conn: psycopg.Connection, text: str) -> TableInfo:
     """Resolve ``--pg.table`` and read everything the plan needs about it."""
     oid, schema, name, relkind = resolve_table(conn, text)

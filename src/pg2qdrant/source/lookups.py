@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
+from pg2qdrant import redaction
+from pg2qdrant.errors import SourceError
 from pg2qdrant.layouts import and_where
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import reader
@@ -31,15 +33,30 @@ def key_match(plan: Plan, keys: list[tuple]) -> tuple[sql.Composable, list]:
     return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(exprs, arrays), columns
 
 
+class SchemaChanged(SourceError):
+    """The plan's SELECT no longer fits the table (a column dropped, renamed or retyped since the
+    plan was made): sync makes the plan again from the catalog (sync.schema_watch)."""
+
+
+# What PostgreSQL answers to a SELECT naming a column that was dropped, renamed or retyped.
+_SCHEMA_ERRORS = (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable, psycopg.errors.DatatypeMismatch,
+                  psycopg.errors.CannotCoerce, psycopg.errors.UndefinedFunction)
+
+
 def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], keys: list[tuple],
                       chunk: int = 500) -> list[tuple]:
     """Current rows with these key values, read with the plan's own SELECT and loaders (as the copy)."""
     out: list[tuple] = []
-    for start in range(0, len(keys), chunk):
-        where, params = key_match(plan, keys[start:start + chunk])
-        query = reader.copy_query(conn, plan, where, params)
-        for rows in reader.copy_rows(conn, query, oids, chunk):
-            out.extend(rows)
+    try:
+        for start in range(0, len(keys), chunk):
+            where, params = key_match(plan, keys[start:start + chunk])
+            query = reader.copy_query(conn, plan, where, params)
+            for rows in reader.copy_rows(conn, query, oids, chunk):
+                out.extend(rows)
+    except _SCHEMA_ERRORS as exc:
+        raise SchemaChanged(f"{plan.table.display} no longer has the columns the plan reads: "
+                            f"{redaction.redact(exc)}",
+                            fix="restart sync: the plan is made again from the table.") from None
     return out
 
 

@@ -155,11 +155,12 @@ def select_list(plan: Plan) -> sql.Composable:
 
 def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
                params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
-               limit: int | None = None) -> sql.Composable:
-    """``COPY (SELECT <plan reads> FROM table [TABLESAMPLE ...] [WHERE ...] [LIMIT n]) TO STDOUT``."""
+               limit: int | None = None, relation: sql.Composable | None = None) -> sql.Composable:
+    """``COPY (SELECT <plan reads> FROM table [TABLESAMPLE ...] [WHERE ...] [LIMIT n]) TO STDOUT``;
+    from ``relation`` (e.g. ``ONLY leaf``) instead of the table when given."""
     where = and_where(plan, where)  # the --pg.where row filter applies to every read
     query = sql.SQL("COPY (SELECT {c} FROM {t}{s}{w}{l}) TO STDOUT (FORMAT BINARY)").format(
-        c=select_list(plan), t=plan.table.ident,
+        c=select_list(plan), t=plan.table.ident if relation is None else relation,
         s=(sql.SQL(" TABLESAMPLE ") + tablesample) if tablesample is not None else sql.SQL(""),
         w=(sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""),
         l=sql.SQL(" LIMIT {}").format(sql.Literal(int(limit))) if limit is not None else sql.SQL(""))

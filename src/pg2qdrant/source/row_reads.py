@@ -10,11 +10,13 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.source import lookups, reader
+from pg2qdrant.source.model import Leaf
 
 
 def row_batches(conn: psycopg.Connection, plan, batch_rows: int, *, sample_percent: float | None = None,
-                seed: int = 0) -> Iterator[list[tuple]]:
-    """Every row, or each row kept with probability ``sample_percent`` % (reproducible with ``seed``)."""
+                seed: int = 0, leaf: Leaf | None = None) -> Iterator[list[tuple]]:
+    """Every row, or each row kept with probability ``sample_percent`` % (reproducible with ``seed``);
+    of one ``leaf`` only (a partition sync saw attached) when given."""
     oids = reader.prepare_connection(conn, plan)
     where = tablesample = None
     if sample_percent is not None:
@@ -24,7 +26,8 @@ def row_batches(conn: psycopg.Connection, plan, batch_rows: int, *, sample_perce
         else:
             tablesample = sql.SQL("BERNOULLI ({}) REPEATABLE ({})").format(sql.Literal(sample_percent),
                                                                           sql.Literal(seed))
-    query = reader.copy_query(conn, plan, where, tablesample=tablesample)
+    relation = None if leaf is None else sql.SQL("ONLY ") + leaf.ident
+    query = reader.copy_query(conn, plan, where, tablesample=tablesample, relation=relation)
     yield from reader.copy_rows(conn, query, oids, batch_rows)
 
 

@@ -10,7 +10,7 @@ from psycopg import pq
 from psycopg.adapt import Transformer
 
 from pg2qdrant import redaction
-from pg2qdrant.errors import InputError, SourceError
+from pg2qdrant.errors import SourceError
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import reader
 from pg2qdrant.source.pgoutput import Relation, TupleData
@@ -88,13 +88,31 @@ class RowDecoder:
         self._rules: dict[int, list[tuple[int | None, _ReadRule]]] = {}
         self._pending: list[_Pending] = []
         self.missing_columns: dict[int, list[str]] = {}
+        # Relations whose descriptor is not the plan's table (a column of another type, or one the
+        # plan's table lacks): sent before or after a DDL the plan has not caught up with.
+        self.mismatched: set[int] = set()
+
+    def renewed(self, plan: Plan) -> RowDecoder:
+        """A decoder for ``plan`` (made again after a DDL) that knows the relations this one was sent:
+        pgoutput sends a relation's descriptor again only when it changes."""
+        self.resolve()  # rows decoded here keep no conversion waiting on this decoder
+        decoder = RowDecoder(plan, self.conn)
+        for rel in self.relations.values():
+            decoder.add_relation(rel)
+        return decoder
 
     def add_relation(self, rel: Relation) -> None:
         self.relations[rel.oid] = rel
         self._rules[rel.oid] = self._rules_for(rel)
 
+    def reread_only(self, relation: int) -> bool:
+        """Changes of ``relation`` cannot be decoded into the plan's row: read them again by key."""
+        return relation in self.missing_columns or relation in self.mismatched
+
     def _rules_for(self, rel: Relation) -> list[tuple[int | None, _ReadRule]]:
         by_name = {c.name: (i, c) for i, c in enumerate(rel.columns)}
+        known = {c.name for c in self.plan.table.columns}
+        mismatched = any(c.name not in known for c in rel.columns)
         rules: list[tuple[int | None, _ReadRule]] = []
         missing = []
         for i, read in enumerate(self.plan.reads):
@@ -107,13 +125,10 @@ class RowDecoder:
                 rules.append((None, _ReadRule(i, read.column, False, None, expression)))
                 continue
             pos, rc = found
-            if rc.type_oid != col.declared_oid:
-                raise InputError(
-                    f"Column {read.column} of {self.plan.table.display} changed type while syncing "
-                    f"(type OID {col.declared_oid} when sync started, {rc.type_oid} now).",
-                    fix="restart `pg2qdrant sync` so the plan is made again from the table; if the vector "
-                        "configuration changed, copy into a new collection (--sync.initial-copy).",
-                )
+            if rc.type_oid != col.declared_oid:  # not decodable with the plan's loader
+                mismatched = True
+                rules.append((None, _ReadRule(i, read.column, False, None, expression)))
+                continue
             loader = self.tx.get_loader(self.load_oids[i], pq.Format.BINARY)
             base = col.type
             direct = (
@@ -131,6 +146,12 @@ class RowDecoder:
             rules.append((pos, _ReadRule(i, read.column, direct, loader, expression)))
         if missing:
             self.missing_columns[rel.oid] = missing
+        else:
+            self.missing_columns.pop(rel.oid, None)
+        if mismatched:
+            self.mismatched.add(rel.oid)
+        else:
+            self.mismatched.discard(rel.oid)
         return rules
 
     def knows(self, relation: int) -> bool:

@@ -29,6 +29,7 @@ from pg2qdrant.mapping import (
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import catalog, connect, lookups
 from pg2qdrant.source.catalog import Leaf
+from pg2qdrant.source.lookups import SchemaChanged
 from pg2qdrant.source.rows import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 from pg2qdrant.writer import Writer
@@ -109,6 +110,11 @@ class SourceLookup:
         return (tuple(leaf for leaf in current if leaf.oid in truncated),
                 tuple(leaf for leaf in current if leaf.oid not in truncated))
 
+    def replan(self, plan: Plan) -> None:
+        """Read with ``plan`` (made again after a DDL), decoding the relations already sent."""
+        self.decoder = self.decoder.renewed(plan)
+        self.plan = plan
+
     def fetch_rows(self, keys: list[tuple]) -> list[tuple]:
         """Current rows for these key values, read with the plan's own SELECT (as the copy reads)."""
         return lookups.fetch_rows_by_key(self.conn, self.plan, self.oids, keys, REREAD_CHUNK)
@@ -126,15 +132,22 @@ class Applier:
     def __init__(self, plan: Plan, target, lookup: SourceLookup, *, batch_size: int,
                  on_partial_truncate: Callable[[tuple[Leaf, ...], tuple[Leaf, ...]], None],
                  stats: SyncStats | None = None):
-        self.plan = plan
         self.target = target
         self.lookup = lookup
-        self.mapper = RowMapper(plan)
         self.batch_size = batch_size
-        self.writer = Writer(target, plan.collection, batch_size=batch_size)  # requests bounded like the copy's
-        self.key_indexes = plan.key.read_indexes
         self.on_partial_truncate = on_partial_truncate
         self.stats = stats or SyncStats()  # rereads, partial_updates counted here
+        # A re-read that finds the plan's columns gone (a DDL not yet noticed): set by the schema
+        # watch, which makes the plan again and applies the batch as re-reads (or stops sync).
+        self.on_schema_changed: Callable[[ChangeBatch], bool] | None = None
+        self.replan(plan)
+
+    def replan(self, plan: Plan) -> None:
+        """Map and write with ``plan`` (at start, and when it is made again after a DDL)."""
+        self.plan = plan
+        self.mapper = RowMapper(plan)
+        self.writer = Writer(self.target, plan.collection, batch_size=self.batch_size)  # bounded like the copy's
+        self.key_indexes = plan.key.read_indexes
         self.shared_ids = keys_can_share_ids(plan.key)  # see _guard_shared_ids
         if self.shared_ids:
             column = plan.key.columns[0]
@@ -157,6 +170,15 @@ class Applier:
 
     def apply(self, batch: ChangeBatch) -> int:
         """Apply ``batch``; returns the number of row changes it held."""
+        try:
+            return self._apply(batch)
+        except SchemaChanged:
+            # the watch applies the batch again with the new plan (True), or stops sync
+            if self.on_schema_changed is None or not self.on_schema_changed(batch):
+                raise
+            return batch.rows
+
+    def _apply(self, batch: ChangeBatch) -> int:
         self.lookup.decoder.resolve()
         states: dict[PointId, PointState] = {}
         cleared = False
@@ -203,7 +225,7 @@ class Applier:
         if moved:  # the old point goes, the new one gets the whole row
             previous = states.get(old_pid)
             self._delete(states, old_pid, old_key)
-            states[pid] = self._moved(previous, new, key, partial)
+            states[pid] = self._moved(previous, new, key, partial, change.reread_only)
         else:
             states[pid] = self._changed(states.get(pid), change, new, key, partial, cleared)
 
@@ -220,9 +242,10 @@ class Applier:
                 new[i] = v
         return new, key
 
-    def _moved(self, previous: PointState | None, new: list, key: tuple, partial: bool) -> PointState:
+    def _moved(self, previous: PointState | None, new: list, key: tuple, partial: bool,
+               reread_only: bool) -> PointState:
         """The new point of a key change (``previous``: the batch's state of the old key's point)."""
-        if self.reread_all:
+        if self.reread_all or reread_only:
             return PointState(Kind.REREAD, key)
         if not partial:
             return PointState(Kind.FULL, key, new)

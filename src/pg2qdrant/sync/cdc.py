@@ -23,6 +23,7 @@ from pg2qdrant.retry import Backoff
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection, SlotBusy
+from pg2qdrant.sync import schema_watch
 from pg2qdrant.sync.apply import Applier, SourceLookup
 from pg2qdrant.sync.options import (
     BACKOFF_MAX_S,
@@ -340,14 +341,15 @@ class CdcSync(Runner):
         try:
             applier = Applier(plan, self.target, lookup, batch_size=self.options.batch_size,
                               on_partial_truncate=lambda truncated, remaining: delete_truncated(
-                                  self.options, plan, self.target, truncated, remaining, self.ui),
+                                  self.options, self.plan, self.target, truncated, remaining, self.ui),
                               stats=self.stats)
             rep = ReplicationConnection(self.options.pg_url)
             rep.start(self.slot, self.publication)
             receiver = Receiver(plan, lookup, self.stats, self.ui.warn)
             ack = Acknowledger(rep.send_feedback, self.stats)
             stream = Stream(receiver, applier, ack, self.stats, observer=self.observer, stop=self.stop,
-                            until_lsn=self.until_lsn)
+                            until_lsn=self.until_lsn,
+                            watches=schema_watch.watches([self], [lookup], [receiver], [applier]))
             return stream.run(rep, status)
         finally:
             if rep is not None:

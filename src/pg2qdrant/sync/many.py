@@ -37,6 +37,7 @@ from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection
+from pg2qdrant.sync import schema_watch
 from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup
 from pg2qdrant.sync.cdc import CdcSync
 from pg2qdrant.sync.options import LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
@@ -331,7 +332,8 @@ class ManySync(CdcSync):
             rep.start(self.slot, self.publication)
             ack = Acknowledger(rep.send_feedback, self.stats)
             stream = Stream(MultiReceiver(receivers, self.stats), applier, ack, self.stats, observer=self.observer,
-                            stop=self.stop, until_lsn=self.until_lsn)
+                            stop=self.stop, until_lsn=self.until_lsn,
+                            watches=schema_watch.watches(self.tables, lookups, receivers, appliers))
             try:
                 return stream.run(rep, status)
             finally:

@@ -82,6 +82,7 @@ class SyncStats:
     watermark: str | None = None  # poll mode
     deleted_orphans: int = 0
     filled_missing: int = 0
+    schema_changes: int = 0  # DDL and partition changes followed while streaming (sync.schema_watch)
 
     @property
     def lag_bytes(self) -> int:

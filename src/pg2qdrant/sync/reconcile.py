@@ -105,7 +105,7 @@ def _delete(writer: Writer, ids: list[PointId]) -> None:
 
 
 def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: tuple[Leaf, ...],
-                     remaining: tuple[Leaf, ...], ui: UI) -> int:
+                     remaining: tuple[Leaf, ...], ui: UI, change: str = "TRUNCATE") -> int:
     """After a TRUNCATE of some of the table's relations: delete exactly their points.
 
     The points carry nothing naming the relation their row came from, so the truncated
@@ -117,7 +117,8 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
     re-inserted into a truncated relation since then has its Insert later in the stream.
     Not filled from the table (unlike :func:`reconcile`): the stream brings what follows.
     A key held by a truncated parent and by one of its children at once (inheritance does
-    not keep keys unique across tables; both rows were one point) keeps its point.
+    not keep keys unique across tables; both rows were one point) keeps its point. Also used for
+    partitions detached or dropped while syncing (``change`` names what happened in the message).
     """
     writer = Writer(target, plan.collection, batch_size=options.batch_size)
     conn = connect.connect(options.pg_url, autocommit=True)
@@ -127,7 +128,7 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
                         on_orphans=lambda ids: _delete(writer, ids))
     finally:
         conn.close()
-    ui.info(f"TRUNCATE of {_names(truncated)}: deleted {scan.orphans:,} point(s); the points of "
+    ui.info(f"{change} of {_names(truncated)}: deleted {scan.orphans:,} point(s); the points of "
             f"{_names(remaining)} stay.")
     return scan.orphans
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pg2qdrant.plan import Plan
 from pg2qdrant.source.lsn import pg_time_to_unix
@@ -39,13 +39,28 @@ class Receiver:
         self.decoder = lookup.decoder
         self.stats = stats
         self.warn = warn
-        self.ours = {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves + plan.table.change_tables)}
+        self.ours = self._our_oids(plan)
         self.others: set[int] = set()  # other tables of a shared publication
         self.warned_missing: set[int] = set()
+        # A descriptor of ours that the plan cannot decode (a DDL before or after it): the schema
+        # watch checks the catalog before the next message (sync.schema_watch).
+        self.shape_changed = False
         self.batch = ChangeBatch()
         self.in_txn = False
         self.txn_time: float | None = None  # unix commit time of the open transaction
         self.last_data = time.monotonic()
+
+    @staticmethod
+    def _our_oids(plan: Plan) -> set[int]:
+        return {plan.table.oid, *(leaf.oid for leaf in plan.table.leaves + plan.table.change_tables)}
+
+    def replan(self, plan: Plan) -> None:
+        """Use ``plan`` (made again after a DDL; ``self.lookup`` holds its decoder): a partition
+        detached or dropped is no longer ours, its changes still in the stream are skipped."""
+        self.plan = plan
+        self.decoder = self.lookup.decoder
+        self.ours = self._our_oids(plan)
+        self.others -= self.ours
 
     def take_frame(self, frame: XLogData):
         """Decode and take one XLogData frame's message; returns the message."""
@@ -83,13 +98,16 @@ class Receiver:
                 self.others.add(message.oid)
         if message.oid in self.ours:
             self.decoder.add_relation(message)
+            if self.decoder.reread_only(message.oid):
+                self.shape_changed = True
 
     def _row(self, message: Insert | Update | Delete) -> None:
         relation, decoder = message.relation, self.decoder
         if relation not in self.ours or not decoder.knows(relation):
             return
-        reread_only = relation in decoder.missing_columns
-        if reread_only and relation not in self.warned_missing and not self.plan.table.change_tables:
+        reread_only = decoder.reread_only(relation)
+        if (relation in decoder.missing_columns and relation not in decoder.mismatched
+                and relation not in self.warned_missing and not self.plan.table.change_tables):
             self.warned_missing.add(relation)
             self.warn(f"the publication does not send column(s) {', '.join(decoder.missing_columns[relation])} "
                       f"of {self.plan.table.display}; each changed row is read again from the table (slower).")
@@ -187,8 +205,9 @@ class Stream:
     steps take frames, so they run without one."""
 
     def __init__(self, receiver: Receiver, applier: Applier, ack: Acknowledger, stats: SyncStats, *,
-                 observer, stop: threading.Event, until_lsn: int | None):
+                 observer, stop: threading.Event, until_lsn: int | None, watches: Sequence = ()):
         self.receiver = receiver
+        self.watches = tuple(watches)  # sync.schema_watch.SchemaWatch per table: DDL and partitions
         self.applier = applier
         self.ack = ack
         self.stats = stats
@@ -204,6 +223,8 @@ class Stream:
             frame = rep.read(0.0 if receiver.batch else 0.5)
             self.receive(frame)
             now = time.monotonic()
+            for watch in self.watches:  # before the next message: it may be the first after a DDL
+                watch.step(self, now)
             if receiver.due(frame is None, now):
                 self.flush()
             elif ack.due(now):
