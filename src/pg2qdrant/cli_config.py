@@ -311,9 +311,8 @@ def resolve(ctx: click.Context, kw: dict[str, Any], config: str | None, only: tu
     return [e for e in entries if not wanted or e.name in wanted or e.group in wanted]
 
 
-def _stop_on(errors: list[Pg2QdrantError]) -> None:
+def _stop_on(errors: list[Pg2QdrantError], ui: UI) -> None:
     if errors:
-        ui = UI()
         for exc in errors:
             ui.error(exc.render())
         sys.exit(max(e.exit_code for e in errors))
@@ -372,7 +371,7 @@ def each_entry(command: str) -> Callable:
                         rows += _check(command, entry)
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
-            _stop_on(errors)
+            _stop_on(errors, ui)
             if one_table and len(entries) > 1:  # one publication and one slot for them all
                 from pg2qdrant.cli_sync import sync_many
                 return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
@@ -451,7 +450,8 @@ def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: 
         ", read in one snapshot" if shared_rows is not None else "")
     columns = ("entry", "table", "collection", "rows", "points", "time", "rate", "verdict") if command == "migrate" \
         else ("entry", "table", "verdict")
-    ui.out.print(table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
+    ui.result(title, {"event": "entries_summary", "entries": [dict(zip(columns, r, strict=True)) for r in rows]},
+              table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
     if shared_rows is not None and (failed or i < len(entries)):
         ui.warn("These tables were read in one snapshot, which ended with this run: it cannot be resumed. Rerun "
                 "with --migration.consistent to copy every table again from a new snapshot (add "
