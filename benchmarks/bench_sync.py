@@ -354,8 +354,11 @@ def _breakdown_line(r: dict) -> str:
     batches = b.pop("batches") or 1
     apply = b.pop("apply", {"calls": 0, "seconds": 0.0})
     parts = [f"{label}: {v['calls'] / batches:.1f}/batch, {v['seconds']:.1f} s" for label, v in sorted(b.items())]
+    requests = sum(v["calls"] for label, v in b.items() if label.startswith("request"))
+    rtt = r.get("rtt_ms") or 0
+    waited = f" ({requests} round trips x {rtt:g} ms = {requests * rtt / 1000:.1f} s of it)" if rtt else ""
     return (f"        {batches} batches ({r['applied_changes'] / batches:,.0f} changes each), {apply['seconds']:.1f} s "
-            f"applying ({apply['seconds'] * 1000 / batches:.0f} ms/batch); " + "; ".join(parts))
+            f"applying ({apply['seconds'] * 1000 / batches:.0f} ms/batch){waited}; " + "; ".join(parts))
 
 
 def main() -> None:
@@ -377,6 +380,7 @@ def main() -> None:
 
     global TIMINGS
     TIMINGS = Timings()
+    load_start = os.getloadavg()
     results = []
     # synchronous_commit on (the launcher's default for tests is off): with it off, the walsender
     # sees a commit only when the WAL writer flushes it (every 200 ms), which would dominate the lag.
@@ -406,6 +410,8 @@ def main() -> None:
                     with target_url(target, workdir, args.rtt_ms) as qdrant_url:
                         r = run_one(url, qdrant_url, args.rows, args.dim, rate, args.seconds, per_txn, seed=7,
                                     label=label)
+                    if target == "server":
+                        r["rtt_ms"] = args.rtt_ms
                 except Exception as exc:  # e.g. :memory: before pipeline.migrate takes target=
                     print(f"{target:>6} offered {rate_text}/s: failed: {exc}", flush=True)
                     continue
@@ -421,9 +427,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     import pg2qdrant
     out.write_text(json.dumps({"results": results, "args": vars(args), "cpus": os.cpu_count(),
-                               "load_average": os.getloadavg(), "version": pg2qdrant.__version__,
+                               "load_average_start": load_start, "load_average": os.getloadavg(), "version": pg2qdrant.__version__,
                                "python": sys.version}, indent=2))
-    print(f"results: {out}")
+    print(f"load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs); "
+          f"results: {out}")
 
 
 if __name__ == "__main__":
