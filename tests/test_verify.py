@@ -403,20 +403,25 @@ def test_log_format_json_and_log_file_as_migrate_takes_them(migrated, qdrant_pat
             json_events(r.stdout, r.stderr)  # anything left on the terminal is JSON too
 
 
-def test_log_format_json_with_a_migration_file(migrated, qdrant_path, tmp_path, cli):
-    """verify --config FILE --log-format json: the entries' reports and the file's summary are events."""
+@pytest.mark.parametrize("where", ["command line", "file"])
+def test_log_format_json_with_a_migration_file(migrated, qdrant_path, tmp_path, cli, where):
+    """verify --config FILE with --log-format json and --log-file, typed or written in the file: the
+    entries' reports and the file's summary are events in the log."""
     url = migrated.url.replace(f":{migrated.server.password}@", "@")
+    log = tmp_path / "verify.jsonl"
+    flags = ["--log-format", "json", "--log-file", str(log)]
     path = tmp_path / "tables.toml"
     path.write_text(f'pg.url = "{url}"\nqdrant.url = "local:{qdrant_path}"\n'
-                    '[[table]]\npg.table = "t"\nqdrant.collection = "c"\n')
-    log = tmp_path / "verify.jsonl"
-    r = cli("verify", "--config", str(path), "--verify.queries", "3", "--log-format", "json", "--log-file", str(log),
+                    + (f'log-format = "json"\nlog-file = "{log}"\n' if where == "file" else "")
+                    + '[[table]]\npg.table = "t"\nqdrant.collection = "c"\n')
+    r = cli("verify", "--config", str(path), "--verify.queries", "3", *(flags if where == "command line" else []),
             env={"PGPASSWORD": migrated.server.password})
     assert r.exit_code == 0, r.output
     events = json_events(log.read_text())
     assert summary_event(events)["verdict"] == "pass"
     (entries,) = [e for e in events if e.get("event") == "entries_summary"]
     assert entries["entries"] == [{"entry": "c", "table": "t", "verdict": "verify passed"}]
+    assert "Verification of c" not in r.output  # in the log only
     json_events(r.stdout, r.stderr)  # anything left on the terminal is JSON too
 
 

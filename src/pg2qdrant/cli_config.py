@@ -359,6 +359,7 @@ def each_entry(command: str) -> Callable:
                 return _exit(fn(*args, ui=ui, **kw))
             ctx = click.get_current_context()
             entries = resolve(ctx, kw, config, only)
+            ui = _file_log_ui(entries, kw, ui)
             one_table = command == "sync" or any(e.kw.get("then_sync") for e in entries)
             errors = [e.error for e in entries if e.error]
             shared = _share_snapshot(entries) if command == "migrate" and not one_table else None
@@ -381,6 +382,21 @@ def each_entry(command: str) -> Callable:
                      shared_copy=shared)
         return wrapper
     return decorate
+
+
+def _file_log_ui(entries: list[Entry], kw: dict[str, Any], ui: UI) -> UI:
+    """log-format / log-file written in the file: the command's messages follow them, as they would
+    the same flags typed (one log for the whole run, so every entry must agree)."""
+    wanted = {(e.kw.get("log_format"), e.kw.get("log_file")) for e in entries if not e.error}
+    if len(wanted) > 1:
+        raise InputError("log-format and log-file must be the same for every entry: the run has one log.",
+                         fix="set them once at the top of the file (or on the command line).")
+    if not wanted or wanted == {(kw.get("log_format"), kw.get("log_file"))}:
+        return ui
+    from pg2qdrant import observability
+    log_format, log_file = wanted.pop()
+    observability.setup_logging(bool(kw.get("debug") or kw.get("trace")), log_format, log_file)
+    return observability.make_ui(log_format, log_file)
 
 
 def _exit_code(runs: Any) -> int:
