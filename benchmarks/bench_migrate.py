@@ -563,9 +563,9 @@ def run_all(args) -> dict:
 
 
 @contextlib.contextmanager
-def serving(kind: str, scratch: Path):
-    """For a server kind, start its server as our own child, so that the measured process tree (the
-    migration) leaves it out; yield {"url": grpc://127.0.0.1:PORT}, then its last log line as "log"."""
+def serving(kind: str, scratch: Path, *args: str):
+    """For a server kind, start its server (with ``args``) as our own child, so that the measured process
+    tree (the migration) leaves it out; yield {"url": grpc://127.0.0.1:PORT}, then its last log line as "log"."""
     if kind not in SERVERS:
         yield None
         return
@@ -575,7 +575,7 @@ def serving(kind: str, scratch: Path):
     scratch.mkdir(parents=True, exist_ok=True)
     log_path = scratch / "server.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(HERE / SERVERS[kind])], stdout=subprocess.PIPE, stderr=log,
+        proc = subprocess.Popen([sys.executable, str(HERE / SERVERS[kind]), *args], stdout=subprocess.PIPE, stderr=log,
                                 text=True, env={**os.environ, "TMPDIR": str(scratch)})  # its shards go there
     server = {"url": proc.stdout.readline().strip(), "pid": proc.pid}
     try:

@@ -5,13 +5,18 @@
     python benchmarks/bench_sync.py --rows 2000 --seconds 5  # smoke run
     python benchmarks/bench_sync.py --tables 10 --rates 1000,5000 --targets memory
                                   # one slot over 10 tables (sync --config) against 10 single-table syncs
+    python benchmarks/bench_sync.py --rates 1000,5000 --targets server,edge --rtt-ms 20
+                                  # over gRPC to a server 20 ms away, beside in-process Edge
 
 It starts a throwaway PostgreSQL 18 + pgvector (pg2qdrant.localpg, wal_level=logical),
 creates `bench_items` (benchmarks/dataset.py: id bigint primary key, title, category,
 score, created_at, embedding vector(768)), and for each target starts
 `sync.run_sync(..., initial_copy=True)` in a thread of this process (as `pg2qdrant
-sync --sync.initial-copy` runs). Once it streams, a load generator in another
-process offers a steady load for --seconds: transactions of --per-txn changes,
+sync --sync.initial-copy` runs). Targets: `memory` (`:memory:`), `edge` (`edge:DIR`) and
+`server`: gRPC to the Edge-backed test endpoint (tests/qdrant_endpoint, served by
+endpoint_server.py as a process of its own, a fresh one per run) with --rtt-ms of simulated
+round trip added to every request, as to a remote (cloud) cluster. Once it streams, a load
+generator in another process offers a steady load for --seconds: transactions of --per-txn changes,
 paced to the offered rate, mixing
 
   40% payload-only UPDATEs (the 768-d vector is TOASTed and arrives as unchanged 'u':
@@ -32,6 +37,9 @@ Measured, per target and offered load:
   lag p50/p99 end-to-end: commit time in PostgreSQL (from the commit record) to the
               moment Qdrant acknowledged the batch holding it (SyncStats.latencies)
   drain       seconds sync needed after the load stopped to apply the backlog
+  breakdown   where the apply time goes (single-table runs): batches applied and their
+              changes, seconds inside Applier.apply, and within it the requests to the
+              target (batch updates, point reads) and PostgreSQL re-reads, count and seconds
 
 Results: a table on stdout, JSON in benchmarks/results/sync-<time>.json (git-ignored).
 The machine should be quiet: the load generator, PostgreSQL and sync share the cores.
@@ -40,6 +48,7 @@ The machine should be quiet: the load generator, PostgreSQL and sync share the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -48,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +126,49 @@ def _insert_lsn(conn) -> int:
     return parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
 
 
+class Timings:
+    """Calls and seconds of a few methods of sync's apply path, counted while the benchmark runs.
+
+    The methods are wrapped in place (classes of this process: sync runs in a thread here).
+    """
+
+    WRAPPED = (("pg2qdrant.sync.apply", "Applier", "apply", "apply"),
+               ("pg2qdrant.destination.qdrant", "QdrantTarget", "apply", "request: batch update"),
+               ("pg2qdrant.destination.qdrant", "QdrantTarget", "retrieve", "request: read points"),
+               ("pg2qdrant.destination.edge", "EdgeTarget", "apply", "request: batch update"),
+               ("pg2qdrant.destination.edge", "EdgeTarget", "retrieve", "request: read points"),
+               ("pg2qdrant.sync.apply", "SourceLookup", "fetch_rows", "postgres: re-read rows"))
+
+    def __init__(self) -> None:
+        import importlib
+        self.calls: dict[str, list] = {}
+        for module, cls, name, label in self.WRAPPED:
+            owner = getattr(importlib.import_module(module), cls)
+            setattr(owner, name, self._timed(getattr(owner, name), label))
+
+    def _timed(self, fn, label: str):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                entry = self.calls.setdefault(label, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - started
+        return timed
+
+    def snapshot(self) -> dict[str, tuple[int, float]]:
+        return {k: (v[0], v[1]) for k, v in self.calls.items()}
+
+    @staticmethod
+    def since(before: dict, after: dict) -> dict[str, dict]:
+        return {k: {"calls": n - before.get(k, (0, 0.0))[0], "seconds": round(t - before.get(k, (0, 0.0))[1], 3)}
+                for k, (n, t) in after.items()}
+
+
+TIMINGS: Timings | None = None
+
+
 def _percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -123,8 +176,25 @@ def _percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+@contextlib.contextmanager
+def target_url(target: str, workdir: Path, rtt_ms: float) -> Iterator[str]:
+    """The --qdrant.url of a target, fresh for each run (a server: started here, stopped after)."""
+    if target == "memory":
+        yield ":memory:"
+    elif target == "edge":
+        shutil.rmtree(workdir / "edge", ignore_errors=True)
+        yield f"edge:{workdir / 'edge'}"
+    elif target == "server":
+        from bench_migrate import serving
+        shutil.rmtree(workdir / "server", ignore_errors=True)
+        with serving("server-edge", workdir / "server", "--rtt-ms", str(rtt_ms)) as server:
+            yield server["url"]
+    else:
+        raise SystemExit(f"unknown target {target!r}: memory, edge or server")
+
+
 def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds: float, per_txn: int,
-            seed: int) -> dict:
+            seed: int, label: str | None = None) -> dict:
     import psycopg
 
     import dataset
@@ -159,6 +229,7 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
             time.sleep(0.1)
         time.sleep(1.0)  # let the first keepalive round trip settle
         changes_before, latencies_before = stats.changes, len(stats.latencies)
+        batches_before, timed_before = stats.batches, TIMINGS.snapshot() if TIMINGS else {}
         started, load_end, offered = _offer_load(url, rate, seconds, per_txn, rows, dim, seed)
         end_lsn = _insert_lsn(conn)
         last_change, seen = time.monotonic(), stats.changes
@@ -176,15 +247,17 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
     worker.join(60)
     applied = stats.changes - changes_before
     lat = list(stats.latencies)[latencies_before:]
+    breakdown = {"batches": stats.batches - batches_before,
+                 **(Timings.since(timed_before, TIMINGS.snapshot()) if TIMINGS else {})}
     return {
-        "target": target_url.split(":")[0] if target_url != ":memory:" else "memory",
+        "target": label or (target_url.split(":")[0] if target_url != ":memory:" else "memory"),
         "offered_rate": rate or "max", "seconds": seconds, "per_txn": per_txn,
         "offered_changes": offered, "offered_per_s": offered / (load_end - started),
         "applied_changes": applied, "applied_per_s": applied / (caught_up - started),
         "drain_s": caught_up - load_end,
         "lag_p50_s": _percentile(lat, 50), "lag_p99_s": _percentile(lat, 99), "lag_max_s": max(lat, default=0),
         "transactions": len(lat), "batches": stats.batches, "partial_updates": stats.partial_updates,
-        "rereads": stats.rereads,
+        "rereads": stats.rereads, "breakdown": breakdown,
     }
 
 
@@ -275,6 +348,19 @@ def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: flo
             "target": "memory" if target_url == ":memory:" else target_url.split(":")[0]}
 
 
+def _breakdown_line(r: dict) -> str:
+    """Where one run's apply time went, as a line."""
+    b = dict(r["breakdown"])
+    batches = b.pop("batches") or 1
+    apply = b.pop("apply", {"calls": 0, "seconds": 0.0})
+    parts = [f"{label}: {v['calls'] / batches:.1f}/batch, {v['seconds']:.1f} s" for label, v in sorted(b.items())]
+    requests = sum(v["calls"] for label, v in b.items() if label.startswith("request"))
+    rtt = r.get("rtt_ms") or 0
+    waited = f" ({requests} round trips x {rtt:g} ms = {requests * rtt / 1000:.1f} s of it)" if rtt else ""
+    return (f"        {batches} batches ({r['applied_changes'] / batches:,.0f} changes each), {apply['seconds']:.1f} s "
+            f"applying ({apply['seconds'] * 1000 / batches:.0f} ms/batch){waited}; " + "; ".join(parts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="rows copied before streaming")
@@ -282,7 +368,9 @@ def main() -> None:
     parser.add_argument("--rates", default="500,2000,5000,max", help="offered changes/s, comma-separated; max = unpaced")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each offered load")
     parser.add_argument("--per-txn", type=int, default=10, help="changes per transaction (paced loads)")
-    parser.add_argument("--targets", default="memory,edge", help="memory, edge (comma-separated)")
+    parser.add_argument("--targets", default="memory,edge", help="memory, edge, server (comma-separated)")
+    parser.add_argument("--rtt-ms", type=float, default=20.0,
+                        help="server target: simulated network round trip added to every request")
     parser.add_argument("--tables", type=int, default=1,
                         help="N > 1: one slot over N tables against N single-table syncs")
     parser.add_argument("--out", default=None, help="JSON result file")
@@ -290,6 +378,9 @@ def main() -> None:
 
     from pg2qdrant.localpg import LocalPostgres
 
+    global TIMINGS
+    TIMINGS = Timings()
+    load_start = os.getloadavg()
     results = []
     # synchronous_commit on (the launcher's default for tests is off): with it off, the walsender
     # sees a commit only when the WAL writer flushes it (every 200 ms), which would dominate the lag.
@@ -302,15 +393,13 @@ def main() -> None:
             for rate_text in args.rates.split(","):
                 rate = 0.0 if rate_text == "max" else float(rate_text)
                 per_txn = 100 if rate == 0 else args.per_txn
-                if target == "edge":
-                    shutil.rmtree(workdir / "edge", ignore_errors=True)
-                    target_url = f"edge:{workdir / 'edge'}"
-                else:
-                    target_url = ":memory:"
+                label = f"server ({args.rtt_ms:g} ms)" if target == "server" else None
                 if args.tables > 1:
                     for mode in ("one-slot", "n-slots"):
-                        r = run_tables(url, target_url, args.tables, args.rows, args.dim, rate, args.seconds,
-                                       per_txn, 7, mode)
+                        with target_url(target, workdir, args.rtt_ms) as qdrant_url:
+                            r = run_tables(url, qdrant_url, args.tables, args.rows, args.dim, rate, args.seconds,
+                                           per_txn, 7, mode)
+                        r["target"] = label or r["target"]
                         results.append(r)
                         print(f"{r['mode']:>9} offered {str(r['offered_rate']):>5}/s ({r['offered_per_s']:7,.0f}/s "
                               f"real): applied {r['applied_per_s']:7,.0f} changes/s, lag p50 "
@@ -318,11 +407,16 @@ def main() -> None:
                               f"{r['drain_s']:5.1f} s", flush=True)
                     continue
                 try:
-                    r = run_one(url, target_url, args.rows, args.dim, rate, args.seconds, per_txn, seed=7)
+                    with target_url(target, workdir, args.rtt_ms) as qdrant_url:
+                        r = run_one(url, qdrant_url, args.rows, args.dim, rate, args.seconds, per_txn, seed=7,
+                                    label=label)
+                    if target == "server":
+                        r["rtt_ms"] = args.rtt_ms
                 except Exception as exc:  # e.g. :memory: before pipeline.migrate takes target=
                     print(f"{target:>6} offered {rate_text}/s: failed: {exc}", flush=True)
                     continue
                 results.append(r)
+                print(_breakdown_line(r), flush=True)
                 print(f"{r['target']:>6} offered {str(r['offered_rate']):>5}/s ({r['offered_per_s']:7,.0f}/s real): "
                       f"applied {r['applied_per_s']:7,.0f} changes/s, lag p50 {r['lag_p50_s'] * 1000:6.0f} ms, "
                       f"p99 {r['lag_p99_s'] * 1000:6.0f} ms, drain {r['drain_s']:5.1f} s", flush=True)
@@ -333,9 +427,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     import pg2qdrant
     out.write_text(json.dumps({"results": results, "args": vars(args), "cpus": os.cpu_count(),
-                               "load_average": os.getloadavg(), "version": pg2qdrant.__version__,
+                               "load_average_start": load_start, "load_average": os.getloadavg(), "version": pg2qdrant.__version__,
                                "python": sys.version}, indent=2))
-    print(f"results: {out}")
+    print(f"load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs); "
+          f"results: {out}")
 
 
 if __name__ == "__main__":

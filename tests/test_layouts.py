@@ -160,12 +160,29 @@ def test_vecs_collection_spreads_metadata_and_keeps_ids(db, qdrant_path, cli, op
     for i in range(5):
         db.execute("INSERT INTO vecs.docs VALUES (%s, %s, %s)",
                    (f"vec{i}", vector_literal(rng.normal(size=DIM)), f'{{"year": {2000 + i}, "genre": "g{i}"}}'))
+    # A metadata key named like the record's id field: kept (under metadata.id, its path in the row).
+    db.execute("INSERT INTO vecs.docs VALUES ('vec7', %s, '{\"id\": \"doc-7\", \"x\": 1}')",
+               (vector_literal(rng.normal(size=DIM)),))
     _migrate(cli, db, qdrant_path, "--pg.table", "vecs.docs", "--verify", "--verify.queries", "3")
     client = open_qdrant(qdrant_path)
     info = client.get_collection("docs").config.params.vectors
     assert info.distance.value == "Euclid"  # from the index's operator class
     points = {p.payload["id"]: p.payload for p in client.scroll("docs", limit=10)[0]}
     assert points["vec2"] == {"id": "vec2", "year": 2002, "genre": "g2"}
+    assert points["vec7"] == {"id": "vec7", "x": 1, "metadata": {"id": "doc-7"}}
+
+
+def test_vecs_metadata_key_that_has_no_free_place_is_an_error_not_a_loss():
+    from types import SimpleNamespace
+
+    from pg2qdrant.errors import DataError
+    from pg2qdrant.layouts import shape_payloads
+    plan = SimpleNamespace(payload_keys=(("metadata", "*"),), payload_shape="vecs")
+    row = {"id": "r1", "metadata": {"id": "doc-7", "metadata": {"k": 1}}}
+    with pytest.raises(DataError, match="--qdrant.payload-key id=record_id"):
+        shape_payloads(plan, [row])
+    renamed = SimpleNamespace(payload_keys=(("metadata", "*"), ("id", "record_id")), payload_shape="vecs")
+    assert shape_payloads(renamed, [row]) == [{"record_id": "r1", "id": "doc-7", "metadata": {"k": 1}}]
 
 
 def _pgai_tables(db):
@@ -370,12 +387,16 @@ def test_vecs_records_added_edited_deleted_show_up_with_their_metadata(db, tmp_p
         db.execute("UPDATE vecs.docs SET metadata = '{\"year\": 2001, \"genre\": \"edited\"}', vec = %s "
                    "WHERE id = 'vec1'", (vector_literal(vectors["vec4"]),))
         db.execute("DELETE FROM vecs.docs WHERE id = 'vec2'")
+        db.execute("INSERT INTO vecs.docs VALUES ('vec7', %s, '{\"id\": \"doc-7\", \"x\": 1}')",
+                   (vector_literal(vectors["vec4"] + 1),))  # metadata with an id of its own ...
+        db.execute("UPDATE vecs.docs SET metadata = '{\"id\": 7, \"year\": 2000}' WHERE id = 'vec0'")  # ... edited in
         sync("--sync.once")
         client = open_qdrant(path)
         points = {p.payload["id"]: p for p in client.scroll("docs", limit=10, with_vectors=True)[0]}
         assert {k: p.payload for k, p in points.items()} == {
-            "vec0": {"id": "vec0", "year": 2000}, "vec1": {"id": "vec1", "year": 2001, "genre": "edited"},
-            "vec3": {"id": "vec3", "genre": "new"}}
+            "vec0": {"id": "vec0", "year": 2000, "metadata": {"id": 7}},
+            "vec1": {"id": "vec1", "year": 2001, "genre": "edited"},
+            "vec3": {"id": "vec3", "genre": "new"}, "vec7": {"id": "vec7", "x": 1, "metadata": {"id": "doc-7"}}}
         hit = client.query_points("docs", query=vectors["vec4"].tolist(), limit=1).points[0]
         assert hit.payload["id"] == "vec1"
         client.close()

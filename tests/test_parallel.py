@@ -235,3 +235,59 @@ def test_writer_applies_sync_operations_in_order_within_points_and_bytes():
     assert kinds[0] == "DeletePoints" and kinds[-1] == "DeleteVectors" and kinds.count("SetPayload") == 1
     upserted = [pid for op in flat if isinstance(op, ops.Upsert) for pid in op.batch.ids]
     assert upserted == list(range(120)) + list(range(30))  # every point, in order
+
+
+class _SlowServer(_Target):
+    """A server 30 ms away: each request's (start, end, points) is recorded; one may fail."""
+
+    def __init__(self, in_flight=4, fail_on=None):
+        super().__init__(max_bytes=None)
+        from dataclasses import replace
+        self.capabilities = replace(self.capabilities, max_in_flight=in_flight)
+        self.fail_on = fail_on
+        self.log = []
+        self.lock = threading.Lock()
+
+    def apply(self, collection, operations, wait=True):
+        from pg2qdrant.writer import _points_of
+        start = time.monotonic()
+        time.sleep(0.03)
+        with self.lock:
+            self.log.append((start, time.monotonic(), _points_of(operations)))
+        if self.fail_on is not None and any(getattr(op, "point_id", None) == self.fail_on for op in operations):
+            raise RuntimeError("refused")
+
+
+def test_writer_sends_sync_requests_on_disjoint_points_together_and_waits_for_a_shared_one():
+    """A server 30 ms away: requests on disjoint points are in flight together (not one round trip
+    each); one touching a point of a request in flight, or clearing the collection, waits for it."""
+    from pg2qdrant.destination import operations as ops
+    from pg2qdrant.writer import Writer
+    target = _SlowServer()
+    w = Writer(target, "c", batch_size=10)
+    sent = [ops.Upsert(_batch(40, 10)),  # points 0-39: 4 requests
+            ops.SetPayload(5, {"t": "y"}), *[ops.SetPayload(100 + i, {"t": "y"}) for i in range(9)],  # 5: shared
+            ops.ClearCollection(), ops.DeletePoints((200,))]
+    w.apply(sent)
+    log = target.log
+    assert len(log) == 6 and max(sum(s < e2 and s2 < e for s2, e2, _ in log) for s, e, _ in log) > 2  # overlapping
+    first = next(r for r in target.log if r[2] == frozenset(range(10)))
+    shared = next(r for r in target.log if 5 in r[2] and 100 in r[2])
+    clear = next(r for r in target.log if r[2] is None)  # with DeletePoints((200,)): one request
+    assert shared[0] >= first[1]  # point 5: after the upsert that wrote it
+    assert all(clear[0] >= r[1] for r in target.log if r is not clear)  # the clear: after all the others
+
+
+def test_writer_reports_a_failed_sync_request_once_none_is_in_flight():
+    """A refused request stops apply only once the others have answered; one in flight: in order."""
+    from pg2qdrant.destination import operations as ops
+    from pg2qdrant.writer import Writer
+    target = _SlowServer(fail_on=3)
+    w = Writer(target, "c", batch_size=1)
+    with pytest.raises(RuntimeError, match="refused"):
+        w.apply([ops.SetPayload(i, {"t": "y"}) for i in range(8)])
+    ended = time.monotonic()
+    assert all(end <= ended for _, end, _ in target.log)  # nothing left in flight
+    target = _SlowServer(in_flight=1)
+    Writer(target, "c", batch_size=1).apply([ops.SetPayload(i, {"t": "y"}) for i in range(3)])
+    assert all(b[0] >= a[1] for a, b in zip(target.log, target.log[1:]))  # one at a time

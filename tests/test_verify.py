@@ -362,6 +362,69 @@ def test_missing_collection_is_an_input_error(db, qdrant_path, cli):
     assert "Collection 'c' does not exist" in r.stderr and "run pg2qdrant migrate first" in r.stderr
 
 
+# --- --log-format / --log-file --------------------------------------------------------------------
+
+def json_events(*texts: str) -> list[dict]:
+    """Every line of ``texts`` parsed: each must be one JSON object."""
+    return [json.loads(line) for text in texts for line in text.splitlines() if line.strip()]
+
+
+def summary_event(events: list[dict]) -> dict:
+    (event,) = [e for e in events if e.get("event") == "verify_summary"]
+    return event
+
+
+def test_log_format_json_and_log_file_as_migrate_takes_them(migrated, qdrant_path, tmp_path, cli):
+    """verify takes --log-format / --log-file as migrate and sync do: one JSON object a line (the
+    report's summary included), written to the file when named, the URL's password masked."""
+    password = migrated.server.password
+    assert password and password in migrated.url
+    corrupt(qdrant_path, _delete_point)  # a failing check: its mismatches are in the event too
+    r = cli(*verify_args(migrated, qdrant_path, "--log-format", "json"))
+    assert r.exit_code == 1, r.output
+    events = json_events(r.stdout, r.stderr)
+    summary = summary_event(events)
+    assert summary["verdict"] == "fail" and summary["exit_code"] == 1 and summary["collection"] == "c"
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks["Counts"]["verdict"] == "fail" and "240 source rows" in checks["Counts"]["finding"]
+    assert any("point 7" in m and "missing in the collection" in m for m in checks["IDs"]["mismatches"])
+    assert summary["message"].startswith("Verification of c against ") and "FAIL" in summary["message"]
+    assert password not in r.output
+
+    for log_format in ("json", "text"):
+        log = tmp_path / f"verify-{log_format}.log"
+        r = cli(*verify_args(migrated, qdrant_path, "--log-format", log_format, "--log-file", str(log)))
+        assert r.exit_code == 1, r.output
+        written = log.read_text()
+        assert "Verification of c against" in written and "Counts fail" in written
+        assert "Verification of c" not in r.output and password not in written + r.output  # in the file only
+        if log_format == "json":
+            assert summary_event(json_events(written))["checks"][1]["name"] == "IDs"
+            json_events(r.stdout, r.stderr)  # anything left on the terminal is JSON too
+
+
+@pytest.mark.parametrize("where", ["command line", "file"])
+def test_log_format_json_with_a_migration_file(migrated, qdrant_path, tmp_path, cli, where):
+    """verify --config FILE with --log-format json and --log-file, typed or written in the file: the
+    entries' reports and the file's summary are events in the log."""
+    url = migrated.url.replace(f":{migrated.server.password}@", "@")
+    log = tmp_path / "verify.jsonl"
+    flags = ["--log-format", "json", "--log-file", str(log)]
+    path = tmp_path / "tables.toml"
+    path.write_text(f'pg.url = "{url}"\nqdrant.url = "local:{qdrant_path}"\n'
+                    + (f'log-format = "json"\nlog-file = "{log}"\n' if where == "file" else "")
+                    + '[[table]]\npg.table = "t"\nqdrant.collection = "c"\n')
+    r = cli("verify", "--config", str(path), "--verify.queries", "3", *(flags if where == "command line" else []),
+            env={"PGPASSWORD": migrated.server.password})
+    assert r.exit_code == 0, r.output
+    events = json_events(log.read_text())
+    assert summary_event(events)["verdict"] == "pass"
+    (entries,) = [e for e in events if e.get("event") == "entries_summary"]
+    assert entries["entries"] == [{"entry": "c", "table": "t", "verdict": "verify passed"}]
+    assert "Verification of c" not in r.output  # in the log only
+    json_events(r.stdout, r.stderr)  # anything left on the terminal is JSON too
+
+
 # --- the pure parts -------------------------------------------------------------------------------
 
 def test_pgvector_distances_become_qdrant_scores():

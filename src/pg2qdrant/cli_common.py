@@ -212,16 +212,29 @@ def migration_options(fn: Callable) -> Callable:
     return fn
 
 
+def log_options_list() -> list[Callable]:
+    """--log-format and --log-file (migrate, sync, verify): read by handle_errors (observability.py)."""
+    return [
+        opt("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+            help="json: every message is one JSON object a line (secrets masked)."),
+        opt("--log-file", "log_file", default=None,
+            help="Write messages to this file instead of stderr; reopened on SIGHUP and when moved (logrotate)."),
+    ]
+
+
+def log_options(fn: Callable) -> Callable:
+    for decorator in reversed(log_options_list()):
+        fn = decorator(fn)
+    return fn
+
+
 def service_options(fn: Callable) -> Callable:
     """Running as a service (migrate, sync): metrics and health endpoint, log events (observability.py)."""
     for decorator in reversed([
         opt("--metrics-port", "metrics_port", type=click.IntRange(0, 65535), default=None,
             help="Serve Prometheus metrics on /metrics, the health check on /healthz and /livez on this "
                  "port (all interfaces; 0 picks a free port)."),
-        opt("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-            help="json: every message is one JSON object a line (secrets masked)."),
-        opt("--log-file", "log_file", default=None,
-            help="Write messages to this file instead of stderr; reopened on SIGHUP and when moved (logrotate)."),
+        *log_options_list(),
         opt("--health.max-lag-seconds", "health_max_lag_seconds", type=click.FloatRange(min=0, min_open=True),
             default=300.0, show_default=True, help="/healthz answers 503 when sync is this many seconds behind."),
         opt("--health.max-lag-bytes", "health_max_lag_bytes", type=click.IntRange(min=1), default=1 << 30,

@@ -311,9 +311,8 @@ def resolve(ctx: click.Context, kw: dict[str, Any], config: str | None, only: tu
     return [e for e in entries if not wanted or e.name in wanted or e.group in wanted]
 
 
-def _stop_on(errors: list[Pg2QdrantError]) -> None:
+def _stop_on(errors: list[Pg2QdrantError], ui: UI) -> None:
     if errors:
-        ui = UI()
         for exc in errors:
             ui.error(exc.render())
         sys.exit(max(e.exit_code for e in errors))
@@ -360,6 +359,7 @@ def each_entry(command: str) -> Callable:
                 return _exit(fn(*args, ui=ui, **kw))
             ctx = click.get_current_context()
             entries = resolve(ctx, kw, config, only)
+            ui = _file_log_ui(entries, kw, ui)
             one_table = command == "sync" or any(e.kw.get("then_sync") for e in entries)
             errors = [e.error for e in entries if e.error]
             shared = _share_snapshot(entries) if command == "migrate" and not one_table else None
@@ -372,7 +372,7 @@ def each_entry(command: str) -> Callable:
                         rows += _check(command, entry)
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
-            _stop_on(errors)
+            _stop_on(errors, ui)
             if one_table and len(entries) > 1:  # one publication and one slot for them all
                 from pg2qdrant.cli_sync import sync_many
                 return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
@@ -382,6 +382,21 @@ def each_entry(command: str) -> Callable:
                      shared_copy=shared)
         return wrapper
     return decorate
+
+
+def _file_log_ui(entries: list[Entry], kw: dict[str, Any], ui: UI) -> UI:
+    """log-format / log-file written in the file: the command's messages follow them, as they would
+    the same flags typed (one log for the whole run, so every entry must agree)."""
+    wanted = {(e.kw.get("log_format"), e.kw.get("log_file")) for e in entries if not e.error}
+    if len(wanted) > 1:
+        raise InputError("log-format and log-file must be the same for every entry: the run has one log.",
+                         fix="set them once at the top of the file (or on the command line).")
+    if not wanted or wanted == {(kw.get("log_format"), kw.get("log_file"))}:
+        return ui
+    from pg2qdrant import observability
+    log_format, log_file = wanted.pop()
+    observability.setup_logging(bool(kw.get("debug") or kw.get("trace")), log_format, log_file)
+    return observability.make_ui(log_format, log_file)
 
 
 def _exit_code(runs: Any) -> int:
@@ -451,7 +466,8 @@ def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: 
         ", read in one snapshot" if shared_rows is not None else "")
     columns = ("entry", "table", "collection", "rows", "points", "time", "rate", "verdict") if command == "migrate" \
         else ("entry", "table", "verdict")
-    ui.out.print(table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
+    ui.result(title, {"event": "entries_summary", "entries": [dict(zip(columns, r, strict=True)) for r in rows]},
+              table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
     if shared_rows is not None and (failed or i < len(entries)):
         ui.warn("These tables were read in one snapshot, which ended with this run: it cannot be resumed. Rerun "
                 "with --migration.consistent to copy every table again from a new snapshot (add "

@@ -91,6 +91,7 @@ from pg2qdrant.cli_common import (  # noqa: E402
     global_options,
     handle_errors,
     layout_jobs,
+    log_options,
     main,
     migration_options,
     source_options,
@@ -106,6 +107,7 @@ from pg2qdrant.ui import UI  # noqa: E402
 @migration_options
 @verify_options
 @config_options
+@log_options
 @global_options
 @handle_errors
 @each_entry("verify")

@@ -203,7 +203,7 @@ def _indexes_by_key(indexes: list[PayloadIndexSpec], payload_keys: dict[str, str
 # Payload shaping (applied by mapping.RowMapper to every batch, so migrate, verify and sync agree)
 # --------------------------------------------------------------------------------------
 
-def _llamaindex_text(payload: dict) -> dict:
+def _llamaindex_text(payload: dict, row: dict) -> dict:
     """LlamaIndex keeps a node's text in the ``text`` column and an empty text inside
     ``_node_content``; its Qdrant store reads the text from ``_node_content``."""
     text = payload.pop("text", None)
@@ -215,7 +215,22 @@ def _llamaindex_text(payload: dict) -> dict:
     return payload
 
 
-SHAPERS: dict[str, Callable[[dict], dict]] = {"llamaindex": _llamaindex_text}
+def _vecs_metadata(payload: dict, row: dict) -> dict:
+    """vecs spreads a record's metadata beside its ``id``: a metadata key that a column's field took
+    (``id``, the record's id) is kept unaltered under ``metadata.<key>``, its path in the row, not lost."""
+    metadata = row.get("metadata") or {}
+    lost = {k: v for k, v in metadata.items() if k != "metadata" and k in row and payload.get(k) is row[k]}
+    if lost:
+        if "metadata" in payload:
+            raise DataError(f"A vecs record's metadata has keys named like its own fields ({', '.join(lost)}) and "
+                            "a 'metadata' key, so their values have no free place in the payload.",
+                            fix="give the record id another payload key, e.g. --qdrant.payload-key id=record_id.")
+        payload["metadata"] = lost
+    return payload
+
+
+# A shaper gets the payload the keys made and the row's payload columns (by column name).
+SHAPERS: dict[str, Callable[[dict, dict], dict]] = {"llamaindex": _llamaindex_text, "vecs": _vecs_metadata}
 
 
 def shape_payloads(plan, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -251,7 +266,7 @@ def shape_payloads(plan, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]
                                     fix="choose a path whose parents are JSON objects (or absent).")
                 node = child
             node[path[-1]] = flat.get(column)
-        out.append(shaper(payload) if shaper else payload)
+        out.append(shaper(payload, flat) if shaper else payload)
     return out
 
 
@@ -406,8 +421,9 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     Layout(
         name="vecs", framework="Supabase vecs", detect=_is_vecs,
         columns=_all_columns, key_column="id", vector_names=lambda t: {"vec": ""},
-        payload_keys=lambda t: {"metadata": SPREAD}, targets=_one_target(lambda t: t.name),
-        payload_text="metadata spread at the top level, the original id kept as \"id\"",
+        payload_keys=lambda t: {"metadata": SPREAD}, targets=_one_target(lambda t: t.name), payload_shape="vecs",
+        payload_text="metadata spread at the top level, the original id kept as \"id\" (a metadata key of that "
+                     "name under \"metadata\")",
     ),
     Layout(
         name="pgai", framework="pgai vectorizer", detect=_is_pgai,

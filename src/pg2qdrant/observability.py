@@ -148,9 +148,10 @@ def setup_logging(debug: bool, log_format: str | None = None, log_file: str | No
 
 
 class LogUI(UI):
-    """A UI whose messages, progress lines and summaries are log events (JSON or text lines).
+    """A UI whose messages, progress lines, summaries and results (a verify report) are log events
+    (JSON or text lines).
 
-    The command's own output (a plan, a verify report) still goes to stdout.
+    The command's other output (inspect's plan) still goes to stdout.
     """
 
     def __init__(self, *, quiet: bool = False):
@@ -168,8 +169,8 @@ class LogUI(UI):
     def error(self, message: str) -> None:
         events.error(message)
 
-    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
-        events.info(title, extra={"fields": {"summary": dict(rows)}})
+    def result(self, title: str, fields: dict[str, Any], *renderables: Any) -> None:
+        events.info(title, extra={"fields": fields})
 
 
 def make_ui(log_format: str | None, log_file: str | None) -> UI:

@@ -90,24 +90,31 @@ class Report:
 # ---------------------------------------------------------------------------------------
 
 def render_summary(ui: UI, report: Report, *, mismatches_shown: int = 3) -> None:
-    table = Table(title=f"Verification of {report.collection} against {report.source}", title_justify="left")
+    """The verdict table and the first mismatches of failed checks (one event under --log-format)."""
+    title = f"Verification of {report.collection} against {report.source}"
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("check", style="bold")
     table.add_column("verdict")
     table.add_column("finding", overflow="fold")
+    lines, checks = [], []
     for c in report.checks:
         # Text, not markup: findings hold user data, and "vector:v:" must not become an emoji.
         table.add_row(str(c.number), c.name, Text(_LABEL[c.verdict], style=_STYLE[c.verdict]), Text(c.line))
-    ui.out.print(table)
-    for c in report.checks:
-        if c.verdict in (FAIL, WARN):
-            for m in c.mismatches[:mismatches_shown]:
-                ui.out.print(Text(f"  {c.name}: {m['message']}"))
-            if len(c.mismatches) > mismatches_shown:
-                ui.out.print(Text(f"  {c.name}: ... ({len(c.mismatches) - mismatches_shown} more in the report)"))
-    for note in report.notes:
-        ui.out.print(Text(f"note: {note}"))
-    ui.out.print(Text(f"Verdict: {_LABEL[report.verdict]} ({report.seconds:,.1f} s)"))
+        shown = [m["message"] for m in c.mismatches[:mismatches_shown]] if c.verdict in (FAIL, WARN) else []
+        checks.append({"number": c.number, "name": c.name, "verdict": c.verdict, "finding": c.line,
+                       **({"mismatches": shown, "mismatches_found": len(c.mismatches)} if shown else {})})
+        lines += [f"  {c.name}: {m}" for m in shown]
+        if shown and len(c.mismatches) > mismatches_shown:
+            lines.append(f"  {c.name}: ... ({len(c.mismatches) - mismatches_shown} more in the report)")
+    lines += [f"note: {note}" for note in report.notes]
+    lines.append(f"Verdict: {_LABEL[report.verdict]} ({report.seconds:,.1f} s)")
+    fields = {"event": "verify_summary", "collection": report.collection, "target": report.target,
+              "verdict": report.verdict, "exit_code": report.exit_code, "seconds": round(report.seconds, 3),
+              "checks": checks, "notes": list(report.notes)}
+    # The message alone (a text log) still says which checks failed.
+    message = f"{title}: {_LABEL[report.verdict]} ({', '.join(f'{c.name} {c.verdict}' for c in report.checks)})"
+    ui.result(message, fields, table, *map(Text, lines))
 
 
 # ---------------------------------------------------------------------------------------

@@ -108,7 +108,13 @@ class UI:
                 self._shared = None
 
     def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
-        self.out.print(table(title, None, rows))
+        self.result(title, {"summary": dict(rows)}, table(title, None, rows))
+
+    def result(self, title: str, fields: dict[str, Any], *renderables: Any) -> None:
+        """What a command found: ``renderables`` on stdout here; one log event (title, fields) in a
+        LogUI, so that --log-format json output stays one JSON object a line."""
+        for renderable in renderables:
+            self.out.print(renderable)
 
 
 class ProgressReporter:

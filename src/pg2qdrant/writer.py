@@ -10,7 +10,9 @@ Several requests in flight: a target that can send without waiting (a reader's g
 writer: ``start_upsert``) keeps them in grpc's own threads and the Writer reads their
 answers oldest first; other server targets (REST, the coordinator's qdrant-client) send
 from a small pool of threads, as does --migration.batch-delay (each thread pauses after
-its request).
+its request). Sync's ordered operations (:meth:`Writer.apply`) use that pool too, for
+requests that touch disjoint points only: those commute, so a round trip to a remote
+server is not paid once per request.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.base import Target
 from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import PointBatch
+from pg2qdrant.mapping import PointBatch, PointId, normalize_point_id
 
 
 class Writer:
@@ -137,21 +139,46 @@ class Writer:
         while self._pending:
             self._collect(wait(self._pending, return_when=FIRST_COMPLETED).done)
 
-    # -- sync: ordered operations, one request at a time -----------------------------------
+    # -- sync: ordered operations ------------------------------------------------------------
     def apply(self, operations: list[ops.Operation]) -> None:
-        """Apply ``operations`` in order (wait=true), one request at a time, each within the
-        point and byte bounds (a large upsert becomes several requests)."""
+        """Apply ``operations`` as if in order (wait=true), in requests within the point and byte
+        bounds (a large upsert becomes several). A server gets several requests at once when they
+        touch disjoint points (they commute); a request touching a point of one in flight, or
+        clearing the collection, waits for it. Returns once every request is applied; on a
+        failure, once none is in flight any more."""
+        requests = list(self._requests(operations))
+        if self.in_flight == 1 or self.delay_s or len(requests) == 1:  # in this thread (Ctrl-C stops it)
+            for request in requests:
+                self._apply(request)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="pg2qdrant-writer")
+        pending: dict[Future, frozenset[PointId] | None] = {}  # request -> its points (None: all)
+        try:
+            for request in requests:
+                points = _points_of(request)
+                while pending and (len(pending) >= self.in_flight
+                                   or any(_overlap(points, other) for other in pending.values())):
+                    _settle(pending, wait(pending, return_when=FIRST_COMPLETED).done)
+                pending[self._pool.submit(self._apply, request)] = points
+            while pending:
+                _settle(pending, wait(pending, return_when=FIRST_COMPLETED).done)
+        finally:
+            wait(pending)  # a failed request is reported once the others have answered
+
+    def _requests(self, operations: list[ops.Operation]) -> Iterator[list[ops.Operation]]:
+        """``operations`` cut into requests within the point and byte bounds, in order."""
         request: list[ops.Operation] = []
         points = size = 0
         for op, n, b in self._bounded(operations):
             if request and (points + n > self.batch_size or (self.max_bytes is not None and size + b > self.max_bytes)):
-                self._apply(request)
+                yield request
                 request, points, size = [], 0, 0
             request.append(op)
             points += n
             size += b
         if request:
-            self._apply(request)
+            yield request
 
     def _bounded(self, operations: list[ops.Operation]) -> Iterator[tuple[ops.Operation, int, int]]:
         """(operation, points, estimated bytes), upserts cut to the bounds."""
@@ -177,3 +204,27 @@ class Writer:
                 f.cancel()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _points_of(request: list[ops.Operation]) -> frozenset[PointId] | None:
+    """The points a request writes (None: the whole collection)."""
+    out: set[PointId] = set()
+    for op in request:
+        if isinstance(op, ops.ClearCollection):
+            return None
+        ids = op.batch.ids if isinstance(op, ops.Upsert) else op.ids if isinstance(op, ops.DeletePoints) \
+            else (op.point_id,)
+        out.update(normalize_point_id(i) for i in ids)
+    return frozenset(out)
+
+
+def _overlap(a: frozenset[PointId] | None, b: frozenset[PointId] | None) -> bool:
+    return a is None or b is None or not a.isdisjoint(b)
+
+
+def _settle(pending: dict[Future, Any], done) -> None:
+    """Forget the finished requests; re-raise the first failure among them."""
+    for future in done:
+        pending.pop(future)
+    for future in done:
+        future.result()
