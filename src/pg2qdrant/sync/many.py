@@ -1,7 +1,7 @@
 """`sync --config FILE`: every table of a migration file through one publication and one slot.
 
 Each table keeps its own context (a :class:`~.cdc.CdcSync` for its plan, checks, copy and
-marker); the stream is shared. :class:`MultiReceiver` routes each pgoutput message to the
+marker); the stream is shared. :class:`MultiReceiver` routes each pgoutput message to every
 table that owns its relation (partitions included: a table's ``Receiver`` knows its leaves,
 and looks up partitions created since); :class:`MultiApplier` applies the batch of every
 touched table, and only then does the shared :class:`~.stream.Acknowledger` move the slot:
@@ -28,11 +28,12 @@ A table dropped from the file is dropped from our publication (its marker no lon
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 from pg2qdrant.errors import InputError, SourceError
-from pg2qdrant.pipeline import MigrationOptions, connect_target
+from pg2qdrant.pipeline import MigrationOptions, connect_target, target_identity
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
@@ -45,7 +46,7 @@ from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
 
-MARKER = "cdc-many"  # marker key prefix: cdc-many:<collection>:<slot>
+MARKER = "cdc-many"  # marker key prefix: cdc-many:<collection>:<slot>[:<target>, with a state file]
 
 
 def file_names(name: str, sync_options: SyncOptions) -> tuple[str, str]:
@@ -76,12 +77,12 @@ class MultiBatch:
 
 
 class MultiReceiver(Receiver):
-    """receive for several tables: row changes go to the receiver owning their relation."""
+    """receive for several tables: row changes go to every receiver owning their relation."""
 
     def __init__(self, receivers: list[Receiver], stats: SyncStats):  # Receiver.__init__ is per table: not called
         self.receivers = receivers
         self.stats = stats
-        self.route: dict[int, Receiver] = {}
+        self.route: dict[int, list[Receiver]] = {}  # relation -> every receiver whose table owns it
         self.in_txn = False
         self.txn_time: float | None = None
         self.last_data = time.monotonic()
@@ -95,8 +96,7 @@ class MultiReceiver(Receiver):
 
     def take(self, message) -> None:
         if isinstance(message, (Insert, Update, Delete)):
-            owner = self.route.get(message.relation)
-            if owner is not None:  # else: a relation of no table of ours
+            for owner in self.route.get(message.relation, ()):  # none: a relation of no table of ours
                 owner.take(message)
                 self.touched.add(owner)
         elif isinstance(message, Begin):
@@ -107,10 +107,11 @@ class MultiReceiver(Receiver):
                 r.batch.commit_times.append(message.commit_time)
             self.touched.clear()
         elif isinstance(message, Relation):
+            # Several entries may own one relation (one table, other filters or targets; a parent and
+            # its partition): each of them gets its changes.
             for r in self.receivers:
                 r.take(message)
-                if message.oid in r.ours:
-                    self.route[message.oid] = r
+            self.route[message.oid] = [r for r in self.receivers if message.oid in r.ours]
         elif isinstance(message, Truncate):  # one TRUNCATE may name relations of several tables
             for r in self.receivers:
                 before = r.batch.rows
@@ -163,8 +164,8 @@ class ManySync(CdcSync):
             address, t.plan = t._plan()
             addresses.append(address)
         seen: dict[tuple, str] = {}
-        for t in self.tables:
-            where = (t.options.qdrant_url, t.plan.collection)
+        for t, address in zip(self.tables, addresses):  # one collection name on two targets is fine
+            where = (_identity(address), t.plan.collection)
             if where in seen:
                 raise InputError(f"Entries {seen[where]} and {t.plan.table.display} write the same collection "
                                  f"{t.plan.collection!r}.", fix="give each entry its own qdrant.collection.")
@@ -197,7 +198,7 @@ class ManySync(CdcSync):
 
     def _target(self, t: CdcSync, address):
         """One client per Qdrant address: local mode allows one per folder, an in-memory one holds its data."""
-        key = (t.options.qdrant_url, t.options.api_key)
+        key = (_identity(address), t.options.api_key)
         if key not in self._targets:
             self._targets[key] = connect_target(t.options, address, self.ui)
         return self._targets[key]
@@ -207,6 +208,8 @@ class ManySync(CdcSync):
         plan = t.plan
         value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
         key = f"{MARKER}:{t.options.collection}:{self.slot}"
+        if t.options.state_file:  # one file may hold the markers of one collection name on several targets
+            key += ":" + json.dumps(dict(_identity(address)))
         if joined is None:
             marker = t._state(address, key, None)
             return bool(marker and marker.get("joined") and all(marker.get(k) == v for k, v in value.items()))
@@ -349,6 +352,11 @@ class ManySync(CdcSync):
             target.close()
         self._targets.clear()
         self.target = None
+
+
+def _identity(address) -> tuple:
+    """Which Qdrant an entry writes to, however its URL is spelled (pipeline.target_identity)."""
+    return tuple(sorted(target_identity(address).items()))
 
 
 def _partial_truncate(t: CdcSync, ui: UI):

