@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import psycopg
 
 from helpers import source_plan
@@ -98,3 +99,52 @@ def test_one_collection_name_on_two_targets_keeps_two_markers(tables, tmp_path, 
     r = sync(cli, tables, path, "--sync.once")
     assert "Joining" not in r.output, r.output  # each entry reads its own marker
     assert_entries_equal_tables(tables, both)
+
+
+def assert_pgai_view(db, folder) -> None:
+    """The view's collection holds what the pgai layout gives each row of the view now."""
+    from qdrant_client import QdrantClient
+
+    from test_layouts import _pgai_expected
+    client = QdrantClient(path=str(folder))
+    try:
+        points = client.scroll("blog_embedding", limit=100, with_vectors=True)[0]
+    finally:
+        client.close()
+    expected = _pgai_expected(db)
+    assert {str(p.id): p.payload for p in points} == {k: payload for k, (payload, _) in expected.items()}
+    for p in points:
+        np.testing.assert_allclose(p.vector, expected[str(p.id)][1], rtol=1e-6)
+
+
+def test_a_pgai_view_in_a_file_follows_its_store_table(sdb, tmp_path, cli):  # noqa: F811
+    from test_layouts import _pgai_chunk, _pgai_tables
+    _pgai_tables(sdb)
+    _create(sdb, "notes")
+    _create(sdb, "docs")
+    q = tmp_path / "q"
+    view, notes = entry("blog", "blog_embedding", "blog_embedding", q), entry("notes", "notes", "notes", q)
+    others = [notes, entry("docs", "docs", "docs", q)]
+    path = write_entries(sdb, tmp_path, [view, *others])
+    sync(cli, sdb, path, "--sync.initial-copy", "--sync.once")
+    _pgai_chunk(sdb, 2, 1)  # added
+    sdb.execute("UPDATE blog SET title = 'renamed' WHERE id = 1")  # seen with the next change of its chunks
+    sdb.execute("UPDATE blog_embedding_store SET chunk = 'edited' WHERE id = 1 AND chunk_seq = 0")
+    sdb.execute("DELETE FROM blog_embedding_store WHERE id = 1 AND chunk_seq = 1")
+    sdb.execute("DELETE FROM notes WHERE id = 'key-5'")
+    r = sync(cli, sdb, path, "--sync.once")
+    assert "Joining" not in r.output and "no longer in the file" not in r.output, r.output
+    assert_entries_equal_tables(sdb, others)
+    assert_pgai_view(sdb, q)
+    # the view leaves the file (its store table leaves the publication) and comes back
+    path = write_entries(sdb, tmp_path, others)
+    r = sync(cli, sdb, path, "--sync.once")
+    assert "blog_embedding_store is no longer in the file" in r.output, r.output
+    _pgai_chunk(sdb, 2, 2)
+    path = write_entries(sdb, tmp_path, [view, *others])
+    r = sync(cli, sdb, path, "--sync.once")
+    assert "Joining public.blog_embedding to slot" in r.output, r.output
+    sdb.execute("DELETE FROM blog_embedding_store WHERE id = 2 AND chunk_seq = 0")
+    sync(cli, sdb, path, "--sync.once")
+    assert_entries_equal_tables(sdb, others)
+    assert_pgai_view(sdb, q)

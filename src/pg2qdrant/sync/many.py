@@ -161,7 +161,8 @@ class ManySync(CdcSync):
         ui = self.ui
         addresses = []
         for t in self.tables:
-            address, t.plan = t._plan()
+            address, plan = t._plan()
+            t.plan = t._follow_changes(plan)  # a view: its store table is published (pgai)
             addresses.append(address)
         seen: dict[tuple, str] = {}
         for t, address in zip(self.tables, addresses):  # one collection name on two targets is fine
@@ -218,15 +219,17 @@ class ManySync(CdcSync):
 
     def _publish(self, t: CdcSync, published: dict[int, str]) -> None:
         """The table in the shared publication (created with the first table), with ensure_publication's checks."""
-        if published and t.plan.table.oid not in published:
+        missing = [r for r in _published(t.plan) if r.oid not in published]
+        if published and missing:  # (another entry may have published it already)
             conn = connect.connect(self.options.pg_url, autocommit=True)
             try:
-                slots.alter_publication(conn, self.publication, "ADD", t.plan.table.ident)
+                for r in missing:
+                    slots.alter_publication(conn, self.publication, "ADD", r.ident)
             finally:
                 conn.close()
-            self.ui.info(f"Added {t.plan.table.display} to publication {self.publication!r}.")
+            self.ui.info(f"Added {', '.join(r.display for r in missing)} to publication {self.publication!r}.")
         t._ensure_publication(t.plan)
-        published[t.plan.table.oid] = t.plan.table.display
+        published.update({r.oid: r.display for r in _published(t.plan)})
 
     def _start(self, addresses) -> None:
         """No slot yet: publish every table, then create the slot (copying from its snapshot when asked)."""
@@ -253,7 +256,7 @@ class ManySync(CdcSync):
                          f"snapshot (changes after {format_lsn(lsn)} are streamed next).")
             for i, (t, address) in enumerate(zip(self.tables, addresses), 1):
                 self.ui.info(f"[{i}/{len(self.tables)}] {t.plan.table.display} -> {t.plan.collection!r}")
-                t.plan = t._copy_in_snapshot(address, snapshot_name)
+                self._copy(t, address, snapshot_name)
                 # A table copied is joined: should the run stop before the others, they join on restart.
                 self._marker(t, address, True)
         finally:
@@ -266,7 +269,7 @@ class ManySync(CdcSync):
         if existing.lag_bytes > LAG_WARN_BYTES:
             ui.warn(f"the slot holds {_mib(existing.lag_bytes)} of WAL not yet applied; catching up.")
         self._leave(published)
-        joined = [t.plan.table.oid in published and self._marker(t, address, None)
+        joined = [all(r.oid in published for r in _published(t.plan)) and self._marker(t, address, None)
                   for t, address in zip(self.tables, addresses)]
         for t, address, ok in zip(self.tables, addresses, joined):
             if ok:
@@ -282,8 +285,8 @@ class ManySync(CdcSync):
     def _leave(self, published: dict[int, str]) -> None:
         """Tables published but no longer in the file leave our publication (so that, if they come back,
         they are joined again with a copy)."""
-        gone = {oid: name for oid, name in published.items()
-                if oid not in {t.plan.table.oid for t in self.tables}}
+        kept = {r.oid for t in self.tables for r in _published(t.plan)}
+        gone = {oid: name for oid, name in published.items() if oid not in kept}
         if not gone:
             return
         conn = connect.connect(self.options.pg_url, autocommit=True)
@@ -310,10 +313,15 @@ class ManySync(CdcSync):
                                                  temporary=True)
             self.ui.info(f"Joining {t.plan.table.display} to slot {self.slot!r}: copying it as of "
                          f"{format_lsn(lsn)}; its changes since are replayed from the slot.")
-            t.plan = t._copy_in_snapshot(address, snapshot_name)
+            self._copy(t, address, snapshot_name)
         finally:
             rep.close()  # the temporary slot goes with its connection
         self._marker(t, address, True)
+
+    @staticmethod
+    def _copy(t: CdcSync, address, snapshot_name: str) -> None:
+        """Copy the table as of the snapshot; a view then follows its store table again, as in CdcSync.prepare."""
+        t.plan = t._follow_changes(t._copy_in_snapshot(address, snapshot_name))
 
     # -- streaming -----------------------------------------------------------------------
     def _session(self, status: StatusLine) -> bool:
@@ -352,6 +360,11 @@ class ManySync(CdcSync):
             target.close()
         self._targets.clear()
         self.target = None
+
+
+def _published(plan) -> tuple:
+    """The relations the publication names for an entry: its table, or the store table(s) its view follows."""
+    return plan.table.change_tables or (plan.table,)
 
 
 def _identity(address) -> tuple:
