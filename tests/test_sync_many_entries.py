@@ -101,6 +101,32 @@ def test_one_collection_name_on_two_targets_keeps_two_markers(tables, tmp_path, 
     assert_entries_equal_tables(tables, both)
 
 
+def test_a_file_shrunk_to_one_entry_keeps_the_files_slot(tables, tmp_path, cli):
+    q = tmp_path / "q"
+    docs = entry("docs", "docs", "docs", q)
+    alone = ["--pg.url", tables.url, "--pg.table", "docs", "--qdrant.collection", "docs", "--qdrant.url", f"local:{q}"]
+    r = cli("sync", *alone, "--sync.initial-copy", "--sync.once")  # docs synced alone before
+    assert r.exit_code == 0 and _slots(tables) == ["pg2qdrant_docs"], r.output
+    r = sync(cli, tables, write_entries(tables, tmp_path, [docs, entry("notes", "notes", "notes", q)]),
+             "--sync.initial-copy", "--sync.once")
+    assert "replication slot 'pg2qdrant_docs' of an earlier sync of public.docs alone exists" in r.output, r.output
+    r = cli("sync", *alone, "drop")
+    assert r.exit_code == 0 and _slots(tables) == [SLOT], r.output
+    with psycopg.connect(tables.url, autocommit=True) as conn:  # waiting in the file's slot
+        conn.execute("DELETE FROM docs WHERE id IN (1, 2)")
+        conn.execute("UPDATE docs SET title = 'edited' WHERE id = 3")
+    path = write_entries(tables, tmp_path, [docs])
+    r = sync(cli, tables, path, "--sync.once")
+    assert "no longer in the file" in r.output, r.output
+    assert _slots(tables) == [SLOT]
+    assert_entries_equal_tables(tables, [docs])
+    r = sync(cli, tables, path, "status")
+    assert SLOT in r.stdout, r.output
+    r = sync(cli, tables, path, "drop")
+    assert SLOT in r.output and "dropped" in r.output, r.output
+    assert _slots(tables) == []
+
+
 def assert_pgai_view(db, folder) -> None:
     """The view's collection holds what the pgai layout gives each row of the view now."""
     from qdrant_client import QdrantClient

@@ -184,6 +184,7 @@ class ManySync(CdcSync):
         finally:
             conn.close()
         if existing is None:
+            self._note_own_slots()
             self._start(addresses)
         else:
             self._resume(addresses, existing, published or {})
@@ -196,6 +197,21 @@ class ManySync(CdcSync):
                 self.until_lsn = slots.current_wal_lsn(conn)
             finally:
                 conn.close()
+
+    def _note_own_slots(self) -> None:
+        """The file's first start: an entry synced alone before (as a file of one entry was) left its own
+        slot, which keeps WAL until dropped."""
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            left = {name: t for t in self.tables if (name := SyncOptions().names(t.options.collection)[0])
+                    != self.slot and slots.slot_info(conn, name) is not None}
+        finally:
+            conn.close()
+        for name, t in left.items():
+            self.ui.warn(f"replication slot {name!r} of an earlier sync of {t.plan.table.display} alone exists; "
+                         f"the file syncs through slot {self.slot!r}. Unless another sync uses it, drop it "
+                         f"(`pg2qdrant sync drop --qdrant.collection {t.options.collection}` with the same --pg.url): "
+                         "it keeps WAL.")
 
     def _target(self, t: CdcSync, address):
         """One client per Qdrant address: local mode allows one per folder, an in-memory one holds its data."""
@@ -252,7 +268,7 @@ class ManySync(CdcSync):
         rep = ReplicationConnection(self.options.pg_url)
         try:
             lsn, snapshot_name = rep.create_slot(self.slot, export_snapshot=True)
-            self.ui.info(f"Created replication slot {self.slot!r}; copying {len(self.tables)} tables as of its "
+            self.ui.info(f"Created replication slot {self.slot!r}; copying {_count(self.tables)} as of its "
                          f"snapshot (changes after {format_lsn(lsn)} are streamed next).")
             for i, (t, address) in enumerate(zip(self.tables, addresses), 1):
                 self.ui.info(f"[{i}/{len(self.tables)}] {t.plan.table.display} -> {t.plan.collection!r}")
@@ -362,6 +378,10 @@ class ManySync(CdcSync):
         self.target = None
 
 
+def _count(tables: list) -> str:
+    return f"{len(tables)} table" + ("s" if len(tables) != 1 else "")
+
+
 def _published(plan) -> tuple:
     """The relations the publication names for an entry: its table, or the store table(s) its view follows."""
     return plan.table.change_tables or (plan.table,)
@@ -398,7 +418,7 @@ def run_many(entries: list[MigrationOptions], sync_options: SyncOptions, ui: UI,
             runner.observer = service.sync_observer(stats, runner.slot, tables=[
                 (t.options.table, t.plan.collection) for t in runner.tables])
         with _StopSignals(stop):
-            ui.info(f"Streaming changes of {len(runner.tables)} tables (slot {runner.slot}, publication "
+            ui.info(f"Streaming changes of {_count(runner.tables)} (slot {runner.slot}, publication "
                     f"{runner.publication}): " + ", ".join(f"{t.plan.table.display} -> {t.plan.collection!r}"
                                                          for t in runner.tables)
                     + "; stop with Ctrl-C or SIGTERM.")
