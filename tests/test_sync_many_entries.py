@@ -82,6 +82,13 @@ def test_two_entries_on_one_table_both_receive_its_changes(tables, tmp_path, cli
     assert_entries_equal_tables(tables, entries)
 
 
+def test_two_entries_into_one_collection_are_refused_however_the_url_is_spelled(tables, tmp_path, cli):
+    entries = [entry("a", "docs", "c", tmp_path / "q"), entry("b", "notes", "c", f"{tmp_path}/./q/")]
+    r = cli("sync", "--config", write_entries(tables, tmp_path, entries), "--sync.initial-copy", env=env_for(tables))
+    assert r.exit_code == 2 and "write the same collection 'c'" in r.output, r.output
+    assert _slots(tables) == []
+
+
 def test_one_collection_name_on_two_targets_keeps_two_markers(tables, tmp_path, cli):
     """With --migration.state-file both entries' markers live in one file: the second entry joins with a
     copy of its own (the first entry's marker says nothing about it)."""

@@ -169,7 +169,8 @@ class ManySync(CdcSync):
             where = (_identity(address), t.plan.collection)
             if where in seen:
                 raise InputError(f"Entries {seen[where]} and {t.plan.table.display} write the same collection "
-                                 f"{t.plan.collection!r}.", fix="give each entry its own qdrant.collection.")
+                                 f"{t.plan.collection!r} of {address.display()}.",
+                                 fix="give each entry its own qdrant.collection (or qdrant.url).")
             seen[where] = t.plan.table.display
         settings: dict = {}
         existing = None
