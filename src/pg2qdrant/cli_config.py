@@ -373,8 +373,8 @@ def each_entry(command: str) -> Callable:
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
             _stop_on(errors, ui)
-            if one_table and len(entries) > 1:  # one publication and one slot for them all
-                from pg2qdrant.cli_sync import sync_many
+            from pg2qdrant.cli_sync import one_slot, sync_many
+            if one_table and one_slot(entries, whole=not only):  # one publication and one slot for them all
                 return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
             if one_table:
                 return _exit(fn(*args, ui=ui, **entries[0].kw))

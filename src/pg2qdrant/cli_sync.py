@@ -100,9 +100,16 @@ def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
              service=start_service(kw, options, ui))
 
 
+def one_slot(entries: list, *, whole: bool) -> bool:
+    """Whether the entries sync through the file's slot (sync_many): always for several, and for the one
+    entry of a whole file (or 'schema.*') in cdc mode, so that a file shrunk to one entry keeps its slot and
+    the changes waiting there; an entry picked with --only, or poll/reconcile (no slot), runs alone."""
+    return len(entries) > 1 or (whole and entries[0].kw.get("sync_mode") == "cdc")
+
+
 def sync_many(ctx: click.Context, ui: UI, entries: list, source: str, command: str) -> None:
-    """`sync --config FILE` (and `migrate --config FILE --then-sync`, `sync --config FILE status|drop`) with
-    several entries: one publication and one slot for all of them (sync/many.py)."""
+    """`sync --config FILE` (and `migrate --config FILE --then-sync`, `sync --config FILE status|drop`), see
+    one_slot: one publication and one slot for all of the file's entries (sync/many.py)."""
     import os
 
     from pg2qdrant.errors import InputError

@@ -1,7 +1,7 @@
 """`sync --config FILE`: every table of a migration file through one publication and one slot.
 
 Each table keeps its own context (a :class:`~.cdc.CdcSync` for its plan, checks, copy and
-marker); the stream is shared. :class:`MultiReceiver` routes each pgoutput message to the
+marker); the stream is shared. :class:`MultiReceiver` routes each pgoutput message to every
 table that owns its relation (partitions included: a table's ``Receiver`` knows its leaves,
 and looks up partitions created since); :class:`MultiApplier` applies the batch of every
 touched table, and only then does the shared :class:`~.stream.Acknowledger` move the slot:
@@ -28,11 +28,12 @@ A table dropped from the file is dropped from our publication (its marker no lon
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 from pg2qdrant.errors import InputError, SourceError
-from pg2qdrant.pipeline import MigrationOptions, connect_target
+from pg2qdrant.pipeline import MigrationOptions, connect_target, target_identity
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
@@ -46,7 +47,7 @@ from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
 
-MARKER = "cdc-many"  # marker key prefix: cdc-many:<collection>:<slot>
+MARKER = "cdc-many"  # marker key prefix: cdc-many:<collection>:<slot>[:<target>, with a state file]
 
 
 def file_names(name: str, sync_options: SyncOptions) -> tuple[str, str]:
@@ -77,12 +78,12 @@ class MultiBatch:
 
 
 class MultiReceiver(Receiver):
-    """receive for several tables: row changes go to the receiver owning their relation."""
+    """receive for several tables: row changes go to every receiver owning their relation."""
 
     def __init__(self, receivers: list[Receiver], stats: SyncStats):  # Receiver.__init__ is per table: not called
         self.receivers = receivers
         self.stats = stats
-        self.route: dict[int, Receiver] = {}
+        self.route: dict[int, list[Receiver]] = {}  # relation -> every receiver whose table owns it
         self.in_txn = False
         self.txn_time: float | None = None
         self.last_data = time.monotonic()
@@ -96,8 +97,7 @@ class MultiReceiver(Receiver):
 
     def take(self, message) -> None:
         if isinstance(message, (Insert, Update, Delete)):
-            owner = self.route.get(message.relation)
-            if owner is not None:  # else: a relation of no table of ours
+            for owner in self.route.get(message.relation, ()):  # none: a relation of no table of ours
                 owner.take(message)
                 self.touched.add(owner)
         elif isinstance(message, Begin):
@@ -108,10 +108,11 @@ class MultiReceiver(Receiver):
                 r.batch.commit_times.append(message.commit_time)
             self.touched.clear()
         elif isinstance(message, Relation):
+            # Several entries may own one relation (one table, other filters or targets; a parent and
+            # its partition): each of them gets its changes.
             for r in self.receivers:
                 r.take(message)
-                if message.oid in r.ours:
-                    self.route[message.oid] = r
+            self.route[message.oid] = [r for r in self.receivers if message.oid in r.ours]
         elif isinstance(message, Truncate):  # one TRUNCATE may name relations of several tables
             for r in self.receivers:
                 before = r.batch.rows
@@ -161,14 +162,16 @@ class ManySync(CdcSync):
         ui = self.ui
         addresses = []
         for t in self.tables:
-            address, t.plan = t._plan()
+            address, plan = t._plan()
+            t.plan = t._follow_changes(plan)  # a view: its store table is published (pgai)
             addresses.append(address)
         seen: dict[tuple, str] = {}
-        for t in self.tables:
-            where = (t.options.qdrant_url, t.plan.collection)
+        for t, address in zip(self.tables, addresses):  # one collection name on two targets is fine
+            where = (_identity(address), t.plan.collection)
             if where in seen:
                 raise InputError(f"Entries {seen[where]} and {t.plan.table.display} write the same collection "
-                                 f"{t.plan.collection!r}.", fix="give each entry its own qdrant.collection.")
+                                 f"{t.plan.collection!r} of {address.display()}.",
+                                 fix="give each entry its own qdrant.collection (or qdrant.url).")
             seen[where] = t.plan.table.display
         settings: dict = {}
         existing = None
@@ -183,6 +186,7 @@ class ManySync(CdcSync):
         finally:
             conn.close()
         if existing is None:
+            self._note_own_slots()
             self._start(addresses)
         else:
             self._resume(addresses, existing, published or {})
@@ -196,9 +200,24 @@ class ManySync(CdcSync):
             finally:
                 conn.close()
 
+    def _note_own_slots(self) -> None:
+        """The file's first start: an entry synced alone before (as a file of one entry was) left its own
+        slot, which keeps WAL until dropped."""
+        conn = connect.connect(self.options.pg_url, autocommit=True)
+        try:
+            left = {name: t for t in self.tables if (name := SyncOptions().names(t.options.collection)[0])
+                    != self.slot and slots.slot_info(conn, name) is not None}
+        finally:
+            conn.close()
+        for name, t in left.items():
+            self.ui.warn(f"replication slot {name!r} of an earlier sync of {t.plan.table.display} alone exists; "
+                         f"the file syncs through slot {self.slot!r}. Unless another sync uses it, drop it "
+                         f"(`pg2qdrant sync drop --qdrant.collection {t.options.collection}` with the same --pg.url): "
+                         "it keeps WAL.")
+
     def _target(self, t: CdcSync, address):
         """One client per Qdrant address: local mode allows one per folder, an in-memory one holds its data."""
-        key = (t.options.qdrant_url, t.options.api_key)
+        key = (_identity(address), t.options.api_key)
         if key not in self._targets:
             self._targets[key] = connect_target(t.options, address, self.ui)
         return self._targets[key]
@@ -208,6 +227,8 @@ class ManySync(CdcSync):
         plan = t.plan
         value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
         key = f"{MARKER}:{t.options.collection}:{self.slot}"
+        if t.options.state_file:  # one file may hold the markers of one collection name on several targets
+            key += ":" + json.dumps(dict(_identity(address)))
         if joined is None:
             marker = t._state(address, key, None)
             return bool(marker and marker.get("joined") and all(marker.get(k) == v for k, v in value.items()))
@@ -216,15 +237,17 @@ class ManySync(CdcSync):
 
     def _publish(self, t: CdcSync, published: dict[int, str]) -> None:
         """The table in the shared publication (created with the first table), with ensure_publication's checks."""
-        if published and t.plan.table.oid not in published:
+        missing = [r for r in _published(t.plan) if r.oid not in published]
+        if published and missing:  # (another entry may have published it already)
             conn = connect.connect(self.options.pg_url, autocommit=True)
             try:
-                slots.alter_publication(conn, self.publication, "ADD", t.plan.table.ident)
+                for r in missing:
+                    slots.alter_publication(conn, self.publication, "ADD", r.ident)
             finally:
                 conn.close()
-            self.ui.info(f"Added {t.plan.table.display} to publication {self.publication!r}.")
+            self.ui.info(f"Added {', '.join(r.display for r in missing)} to publication {self.publication!r}.")
         t._ensure_publication(t.plan)
-        published[t.plan.table.oid] = t.plan.table.display
+        published.update({r.oid: r.display for r in _published(t.plan)})
 
     def _start(self, addresses) -> None:
         """No slot yet: publish every table, then create the slot (copying from its snapshot when asked)."""
@@ -247,11 +270,11 @@ class ManySync(CdcSync):
         rep = ReplicationConnection(self.options.pg_url)
         try:
             lsn, snapshot_name = rep.create_slot(self.slot, export_snapshot=True)
-            self.ui.info(f"Created replication slot {self.slot!r}; copying {len(self.tables)} tables as of its "
+            self.ui.info(f"Created replication slot {self.slot!r}; copying {_count(self.tables)} as of its "
                          f"snapshot (changes after {format_lsn(lsn)} are streamed next).")
             for i, (t, address) in enumerate(zip(self.tables, addresses), 1):
                 self.ui.info(f"[{i}/{len(self.tables)}] {t.plan.table.display} -> {t.plan.collection!r}")
-                t.plan = t._copy_in_snapshot(address, snapshot_name)
+                self._copy(t, address, snapshot_name)
                 # A table copied is joined: should the run stop before the others, they join on restart.
                 self._marker(t, address, True)
         finally:
@@ -264,7 +287,7 @@ class ManySync(CdcSync):
         if existing.lag_bytes > LAG_WARN_BYTES:
             ui.warn(f"the slot holds {_mib(existing.lag_bytes)} of WAL not yet applied; catching up.")
         self._leave(published)
-        joined = [t.plan.table.oid in published and self._marker(t, address, None)
+        joined = [all(r.oid in published for r in _published(t.plan)) and self._marker(t, address, None)
                   for t, address in zip(self.tables, addresses)]
         for t, address, ok in zip(self.tables, addresses, joined):
             if ok:
@@ -280,8 +303,8 @@ class ManySync(CdcSync):
     def _leave(self, published: dict[int, str]) -> None:
         """Tables published but no longer in the file leave our publication (so that, if they come back,
         they are joined again with a copy)."""
-        gone = {oid: name for oid, name in published.items()
-                if oid not in {t.plan.table.oid for t in self.tables}}
+        kept = {r.oid for t in self.tables for r in _published(t.plan)}
+        gone = {oid: name for oid, name in published.items() if oid not in kept}
         if not gone:
             return
         conn = connect.connect(self.options.pg_url, autocommit=True)
@@ -308,10 +331,15 @@ class ManySync(CdcSync):
                                                  temporary=True)
             self.ui.info(f"Joining {t.plan.table.display} to slot {self.slot!r}: copying it as of "
                          f"{format_lsn(lsn)}; its changes since are replayed from the slot.")
-            t.plan = t._copy_in_snapshot(address, snapshot_name)
+            self._copy(t, address, snapshot_name)
         finally:
             rep.close()  # the temporary slot goes with its connection
         self._marker(t, address, True)
+
+    @staticmethod
+    def _copy(t: CdcSync, address, snapshot_name: str) -> None:
+        """Copy the table as of the snapshot; a view then follows its store table again, as in CdcSync.prepare."""
+        t.plan = t._follow_changes(t._copy_in_snapshot(address, snapshot_name))
 
     # -- streaming -----------------------------------------------------------------------
     def _session(self, status: StatusLine) -> bool:
@@ -353,6 +381,20 @@ class ManySync(CdcSync):
         self.target = None
 
 
+def _count(tables: list) -> str:
+    return f"{len(tables)} table" + ("s" if len(tables) != 1 else "")
+
+
+def _published(plan) -> tuple:
+    """The relations the publication names for an entry: its table, or the store table(s) its view follows."""
+    return plan.table.change_tables or (plan.table,)
+
+
+def _identity(address) -> tuple:
+    """Which Qdrant an entry writes to, however its URL is spelled (pipeline.target_identity)."""
+    return tuple(sorted(target_identity(address).items()))
+
+
 def _partial_truncate(t: CdcSync, ui: UI):
     return lambda truncated, remaining: delete_truncated(t.options, t.plan, t.target, truncated, remaining, ui)
 
@@ -379,7 +421,7 @@ def run_many(entries: list[MigrationOptions], sync_options: SyncOptions, ui: UI,
             runner.observer = service.sync_observer(stats, runner.slot, tables=[
                 (t.options.table, t.plan.collection) for t in runner.tables])
         with _StopSignals(stop):
-            ui.info(f"Streaming changes of {len(runner.tables)} tables (slot {runner.slot}, publication "
+            ui.info(f"Streaming changes of {_count(runner.tables)} (slot {runner.slot}, publication "
                     f"{runner.publication}): " + ", ".join(f"{t.plan.table.display} -> {t.plan.collection!r}"
                                                          for t in runner.tables)
                     + "; stop with Ctrl-C or SIGTERM.")
