@@ -239,6 +239,15 @@ class KeySpec:
 
 # --- the collection: what a target sees -------------------------------------------------------
 
+def vector_label(name: str, *, quoted: bool = False) -> str:
+    """How messages name a vector: Qdrant's unnamed default vector is "", which would print as nothing.
+
+    ``quoted``: in a sentence ("vector 'embedding'", "the unnamed vector")."""
+    if quoted:
+        return f"vector {name!r}" if name else "the unnamed vector"
+    return name or "unnamed vector"
+
+
 @dataclass(frozen=True)
 class CollectionShape:
     """The vector configuration of a collection, as compared before any write."""
@@ -247,7 +256,7 @@ class CollectionShape:
     sparse: frozenset[str]
 
     def describe(self) -> str:
-        parts = [f"{n}: {s}-d {d} {t}" for n, (s, d, t) in sorted(self.dense.items())]
+        parts = [f"{vector_label(n)}: {s}-d {d} {t}" for n, (s, d, t) in sorted(self.dense.items())]
         parts += [f"{n}: sparse" for n in sorted(self.sparse)]
         return "; ".join(parts) or "no vectors"
 
@@ -688,19 +697,21 @@ def shape_differences(expected: CollectionShape, actual: CollectionShape) -> lis
     for name, (size, distance, datatype) in sorted(expected.dense.items()):
         if name not in actual.dense:
             where = "is a sparse vector" if name in actual.sparse else "is missing"
-            diffs.append(f"vector {name!r} {where} in the collection (plan: {size}-d {distance} {datatype})")
+            diffs.append(f"{vector_label(name, quoted=True)} {where} in the collection "
+                         f"(plan: {size}-d {distance} {datatype})")
             continue
         a_size, a_distance, a_datatype = actual.dense[name]
+        vector = vector_label(name, quoted=True)
         if a_size != size:
-            diffs.append(f"vector {name!r} has size {a_size} in the collection, {size} in the table")
+            diffs.append(f"{vector} has size {a_size} in the collection, {size} in the table")
         if a_distance != distance:
-            diffs.append(f"vector {name!r} uses {a_distance} in the collection, the plan says {distance}")
+            diffs.append(f"{vector} uses {a_distance} in the collection, the plan says {distance}")
         if a_datatype != datatype:
-            diffs.append(f"vector {name!r} is stored as {a_datatype} in the collection, the plan says {datatype}")
+            diffs.append(f"{vector} is stored as {a_datatype} in the collection, the plan says {datatype}")
     for name in sorted(expected.sparse - actual.sparse):
         diffs.append(f"sparse vector {name!r} is missing in the collection")
     for name in sorted(set(actual.dense) - set(expected.dense) - expected.sparse):
-        diffs.append(f"the collection has vector {name!r}, which the table does not provide")
+        diffs.append(f"the collection has {vector_label(name, quoted=True)}, which the table does not provide")
     for name in sorted(actual.sparse - expected.sparse - set(expected.dense)):
         diffs.append(f"the collection has sparse vector {name!r}, which the table does not provide")
     return diffs

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pg2qdrant import redaction
+from pg2qdrant.plan import vector_label
 
 PLAIN_PROGRESS_EVERY_S = 5.0
 NON_TERMINAL_WIDTH = 200
@@ -277,7 +278,7 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     ui.out.print(table(
         "Vectors (one named vector per column)",
         ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
-        [(v.name or "(unnamed default)", v.declared,
+        [(vector_label(v.name), v.declared,
           "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
           v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
 
