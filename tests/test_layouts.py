@@ -223,7 +223,13 @@ def test_langchain_v2_table_merges_metadata_columns_as_langchain_does(db, qdrant
                    (str(uuid.uuid4()), text, vector_literal(emb.embed_query(text)), ["en", "fr"][i % 2],
                     2000 + i, None if i == 0 else f'{{"src": "s{i}", "lang": "overridden"}}'))
     _migrate(cli, db, qdrant_path, "--pg.table", "notes", "--verify", "--verify.queries", "3")
+    # The layout chose the key, and the plan says what is written: the key is the point ID only.
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "notes")
+    assert "│ key        │ langchain_id (from the langchain-v2 layout)" in r.stdout
+    assert "│ payload    │ langchain_id: (not in the payload)" in r.stdout
+    assert "│ (not in the payload) │ uuid" in r.stdout
     client = open_qdrant(qdrant_path)
+    assert set(client.scroll("notes", limit=1)[0][0].payload) == {"page_content", "metadata"}
     store = QdrantVectorStore(client=client, collection_name="notes", embedding=emb)
     doc, score = store.similarity_search_with_score(TEXTS[3], k=1)[0]
     assert doc.page_content == TEXTS[3] and score == pytest.approx(1.0, abs=1e-5)

@@ -467,6 +467,7 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
             where = f"({target.where}) AND ({options.where})" if target.where else options.where
         opts = dataclasses.replace(
             options, collection=target.collection, where=where, key_columns=options.key_columns or [layout.key_column],
+            key_source=options.key_source if options.key_columns else f"the {layout.name} layout",
             columns=options.columns or layout.columns(table),
             vector_names={**layout.vector_names(table), **options.vector_names},
             payload_keys={**layout.payload_keys(table), **options.payload_keys},

@@ -484,13 +484,18 @@ def build_plan(
     *,
     collection: str,
     key_columns: list[str] | None = None,
+    key_source: str = "--pg.key-column",
     columns: list[str] | None = None,
     distance_overrides: dict[str, str] | None = None,
+    distance_source: str = "--qdrant.distance-metric",
     id_mode: str = "native",
     payload_index_flags: list[str] | None = None,
     auto_payload_index: bool = True,
 ) -> Plan:
-    """Decide the whole mapping from catalog facts and options (raises InputError)."""
+    """Decide the whole mapping from catalog facts and options (raises InputError).
+
+    ``key_source`` and ``distance_source`` say who named the key columns and the distances (the
+    flags, a layout, the demo): the plan shows it, and errors name it."""
     if not collection or not collection.strip():
         raise InputError("--qdrant.collection is empty.", fix="name the target collection.")
     if id_mode not in ID_MODES:
@@ -500,14 +505,14 @@ def build_plan(
     overrides = dict(distance_overrides or {})
     if selected:
         _unknown_columns(table, selected, "--pg.columns")
-    key_columns, key_source = _key_columns(table, _split_list(key_columns))
+    key_columns, key_source = _key_columns(table, _split_list(key_columns), key_source)
     chosen = [c for c in table.columns if not selected or c.name in selected or c.name in key_columns]
-    vector_columns = _vector_columns(table, chosen, selected, key_columns, overrides)
+    vector_columns = _vector_columns(table, chosen, selected, key_columns, overrides, distance_source)
 
     reads = _Reads()
     # Key first: its reads come first in every row.
     key = _key_spec(table, key_columns, key_source, id_mode, reads)
-    vectors = [_vector_spec(col, table, overrides, reads, warnings) for col in vector_columns]
+    vectors = [_vector_spec(col, table, overrides, distance_source, reads, warnings) for col in vector_columns]
     payload = []
     for col in chosen:
         if _vector_kind(col) is None:
@@ -523,11 +528,11 @@ def build_plan(
                 tuple(warnings), indexes)
 
 
-def _key_columns(table: TableInfo, named: list[str]) -> tuple[list[str], str]:
-    """The key's columns and where they came from: --pg.key-column, else the primary key."""
+def _key_columns(table: TableInfo, named: list[str], named_by: str) -> tuple[list[str], str]:
+    """The key's columns and where they came from: ``named_by`` (--pg.key-column, a layout), else the primary key."""
     if named:
-        _unknown_columns(table, named, "--pg.key-column")
-        columns, source = named, "--pg.key-column"
+        _unknown_columns(table, named, named_by)
+        columns, source = named, named_by
     elif table.primary_key:
         columns, source = list(table.primary_key), "primary key"
     else:
@@ -545,7 +550,7 @@ def _key_columns(table: TableInfo, named: list[str]) -> tuple[list[str], str]:
 
 
 def _vector_columns(table: TableInfo, chosen: list[Column], selected: list[str], key_columns: list[str],
-                    overrides: dict[str, str]) -> list[Column]:
+                    overrides: dict[str, str], overrides_by: str) -> list[Column]:
     """The migrated vector columns (at least one; --qdrant.distance-metric names only them)."""
     found = [c for c in chosen if _vector_kind(c) is not None]
     if not found:
@@ -563,7 +568,7 @@ def _vector_columns(table: TableInfo, chosen: list[Column], selected: list[str],
     unknown_overrides = [n for n in overrides if n not in {c.name for c in found}]
     if unknown_overrides:
         raise InputError(
-            f"--qdrant.distance-metric names {', '.join(map(repr, unknown_overrides))}, "
+            f"{overrides_by} names {', '.join(map(repr, unknown_overrides))}, "
             "which is not a migrated vector column.",
             fix=f"vector columns are: {', '.join(c.name for c in found)}.",
         )
@@ -581,12 +586,12 @@ def _key_spec(table: TableInfo, key_columns: list[str], source: str, id_mode: st
     return KeySpec(tuple(key_columns), tuple(kinds), tuple(read_indexes), id_mode, unique, source)
 
 
-def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], reads: _Reads,
+def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], overrides_by: str, reads: _Reads,
                  warnings: list[str]) -> VectorSpec:
     kind = _vector_kind(col)
     assert kind is not None
     indexes = [i for i in table.vector_indexes if i.column == col.name]
-    distance, source = _distance(col, kind, indexes, overrides, warnings)
+    distance, source = _distance(col, kind, indexes, overrides, overrides_by, warnings)
     size = None if kind == VectorKind.SPARSE else (col.typmod if col.typmod > 0 else None)
     return VectorSpec(
         name=col.name, column=col.name, kind=kind, size=size, distance=distance,
@@ -596,13 +601,14 @@ def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], reads
     )
 
 
-def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str],
+def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str], overrides_by: str,
               warnings: list[str]) -> tuple[str | None, str]:
-    """(distance, why): the flag, else the vector index's operator class, else a default."""
+    """(distance, why): the overrides (``overrides_by``: the flag, the demo), else the vector index's
+    operator class, else a default."""
     if kind == VectorKind.SPARSE:
         if col.name in overrides:
             raise InputError(
-                f"--qdrant.distance-metric {col.name}=... : {col.name} is a sparsevec column and "
+                f"{overrides_by} {col.name}=... : {col.name} is a sparsevec column and "
                 "Qdrant sparse vectors have no configurable distance (always dot product).",
                 fix=f"remove {col.name} from --qdrant.distance-metric.",
             )
@@ -612,7 +618,7 @@ def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str,
                 "vectors by dot product only, so scores and order can differ from pgvector.")
         return None, "sparse vectors are scored by dot product in Qdrant"
     if col.name in overrides:
-        return overrides[col.name], "--qdrant.distance-metric"
+        return overrides[col.name], overrides_by
     if indexes:
         return _distance_of_indexes(col, kind, indexes, warnings)
     if kind == VectorKind.BIT:

@@ -98,7 +98,7 @@ def render_summary(ui: UI, report: Report, *, mismatches_shown: int = 3) -> None
     for c in report.checks:
         # Text, not markup: findings hold user data, and "vector:v:" must not become an emoji.
         table.add_row(str(c.number), c.name, Text(_LABEL[c.verdict], style=_STYLE[c.verdict]), Text(c.line))
-    ui.out.print(table)
+    ui.print_wrapped(table)
     for c in report.checks:
         if c.verdict in (FAIL, WARN):
             for m in c.mismatches[:mismatches_shown]:

@@ -461,7 +461,8 @@ class Verification:
         index_used = False
         hnsw_same_as_exact = True
         with pg_search.exact_scans(self.conn):
-            with self.ui.progress(len(queries), f"Searching {vector_label(spec.name)} on both sides") as progress:
+            with self.ui.progress(len(queries), f"Searching {vector_label(spec.name)} on both sides",
+                                  unit="queries") as progress:
                 for i, (label, vector) in enumerate(queries):
                     literal = self._pg_literal(spec, vector)
                     if i == 0:
