@@ -66,7 +66,8 @@ def test_langchain_pgvector_collections_open_in_langchain_qdrant_with_defaults(d
     stores["notes"].add_documents(_langchain_docs(7, "notes", text_ids=True))
     r = cli("inspect", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding")
     assert r.exit_code == 0, r.output
-    assert "'langchain' layout" in r.output and "--layout plain" in r.output and "docs, notes" in r.output
+    assert "'langchain' layout, which langchain-qdrant's QdrantVectorStore opens with its default arguments; " \
+        in r.output and "--layout plain" in r.output and "docs, notes" in r.output
     _migrate(cli, db, qdrant_path, "--pg.table", "langchain_pg_embedding", "--verify", "--verify.queries", "3")
     client = open_qdrant(qdrant_path)
     assert {c.name for c in client.get_collections().collections} >= {"docs", "notes"}
@@ -200,7 +201,9 @@ def _pgai_expected(db) -> dict:
 def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path, cli, open_qdrant):
     _pgai_tables(db)
     r = _migrate(cli, db, qdrant_path, "--pg.table", "blog_embedding", "--verify", "--verify.queries", "3")
-    assert "'pgai' layout" in r.output
+    assert ("migrating it in the 'pgai' layout, shaped for qdrant-client queries as it is (pgai has no Qdrant "
+            "store); to copy it column by column instead, pass --layout plain. Collection(s): blog_embedding;") \
+        in r.output
     client = open_qdrant(qdrant_path)
     stored = {str(u): (s, c) for u, s, c in db.execute(
         "SELECT embedding_uuid, chunk_seq, chunk FROM blog_embedding_store")}

@@ -2,7 +2,8 @@
 
 Most pgvector tables were written by a framework (LangChain, LlamaIndex, Supabase vecs,
 pgai), and their owners want the framework's own Qdrant store to open the copy with its
-defaults. A layout is one :class:`Layout` entry in :data:`LAYOUTS`: the table shape it
+defaults (vecs and pgai have none: their copies are shaped for qdrant-client, see
+:data:`READ_BY`). A layout is one :class:`Layout` entry in :data:`LAYOUTS`: the table shape it
 recognises, and how that shape maps onto the generic options
 
 - ``--pg.where SQL``: only rows matching the condition (:func:`check_where`, :func:`validate_where`);
@@ -419,6 +420,18 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
 )}
 
 
+# Who reads each layout's collection as it is: what the announcement promises, and only that.
+_QDRANT_STORE = "which {}'s QdrantVectorStore opens with its default arguments"
+_NO_STORE = "shaped for qdrant-client queries as it is ({} has no Qdrant store)"
+READ_BY = {
+    "langchain": _QDRANT_STORE.format("langchain-qdrant"),
+    "langchain-v2": _QDRANT_STORE.format("langchain-qdrant"),
+    "llamaindex": _QDRANT_STORE.format("LlamaIndex"),
+    "vecs": _NO_STORE.format("Supabase vecs"),
+    "pgai": _NO_STORE.format("pgai"),
+}
+
+
 @dataclass
 class Job:
     """One migration a layout asks for: the options to run it with, and what to tell the user."""
@@ -458,8 +471,8 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
                              fix="name the target collection, e.g. --qdrant.collection items.")
         return [Job(dataclasses.replace(options, layout="plain"), None)]
     announce = (f"{table.display} has the shape of a {layout.framework} table: migrating it in the "
-                f"{layout.name!r} layout, which {layout.framework.split(' (')[0]}'s Qdrant store reads with its "
-                "defaults" + (" (to copy it column by column instead, pass --layout plain)." if name == "auto" else "."))
+                f"{layout.name!r} layout, {READ_BY[layout.name]}"
+                + ("; to copy it column by column instead, pass --layout plain." if name == "auto" else "."))
     jobs = []
     for target in layout.targets(conn, table, options.collection or None):
         where = target.where
