@@ -211,6 +211,7 @@ def test_schema_wildcard_migrates_every_table_with_a_vector_column(db, tmp_path,
                "PARTITION BY RANGE (id)")
     db.execute("CREATE TABLE app.events_1 PARTITION OF app.events FOR VALUES FROM (0) TO (1000)")
     db.execute("CREATE TABLE app.plain (id int PRIMARY KEY, name text)")  # no vector: left out
+    db.execute("CREATE VIEW app.items_view AS SELECT * FROM app.items")  # a view: left out, said how to copy it
     db.execute(f"CREATE TABLE public.elsewhere {ITEMS}")  # another schema: left out
     with db.connect() as conn:
         fill_items(conn, "app.items", 30)
@@ -219,6 +220,9 @@ def test_schema_wildcard_migrates_every_table_with_a_vector_column(db, tmp_path,
     r = cli("migrate", *base, "--pg.table", "app.*")
     assert r.exit_code == 0, r.output
     assert "2 entries, 2 ok" in r.stdout
+    assert ("app.*: left out 3 relation(s) of the schema: app.events_1 (a partition of app.events, read through "
+            "it); app.items_view (a view: name it with --pg.table to copy it); app.plain (no pgvector column).") \
+        in r.stderr
     client = open_qdrant(tmp_path / "qdrant")
     assert {c.name for c in client.get_collections().collections} - {"_pg2qdrant_state"} == {"items", "events"}
     assert client.count("items").count == 30 and client.count("events").count == 20
@@ -229,6 +233,12 @@ def test_schema_wildcard_migrates_every_table_with_a_vector_column(db, tmp_path,
     assert r.exit_code == 2 and "leave out --qdrant.collection" in r.output
     r = cli("migrate", *base, "--pg.table", "nothing_here.*")
     assert r.exit_code == 2 and "has no table with a pgvector column" in r.output
+    # One table found: one summary, the migration's.
+    db.execute("CREATE SCHEMA solo")
+    db.execute(f"CREATE TABLE solo.only_one {ITEMS}")
+    r = cli("migrate", *base, "--pg.table", "solo.*", "--migration.dry-run")
+    assert r.exit_code == 0, r.output
+    assert "left out" not in r.output and "Summary:" not in r.stdout and r.stdout.count("summary") == 1, r.stdout
     # In a file too, with the other flags of the entry applied to each table.
     path = write(tmp_path, f'"pg.url" = "{no_password(db.url)}"\n"qdrant.url" = ":memory:"\n'
                            '[[table]]\nname = "app"\npg.table = "app.*"\nmigration.num-workers = 1\n')

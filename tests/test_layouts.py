@@ -66,7 +66,8 @@ def test_langchain_pgvector_collections_open_in_langchain_qdrant_with_defaults(d
     stores["notes"].add_documents(_langchain_docs(7, "notes", text_ids=True))
     r = cli("inspect", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding")
     assert r.exit_code == 0, r.output
-    assert "'langchain' layout" in r.output and "--layout plain" in r.output and "docs, notes" in r.output
+    assert "'langchain' layout, which langchain-qdrant's QdrantVectorStore opens with its default arguments; " \
+        in r.output and "--layout plain" in r.output and "docs, notes" in r.output
     _migrate(cli, db, qdrant_path, "--pg.table", "langchain_pg_embedding", "--verify", "--verify.queries", "3")
     client = open_qdrant(qdrant_path)
     assert {c.name for c in client.get_collections().collections} >= {"docs", "notes"}
@@ -104,6 +105,13 @@ def test_forced_layout_on_another_shape_is_refused(db, qdrant_path, cli):
     r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
             "--layout", "llamaindex", "--qdrant.collection", "c")
     assert r.exit_code == 2 and "does not have the shape" in r.output, r.output
+    r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
+            "--layout", "langchain")
+    assert r.exit_code == 2, r.output
+    assert ("public.t does not have the shape LangChain PGVector (langchain-postgres) writes: it is named t, not "
+            "langchain_pg_embedding; no column collection_id (uuid); no column embedding (vector or halfvec); no "
+            "column document (varchar or text); no column cmetadata (json or jsonb); column id is integer, not "
+            "varchar or text; other columns: v; there is no public.langchain_pg_collection.") in r.output
     r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}")
     assert r.exit_code == 2 and "--qdrant.collection" in r.output, r.output
 
@@ -217,7 +225,9 @@ def _pgai_expected(db) -> dict:
 def test_pgai_embedding_view_migrates_chunks_with_source_columns(db, qdrant_path, cli, open_qdrant):
     _pgai_tables(db)
     r = _migrate(cli, db, qdrant_path, "--pg.table", "blog_embedding", "--verify", "--verify.queries", "3")
-    assert "'pgai' layout" in r.output
+    assert ("migrating it in the 'pgai' layout, shaped for qdrant-client queries as it is (pgai has no Qdrant "
+            "store); to copy it column by column instead, pass --layout plain. Collection(s): blog_embedding;") \
+        in r.output
     client = open_qdrant(qdrant_path)
     stored = {str(u): (s, c) for u, s, c in db.execute(
         "SELECT embedding_uuid, chunk_seq, chunk FROM blog_embedding_store")}
@@ -240,13 +250,68 @@ def test_langchain_v2_table_merges_metadata_columns_as_langchain_does(db, qdrant
                    (str(uuid.uuid4()), text, vector_literal(emb.embed_query(text)), ["en", "fr"][i % 2],
                     2000 + i, None if i == 0 else f'{{"src": "s{i}", "lang": "overridden"}}'))
     _migrate(cli, db, qdrant_path, "--pg.table", "notes", "--verify", "--verify.queries", "3")
+    # The layout chose the key, and the plan says what is written: the key is the point ID only.
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "notes")
+    assert "│ key        │ langchain_id (from the langchain-v2 layout)" in r.stdout
+    assert "│ payload    │ langchain_id: (not in the payload)" in r.stdout
+    assert "│ (not in the payload) │ uuid" in r.stdout
     client = open_qdrant(qdrant_path)
+    assert set(client.scroll("notes", limit=1)[0][0].payload) == {"page_content", "metadata"}
     store = QdrantVectorStore(client=client, collection_name="notes", embedding=emb)
     doc, score = store.similarity_search_with_score(TEXTS[3], k=1)[0]
     assert doc.page_content == TEXTS[3] and score == pytest.approx(1.0, abs=1e-5)
     assert _strip(doc.metadata) == {"src": "s3", "lang": "fr", "year": 2003}
     doc = store.similarity_search(TEXTS[0], k=1)[0]
     assert _strip(doc.metadata) == {"lang": "en", "year": 2000}
+
+
+def test_langchain_v2_table_with_text_ids_and_its_own_column_names_is_recognised(db, qdrant_path, cli, open_qdrant):
+    """PGEngine.init_vectorstore_table lets each column be named and the id be any type: such a table
+    (made by the real package) is found by --layout auto, and a TEXT id stays in the payload."""
+    from langchain_core.documents import Document
+    from langchain_postgres import Column, PGEngine, PGVectorStore
+    from langchain_qdrant import QdrantVectorStore
+    emb = _embedding()
+    engine = PGEngine.from_connection_string(db.url.replace("postgresql://", "postgresql+psycopg://", 1))
+    names = dict(content_column="body", embedding_column="vec", metadata_json_column="meta")
+    engine.init_vectorstore_table("kb", DIM, id_column=Column("langchain_id", "TEXT"),
+                                  metadata_columns=[Column("lang", "TEXT")], **names)
+    pg = PGVectorStore.create_sync(engine, emb, "kb", id_column="langchain_id", metadata_columns=["lang"], **names)
+    pg.add_documents([Document(page_content=TEXTS[i], id=f"doc-{i}", metadata={"lang": "en", "i": i})
+                      for i in range(6)])
+    r = _migrate(cli, db, qdrant_path, "--pg.table", "kb", "--verify", "--verify.queries", "3")
+    assert "migrating it in the 'langchain-v2' layout" in r.output
+    client = open_qdrant(qdrant_path)
+    qdrant = QdrantVectorStore(client=client, collection_name="kb", embedding=emb)
+    for query in QUERIES:
+        got, expected = qdrant.similarity_search(query, k=3), pg.similarity_search(query, k=3)
+        assert [(d.page_content, _strip(d.metadata)) for d in got] == \
+            [(d.page_content, d.metadata) for d in expected]
+    engine._run_as_sync(engine.close())  # PGEngine has no public sync close
+    point = client.scroll("kb", limit=1)[0][0]
+    assert set(point.payload) == {"page_content", "metadata", "langchain_id"}  # the text id is kept
+    client.close()
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "kb")
+    assert "│ key        │ langchain_id (from the langchain-v2 layout)" in r.stdout
+    assert "the key value is kept in the payload under its column name" in r.stdout
+
+
+@pytest.mark.parametrize("table, differs", [
+    ("CREATE TABLE t (id int PRIMARY KEY, body text, v vector(3) NOT NULL)", "no content (text NOT NULL) column"),
+    ("CREATE TABLE t (langchain_id uuid PRIMARY KEY, content int, embedding vector(3))",
+     "column content is integer, not text"),
+    ("CREATE TABLE t (id text PRIMARY KEY, a text NOT NULL, b text NOT NULL, v vector(3) NOT NULL)",
+     "several columns could be the content column (a, b)"),
+    ("CREATE TABLE t (id text PRIMARY KEY, content text NOT NULL, v vector(3) NOT NULL, w vector(3))",
+     "a second vector column (w): PGVectorStore has one"),
+], ids=["no-content", "content-type", "two-contents", "two-vectors"])
+def test_forced_langchain_v2_layout_names_what_differs(db, qdrant_path, cli, table, differs):
+    db.execute(table)
+    r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
+            "--layout", "langchain-v2")
+    assert r.exit_code == 2, r.output
+    assert ("--layout langchain-v2: public.t does not have the shape LangChain PGVectorStore (langchain-postgres "
+            f"v2) writes: {differs}.") in r.output
 
 
 # --- Sync ------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ def test_vector_name_and_payload_keys_shape_points_and_verify_passes(db, qdrant_
                         "--qdrant.payload-key", "tenant=group", "--qdrant.tenant-column", "tenant")
     r = cli(*args, "--verify", "--verify.queries", "5")
     assert r.exit_code == 0, r.output
+    assert f"Created collection 'c': unnamed vector: {DIM}-d Cosine float32;" in r.output
+    assert f"vectors match the plan: unnamed vector: {DIM}-d Cosine float32" in r.output
     client = open_qdrant(qdrant_path)
     assert isinstance(client.get_collection("c").config.params.vectors, models.VectorParams)  # unnamed
     point = client.retrieve("c", [3], with_vectors=True)[0]
@@ -88,7 +90,7 @@ def test_vector_name_and_payload_keys_shape_points_and_verify_passes(db, qdrant_
     assert isinstance(point.vector, list) and len(point.vector) == DIM
     r = cli("inspect", *args[1:])
     assert r.exit_code == 0, r.output
-    assert "(unnamed default)" in r.stdout and "metadata.lang" in r.stdout and "group" in r.stdout
+    assert "│ unnamed vector │" in r.stdout and "metadata.lang" in r.stdout and "group" in r.stdout
     assert "tenant" in r.stdout and "--qdrant.tenant-column" in r.stdout
 
 

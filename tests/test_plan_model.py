@@ -110,6 +110,19 @@ def test_shape_check_names_every_difference():
         check.require_match("does not match", fix="-")
 
 
+def test_unnamed_vector_is_named_in_words():
+    unnamed = p.CollectionShape({"": (64, "Cosine", "float32")}, frozenset({"s"}))
+    assert unnamed.describe() == "unnamed vector: 64-d Cosine float32; s: sparse"
+    named = p.CollectionShape({"v": (64, "Cosine", "float32")}, frozenset())
+    assert p.shape_differences(unnamed, named) == [
+        "the unnamed vector is missing in the collection (plan: 64-d Cosine float32)",
+        "sparse vector 's' is missing in the collection",
+        "the collection has vector 'v', which the table does not provide"]
+    assert p.shape_differences(unnamed, p.CollectionShape({"": (32, "Dot", "float32")}, frozenset({"s"}))) == [
+        "the unnamed vector has size 32 in the collection, 64 in the table",
+        "the unnamed vector uses Dot in the collection, the plan says Cosine"]
+
+
 @pytest.mark.parametrize("url, in_process, in_flight, hnsw, payload_indexes, encodes", [
     ("http://localhost:6334", False, 4, True, True, True),
     ("https://example.com:6333", False, 4, True, True, True),

@@ -76,6 +76,15 @@ def corrupt(qdrant_path: Path, change) -> None:
         client.close()  # local mode: one process (client) per folder at a time
 
 
+def test_search_progress_counts_queries():
+    import io
+    progress = UI(stdout=io.StringIO(), stderr=io.StringIO()).progress(10, "Searching v on both sides",
+                                                                        unit="queries")
+    progress.advance(4)
+    assert re.fullmatch(r"Searching v on both sides: 4 / 10 queries \(40%\), [\d,]+ queries/s, ETA \S+",
+                        progress.line()), progress.line()
+
+
 # --- a clean migration ---------------------------------------------------------------------------
 
 def test_clean_migration_passes_every_check(migrated, qdrant_path, tmp_path, cli):
@@ -87,6 +96,8 @@ def test_clean_migration_passes_every_check(migrated, qdrant_path, tmp_path, cli
     for line in ("240 source rows = 240 points", "every one of the 240 source rows has its point",
                  "all 240 rows: every payload field and vector equal", "Verdict: PASS"):
         assert line in r.stdout
+    table = [line for line in r.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(map(len, table)) <= 100  # not a terminal: the table reads in a log
     search = check_of(report, "Search parity")
     exact = search["figures"]["v"]["exact"]
     assert exact["recall mean"] == exact["top-1 agreement"] == 1.0 and exact["queries"] == 50

@@ -187,7 +187,7 @@ def state_clear(ui: UI, state_ids: tuple[str, ...], clear_all: bool, **kw: Any) 
 
 
 @main.command("demo")
-@click.option("--rows", type=int, default=5000, show_default=True, help="Rows in the sample table.")
+@click.option("--rows", type=int, default=1000, show_default=True, help="Rows in the sample table.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default="pg2qdrant-demo", show_default=True,
               help="Where the demo keeps its Qdrant collection (local mode).")
 @global_options

@@ -98,8 +98,10 @@ def source_options(fn: Callable) -> Callable:
         opt("--layout", "layout", type=click.Choice(["auto", "plain", "langchain", "langchain-v2", "llamaindex",
                                                       "vecs", "pgai"]),
             default=default_of(MappingConfig, "layout"), show_default=True,
-            help="auto: a table written by LangChain, LlamaIndex, Supabase vecs or pgai is migrated so that the "
-                 "framework's Qdrant store opens it with its defaults; plain: column by column."),
+            help="auto: a table written by LangChain or LlamaIndex is migrated so that the framework's Qdrant "
+                 "store opens it with its defaults; one of Supabase vecs or pgai (which have no Qdrant store) so "
+                 "that qdrant-client queries it as is (unnamed vector, metadata in the payload); plain: column "
+                 "by column."),
     ]):
         fn = decorator(fn)
     return fn

@@ -69,6 +69,7 @@ class Entry:
     origin: str  # where it was written, for messages
     kw: dict[str, Any]  # the parsed flags, as the command's body receives them
     group: str = ""  # the name of the 'schema.*' entry this table was found by
+    left_out: tuple[str, ...] = ()  # 'schema.*': the schema's other relations, each with why
     error: Pg2QdrantError | None = None  # its flags do not parse: reported with the others' errors
 
 
@@ -264,15 +265,49 @@ def _expand_schema(entry: Entry) -> list[Entry]:
                                                             if others else "."))
         out = []
         layout = entry.kw.get("layout") or "auto"
+        left_out = _left_out(conn, found[0][0], {name for _, name in found})
         for schema, name in found:
             qualified = connect.quote_qualified(schema, name)
             framework = layout not in ("auto", "plain") or (
                 layout == "auto" and detect(conn, catalog.describe_table(conn, qualified)) is not None)
-            out.append(Entry(name, f"{entry.origin}, table {qualified}", group=entry.name,
+            out.append(Entry(name, f"{entry.origin}, table {qualified}", group=entry.name, left_out=left_out,
                              kw={**entry.kw, "pg_table": qualified, "qdrant_collection": None if framework else name}))
         return out
     finally:
         conn.close()
+
+
+def _left_out(conn: Any, schema: str, taken: set[str]) -> tuple[str, ...]:
+    """The relations of ``schema`` that 'schema.*' does not take, each with why (catalog.schema_vector_tables
+    takes the tables with a pgvector column that are not read through a parent)."""
+    from pg2qdrant.source.model import PGVECTOR_TYPES
+    rows = conn.execute(
+        """
+        SELECT c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind, c.relispartition,
+               EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                       LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                         AND coalesce(b.typname, t.typname) = ANY(%(types)s)),
+               (SELECT format('%%I.%%I', pn.nspname, p.relname) FROM pg_inherits i
+                JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                WHERE i.inhrelid = c.oid LIMIT 1)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
+        ORDER BY c.relname
+        """, {"types": list(PGVECTOR_TYPES), "schema": schema}).fetchall()
+    kinds = {"v": "a view", "m": "a materialized view"}
+    out = []
+    for name, display, relkind, partition, has_vector, parent in rows:
+        if name in taken:
+            continue
+        if not has_vector:
+            why = "no pgvector column"
+        elif relkind in kinds:
+            why = f"{kinds[relkind]}: name it with --pg.table to copy it"
+        else:
+            why = f"{'a partition of' if partition else 'inherits from'} {parent}, read through it"
+        out.append(f"{display} ({why})")
+    return tuple(out)
 
 
 def resolve(ctx: click.Context, kw: dict[str, Any], config: str | None, only: tuple[str, ...]) -> list[Entry]:
@@ -360,6 +395,7 @@ def each_entry(command: str) -> Callable:
             ctx = click.get_current_context()
             entries = resolve(ctx, kw, config, only)
             ui = _file_log_ui(entries, kw, ui)
+            _say_left_out(ui, entries)
             one_table = command == "sync" or any(e.kw.get("then_sync") for e in entries)
             errors = [e.error for e in entries if e.error]
             shared = _share_snapshot(entries) if command == "migrate" and not one_table else None
@@ -397,6 +433,12 @@ def _file_log_ui(entries: list[Entry], kw: dict[str, Any], ui: UI) -> UI:
     log_format, log_file = wanted.pop()
     observability.setup_logging(bool(kw.get("debug") or kw.get("trace")), log_format, log_file)
     return observability.make_ui(log_format, log_file)
+
+
+def _say_left_out(ui: UI, entries: list[Entry]) -> None:
+    """Name, once per 'schema.*' entry, the relations of the schema it does not take, and why."""
+    for group, left_out in dict.fromkeys((e.group, e.left_out) for e in entries if e.left_out):
+        ui.info(f"{group}: left out {len(left_out)} relation(s) of the schema: {'; '.join(left_out)}.")
 
 
 def _exit_code(runs: Any) -> int:
@@ -466,8 +508,9 @@ def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: 
         ", read in one snapshot" if shared_rows is not None else "")
     columns = ("entry", "table", "collection", "rows", "points", "time", "rate", "verdict") if command == "migrate" \
         else ("entry", "table", "verdict")
-    ui.result(title, {"event": "entries_summary", "entries": [dict(zip(columns, r, strict=True)) for r in rows]},
-              table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
+    if len(entries) > 1:  # one entry: its command's own summary is the run's
+        ui.result(title, {"event": "entries_summary", "entries": [dict(zip(columns, r, strict=True)) for r in rows]},
+                  table(title, columns, [tuple(escape(c) for c in r) for r in rows]))
     if shared_rows is not None and (failed or i < len(entries)):
         ui.warn("These tables were read in one snapshot, which ended with this run: it cannot be resumed. Rerun "
                 "with --migration.consistent to copy every table again from a new snapshot (add "

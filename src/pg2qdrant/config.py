@@ -55,6 +55,7 @@ class SourceConfig:
     pg_url: str
     table: str
     key_columns: list[str] = field(default_factory=list)  # empty: the primary key
+    key_source: str = "--pg.key-column"  # who named key_columns (a layout does too): the plan says so
     columns: list[str] = field(default_factory=list)  # empty: all
     where: str | None = None  # SQL condition, validated (layouts.check_where)
 
@@ -100,6 +101,7 @@ class MappingConfig:
 
     id_mode: str = "native"  # native | reference | hash
     distance_overrides: dict[str, str] = field(default_factory=dict)
+    distance_source: str = "--qdrant.distance-metric"  # who set distance_overrides (the demo does too)
     vector_names: dict[str, str] = field(default_factory=dict)
     payload_keys: dict[str, str] = field(default_factory=dict)
     tenant_column: str | None = None

@@ -10,6 +10,7 @@ a few changes (logical replication), and stops the server.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from pg2qdrant.localpg import LocalPostgres
 from pg2qdrant.pipeline import MigrationOptions, migrate
 from pg2qdrant.source import connect, sample
-from pg2qdrant.ui import UI
+from pg2qdrant.ui import UI, Summary
 from pg2qdrant.verify import VerifyOptions, run_verify
 
 DIM = 384
@@ -57,7 +58,7 @@ def _sample_rows(n: int, seed: int = 7):
         )
 
 
-def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> None:
+def run_demo(ui: UI, *, rows: int = 1000, workdir: str = "pg2qdrant-demo") -> None:
     started = time.monotonic()
     target_dir = Path(workdir).resolve()
     if (target_dir / "meta.json").exists() and (target_dir / "collection" / "documents").exists():
@@ -71,10 +72,11 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
         ui.info(f"Creating table documents with {rows:,} rows (vector(384) + HNSW cosine, halfvec, "
                 "sparsevec, jsonb, timestamps, numerics, NULLs) ...")
         sample.create_table(url, _sample_rows(rows), dim=DIM, sparse_dim=SPARSE_DIM)
-        # summary_embedding has no index to take its distance from: say it (the flag's use).
+        # summary_embedding has no index to take its distance from: the demo says it (as the flag would).
         options = MigrationOptions(pg_url=url, table="documents", collection="documents",
                                    qdrant_url=f"local:{target_dir}", num_workers=1,
-                                   distance_overrides={"summary_embedding": "Cosine"})
+                                   distance_overrides={"summary_embedding": "Cosine"},
+                                   distance_source="the demo (no index on the column to tell)")
         ui.info(f"Migrating into Qdrant local mode at {target_dir} ...")
         result = migrate(options, ui, show_plan=True)
         result.summary(f"local:{target_dir}").render(ui)
@@ -94,17 +96,32 @@ def run_demo(ui: UI, *, rows: int = 5000, workdir: str = "pg2qdrant-demo") -> No
 
 
 def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: Path) -> None:
-    """pg2qdrant sync (CDC): create the slot, change rows, stream the changes, show them in Qdrant."""
+    """pg2qdrant sync (CDC): create the slot, change rows, stream the changes, show them in Qdrant.
+
+    Sync's own messages are for a service that keeps running (how to stop it, the slot kept for the
+    next run, WAL retention); the demo stops and drops the slot itself, so it prints one summary of
+    its own instead (warnings and errors still show)."""
     from qdrant_client import QdrantClient
 
     from pg2qdrant.sync import SyncOptions, run_sync, sync_drop
 
-    ui.info("Keeping Qdrant in sync (pg2qdrant sync): creating the replication slot ...")
-    run_sync(options, SyncOptions(once=True, reconcile=True), ui)
+    quiet = UI(quiet=True, stdout=io.StringIO(), stderr=io.StringIO())
+    quiet.warn, quiet.error = ui.warn, ui.error
+    started = time.monotonic()
+    ui.info("Keeping Qdrant in sync (pg2qdrant sync): creating the replication slot, reconciling the copy ...")
+    caught_up = run_sync(options, SyncOptions(once=True, reconcile=True), quiet)
     new_id = sample.change_rows(url)
     ui.info("Changed the table (1 insert, 1 title-only update, 1 delete); streaming the changes ...")
-    run_sync(options, SyncOptions(once=True), ui)
-    sync_drop(url, options.collection, SyncOptions(), ui)
+    streamed = run_sync(options, SyncOptions(once=True), quiet)
+    sync_drop(url, options.collection, SyncOptions(), quiet)
+    slot, publication = SyncOptions().names(options.collection)
+    Summary("Sync summary", [
+        ("reconciled", f"{caught_up.deleted_orphans:,} orphans deleted, {caught_up.filled_missing:,} missing "
+                       "points filled (changes between the copy and the slot)"),
+        ("changes applied", f"{streamed.changes:,} in {streamed.transactions:,} transactions"),
+        ("time", f"{time.monotonic() - started:,.1f} s"),
+        ("slot", f"{slot} and publication {publication}: dropped (the demo is done with them)"),
+    ]).render(ui)
     client = QdrantClient(path=str(target_dir))
     try:
         points = {p.id: p for p in client.retrieve("documents", [2, 3, new_id], with_vectors=["embedding"])}

@@ -2,7 +2,8 @@
 
 Most pgvector tables were written by a framework (LangChain, LlamaIndex, Supabase vecs,
 pgai), and their owners want the framework's own Qdrant store to open the copy with its
-defaults. A layout is one :class:`Layout` entry in :data:`LAYOUTS`: the table shape it
+defaults (vecs and pgai have none: their copies are shaped for qdrant-client, see
+:data:`READ_BY`). A layout is one :class:`Layout` entry in :data:`LAYOUTS`: the table shape it
 recognises, and how that shape maps onto the generic options
 
 - ``--pg.where SQL``: only rows matching the condition (:func:`check_where`, :func:`validate_where`);
@@ -279,14 +280,24 @@ def _type(table: TableInfo, column: str) -> str | None:
     return None if col is None else col.type.name
 
 
+def _differences(table: TableInfo, wanted: dict[str, tuple[str, ...]], *, exact: bool = True,
+                 optional: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """How the table differs from these columns with one of these type names (and, when exact, no others)."""
+    optional = optional or {}
+    names = [c.name for c in table.columns]
+    out = [f"no column {c} ({' or '.join(types)})" for c, types in wanted.items() if c not in names]
+    out += [f"column {c} is {table.column(c).declared}, not {' or '.join(types)}"
+            for c, types in {**wanted, **optional}.items() if c in names and _type(table, c) not in types]
+    others = [n for n in names if n not in wanted and n not in optional]
+    if exact and others:
+        out.append(f"other columns: {', '.join(others)}")
+    return out
+
+
 def _shape(table: TableInfo, wanted: dict[str, tuple[str, ...]], *, exact: bool = True,
            optional: dict[str, tuple[str, ...]] | None = None) -> bool:
     """The table has these columns with one of these type names (and, when exact, no others)."""
-    optional = optional or {}
-    names = {c.name for c in table.columns}
-    if not set(wanted) <= names or (exact and not names <= set(wanted) | set(optional)):
-        return False
-    return all(_type(table, c) in types for c, types in {**wanted, **optional}.items() if c in names)
+    return not _differences(table, wanted, exact=exact, optional=optional)
 
 
 VECTOR = ("vector", "halfvec")
@@ -310,7 +321,7 @@ class Layout:
     framework: str
     detect: Callable[[Connection, TableInfo], bool]
     columns: Callable[[TableInfo], list[str]]
-    key_column: str
+    key_column: str | Callable[[TableInfo], str]  # a function where the framework lets the user name it
     vector_names: Callable[[TableInfo], dict[str, str]]
     payload_keys: Callable[[TableInfo], dict[str, str]]
     targets: Callable[[Connection, TableInfo, str | None], list[Target]]
@@ -320,6 +331,9 @@ class Layout:
     payload_text: str = ""  # the payload shape, for inspect
     auto_payload_index: bool = True
     change_table: Callable[[TableInfo], str] | None = None  # a view's: the table whose changes CDC follows
+    # What differs from the shape ("" when it fits), for a forced --layout; without it the
+    # refusal names no difference. A forced layout runs on a table this accepts.
+    explain: Callable[[Connection, TableInfo], str] | None = None
 
 
 def _one_target(name: Callable[[TableInfo], str]):
@@ -341,22 +355,106 @@ def _langchain_targets(conn: Connection, table: TableInfo, chosen: str | None) -
     return [Target(name, where) for name, where in rows]
 
 
+_LANGCHAIN = {"id": TEXT, "collection_id": ("uuid",), "embedding": VECTOR, "document": TEXT, "cmetadata": JSON}
+
+
+def _langchain_differences(conn, table: TableInfo) -> str:
+    diffs = [] if table.name == "langchain_pg_embedding" else [f"it is named {table.name}, not langchain_pg_embedding"]
+    diffs += _differences(table, _LANGCHAIN)
+    if not frameworks.has_relation(conn, table.schema, "langchain_pg_collection"):
+        diffs.append(f"there is no {table.schema}.langchain_pg_collection")
+    return "; ".join(diffs)
+
+
 def _is_langchain(conn, table: TableInfo) -> bool:
-    return (table.name == "langchain_pg_embedding"
-            and _shape(table, {"id": TEXT, "collection_id": ("uuid",), "embedding": VECTOR,
-                               "document": TEXT, "cmetadata": JSON})
+    return (table.name == "langchain_pg_embedding" and _shape(table, _LANGCHAIN)
             and frameworks.has_relation(conn, table.schema, "langchain_pg_collection"))
 
 
-_V2_COLUMNS = {"langchain_id": ("uuid",), "content": ("text",), "embedding": VECTOR, "langchain_metadata": JSON}
+@dataclass(frozen=True)
+class _V2Columns:
+    """The columns of a PGVectorStore table by role (langchain-postgres v2 lets each be named, see
+    PGEngine.init_vectorstore_table); every other column is a metadata column."""
+
+    id: str
+    content: str
+    embedding: str
+    metadata_json: str | None  # None: created with store_metadata=False
+    hybrid: tuple[str, ...]  # hybrid search's tsvector column: PostgreSQL full-text search, not migrated
+
+
+# The defaults of PGEngine.init_vectorstore_table; "langchain_id" or "langchain_metadata" marks the
+# table as LangChain's for --layout auto (the other names are common outside LangChain too).
+_V2_DEFAULTS = {"id": "langchain_id", "content": "content", "embedding": "embedding",
+                "metadata_json": "langchain_metadata"}
+_V2_MARKS = ("langchain_id", "langchain_metadata")
+
+
+def _v2_role(table: TableInfo, role: str, types: tuple[str, ...], *, not_null: bool,
+             created_as: tuple[str, ...] | None = None) -> str | None:
+    """The column that plays ``role``: the one of the default name, else the only one of the type
+    LangChain creates it as (``created_as``, NOT NULL when it makes it so); ValueError says what differs."""
+    default = table.column(_V2_DEFAULTS[role])
+    if default is not None:
+        if default.type.name not in types:
+            raise ValueError(f"column {default.name} is {default.declared}, not {' or '.join(types)}")
+        return default.name
+    fits = [c.name for c in table.columns if c.type.name in (created_as or types) and (c.not_null or not not_null)
+            and c.name not in table.primary_key]
+    if len(fits) > 1:
+        raise ValueError(f"several columns could be the {role.replace('_', ' ')} column ({', '.join(fits)})")
+    return fits[0] if fits else None
+
+
+def _v2_columns(table: TableInfo) -> _V2Columns:
+    """The roles of the table's columns; ValueError names what differs from a PGVectorStore table
+    (an id primary key, content TEXT NOT NULL, embedding vector(n) NOT NULL, an optional JSON column)."""
+    if len(table.primary_key) == 1:
+        key = table.primary_key[0]
+    elif table.column(_V2_DEFAULTS["id"]) is not None:
+        key = _V2_DEFAULTS["id"]  # no primary key: its uniqueness is checked before writing
+    else:
+        raise ValueError("no one-column primary key for the id (nor a langchain_id column)")
+    content = _v2_role(table, "content", ("text",), not_null=True)
+    embedding = _v2_role(table, "embedding", VECTOR, not_null=True)
+    missing = [f"no {what} column" for what, name in (("content (text NOT NULL)", content),
+                                                      ("embedding (vector NOT NULL)", embedding)) if name is None]
+    if missing:
+        raise ValueError("; ".join(missing))
+    others = [c for c in table.columns if c.type.name in VECTOR and c.name != embedding]
+    if others:
+        raise ValueError(f"a second vector column ({', '.join(c.name for c in others)}): PGVectorStore has one")
+    hybrid = tuple(c.name for c in table.columns if c.type.name == "tsvector")
+    return _V2Columns(key, content, embedding, _v2_role(table, "metadata_json", JSON, not_null=False, created_as=("json",)), hybrid)
+
+
+def _v2_differences(conn, table: TableInfo) -> str:
+    try:
+        _v2_columns(table)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def _is_langchain_v2(conn, table: TableInfo) -> bool:
-    return _shape(table, _V2_COLUMNS, exact=False)
+    return not _v2_differences(conn, table) and any(table.column(name) for name in _V2_MARKS)
 
 
 def _v2_metadata_columns(table: TableInfo) -> list[str]:
-    return [c.name for c in table.columns if c.name not in _V2_COLUMNS]
+    v2 = _v2_columns(table)
+    roles = {v2.id, v2.content, v2.embedding, v2.metadata_json, *v2.hybrid}
+    return [c.name for c in table.columns if c.name not in roles]
+
+
+def _v2_payload_keys(table: TableInfo) -> dict[str, str]:
+    """page_content and metadata as langchain-qdrant reads them; a UUID id is the point ID, any
+    other id (uuid5 of it) stays in the payload under its column name."""
+    v2 = _v2_columns(table)
+    keys = {v2.content: "page_content", **({v2.metadata_json: "metadata"} if v2.metadata_json else {}),
+            **{c: f"metadata.{c}" for c in _v2_metadata_columns(table)}}
+    if _type(table, v2.id) == "uuid":
+        keys[v2.id] = ""
+    return keys
 
 
 def _is_llamaindex(conn, table: TableInfo) -> bool:
@@ -395,16 +493,20 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         payload_keys=lambda t: {"document": "page_content", "cmetadata": "metadata"},
         targets=_langchain_targets, auto_payload_index=False,
         payload_text='{"page_content": document, "metadata": cmetadata, "id": id}; one collection per '
-                     "LangChain collection, named like it",
+                     "LangChain collection, named like it", explain=_langchain_differences,
     ),
     Layout(
         name="langchain-v2", framework="LangChain PGVectorStore (langchain-postgres v2)", detect=_is_langchain_v2,
-        columns=_all_columns, key_column="langchain_id",
-        vector_names=lambda t: {"embedding": ""},
-        payload_keys=lambda t: {"content": "page_content", "langchain_metadata": "metadata", "langchain_id": "",
-                                **{c: f"metadata.{c}" for c in _v2_metadata_columns(t)}},
+        columns=lambda t: [c.name for c in t.columns if c.name not in _v2_columns(t).hybrid],
+        key_column=lambda t: _v2_columns(t).id,
+        vector_names=lambda t: {_v2_columns(t).embedding: ""}, payload_keys=_v2_payload_keys,
         targets=_one_target(lambda t: t.name), auto_payload_index=False,
-        payload_text='{"page_content": content, "metadata": langchain_metadata merged with the metadata columns}',
+        notes=lambda t: [f"{t.display}: {', '.join(_v2_columns(t).hybrid)} (hybrid search's tsvector, PostgreSQL "
+                         "full-text search) has no faithful Qdrant equivalent and is not migrated; dense search "
+                         "works as before."] if _v2_columns(t).hybrid else [],
+        payload_text='{"page_content": the content column, "metadata": the JSON metadata column merged with the '
+                     "metadata columns}; an id that is not a UUID is kept under its column name",
+        explain=_v2_differences,
     ),
     Layout(
         name="llamaindex", framework="LlamaIndex PGVectorStore", detect=_is_llamaindex,
@@ -435,6 +537,18 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
 )}
 
 
+# Who reads each layout's collection as it is: what the announcement promises, and only that.
+_QDRANT_STORE = "which {}'s QdrantVectorStore opens with its default arguments"
+_NO_STORE = "shaped for qdrant-client queries as it is ({} has no Qdrant store)"
+READ_BY = {
+    "langchain": _QDRANT_STORE.format("langchain-qdrant"),
+    "langchain-v2": _QDRANT_STORE.format("langchain-qdrant"),
+    "llamaindex": _QDRANT_STORE.format("LlamaIndex"),
+    "vecs": _NO_STORE.format("Supabase vecs"),
+    "pgai": _NO_STORE.format("pgai"),
+}
+
+
 @dataclass
 class Job:
     """One migration a layout asks for: the options to run it with, and what to tell the user."""
@@ -453,6 +567,10 @@ def detect(conn: Connection, table: TableInfo) -> Layout | None:
     return None
 
 
+def _key_column(layout: Layout, table: TableInfo) -> str:
+    return layout.key_column(table) if callable(layout.key_column) else layout.key_column
+
+
 def jobs_for(options, conn: Connection, table: TableInfo, default_collection: str | None = None) -> list[Job]:
     """The migrations ``options`` mean for ``table``: one (plain), or what the layout yields."""
     name = options.layout or "auto"
@@ -463,8 +581,10 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
         layout = detect(conn, table)
     elif name != "plain":
         layout = LAYOUTS[name]
-        if not layout.detect(conn, table):
-            raise InputError(f"--layout {name}: {table.display} does not have the shape {layout.framework} writes.",
+        differs = layout.explain(conn, table) if layout.explain else not layout.detect(conn, table)
+        if differs:
+            raise InputError(f"--layout {name}: {table.display} does not have the shape {layout.framework} writes"
+                             + (f": {differs}." if isinstance(differs, str) else "."),
                              fix="check --pg.table, or use --layout plain (or auto) to copy it column by column.")
     if layout is None:
         if not options.collection and default_collection:
@@ -474,15 +594,17 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
                              fix="name the target collection, e.g. --qdrant.collection items.")
         return [Job(dataclasses.replace(options, layout="plain"), None)]
     announce = (f"{table.display} has the shape of a {layout.framework} table: migrating it in the "
-                f"{layout.name!r} layout, which {layout.framework.split(' (')[0]}'s Qdrant store reads with its "
-                "defaults" + (" (to copy it column by column instead, pass --layout plain)." if name == "auto" else "."))
+                f"{layout.name!r} layout, {READ_BY[layout.name]}"
+                + ("; to copy it column by column instead, pass --layout plain." if name == "auto" else "."))
     jobs = []
     for target in layout.targets(conn, table, options.collection or None):
         where = target.where
         if options.where:
             where = f"({target.where}) AND ({options.where})" if target.where else options.where
         opts = dataclasses.replace(
-            options, collection=target.collection, where=where, key_columns=options.key_columns or [layout.key_column],
+            options, collection=target.collection, where=where,
+            key_columns=options.key_columns or [_key_column(layout, table)],
+            key_source=options.key_source if options.key_columns else f"the {layout.name} layout",
             columns=options.columns or layout.columns(table),
             vector_names={**layout.vector_names(table), **options.vector_names},
             payload_keys={**layout.payload_keys(table), **options.payload_keys},

@@ -170,7 +170,8 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
         table = catalog.describe_table(conn, options.table)
         pgvector_feature_check(server, table, options.columns)
         plan = build_plan(table, server, collection=options.collection, key_columns=options.key_columns,
-                          columns=options.columns, distance_overrides=options.distance_overrides,
+                          key_source=options.key_source, columns=options.columns,
+                          distance_overrides=options.distance_overrides, distance_source=options.distance_source,
                           id_mode=options.id_mode, payload_index_flags=options.payload_index,
                           auto_payload_index=options.auto_payload_index)
         plan = layouts.apply_options(

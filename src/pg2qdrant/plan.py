@@ -239,6 +239,15 @@ class KeySpec:
 
 # --- the collection: what a target sees -------------------------------------------------------
 
+def vector_label(name: str, *, quoted: bool = False) -> str:
+    """How messages name a vector: Qdrant's unnamed default vector is "", which would print as nothing.
+
+    ``quoted``: in a sentence ("vector 'embedding'", "the unnamed vector")."""
+    if quoted:
+        return f"vector {name!r}" if name else "the unnamed vector"
+    return name or "unnamed vector"
+
+
 @dataclass(frozen=True)
 class CollectionShape:
     """The vector configuration of a collection, as compared before any write."""
@@ -247,7 +256,7 @@ class CollectionShape:
     sparse: frozenset[str]
 
     def describe(self) -> str:
-        parts = [f"{n}: {s}-d {d} {t}" for n, (s, d, t) in sorted(self.dense.items())]
+        parts = [f"{vector_label(n)}: {s}-d {d} {t}" for n, (s, d, t) in sorted(self.dense.items())]
         parts += [f"{n}: sparse" for n in sorted(self.sparse)]
         return "; ".join(parts) or "no vectors"
 
@@ -475,13 +484,18 @@ def build_plan(
     *,
     collection: str,
     key_columns: list[str] | None = None,
+    key_source: str = "--pg.key-column",
     columns: list[str] | None = None,
     distance_overrides: dict[str, str] | None = None,
+    distance_source: str = "--qdrant.distance-metric",
     id_mode: str = "native",
     payload_index_flags: list[str] | None = None,
     auto_payload_index: bool = True,
 ) -> Plan:
-    """Decide the whole mapping from catalog facts and options (raises InputError)."""
+    """Decide the whole mapping from catalog facts and options (raises InputError).
+
+    ``key_source`` and ``distance_source`` say who named the key columns and the distances (the
+    flags, a layout, the demo): the plan shows it, and errors name it."""
     if not collection or not collection.strip():
         raise InputError("--qdrant.collection is empty.", fix="name the target collection.")
     if id_mode not in ID_MODES:
@@ -491,14 +505,14 @@ def build_plan(
     overrides = dict(distance_overrides or {})
     if selected:
         _unknown_columns(table, selected, "--pg.columns")
-    key_columns, key_source = _key_columns(table, _split_list(key_columns))
+    key_columns, key_source = _key_columns(table, _split_list(key_columns), key_source)
     chosen = [c for c in table.columns if not selected or c.name in selected or c.name in key_columns]
-    vector_columns = _vector_columns(table, chosen, selected, key_columns, overrides)
+    vector_columns = _vector_columns(table, chosen, selected, key_columns, overrides, distance_source)
 
     reads = _Reads()
     # Key first: its reads come first in every row.
     key = _key_spec(table, key_columns, key_source, id_mode, reads)
-    vectors = [_vector_spec(col, table, overrides, reads, warnings) for col in vector_columns]
+    vectors = [_vector_spec(col, table, overrides, distance_source, reads, warnings) for col in vector_columns]
     payload = []
     for col in chosen:
         if _vector_kind(col) is None:
@@ -514,11 +528,11 @@ def build_plan(
                 tuple(warnings), indexes)
 
 
-def _key_columns(table: TableInfo, named: list[str]) -> tuple[list[str], str]:
-    """The key's columns and where they came from: --pg.key-column, else the primary key."""
+def _key_columns(table: TableInfo, named: list[str], named_by: str) -> tuple[list[str], str]:
+    """The key's columns and where they came from: ``named_by`` (--pg.key-column, a layout), else the primary key."""
     if named:
-        _unknown_columns(table, named, "--pg.key-column")
-        columns, source = named, "--pg.key-column"
+        _unknown_columns(table, named, named_by)
+        columns, source = named, named_by
     elif table.primary_key:
         columns, source = list(table.primary_key), "primary key"
     else:
@@ -536,7 +550,7 @@ def _key_columns(table: TableInfo, named: list[str]) -> tuple[list[str], str]:
 
 
 def _vector_columns(table: TableInfo, chosen: list[Column], selected: list[str], key_columns: list[str],
-                    overrides: dict[str, str]) -> list[Column]:
+                    overrides: dict[str, str], overrides_by: str) -> list[Column]:
     """The migrated vector columns (at least one; --qdrant.distance-metric names only them)."""
     found = [c for c in chosen if _vector_kind(c) is not None]
     if not found:
@@ -554,7 +568,7 @@ def _vector_columns(table: TableInfo, chosen: list[Column], selected: list[str],
     unknown_overrides = [n for n in overrides if n not in {c.name for c in found}]
     if unknown_overrides:
         raise InputError(
-            f"--qdrant.distance-metric names {', '.join(map(repr, unknown_overrides))}, "
+            f"{overrides_by} names {', '.join(map(repr, unknown_overrides))}, "
             "which is not a migrated vector column.",
             fix=f"vector columns are: {', '.join(c.name for c in found)}.",
         )
@@ -572,12 +586,12 @@ def _key_spec(table: TableInfo, key_columns: list[str], source: str, id_mode: st
     return KeySpec(tuple(key_columns), tuple(kinds), tuple(read_indexes), id_mode, unique, source)
 
 
-def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], reads: _Reads,
+def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], overrides_by: str, reads: _Reads,
                  warnings: list[str]) -> VectorSpec:
     kind = _vector_kind(col)
     assert kind is not None
     indexes = [i for i in table.vector_indexes if i.column == col.name]
-    distance, source = _distance(col, kind, indexes, overrides, warnings)
+    distance, source = _distance(col, kind, indexes, overrides, overrides_by, warnings)
     size = None if kind == VectorKind.SPARSE else (col.typmod if col.typmod > 0 else None)
     return VectorSpec(
         name=col.name, column=col.name, kind=kind, size=size, distance=distance,
@@ -587,13 +601,14 @@ def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], reads
     )
 
 
-def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str],
+def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str], overrides_by: str,
               warnings: list[str]) -> tuple[str | None, str]:
-    """(distance, why): the flag, else the vector index's operator class, else a default."""
+    """(distance, why): the overrides (``overrides_by``: the flag, the demo), else the vector index's
+    operator class, else a default."""
     if kind == VectorKind.SPARSE:
         if col.name in overrides:
             raise InputError(
-                f"--qdrant.distance-metric {col.name}=... : {col.name} is a sparsevec column and "
+                f"{overrides_by} {col.name}=... : {col.name} is a sparsevec column and "
                 "Qdrant sparse vectors have no configurable distance (always dot product).",
                 fix=f"remove {col.name} from --qdrant.distance-metric.",
             )
@@ -603,7 +618,7 @@ def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str,
                 "vectors by dot product only, so scores and order can differ from pgvector.")
         return None, "sparse vectors are scored by dot product in Qdrant"
     if col.name in overrides:
-        return overrides[col.name], "--qdrant.distance-metric"
+        return overrides[col.name], overrides_by
     if indexes:
         return _distance_of_indexes(col, kind, indexes, warnings)
     if kind == VectorKind.BIT:
@@ -688,19 +703,21 @@ def shape_differences(expected: CollectionShape, actual: CollectionShape) -> lis
     for name, (size, distance, datatype) in sorted(expected.dense.items()):
         if name not in actual.dense:
             where = "is a sparse vector" if name in actual.sparse else "is missing"
-            diffs.append(f"vector {name!r} {where} in the collection (plan: {size}-d {distance} {datatype})")
+            diffs.append(f"{vector_label(name, quoted=True)} {where} in the collection "
+                         f"(plan: {size}-d {distance} {datatype})")
             continue
         a_size, a_distance, a_datatype = actual.dense[name]
+        vector = vector_label(name, quoted=True)
         if a_size != size:
-            diffs.append(f"vector {name!r} has size {a_size} in the collection, {size} in the table")
+            diffs.append(f"{vector} has size {a_size} in the collection, {size} in the table")
         if a_distance != distance:
-            diffs.append(f"vector {name!r} uses {a_distance} in the collection, the plan says {distance}")
+            diffs.append(f"{vector} uses {a_distance} in the collection, the plan says {distance}")
         if a_datatype != datatype:
-            diffs.append(f"vector {name!r} is stored as {a_datatype} in the collection, the plan says {datatype}")
+            diffs.append(f"{vector} is stored as {a_datatype} in the collection, the plan says {datatype}")
     for name in sorted(expected.sparse - actual.sparse):
         diffs.append(f"sparse vector {name!r} is missing in the collection")
     for name in sorted(set(actual.dense) - set(expected.dense) - expected.sparse):
-        diffs.append(f"the collection has vector {name!r}, which the table does not provide")
+        diffs.append(f"the collection has {vector_label(name, quoted=True)}, which the table does not provide")
     for name in sorted(actual.sparse - expected.sparse - set(expected.dense)):
         diffs.append(f"the collection has sparse vector {name!r}, which the table does not provide")
     return diffs

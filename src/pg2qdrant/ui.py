@@ -28,9 +28,11 @@ from rich.progress import (
 from rich.table import Table
 
 from pg2qdrant import redaction
+from pg2qdrant.plan import vector_label
 
 PLAIN_PROGRESS_EVERY_S = 5.0
 NON_TERMINAL_WIDTH = 200
+LOG_TABLE_WIDTH = 100  # a table whose cells wrap (verify's findings), when not on a terminal
 
 
 class RedactingStream(io.TextIOBase):
@@ -84,14 +86,14 @@ class UI:
         self.err.print("[red bold]error:[/red bold] ", end="")
         self.err.print(message, markup=False)
 
-    def progress(self, total: int | None, description: str, *,
-                 copy_of: tuple[str, str] | None = None) -> ProgressReporter | ProgressPart:
-        """A progress display; ``copy_of`` (table, collection) names a copy, whose progress
-        --metrics-port reports under those labels."""
+    def progress(self, total: int | None, description: str, *, copy_of: tuple[str, str] | None = None,
+                 unit: str = "rows") -> ProgressReporter | ProgressPart:
+        """A progress display counting ``unit`` (rows, queries); ``copy_of`` (table, collection) names a
+        copy, whose progress --metrics-port reports under those labels."""
         if self._shared is not None:
             progress: ProgressReporter | ProgressPart = ProgressPart(self._shared, total, description)
         else:
-            progress = ProgressReporter(self, total, description)
+            progress = ProgressReporter(self, total, description, unit=unit)
         if copy_of is not None:
             self.copies[copy_of] = progress
         return progress
@@ -114,14 +116,20 @@ class UI:
         """What a command found: ``renderables`` on stdout here; one log event (title, fields) in a
         LogUI, so that --log-format json output stays one JSON object a line."""
         for renderable in renderables:
-            self.out.print(renderable)
+            self.print_wrapped(renderable)
+
+    def print_wrapped(self, renderable: Any) -> None:
+        """Print a table of long sentences (verify's findings) that may wrap: as wide as a terminal,
+        else LOG_TABLE_WIDTH, so a log or a file reads it without a 200-column line."""
+        self.out.print(renderable, width=None if self.out.is_terminal else min(self.out.width, LOG_TABLE_WIDTH))
 
 
 class ProgressReporter:
-    """Rows done, rows/s and ETA: a live bar on a terminal, periodic lines otherwise."""
+    """Work done (rows, queries: ``unit``), its rate and ETA: a live bar on a terminal, periodic lines otherwise."""
 
-    def __init__(self, ui: UI, total: int | None, description: str):
+    def __init__(self, ui: UI, total: int | None, description: str, *, unit: str = "rows"):
         self.ui = ui
+        self.unit = unit
         self.total = total
         self.description = self.current = description  # current: with the part being done now
         self.done = 0
@@ -161,7 +169,7 @@ class ProgressReporter:
         self.done += n
         now = time.monotonic()
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, rate=f"{self.rate:,.0f} rows/s")
+            self._bar.update(self._task, completed=self.done, rate=f"{self.rate:,.0f} {self.unit}/s")
         elif not self.ui.quiet and now - self._last_line >= PLAIN_PROGRESS_EVERY_S:
             self._last_line = now
             self.ui.info(self.line())
@@ -172,9 +180,9 @@ class ProgressReporter:
             pct = 100.0 * self.done / self.total if self.total else 100.0
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             eta_s = f"{eta:,.0f}s" if eta != float("inf") else "?"
-            return (f"{self.current}: {self.done:,} / {self.total:,} rows ({pct:.0f}%), "
-                    f"{rate:,.0f} rows/s, ETA {eta_s}")
-        return f"{self.current}: {self.done:,} rows, {rate:,.0f} rows/s"
+            return (f"{self.current}: {self.done:,} / {self.total:,} {self.unit} ({pct:.0f}%), "
+                    f"{rate:,.0f} {self.unit}/s, ETA {eta_s}")
+        return f"{self.current}: {self.done:,} {self.unit}, {rate:,.0f} {self.unit}/s"
 
     def describe(self, text: str) -> None:
         """What the bar (or line) names, e.g. the table being copied now."""
@@ -283,24 +291,29 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     ui.out.print(table(
         "Vectors (one named vector per column)",
         ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
-        [(v.name or "(unnamed default)", v.declared,
+        [(vector_label(v.name), v.declared,
           "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
           v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
 
+    keys = dict(plan.payload_keys)  # --qdrant.payload-key / layouts: * spreads, empty leaves out
+
+    def payload_field(column: str) -> str:
+        key = keys.get(column, column)
+        return {"*": "(keys spread at the top level)", "": "(not in the payload)"}.get(key, key)
+
     k = plan.key
+    kept = [c for c in k.columns if keys.get(c, c) == c]
     ui.out.print(table("Point IDs", None, [
         ("key", f"{', '.join(k.columns)} (from {k.source})"),
         ("ID", k.description),
         ("uniqueness", "guaranteed by a unique constraint" if k.unique_by_constraint
          else "checked before writing (no unique constraint)"),
-        ("payload", "the key value is kept in the payload under its column name"),
+        ("payload", "the key value is kept in the payload under its column name" if kept == list(k.columns)
+         else "; ".join(f"{c}: {payload_field(c)}" for c in k.columns)),
     ]))
 
-    keys = dict(plan.payload_keys)  # --qdrant.payload-key / layouts: * spreads, empty leaves out
-    shown = {"*": "(keys spread at the top level)", "": "(not in the payload)"}
     ui.out.print(table("Payload", ("field", "column type", "stored in Qdrant as"),
-                       [(shown.get(keys.get(p.name, p.name), keys.get(p.name, p.name)), p.declared, p.description)
-                        for p in plan.payload]))
+                       [(payload_field(p.name), p.declared, p.description) for p in plan.payload]))
     if plan.payload_indexes:
         ui.out.print(table("Payload indexes (created before loading)", ("field", "index type", "because"),
                            [(p.field, p.type, p.source) for p in plan.payload_indexes]))

@@ -20,7 +20,7 @@ import numpy as np
 
 from pg2qdrant.errors import InputError, Pg2QdrantError
 from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
-from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape
+from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape, vector_label
 from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.source import search as pg_search
 from pg2qdrant.source.connect import Connection
@@ -191,7 +191,7 @@ class Verification:
                                         f"the collection has: {shape.describe()}"],
                                figures=figures, mismatches=findings)
         return CheckResult(4, "Schema", PASS, f"vectors match the plan: {expected.describe()}", figures=figures,
-                           details=[f"{v.name}: {v.declared} -> {_vector_shape(v)} (distance from "
+                           details=[f"{vector_label(v.name)}: {v.declared} -> {_vector_shape(v)} (distance from "
                                     f"{v.distance_source})" for v in self.plan.vectors])
 
     # -- 1. counts ----------------------------------------------------------------------------
@@ -360,38 +360,39 @@ class Verification:
         """Search parity of one vector: its verdicts, line, figures and worst queries, into ``out``."""
         why_not = self._unsearchable(spec, shape)
         if why_not:
-            out.add(why_not[0], f"{spec.name}: {why_not[1]}")
+            out.add(why_not[0], f"{vector_label(spec.name)}: {why_not[1]}")
             return
         if not queries:
-            out.add(SKIP, f"{spec.name}: no row has this vector, nothing to search")
+            out.add(SKIP, f"{vector_label(spec.name)}: no row has this vector, nothing to search")
             return
         try:
             exact, approx, index_used, hnsw_same = self._parity(spec, queries, hnsw)
         except Pg2QdrantError as exc:  # SourceError from pgvector's search, TargetError from Qdrant's
-            out.add(FAIL, f"{spec.name}: search failed: {exc}")
+            out.add(FAIL, f"{vector_label(spec.name)}: search failed: {exc}")
             return
         if index_used:
-            out.details.append(f"{spec.name}: pgvector's plan still used an index: its results may be approximate")
+            out.details.append(f"{vector_label(spec.name)}: pgvector's plan still used an index: its results may be "
+                               "approximate")
         if hnsw_same:
-            out.same_as_exact.append(spec.name)
+            out.same_as_exact.append(vector_label(spec.name))
         distance = spec.distance or "Dot"
         conversion = (HAMMING if spec.kind == "bit" else PG_OPERATORS[distance])
         out.plots["vectors"][spec.name] = {
             "recall_exact": exact.recalls, "recall_hnsw": approx.recalls if approx else [],
             "scores_exact": exact.score_pairs, "scores_hnsw": approx.score_pairs if approx else [],
             "conversion": f"{conversion[0]}: {conversion[1]}"}
-        text = (f"{spec.name} ({len(exact.recalls)} queries, {distance}, pgvector {conversion[0]}): "
+        text = (f"{vector_label(spec.name)} ({len(exact.recalls)} queries, {distance}, pgvector {conversion[0]}): "
                 + self._judge_parity(spec, exact, approx, hnsw_ready, out))
         if len(exact.recalls) < self.t.tier2_queries:
-            out.details.append(f"{spec.name}: {len(exact.recalls)} queries: tier 2 thresholds (recall "
+            out.details.append(f"{vector_label(spec.name)}: {len(exact.recalls)} queries: tier 2 thresholds (recall "
                                f"distribution, Spearman) need {self.t.tier2_queries}; only tier 1 was judged")
         out.lines.append(text)
         from_file = bool(self.opts.queries_file)
         for stats in (exact, approx):
             for _recall, label, what in sorted((stats.worst if stats else []), key=lambda w: w[0])[:5]:
                 query = label if from_file else f"vector of point {label!r}"
-                out.findings.append(_finding(label, f"vector:{spec.name} ({stats.mode} search)", what,
-                                             f"query = {query}, {spec.name}, {stats.mode} search: {what}"))
+                out.findings.append(_finding(label, f"vector:{vector_label(spec.name)} ({stats.mode} search)", what,
+                                             f"query = {query}, {vector_label(spec.name)}, {stats.mode} search: {what}"))
 
     def _judge_parity(self, spec: VectorSpec, exact: ParityStats, approx: ParityStats | None, hnsw_ready: bool,
                       out: _ParityReport) -> str:
@@ -460,7 +461,8 @@ class Verification:
         index_used = False
         hnsw_same_as_exact = True
         with pg_search.exact_scans(self.conn):
-            with self.ui.progress(len(queries), f"Searching {spec.name} on both sides") as progress:
+            with self.ui.progress(len(queries), f"Searching {vector_label(spec.name)} on both sides",
+                                  unit="queries") as progress:
                 for i, (label, vector) in enumerate(queries):
                     literal = self._pg_literal(spec, vector)
                     if i == 0:
@@ -538,7 +540,7 @@ def _vector_rules(plan: Plan) -> str:
         rule = rules[v.kind]
         if v.distance == "Cosine" and v.kind in ("dense", "half"):
             rule = "normalised, atol 1e-6" if v.kind == "dense" else "normalised, float16 precision"
-        out.append(f"{v.name}: {rule}")
+        out.append(f"{vector_label(v.name)}: {rule}")
     return ", ".join(out)
 
 
