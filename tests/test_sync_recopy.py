@@ -159,3 +159,28 @@ def test_state_file_markers_belong_to_their_target(sdb, tmp_path, cli, same_slot
         r = cli("sync", *_base(sdb, url, "--sync.slot", s, "--sync.once", "--migration.state-file", state))
         assert r.exit_code == 0, r.output
         assert compare(sdb, url) == 11
+
+
+def test_a_where_filter_with_percent_survives_rows_read_again_by_key(sdb, tmp_path, cli):
+    """--pg.where makes sync read every changed row again by key; a ``%`` in the filter is SQL's modulo,
+    never a placeholder (the keys are quoted literals, not client-side parameters)."""
+    url = f"local:{tmp_path / 'q'}"
+    with sdb.connect() as conn:
+        create_items(conn, 30)
+    where = ("--pg.where", "n % 2 = 0 AND title LIKE 'title%'")
+    r = cli(*_sync(sdb, url, *where, "--sync.initial-copy", "--sync.once"))
+    assert r.exit_code == 0, r.output
+    sdb.execute("UPDATE items SET n = n + 1 WHERE id <= 10")  # rows move in and out of the filter
+    sdb.execute("UPDATE items SET title = 'title changed' WHERE id BETWEEN 11 AND 20")
+    r = cli(*_sync(sdb, url, *where, "--sync.once"))
+    assert r.exit_code == 0, r.output
+    expected = {k for (k,) in sdb.execute("SELECT id FROM items WHERE n % 2 = 0 AND title LIKE 'title%'")}
+    from qdrant_client import QdrantClient
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        points = {p.id: p.payload for p in client.scroll("c", limit=100)[0]}
+    finally:
+        client.close()
+    assert set(points) == expected
+    titles = dict(sdb.execute("SELECT id, title FROM items"))
+    assert all(points[k]["title"] == titles[k] for k in expected)

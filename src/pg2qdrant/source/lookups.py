@@ -24,13 +24,17 @@ def key_ids_query(plan: Plan, where: sql.Composable | None = None,
         (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
 
 
-def key_match(plan: Plan, keys: list[tuple]) -> tuple[sql.Composable, list]:
-    """A WHERE clause matching rows by key values (as the key reads decode them) and its params."""
+def key_match(plan: Plan, keys: list[tuple]) -> sql.Composable:
+    """A WHERE clause matching rows by key values (as the key reads decode them).
+
+    The values are quoted literals, not bind parameters: COPY takes none, and rendering
+    parameters client-side would read a ``%`` of the --pg.where filter as a placeholder.
+    """
     types = {"int": "int8", "uuid": "uuid", "text": "text"}
     exprs = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
-    arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(types[k])) for k in plan.key.kinds)
-    columns = [[k[n] for k in keys] for n in range(len(plan.key.columns))]
-    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(exprs, arrays), columns
+    arrays = sql.SQL(", ").join(sql.SQL("{}::{}[]").format(sql.Literal([k[n] for k in keys]), sql.SQL(types[kind]))
+                                for n, kind in enumerate(plan.key.kinds))
+    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(exprs, arrays)
 
 
 class SchemaChanged(SourceError):
@@ -49,8 +53,7 @@ def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], key
     out: list[tuple] = []
     try:
         for start in range(0, len(keys), chunk):
-            where, params = key_match(plan, keys[start:start + chunk])
-            query = reader.copy_query(conn, plan, where, params)
+            query = reader.copy_query(conn, plan, key_match(plan, keys[start:start + chunk]))
             for rows in reader.copy_rows(conn, query, oids, chunk):
                 out.extend(rows)
     except _SCHEMA_ERRORS as exc:

@@ -19,9 +19,8 @@ resume state, so a resumed run never re-derives different boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -153,8 +152,8 @@ def select_list(plan: Plan) -> sql.Composable:
     return sql.SQL(", ").join(sql.SQL(r.sql) for r in plan.reads)
 
 
-def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None,
-               params: Sequence[Any] = (), *, tablesample: sql.Composable | None = None,
+def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | None = None, *,
+               tablesample: sql.Composable | None = None,
                limit: int | None = None, relation: sql.Composable | None = None) -> sql.Composable:
     """``COPY (SELECT <plan reads> FROM table [TABLESAMPLE ...] [WHERE ...] [LIMIT n]) TO STDOUT``;
     from ``relation`` (e.g. ``ONLY leaf``) instead of the table when given."""
@@ -164,8 +163,6 @@ def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | Non
         s=(sql.SQL(" TABLESAMPLE ") + tablesample) if tablesample is not None else sql.SQL(""),
         w=(sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""),
         l=sql.SQL(" LIMIT {}").format(sql.Literal(int(limit))) if limit is not None else sql.SQL(""))
-    if params:  # COPY takes no bind parameters: render them client-side, safely quoted
-        query = sql.SQL(psycopg.ClientCursor(conn).mogrify(query, params))
     return query
 
 
