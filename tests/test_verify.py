@@ -430,8 +430,7 @@ def test_log_format_json_with_a_migration_file(migrated, qdrant_path, tmp_path, 
     assert r.exit_code == 0, r.output
     events = json_events(log.read_text())
     assert summary_event(events)["verdict"] == "pass"
-    (entries,) = [e for e in events if e.get("event") == "entries_summary"]
-    assert entries["entries"] == [{"entry": "c", "table": "t", "verdict": "verify passed"}]
+    assert [e for e in events if e.get("event") == "entries_summary"] == []  # one summary per run
     assert "Verification of c" not in r.output  # in the log only
     json_events(r.stdout, r.stderr)  # anything left on the terminal is JSON too
 
