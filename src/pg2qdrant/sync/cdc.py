@@ -17,6 +17,7 @@ import time
 
 from pg2qdrant import layouts, redaction
 from pg2qdrant.errors import InputError, Interrupted, SourceError, TargetError
+from pg2qdrant.mapping import RowMapper
 from pg2qdrant.pipeline import MigrationOptions, connect_target, describe_target, migrate
 from pg2qdrant.plan import Plan, check_shape
 from pg2qdrant.retry import Backoff
@@ -41,6 +42,7 @@ from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
+from pg2qdrant.writer import Writer
 
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
 
@@ -53,6 +55,7 @@ class CdcSync(Runner):
         super().__init__(options, sync_options, ui, stop, stats)
         self.slot, self.publication = sync_options.names(options.collection)
         self.until_lsn: int | None = None
+        self.address = None  # the target's address (prepare): where sync's records are kept
         self._busy_since: float | None = None  # when the slot was first found busy (reset on other failures)
         self._target_failures = 0  # target failures in a row without progress
 
@@ -65,6 +68,7 @@ class CdcSync(Runner):
         """
         options, ui = self.options, self.ui
         address, plan = self._plan()
+        self.address = address
         plan = self._follow_changes(plan)
         settings, existing = self._check_source(plan)
         marker_key = f"cdc:{options.collection}:{self.slot}"
@@ -86,11 +90,13 @@ class CdcSync(Runner):
         elif existing is None:
             self._create_slot()
             self._state(address, marker_key, {**marker_value, "copied": False, "at": time.time()})
+            self.remember_written_with(plan)
         else:
             ui.info(f"Resuming from replication slot {self.slot!r} (last applied LSN "
                     f"{format_lsn(existing.confirmed_flush)}, {_mib(existing.lag_bytes)} behind).")
             if existing.lag_bytes > LAG_WARN_BYTES:
                 ui.warn(f"the slot holds {_mib(existing.lag_bytes)} of WAL not yet applied; catching up.")
+            self.catch_up_with_the_table(plan)
         if self.sync.reconcile and not copy:
             _reconcile_now(options, plan, self.target, ui, self.stats)
         elif options.delete_orphans and not copy:  # the copy was done by an earlier run: compare now
@@ -263,7 +269,46 @@ class CdcSync(Runner):
         copy_options = dataclasses.replace(options, restart=True, delete_orphans=True)
         result = migrate(copy_options, ui, snapshot_id=snapshot_name, target=self.target)
         result.summary(address.display()).render(ui)
+        self.remember_written_with(result.plan)
         return result.plan
+
+    # -- what the points are written with (a change made while sync was stopped) ----------
+    def _written_with_key(self, plan: Plan) -> str:
+        return f"written-with:{plan.collection}"
+
+    def remember_written_with(self, plan: Plan) -> None:
+        """Record what the collection's points are now written with (schema_watch.descriptor): the next
+        start compares it with the table as it is then."""
+        self._state(self.address, self._written_with_key(plan),
+                    {"plan": schema_watch.descriptor(plan), "at": time.time()})
+
+    def catch_up_with_the_table(self, plan: Plan) -> None:
+        """Before streaming again: follow a change of the table's columns or partitions made while sync
+        was stopped (every point rewritten as a fresh migrate writes it, the points of rows gone
+        deleted), or stop with the fix when sync cannot follow it, as while streaming (schema_watch).
+
+        Rows are read now, ahead of the changes the slot still holds: those are applied after, as
+        after any re-read (and those decoded with the old columns are read again by key)."""
+        record = self._state(self.address, self._written_with_key(plan), None)
+        now = schema_watch.descriptor(plan)
+        if record is None:  # written by a version that did not record it: from now on
+            self.remember_written_with(plan)
+            return
+        if record.get("plan") == now:
+            return
+        problem = schema_watch.unfollowable(record["plan"], now, self.options.columns)
+        if problem is not None:
+            raise InputError(f"{plan.table.display} changed while sync was stopped in a way sync cannot follow: "
+                             f"{problem}. Nothing was written.", fix=schema_watch.RECOPY_FIX)
+        self.ui.info(f"{plan.table.display} changed while sync was stopped (its columns or partitions): rewriting "
+                     f"every point of {plan.collection!r} as the table is now.")
+        written = schema_watch.rewrite_points(self.options.pg_url, plan,
+                                              Writer(self.target, plan.collection, batch_size=self.options.batch_size),
+                                              RowMapper(plan))
+        _reconcile_now(self.options, plan, self.target, self.ui, self.stats, fill=False)
+        self.ui.info(f"Rewrote {written:,} point(s) of {plan.collection!r} with the current columns.")
+        self.stats.schema_changes += 1
+        self.remember_written_with(plan)
 
     def _drop_slot_quietly(self, wait_s: float = 2.0) -> None:
         """Drop our slot, waiting up to ``wait_s`` for a previous connection to let go of it.

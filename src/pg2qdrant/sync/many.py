@@ -28,7 +28,6 @@ A table dropped from the file is dropped from our publication (its marker no lon
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -164,6 +163,7 @@ class ManySync(CdcSync):
         for t in self.tables:
             address, plan = t._plan()
             t.plan = t._follow_changes(plan)  # a view: its store table is published (pgai)
+            t.address = address
             addresses.append(address)
         seen: dict[tuple, str] = {}
         for t, address in zip(self.tables, addresses):  # one collection name on two targets is fine
@@ -226,9 +226,7 @@ class ManySync(CdcSync):
         """Read (``joined`` None: True when the table joined this slot) or write the table's marker."""
         plan = t.plan
         value = {"slot": self.slot, "database": plan.server.database, "system": plan.server.system_identifier}
-        key = f"{MARKER}:{t.options.collection}:{self.slot}"
-        if t.options.state_file:  # one file may hold the markers of one collection name on several targets
-            key += ":" + json.dumps(dict(_identity(address)))
+        key = f"{MARKER}:{t.options.collection}:{self.slot}"  # a state file's key also names the target (state.py)
         if joined is None:
             marker = t._state(address, key, None)
             return bool(marker and marker.get("joined") and all(marker.get(k) == v for k, v in value.items()))
@@ -264,6 +262,7 @@ class ManySync(CdcSync):
             self._create_slot()
             for t, address in zip(self.tables, addresses):
                 self._marker(t, address, True)
+                t.remember_written_with(t.plan)
                 if self.sync.reconcile:
                     _reconcile_now(t.options, t.plan, t.target, self.ui, self.stats)
             return
@@ -293,6 +292,7 @@ class ManySync(CdcSync):
             if ok:
                 t._check_collection(t.plan)
                 t._ensure_publication(t.plan)
+                t.catch_up_with_the_table(t.plan)
             else:
                 self._join(t, address, published)
         if self.sync.reconcile:

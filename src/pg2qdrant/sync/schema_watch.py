@@ -32,8 +32,10 @@ by the same argument; a re-read that finds the plan's columns gone (the change n
 makes the watch check at once and apply that batch again with the new plan. Changes of a partition
 that is no longer the table's are skipped (its rows are not the table's any more).
 
-The stream waits while the table is read again (the slot keeps the WAL meanwhile). A change made
-while sync is not running is planned at the next start, but the points are not rewritten then.
+The stream waits while the table is read again (the slot keeps the WAL meanwhile). What the
+points were last written with (:func:`descriptor`) is kept with sync's records (sync/state.py), so a
+change made while sync is not running is found at the next start and followed, or refused, the
+same way before the stream resumes (:meth:`~.cdc.CdcSync.catch_up_with_the_table`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import time
 
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.errors import InputError
+from pg2qdrant.mapping import RowMapper
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import catalog, connect, slots
 from pg2qdrant.source import row_reads as source_rows
@@ -51,7 +54,11 @@ from pg2qdrant.sync.options import REREAD_CHUNK
 from pg2qdrant.sync.reconcile import delete_truncated
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.stream import Receiver
+from pg2qdrant.writer import Writer
 
+RECOPY_FIX = ("copy the table again into a new collection, e.g. `pg2qdrant sync --sync.initial-copy --qdrant.collection "
+              "NEW ...` (or `pg2qdrant migrate --then-sync`), with --pg.columns naming the current columns if you "
+              "name them; then remove this sync's slot with `pg2qdrant sync drop`.")
 POLL_EVERY_S = 2.0  # how often the catalog is compared with the plan (two catalog reads)
 STOP_WAIT_S = 60.0  # at most this long streaming on to apply what came before a change that stops sync
 
@@ -128,7 +135,7 @@ class SchemaWatch:
             _, plan = self.table._plan()
         except InputError as exc:
             return None, self._cannot_follow(old, shape, None, exc.message)
-        problem = _unfollowable(old, plan, self.table.options.columns)
+        problem = unfollowable(descriptor(old), descriptor(plan), self.table.options.columns)
         if problem is not None:
             return None, self._cannot_follow(old, shape, plan, problem)
         return plan, None
@@ -137,9 +144,7 @@ class SchemaWatch:
         return InputError(
             f"{old.table.display} changed while syncing ({describe(self.shape, shape, old, new)}) in a way sync "
             f"cannot follow: {problem}. Every change committed before it is applied and acknowledged.",
-            fix="copy the table again into a new collection, e.g. `pg2qdrant sync --sync.initial-copy "
-                "--qdrant.collection NEW ...` (or `pg2qdrant migrate --then-sync`), with --pg.columns naming "
-                "the current columns if you name them; then remove this sync's slot with `pg2qdrant sync drop`.")
+            fix=RECOPY_FIX)
 
     # -- stopping ------------------------------------------------------------------------
     def _stop(self, stream, error: InputError, *, at_change: bool) -> None:
@@ -188,19 +193,12 @@ class SchemaWatch:
         if gone:
             self._delete(plan, gone)
         table.stats.schema_changes += 1
+        table.remember_written_with(plan)
 
     def _copy(self, plan: Plan, leaf: Leaf | None) -> int:
         """Upsert every row (of ``leaf`` only, when given) as read now with ``plan``."""
-        conn = connect.connect(self.table.options.pg_url, autocommit=True)
-        written = 0
-        try:
-            for rows in source_rows.row_batches(conn, plan, REREAD_CHUNK, leaf=leaf):
-                self.applier.writer.apply([ops.Upsert(self.applier.mapper.map_rows(rows))])
-                written += len(rows)
-                self._keep_alive()
-        finally:
-            conn.close()
-        return written
+        return rewrite_points(self.table.options.pg_url, plan, self.applier.writer, self.applier.mapper, leaf,
+                              self._keep_alive)
 
     def _delete(self, plan: Plan, gone: tuple[Leaf, ...]) -> None:
         """The points of partitions detached or dropped: those no row of the current leaves has."""
@@ -219,6 +217,22 @@ class SchemaWatch:
             stream.ack.send()
 
 
+def rewrite_points(pg_url: str, plan: Plan, writer: Writer, mapper: RowMapper, leaf: Leaf | None = None,
+                   each_batch=lambda: None) -> int:
+    """Upsert every row of the table (of ``leaf`` only) as read now with ``plan``, through ``writer``,
+    :data:`~.options.REREAD_CHUNK` rows at a time; returns the rows written."""
+    conn = connect.connect(pg_url, autocommit=True)
+    written = 0
+    try:
+        for rows in source_rows.row_batches(conn, plan, REREAD_CHUNK, leaf=leaf):
+            writer.apply([ops.Upsert(mapper.map_rows(rows))])
+            written += len(rows)
+            each_batch()
+    finally:
+        conn.close()
+    return written
+
+
 def watches(tables: list[Runner], lookups: list[SourceLookup], receivers: list[Receiver],
             appliers: list[Applier]) -> list[SchemaWatch]:
     """A watch per table that has one (for ``Stream(watches=...)``)."""
@@ -233,24 +247,29 @@ def _as_rereads(batch: ChangeBatch) -> None:
             item.reread_only = True
 
 
-def _unfollowable(old: Plan, new: Plan, named: list[str] | None) -> str | None:
-    """Why a collection synced with ``old`` cannot become one a fresh migrate with ``new`` makes
-    (None: it can, by rewriting points)."""
-    def key(p: Plan):
-        return p.key.columns, p.key.kinds, tuple(p.reads[i] for i in p.key.read_indexes)
+def descriptor(plan: Plan) -> dict:
+    """What a collection's points are written with, as plain values (kept with sync's records, so that
+    a change made while sync was stopped is found at the next start): the key, vectors and payload
+    mappings, and the table's shape."""
+    return {
+        "key_columns": list(plan.key.columns),
+        "key": repr((plan.key.kinds, tuple(plan.reads[i] for i in plan.key.read_indexes))),
+        "vectors": {v.name: repr((v.column, v.kind, v.size, v.distance, v.datatype, v.declared)) for v in plan.vectors},
+        "payload": {s.name: repr((s.column, s.declared, s.kind, s.array, plan.reads[s.read_index]))
+                    for s in plan.payload},
+        "shape": repr(plan_shape(plan)),
+    }
 
-    def vectors(p: Plan):
-        return {v.name: (v.column, v.kind, v.size, v.distance, v.datatype, v.declared) for v in p.vectors}
 
-    def payload(p: Plan):
-        return {s.name: (s.column, s.declared, s.kind, s.array, p.reads[s.read_index]) for s in p.payload}
-
-    if key(old) != key(new):
-        return f"the key ({', '.join(old.key.columns)}) is now ({', '.join(new.key.columns)})"
-    if vectors(old) != vectors(new):
-        return (f"the vector columns were ({', '.join(vectors(old))}) and are now ({', '.join(vectors(new))}) "
+def unfollowable(old: dict, new: dict, named: list[str] | None) -> str | None:
+    """Why a collection synced with ``old`` (a :func:`descriptor`) cannot become one a fresh migrate
+    with ``new`` makes (None: it can, by rewriting points)."""
+    if (old["key_columns"], old["key"]) != (new["key_columns"], new["key"]):
+        return f"the key ({', '.join(old['key_columns'])}) is now ({', '.join(new['key_columns'])})"
+    if old["vectors"] != new["vectors"]:
+        return (f"the vector columns were ({', '.join(old['vectors'])}) and are now ({', '.join(new['vectors'])}) "
                 "with their types: the collection would have another shape")
-    if named and payload(old) != payload(new):
+    if named and old["payload"] != new["payload"]:
         return "a column named in --pg.columns changed"
     return None
 
