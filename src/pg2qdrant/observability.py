@@ -169,7 +169,7 @@ class LogUI(UI):
     def error(self, message: str) -> None:
         events.error(message)
 
-    def result(self, title: str, fields: dict[str, Any], *renderables: Any) -> None:
+    def result(self, title: str, fields: dict[str, Any], *renderables: Any, wrap: bool = False) -> None:
         events.info(title, extra={"fields": fields})
 
 

@@ -114,7 +114,7 @@ def render_summary(ui: UI, report: Report, *, mismatches_shown: int = 3) -> None
               "checks": checks, "notes": list(report.notes)}
     # The message alone (a text log) still says which checks failed.
     message = f"{title}: {_LABEL[report.verdict]} ({', '.join(f'{c.name} {c.verdict}' for c in report.checks)})"
-    ui.result(message, fields, table, *map(Text, lines))
+    ui.result(message, fields, table, *map(Text, lines), wrap=True)  # findings are long sentences
 
 
 # ---------------------------------------------------------------------------------------

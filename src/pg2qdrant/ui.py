@@ -112,11 +112,14 @@ class UI:
     def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
         self.result(title, {"summary": dict(rows)}, table(title, None, rows))
 
-    def result(self, title: str, fields: dict[str, Any], *renderables: Any) -> None:
-        """What a command found: ``renderables`` on stdout here; one log event (title, fields) in a
-        LogUI, so that --log-format json output stays one JSON object a line."""
+    def result(self, title: str, fields: dict[str, Any], *renderables: Any, wrap: bool = False) -> None:
+        """What a command found: ``renderables`` on stdout here (``wrap``: as :meth:`print_wrapped`); one
+        log event (title, fields) in a LogUI, so that --log-format json output stays one JSON object a line."""
         for renderable in renderables:
-            self.print_wrapped(renderable)
+            if wrap:
+                self.print_wrapped(renderable)
+            else:
+                self.out.print(renderable)
 
     def print_wrapped(self, renderable: Any) -> None:
         """Print a table of long sentences (verify's findings) that may wrap: as wide as a terminal,
