@@ -7,7 +7,6 @@ exits with ``exit_code``; tracebacks are shown only with ``--debug``.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILURE = 1  # runtime failure: the input was fine, something went wrong
 EXIT_INPUT = 2  # usage or input error: the user must change something
 

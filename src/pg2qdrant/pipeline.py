@@ -42,7 +42,6 @@ class MigrationResult:
     points_written: int
     target_count: int
     seconds: float
-    created_collection: bool
     dry_run: bool = False
     workers: int = 1
     ranges: int = 1
@@ -382,7 +381,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             ranges = plan_read_ranges(session.conn, plan, options.num_workers, options.range_rows)
             run = CopyRun(session, None, ranges, options, ui, state=None, store=None)
             written = run.execute(source_rows)
-            result = MigrationResult(plan, source_rows, written, 0, time.monotonic() - started, False,
+            result = MigrationResult(plan, source_rows, written, 0, time.monotonic() - started,
                                      dry_run=True, workers=run.pool_workers, ranges=len(ranges),
                                      range_kind=_kind(ranges))
             _check_result(result, ui)
@@ -401,7 +400,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             ui.info(f"Migration of {plan.table.display} into {plan.collection!r} is already complete "
                     f"({count:,} points; state in {store.describe()}). Nothing to copy; pass "
                     "--migration.restart to copy again.")
-            result = MigrationResult(plan, source_rows, 0, count, time.monotonic() - started, False,
+            result = MigrationResult(plan, source_rows, 0, count, time.monotonic() - started,
                                      already_complete=True, ranges=len(state.ranges), orphans_deleted=deleted)
             _check_result(result, ui)
             return result
@@ -429,7 +428,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             target.close()
         session.close()
     result = MigrationResult(plan, source_rows, written, target_count, time.monotonic() - started,
-                             state.collection_created, workers=run.pool_workers, ranges=len(ranges),
+                             workers=run.pool_workers, ranges=len(ranges),
                              range_kind=_kind(ranges), resumed_rows=run.resumed_rows, retries=retries,
                              orphans_deleted=deleted)
     _check_result(result, ui)

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import psycopg
 from psycopg import sql
 
 from pg2qdrant import redaction
 from pg2qdrant.errors import SourceError
-from pg2qdrant.layouts import and_where
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import reader
-
-
-def key_ids_query(plan: Plan, where: sql.Composable | None = None,
-                  relation: sql.Composable | None = None) -> sql.Composed:
-    """COPY of the key reads only (for ID sets), of the table or of ``relation`` (e.g. ``ONLY leaf``)."""
-    columns = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
-    where = and_where(plan, where)  # rows outside --pg.where have no point
-    return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT BINARY)").format(
-        columns, plan.table.ident if relation is None else relation,
-        (sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""))
 
 
 def key_match(plan: Plan, keys: list[tuple]) -> sql.Composable:
@@ -61,13 +48,3 @@ def fetch_rows_by_key(conn: psycopg.Connection, plan: Plan, oids: list[int], key
                             f"{redaction.redact(exc)}",
                             fix="restart sync: the plan is made again from the table.") from None
     return out
-
-
-def iter_key_rows(conn: psycopg.Connection, plan: Plan, oids: list[int],
-                  relation: sql.Composable | None = None) -> Iterable[tuple]:
-    """Every row's key values (in plan.key order), decoded like the copy decodes them; of the
-    table, or of ``relation`` only."""
-    with conn.cursor() as cur:
-        with cur.copy(key_ids_query(plan, relation=relation)) as copy:
-            copy.set_types([oids[i] for i in plan.key.read_indexes])
-            yield from copy.rows()

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from pg2qdrant.config import SYNC_MODES, SyncConfig, default_of
+from pg2qdrant.config import SYNC_MODES, SyncConfig
 from pg2qdrant.errors import InputError
 from pg2qdrant.pipeline import MigrationOptions
 from pg2qdrant.source import slots
@@ -21,7 +21,6 @@ MODES = SYNC_MODES
 MAX_BATCH_CHANGES = 5000  # row changes per apply (bounds memory and the time between acks)
 MAX_BATCH_DELAY_S = 0.25  # apply at least this often while changes keep arriving
 FEEDBACK_EVERY_S = 10.0  # standby status; the server drops silent clients after wal_sender_timeout (60 s)
-STATUS_EVERY_S = default_of(SyncConfig, "status_every_s")  # plain status lines when not on a terminal
 LAG_WARN_BYTES = 1 << 30
 LAG_WARN_SECONDS = 300.0
 LAG_WARN_EVERY_S = 300.0
