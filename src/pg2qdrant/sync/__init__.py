@@ -70,7 +70,6 @@ from pg2qdrant.sync.options import (
     ONCE_IDLE_S,
     REREAD_CHUNK,
     SLOT_BUSY_GIVE_UP_S,
-    STATUS_EVERY_S,
     TARGET_FAILURES_GIVE_UP,
     SyncOptions,
     SyncStats,
@@ -194,7 +193,7 @@ __all__ = [
     # entry points (and the names this module exported when it was one file)
     "SyncOptions", "SyncStats", "run_sync", "sync_status", "sync_drop", "reconcile", "Applier", "ChangeBatch",
     # options
-    "MODES", "MAX_BATCH_CHANGES", "MAX_BATCH_DELAY_S", "FEEDBACK_EVERY_S", "STATUS_EVERY_S", "LAG_WARN_BYTES",
+    "MODES", "MAX_BATCH_CHANGES", "MAX_BATCH_DELAY_S", "FEEDBACK_EVERY_S", "LAG_WARN_BYTES",
     "LAG_WARN_SECONDS", "LAG_WARN_EVERY_S", "BACKOFF_START_S", "BACKOFF_MAX_S", "SLOT_BUSY_GIVE_UP_S",
     "TARGET_FAILURES_GIVE_UP", "ONCE_IDLE_S", "EXISTENCE_CHUNK", "REREAD_CHUNK",
     # apply

@@ -319,35 +319,10 @@ class Applier:
         """Apply the batch's net effect: clear, deletes, full upserts, then partial updates."""
         if self.shared_ids and not cleared:
             self._guard_shared_ids(states)
-        full_rows, partial, deletes, rereads = [], [], [], []
-        for pid, state in states.items():
-            if state.kind is Kind.FULL:
-                full_rows.append(state.row)
-            elif state.kind is Kind.PARTIAL:
-                partial.append((pid, state.row, state.key))
-            elif state.kind is Kind.DELETE:
-                deletes.append(pid)
-            else:
-                rereads.append((pid, state.key))
-        if partial:
-            # Setting a payload field to null is not possible in place (Qdrant's set_payload drops
-            # keys given as null, while the copy keeps NULL as null): such rows are read again.
-            nulls = [p for p in partial if any(p[1][s.read_index] is None for s in self.plan.payload)]
-            if nulls:
-                rereads.extend((pid, key) for pid, _, key in nulls)
-                partial = [p for p in partial if not any(p[1][s.read_index] is None for s in self.plan.payload)]
-            present = self._existing([p for p, _, _ in partial])
-            rereads.extend((pid, key) for pid, _, key in partial if pid not in present)
-            partial = [p for p in partial if p[0] in present]
-            self.stats.partial_updates += len(partial)  # updated in place, unchanged TOAST left alone
+        full_rows, partial, deletes, rereads = _by_kind(states)
+        partial = self._in_place(partial, rereads)
         if rereads:
-            self.stats.rereads += len(rereads)
-            found = self.lookup.fetch_rows([key for _, key in rereads])
-            found_ids = set()
-            for row in found:
-                full_rows.append(row)
-                found_ids.add(self._id(self._key(list(row))))
-            deletes.extend(pid for pid, _ in rereads if pid not in found_ids)
+            self._read_again(rereads, full_rows, deletes)
         operations: list[ops.Operation] = []
         if cleared:
             operations.append(ops.ClearCollection())
@@ -357,6 +332,32 @@ class Applier:
             operations.append(ops.Upsert(self.mapper.map_rows(full_rows[start:start + self.batch_size])))
         operations.extend(self._partial_operations(partial))
         self._send(operations)
+
+    def _in_place(self, partial: list, rereads: list) -> list:
+        """The partial updates that can be applied in place; the others join ``rereads``.
+
+        Setting a payload field to null is not possible in place (Qdrant's set_payload drops keys
+        given as null, while the copy keeps NULL as null), and a missing point has nothing to
+        update: such rows are read again."""
+        if not partial:
+            return partial
+        with_null = [any(row[s.read_index] is None for s in self.plan.payload) for _, row, _ in partial]
+        rereads.extend((pid, key) for (pid, _, key), null in zip(partial, with_null) if null)
+        partial = [p for p, null in zip(partial, with_null) if not null]
+        present = self._existing([p for p, _, _ in partial])
+        rereads.extend((pid, key) for pid, _, key in partial if pid not in present)
+        partial = [p for p in partial if p[0] in present]
+        self.stats.partial_updates += len(partial)  # updated in place, unchanged TOAST left alone
+        return partial
+
+    def _read_again(self, rereads: list, full_rows: list, deletes: list) -> None:
+        """Rows read again by key join ``full_rows``; the keys no row has any more join ``deletes``."""
+        self.stats.rereads += len(rereads)
+        found_ids = set()
+        for row in self.lookup.fetch_rows([key for _, key in rereads]):
+            full_rows.append(row)
+            found_ids.add(self._id(self._key(list(row))))
+        deletes.extend(pid for pid, _ in rereads if pid not in found_ids)
 
     def _partial_operations(self, partial: list) -> list[ops.Operation]:
         if not partial:
@@ -394,3 +395,18 @@ class Applier:
 
 def _merge(base: list, change: list) -> list:
     return [b if c is UNCHANGED else c for b, c in zip(base, change)]
+
+
+def _by_kind(states: dict[PointId, PointState]) -> tuple[list, list, list, list]:
+    """(full rows, partial (id, row, key), deleted ids, (id, key) to read again) of a batch's net effect."""
+    full_rows, partial, deletes, rereads = [], [], [], []
+    for pid, state in states.items():
+        if state.kind is Kind.FULL:
+            full_rows.append(state.row)
+        elif state.kind is Kind.PARTIAL:
+            partial.append((pid, state.row, state.key))
+        elif state.kind is Kind.DELETE:
+            deletes.append(pid)
+        else:
+            rereads.append((pid, state.key))
+    return full_rows, partial, deletes, rereads
