@@ -182,6 +182,8 @@ def read_file(path: str) -> list[tuple[str | None, str, dict[str, Any]]]:
     return out
 
 
+# complexity: one case per value a file may hold (bool, list, table, scalar, ${VAR}) and per flag spelling; each is
+# one line.
 def _argv(values: dict[str, Any], command: click.Command, where: str) -> list[str]:
     """The command line these values stand for (keys this command does not take are left out:
     a file shared by migrate and inspect may hold --verify.* flags)."""
@@ -310,6 +312,8 @@ def _left_out(conn: Any, schema: str, taken: set[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+# complexity: the migration file's precedence rules (file, entry, command line, environment, --only, 'schema.*') in
+# the order they apply; split, the order would be hidden.
 def resolve(ctx: click.Context, kw: dict[str, Any], config: str | None, only: tuple[str, ...]) -> list[Entry]:
     """The entries a command line means, expanded and selected (--only)."""
     if config:
@@ -484,6 +488,8 @@ def _share_snapshot(entries: list[Entry]) -> Any:
     return shared
 
 
+# complexity: runs the entries in order and keeps each one's outcome (result, input error, runtime error, interrupt)
+# for the summary and the exit code.
 def _run_all(fn: Callable, args: tuple, entries: list[Entry], command: str, ui: UI, *,
              shared_rows: int | None = None, shared_copy: Any = None) -> None:
     """Run every entry; ``shared_rows``: they read one snapshot holding that many rows (one display);

@@ -113,6 +113,8 @@ def validate_where(conn: Connection, table: TableInfo, expr: str) -> str:
     return source_where.validate_where(conn, table, check_where(expr))
 
 
+# complexity: applies each generic option (where, vector names, payload keys, tenant, shape, indexes) in the one order
+# they depend on each other.
 def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str] | None = None,
                   payload_keys: dict[str, str] | None = None, tenant_column: str | None = None,
                   payload_shape: str | None = None, extra_indexes: Iterable[tuple[str, str]] = (),
@@ -234,6 +236,8 @@ def _vecs_metadata(payload: dict, row: dict) -> dict:
 SHAPERS: dict[str, Callable[[dict, dict], dict]] = {"llamaindex": _llamaindex_text, "vecs": _vecs_metadata}
 
 
+# complexity: the per-row payload shaping (renames, nesting, spreading, a layout's shaper) runs once per row: kept in
+# one loop for speed.
 def shape_payloads(plan, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Apply the plan's payload keys (spread, then renames, then dotted paths) and shaper."""
     keys = dict(plan.payload_keys)
@@ -571,6 +575,8 @@ def _key_column(layout: Layout, table: TableInfo) -> str:
     return layout.key_column(table) if callable(layout.key_column) else layout.key_column
 
 
+# complexity: turns a detected or forced layout into the jobs that migrate it; each branch is one case of --layout
+# (auto, plain, forced, not fitting).
 def jobs_for(options, conn: Connection, table: TableInfo, default_collection: str | None = None) -> list[Job]:
     """The migrations ``options`` mean for ``table``: one (plain), or what the layout yields."""
     name = options.layout or "auto"

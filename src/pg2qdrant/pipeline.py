@@ -354,6 +354,8 @@ def plan_read_ranges(conn: connect.Connection, plan: Plan, workers: int,
     return reader.plan_ctid_ranges(plan.table, server_version=plan.server.version_num, pages_per_range=pages)
 
 
+# complexity: the copy's order of operations (checks, saved progress, collection, ranges, orphans, HNSW, verdict) in
+# one place, on purpose.
 def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             snapshot_id: str | None = None, target=None) -> MigrationResult:
     """Copy the table (resuming a stopped run); with ``snapshot_id`` read that exported snapshot.
@@ -496,6 +498,8 @@ def describe_target(identity: dict) -> str:
     return f"{identity.get('kind')}:{identity.get('path', '')}".rstrip(":")
 
 
+# complexity: the resume decision table: saved progress kept, voided (collection gone or emptied), ignored
+# (--migration.restart, a shared snapshot), each with its message.
 def _load_or_start_state(session: SourceSession, plan: Plan, options: MigrationOptions, store: StateStore,
                          ui: UI, target, where: dict, exists: bool) -> tuple[MigrationState, bool]:
     """The saved progress to resume, or a new one: saved progress only counts for the target it
@@ -585,6 +589,8 @@ class CopyRun:
         self.pool_workers = 1
         self.rows = 0
 
+    # complexity: sets up readers for the three ways a copy runs (one thread, a process pool, the shared pool of a
+    # consistent run) and tears them down on every exit path.
     def execute(self, source_rows: int) -> int:
         plan = self.session.plan
         verb = "Reading and mapping (dry run)" if self.target is None else "Copying"

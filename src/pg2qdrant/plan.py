@@ -478,6 +478,8 @@ def _unknown_columns(table: TableInfo, names: Iterable[str], flag: str) -> None:
         )
 
 
+# complexity: the plan's steps in order (key, vectors, payload, indexes, warnings); each is a call, the branches are
+# the flags that skip them.
 def build_plan(
     table: TableInfo,
     server: ServerInfo,
@@ -649,6 +651,8 @@ def _distance_of_indexes(col: Column, kind: VectorKind, indexes: list, warnings:
     return distance, source
 
 
+# complexity: the flags' indexes, then mirrors of btree-indexed columns, each checked against the payload it must
+# exist in.
 def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: list[str],
                      flags: list[str], auto: bool) -> tuple[PayloadIndexSpec, ...]:
     """Payload indexes to create before loading: the flags, plus mirrors of btree-indexed scalars."""

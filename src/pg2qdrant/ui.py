@@ -273,6 +273,8 @@ class Summary:
         ui.summary(self.title, self.rows)
 
 
+# complexity: prints the plan's tables (source, vectors, IDs, payload, indexes, notes); each optional section is a
+# branch.
 def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
     """The migration plan as `inspect` prints it (and migrate before it starts)."""
     t = plan.table

@@ -284,6 +284,8 @@ def _vectors_head(named_len: int) -> bytes:
     return _VECTORS_TAG + varint(1 + len(varint(named_len)) + named_len) + _NAMED_VECTORS_TAG + varint(named_len)
 
 
+# complexity: fast paths for the common shapes (one unnamed vector, all dense and present) before the general case:
+# the hot path of gRPC upserts.
 def _vector_fields(batch: PointBatch) -> list[tuple]:
     """Each point's PointStruct.vectors field (tag, length, Vectors), in pieces to be joined."""
     n = len(batch)

@@ -109,6 +109,8 @@ class RowDecoder:
         """Changes of ``relation`` cannot be decoded into the plan's row: read them again by key."""
         return relation in self.missing_columns or relation in self.mismatched
 
+    # complexity: one decode rule per column of a relation descriptor (direct, via the plan's SQL, unchanged TOAST,
+    # missing, mismatched type): the cases PostgreSQL sends.
     def _rules_for(self, rel: Relation) -> list[tuple[int | None, _ReadRule]]:
         by_name = {c.name: (i, c) for i, c in enumerate(rel.columns)}
         known = {c.name for c in self.plan.table.columns}

@@ -124,6 +124,8 @@ def publication_state(conn: psycopg.Connection, publication: str, plan: Plan) ->
     return dict(zip(keys, row))
 
 
+# complexity: creates, reuses or switches over a publication: ours or the user's, via the partition root or not, with
+# the table or missing it.
 def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, collection: str) -> str:
     """Create the publication for the table, or check an existing one covers it.
 

@@ -359,6 +359,8 @@ class Applier:
             found_ids.add(self._id(self._key(list(row))))
         deletes.extend(pid for pid, _ in rereads if pid not in found_ids)
 
+    # complexity: one SetPayload, UpdateVectors and DeleteVectors per partly sent row, each only for the fields that
+    # were sent.
     def _partial_operations(self, partial: list) -> list[ops.Operation]:
         if not partial:
             return []

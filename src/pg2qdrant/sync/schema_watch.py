@@ -274,6 +274,7 @@ def unfollowable(old: dict, new: dict, named: list[str] | None) -> str | None:
     return None
 
 
+# complexity: names each kind of change (added, dropped, renamed, retyped, partitions) in words for the message.
 def describe(before: Shape, after: Shape, old: Plan, new: Plan | None) -> str:
     """What changed between two shapes, in words: columns added, dropped, renamed, retyped; partitions."""
     was = {name: (oid, declared) for name, oid, declared in before[0]}

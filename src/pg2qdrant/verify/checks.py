@@ -451,6 +451,8 @@ class Verification:
                           "threshold): Qdrant's 'HNSW' searches are exhaustive, so they equal exact search")
         return True, True, f"index ready: {indexed:,} vectors indexed for {points:,} points"
 
+    # complexity: search parity per vector: queries from both sides, exact and HNSW, skips and waits for indexing,
+    # each with its verdict.
     def _parity(self, spec: VectorSpec, queries: Sequence[tuple[Any, Any]], hnsw: bool
                 ) -> tuple[ParityStats, ParityStats | None, bool, bool]:
         """(exact stats, HNSW stats, pgvector used an index, HNSW gave the exact results every time)."""

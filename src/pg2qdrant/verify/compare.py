@@ -70,6 +70,8 @@ def ulps_apart(a: float, b: float) -> int:
     return abs(ia - ib)
 
 
+# complexity: JSON equality as the mapping defines it (int vs float, exact numbers as strings, nested lists and
+# objects).
 def same_json(expected: Any, actual: Any, float_ulps: int = 0) -> str | None:
     """None when equal in value and JSON type (int stays int, null stays null); else why not.
 
@@ -142,6 +144,8 @@ def compare_vector(spec: VectorSpec, expected: Any, actual: Any) -> str | None:
     return None
 
 
+# complexity: one comparison per field kind (payload, dense, sparse, missing point, NULL vector) with its own
+# tolerance and message.
 def compare_points(plan: Plan, batch: PointBatch, records: Iterable[Any], *, float_ulps: int = 0) -> list[Mismatch]:
     """Every expected point of ``batch`` against the records Qdrant returned for their IDs."""
     by_id = {normalize_point_id(r.id): r for r in records}

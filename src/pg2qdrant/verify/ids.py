@@ -190,6 +190,8 @@ def scan_ids(conn: Connection, plan: Plan, target, collection: str, *, memory_mb
     return scan
 
 
+# complexity: the numpy merge of two sorted ID arrays per leaf and bucket: one pass that yields orphans, missing and
+# duplicates together.
 def _merge(scan: IdScan, kind: str, source: _IdArrays, found: _IdArrays, hooks: _Hooks | None = None) -> None:
     """Sort both sides' IDs together; in each run of equal IDs the source rows come first.
 

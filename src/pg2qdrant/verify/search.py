@@ -154,6 +154,8 @@ class ParityStats:
             self.worst.append((recall, label, f"recall {recall:.2f}; pgvector's points not returned: {lost}; "
                                               f"returned instead: {extra}"))
 
+    # complexity: the parity verdict from the thresholds (recall, top-1, scores), each failing rule named in the
+    # finding.
     def judge(self, t: Thresholds, *, exact: bool) -> tuple[str, list[str]]:
         """Verdict and the criteria that were missed (or that could not be judged)."""
         if not self.recalls:
@@ -230,6 +232,8 @@ def _copy_vector(v: Any) -> Any:
     return v if isinstance(v, SparseValue) else np.array(v, copy=True)
 
 
+# complexity: reads the three accepted query file shapes (JSON list, JSON lines, per-vector objects) with a clear
+# error for each mistake.
 def load_queries_file(path: str, specs: Sequence[VectorSpec]) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Query vectors from ``.npy`` (one 2-D array), ``.json`` (a list of vectors, or {vector name: list})
     or ``.jsonl`` (one vector per line). A bare list is for the only searched vector."""
