@@ -282,21 +282,8 @@ def _expand_schema(entry: Entry) -> list[Entry]:
 def _left_out(conn: Any, schema: str, taken: set[str]) -> tuple[str, ...]:
     """The relations of ``schema`` that 'schema.*' does not take, each with why (catalog.schema_vector_tables
     takes the tables with a pgvector column that are not read through a parent)."""
-    from pg2qdrant.source.model import PGVECTOR_TYPES
-    rows = conn.execute(
-        """
-        SELECT c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind, c.relispartition,
-               EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-                       LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                         AND coalesce(b.typname, t.typname) = ANY(%(types)s)),
-               (SELECT format('%%I.%%I', pn.nspname, p.relname) FROM pg_inherits i
-                JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
-                WHERE i.inhrelid = c.oid LIMIT 1)
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
-        ORDER BY c.relname
-        """, {"types": list(PGVECTOR_TYPES), "schema": schema}).fetchall()
+    from pg2qdrant.source import catalog
+    rows = catalog.schema_relations(conn, schema)
     kinds = {"v": "a view", "m": "a materialized view"}
     out = []
     for name, display, relkind, partition, has_vector, parent in rows:

@@ -434,3 +434,22 @@ def vector_dimensions(conn: psycopg.Connection, table: TableInfo, column: str, t
             fn=sql.SQL(fn), col=sql.Identifier(column), tbl=table.ident)
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def schema_relations(conn: psycopg.Connection, schema: str) -> list[tuple]:
+    """Every table, view and foreign table of ``schema``: (name, quoted schema.name, relkind, is a
+    partition, has a pgvector column, its parent quoted or None), by name."""
+    return conn.execute(
+        """
+        SELECT c.relname, format('%%I.%%I', n.nspname, c.relname), c.relkind, c.relispartition,
+               EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                       LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                         AND coalesce(b.typname, t.typname) = ANY(%(types)s)),
+               (SELECT format('%%I.%%I', pn.nspname, p.relname) FROM pg_inherits i
+                JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                WHERE i.inhrelid = c.oid LIMIT 1)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
+        ORDER BY c.relname
+        """, {"types": list(PGVECTOR_TYPES), "schema": schema}).fetchall()
