@@ -46,6 +46,11 @@ class TargetError(Pg2QdrantError):
     """Qdrant failed while we were writing (runtime, not the user's input)."""
 
 
+class LockConflict(InputError):
+    """Another session waits for an exclusive lock on a table being read in a snapshot (see
+    source.snapshot.LOCK_WAIT_S): it waits for the copy, which cannot go on while it waits."""
+
+
 class DataError(InputError):
     """A row cannot be migrated faithfully (duplicate key, dimension mismatch, ...)."""
 

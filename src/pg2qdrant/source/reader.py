@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.errors import LockConflict
 from pg2qdrant.plan import Plan
 from pg2qdrant.source import adapters
 from pg2qdrant.source.catalog import TableInfo
@@ -188,17 +189,39 @@ def prepare_connection(conn: psycopg.Connection, plan: Plan) -> list[int]:
 def copy_rows(conn: psycopg.Connection, query: sql.Composable, oids: list[int],
               batch_rows: int) -> Iterator[list[tuple]]:
     """Rows of a binary COPY, decoded with the given loaders, in lists of at most ``batch_rows``."""
-    with conn.cursor() as cur:
-        with cur.copy(query) as copy:
-            copy.set_types(oids)
-            batch: list[tuple] = []
-            for row in copy.rows():
-                batch.append(row)
-                if len(batch) >= batch_rows:
+    try:
+        with conn.cursor() as cur:
+            with cur.copy(query) as copy:
+                copy.set_types(oids)
+                batch: list[tuple] = []
+                for row in copy.rows():
+                    batch.append(row)
+                    if len(batch) >= batch_rows:
+                        yield batch
+                        batch = []
+                if batch:
                     yield batch
-                    batch = []
-            if batch:
-                yield batch
+    except psycopg.errors.LockNotAvailable:
+        raise lock_conflict(conn) from None
+
+
+def lock_conflict(conn: psycopg.Connection) -> LockConflict:
+    """The error for a read that stopped waiting for a table lock: who waits for an exclusive lock."""
+    waiting = []
+    try:
+        conn.execute("ROLLBACK")
+        waiting = conn.execute(
+            "SELECT a.pid, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND l.mode = 'AccessExclusiveLock' "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    except psycopg.Error:
+        pass
+    who = "; ".join(f"session {pid}: {query}" for pid, query in waiting) or "another session"
+    return LockConflict(
+        f"{who} waits for an exclusive lock on a table this run reads (TRUNCATE, ALTER TABLE, DROP, ...). It "
+        "gets it only once this run's snapshot ends, and the run's readers cannot start reading while it waits.",
+        fix="let that statement go first: rerun this command once it is done (completed ranges are kept), or "
+            "cancel it (SELECT pg_cancel_backend(pid)) and rerun.")
 
 
 def read_range(conn: psycopg.Connection, plan: Plan, rng: ReadRange, oids: list[int],

@@ -24,10 +24,21 @@ def begin_snapshot(conn: psycopg.Connection) -> str:
     return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
 
 
+# How long a session that imported a snapshot waits for a table lock. The session that exported it
+# (or counted in it) holds ACCESS SHARE on the table until the copy ends; a TRUNCATE or ALTER TABLE
+# that queues for ACCESS EXCLUSIVE after it makes every later share request wait behind it, and it
+# waits for the copy: a wait that cannot end, and that PostgreSQL cannot see as a deadlock (one side
+# waits in the client). So a reader stops waiting (lock_conflict names who is in the way), as
+# pg_dump's parallel workers do.
+LOCK_WAIT_S = 5
+
+
 def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
-    """Make ``conn`` (autocommit) see exactly the coordinator's snapshot."""
+    """Make ``conn`` (autocommit) see exactly the coordinator's snapshot (waiting at most
+    LOCK_WAIT_S for a table lock)."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     conn.execute(f"SET TRANSACTION SNAPSHOT {sql.quote(snapshot_id)}")
+    conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'")
 
 
 def end(conn: psycopg.Connection) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 
 from pg2qdrant import layouts, redaction
-from pg2qdrant.errors import InputError, Interrupted, SourceError, TargetError
+from pg2qdrant.errors import InputError, Interrupted, LockConflict, SourceError, TargetError
 from pg2qdrant.mapping import RowMapper
 from pg2qdrant.pipeline import MigrationOptions, connect_target, describe_target, migrate
 from pg2qdrant.plan import Plan, check_shape
@@ -43,6 +43,8 @@ from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
 from pg2qdrant.writer import Writer
+
+LOCK_CONFLICT_TRIES = 5  # initial copies started again while the application's TRUNCATE/ALTER goes first
 
 log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
 
@@ -228,6 +230,23 @@ class CdcSync(Runner):
                 target.close()
 
     def _initial_copy(self, address) -> Plan:
+        """:meth:`_copy_from_a_new_slot`, again from a new slot while a TRUNCATE or ALTER TABLE of the
+        application waits for the copy to end (LockConflict): it goes first, then the copy."""
+        for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
+            try:
+                return self._copy_from_a_new_slot(address)
+            except LockConflict as exc:
+                if attempt == LOCK_CONFLICT_TRIES:
+                    raise
+                delay = BACKOFF_START_S * 2 ** attempt
+                self.ui.warn(f"{exc.message} The copy stopped so that it can run; copying again from a new slot "
+                             f"in {delay:.0f} s (attempt {attempt + 1} of {LOCK_CONFLICT_TRIES}).")
+                if self.stop.wait(delay):
+                    raise Interrupted("Interrupted before the initial copy could start again.",
+                                      fix="rerun the same command.") from None
+        raise AssertionError("unreachable")
+
+    def _copy_from_a_new_slot(self, address) -> Plan:
         """Slot with an exported snapshot -> copy from that snapshot -> stream from the slot.
 
         The replication connection runs nothing else until the copy (and the orphan
@@ -241,7 +260,8 @@ class CdcSync(Runner):
                     f"(changes after {format_lsn(lsn)} are streamed next).")
             # The copy and the stream share one target: an in-memory collection exists only in
             # its client, and local mode allows one client per folder.
-            self.target = connect_target(options, address, ui)
+            if self.target is None:
+                self.target = connect_target(options, address, ui)
             plan = self._copy_in_snapshot(address, snapshot_name)
         except (KeyboardInterrupt, Interrupted):
             rep.close()
