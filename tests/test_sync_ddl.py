@@ -35,6 +35,7 @@ from test_sync import (  # noqa: F401
     wait_streaming,
 )
 from test_sync_many import SLOT, _command, assert_collections_equal_tables, env_for, tables, write_file  # noqa: F401
+from test_sync_recopy import _sync
 from test_sync_truncate import PARTITIONED, _fill
 
 
@@ -260,27 +261,22 @@ def test_sync_config_follows_ddl_per_table(tables, tmp_path):
 
 # --- while sync is stopped: found and followed (or refused) at the next start ---------------------
 
-def _once(db, url: str, *extra: str) -> list[str]:
-    return ["sync", "--pg.url", db.url, "--pg.table", "items", "--qdrant.url", url, "--qdrant.collection", "c",
-            "--sync.slot", slot_of(db), "--migration.num-workers", "1", "--sync.once", *extra]
-
-
 def test_columns_changed_while_sync_was_stopped_are_followed_at_the_next_start(sdb, tmp_path, cli):
     url = f"local:{tmp_path / 'q'}"
     with sdb.connect() as conn:
         create_items(conn, 30)
-    r = cli(*_once(sdb, url, "--sync.initial-copy"))
+    r = cli(*_sync(sdb, url, "--sync.once", "--sync.initial-copy"))
     assert r.exit_code == 0, r.output
     _touch(sdb, [1, 2, 3], "before the change")  # in the slot, decoded with the old columns
     sdb.execute("ALTER TABLE items ADD COLUMN score integer DEFAULT 7")
     sdb.execute("ALTER TABLE items DROP COLUMN mood")
     sdb.execute("ALTER TABLE items RENAME COLUMN n TO num")
     sdb.execute("DELETE FROM items WHERE id = 4")
-    r = cli(*_once(sdb, url))
+    r = cli(*_sync(sdb, url, "--sync.once"))
     assert r.exit_code == 0, r.output
     assert "changed while sync was stopped" in r.output and "rewriting every point" in r.output
     assert compare(sdb, url) == 29
-    r = cli(*_once(sdb, url))  # nothing changed since: nothing rewritten
+    r = cli(*_sync(sdb, url, "--sync.once"))  # nothing changed since: nothing rewritten
     assert r.exit_code == 0, r.output
     assert "changed while sync was stopped" not in r.output
 
@@ -290,13 +286,13 @@ def test_partitions_changed_while_sync_was_stopped_are_followed_at_the_next_star
     sdb.execute(PARTITIONED)
     _fill(sdb, "items", range(1, 21), 1, seed=1)
     _fill(sdb, "items", range(21, 41), 2, seed=2)
-    r = cli(*_once(sdb, url, "--sync.initial-copy"))
+    r = cli(*_sync(sdb, url, "--sync.once", "--sync.initial-copy"))
     assert r.exit_code == 0, r.output
     sdb.execute("ALTER TABLE items DETACH PARTITION items_2")
     sdb.execute(f"CREATE TABLE items_3 (id bigint, cat int, title text, v vector({DIM}), PRIMARY KEY (id, cat))")
     _fill(sdb, "items_3", range(41, 51), 3, seed=3)
     sdb.execute("ALTER TABLE items ATTACH PARTITION items_3 FOR VALUES IN (3)")
-    r = cli(*_once(sdb, url))
+    r = cli(*_sync(sdb, url, "--sync.once"))
     assert r.exit_code == 0, r.output
     assert compare(sdb, url) == 30
 
@@ -306,10 +302,10 @@ def test_a_named_column_dropped_while_sync_was_stopped_stops_it_before_writing(s
     with sdb.connect() as conn:
         create_items(conn, 10)
     columns = ("--pg.columns", "title,n,v")
-    r = cli(*_once(sdb, url, "--sync.initial-copy", *columns))
+    r = cli(*_sync(sdb, url, "--sync.once", "--sync.initial-copy", *columns))
     assert r.exit_code == 0, r.output
     sdb.execute("ALTER TABLE items ALTER COLUMN n TYPE text")
-    r = cli(*_once(sdb, url, *columns))
+    r = cli(*_sync(sdb, url, "--sync.once", *columns))
     assert r.exit_code == 2, r.output
     assert "changed while sync was stopped in a way sync cannot follow" in r.output
     assert "--sync.initial-copy" in r.output and "Unexpected" not in r.output

@@ -28,6 +28,11 @@ def _sync(db, url: str, *extra: str) -> list[str]:
     return ["sync", *_base(db, url, "--sync.slot", slot_of(db), *extra)]
 
 
+def _drop(db, cli) -> None:
+    r = cli("sync", "drop", "--pg.url", db.url, "--qdrant.collection", "c", "--sync.slot", slot_of(db))
+    assert r.exit_code == 0, r.output
+
+
 def _slots(db) -> int:
     return db.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot_of(db),))[0][0]
 
@@ -74,8 +79,7 @@ def test_lost_slot_recipe_deletes_points_of_rows_deleted_meanwhile(sdb, tmp_path
         create_items(conn, 40)
     r = cli(*_sync(sdb, url, "--sync.initial-copy", "--sync.once"))
     assert r.exit_code == 0, r.output
-    r = cli("sync", "drop", "--pg.url", sdb.url, "--qdrant.collection", "c", "--sync.slot", slot_of(sdb))
-    assert r.exit_code == 0, r.output
+    _drop(sdb, cli)
     sdb.execute("DELETE FROM items WHERE id % 4 = 0")  # while no slot records it
     r = cli(*_sync(sdb, url, "--sync.initial-copy", "--sync.once"))
     assert r.exit_code == 0, r.output
@@ -104,8 +108,7 @@ def test_rerun_after_a_run_killed_during_its_copy_copies_again_and_deletes_orpha
         create_items(conn, 3000)
     r = cli(*_sync(sdb, url, "--sync.initial-copy", "--sync.once"))  # an earlier copy: its marker says copied
     assert r.exit_code == 0, r.output
-    r = cli("sync", "drop", "--pg.url", sdb.url, "--qdrant.collection", "c", "--sync.slot", slot_of(sdb))
-    assert r.exit_code == 0, r.output
+    _drop(sdb, cli)
     output, _ = _signal_during_copy(sdb, url, tmp_path, signal.SIGKILL)
     assert "Migration summary" not in output  # killed during the copy
     sdb.execute("DELETE FROM items WHERE id > 2000")
