@@ -104,7 +104,7 @@ TARGET_TIME_AT_2N = 2.3
 # =======================================================================================
 
 def _options(spec: dict, **overrides):
-    from pg2qdrant.pipeline import MigrationOptions
+    from pg2qdrant.core.options import MigrationOptions
     kwargs = dict(pg_url=spec["url"], table=spec["table"], collection=COLLECTION,
                   num_workers=spec.get("workers", 1), batch_size=spec["batch_size"])
     kwargs.update(overrides)
@@ -119,7 +119,7 @@ def _quiet_ui():
 
 
 def child_migrate(spec: dict) -> dict:
-    from pg2qdrant.pipeline import migrate
+    from pg2qdrant.migrate.copy import migrate
     kind = spec["kind"]
     if kind == "dry-run":
         options = _options(spec, dry_run=True)
@@ -136,7 +136,7 @@ def child_migrate(spec: dict) -> dict:
             "ranges": result.ranges, "source_rows": result.source_rows}
 
 
-_ORIGINAL_READER = None  # pg2qdrant.workers._worker while _profiled() has replaced it (this process only)
+_ORIGINAL_READER = None  # pg2qdrant.migrate.workers._worker while _profiled() has replaced it (this process only)
 
 
 def _profiled_reader(path: str, *args):
@@ -144,7 +144,7 @@ def _profiled_reader(path: str, *args):
     import cProfile
     import threading
 
-    import pg2qdrant.workers as workers
+    import pg2qdrant.migrate.workers as workers
     target = _ORIGINAL_READER or workers._worker  # in a spawned reader the module is not patched
     profiler = cProfile.Profile()
     try:
@@ -162,7 +162,7 @@ def _profiled(spec: dict, run):
     import cProfile
     import functools
 
-    import pg2qdrant.workers as workers
+    import pg2qdrant.migrate.workers as workers
     _ORIGINAL_READER = workers._worker
     workers._worker = functools.partial(_profiled_reader, path)  # ReaderPool looks it up when it starts
     profiler = cProfile.Profile()
@@ -205,7 +205,8 @@ def _copy_one(conn, select: str, mode: str) -> int:
 def child_copy(spec: dict) -> dict:
     import multiprocessing
 
-    from pg2qdrant.pipeline import open_source, plan_read_ranges
+    from pg2qdrant.migrate.copy import plan_read_ranges
+    from pg2qdrant.runtime.session import open_source
     from pg2qdrant.source import connect, reader, snapshot
     mode = "server" if spec["kind"] == "copy-server" else "client"
     workers = spec["workers"]
@@ -255,10 +256,12 @@ def child_ingest(spec: dict) -> dict:
     """Edge's own ingest rate for the migration's points, read and mapped beforehand (not timed)."""
     import qdrant_edge as edge
 
+    from pg2qdrant.core.mapping.batch import RowMapper
+    from pg2qdrant.core.options import READ_BATCH_ROWS
     from pg2qdrant.destination.edge import EdgeTarget, edge_points
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.mapping import RowMapper
-    from pg2qdrant.pipeline import READ_BATCH_ROWS, open_source, plan_read_ranges
+    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.migrate.copy import plan_read_ranges
+    from pg2qdrant.runtime.session import open_source
     from pg2qdrant.source import connect, reader, snapshot
     build_timed = spec["kind"] == "ingest-build"
     batch_size = spec["batch_size"]
@@ -324,8 +327,8 @@ def child_ingest(spec: dict) -> dict:
 def child_hnsw(spec: dict) -> dict:
     """The HNSW build (default m) that migrate runs at the end, on the shard the edge run loaded with m=0."""
     from pg2qdrant.destination.edge import EdgeTarget
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.pipeline import open_source
+    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.runtime.session import open_source
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}")  # hnsw_m: migrate's default
     session = open_source(options, _quiet_ui())
     target = EdgeTarget(parse_target_url(options.qdrant_url))
@@ -468,7 +471,7 @@ def run_all(args) -> dict:
     from rich.console import Console
 
     import _measure
-    from pg2qdrant.config import CopyOptions, default_of
+    from pg2qdrant.core.options import CopyOptions, default_of
     from pg2qdrant.localpg import LocalPostgres, free_port
 
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)

@@ -198,8 +198,9 @@ def run_one(url: str, target_url: str, rows: int, dim: int, rate: float, seconds
     import psycopg
 
     import dataset
-    from pg2qdrant.pipeline import MigrationOptions
-    from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+    from pg2qdrant.core.options import MigrationOptions
+    from pg2qdrant.sync import run_sync
+    from pg2qdrant.sync.options import SyncOptions, SyncStats
     from pg2qdrant.ui import UI
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -281,9 +282,10 @@ def run_tables(url: str, target_url: str, n: int, rows: int, dim: int, rate: flo
     import psycopg
 
     import dataset
-    from pg2qdrant.pipeline import MigrationOptions
-    from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+    from pg2qdrant.core.options import MigrationOptions
+    from pg2qdrant.sync import run_sync
     from pg2qdrant.sync.many import run_many
+    from pg2qdrant.sync.options import SyncOptions, SyncStats
     from pg2qdrant.ui import UI
 
     tables = tuple(f"{TABLE}_{i}" for i in range(n))

@@ -123,7 +123,7 @@ class CliResult:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     """Run `pg2qdrant ARGS` in-process (fast) with separate stdout/stderr."""
-    from pg2qdrant.cli import main
+    from pg2qdrant.cli.main import program as main
 
     runner = CliRunner()
     result = runner.invoke(main, list(args), env=env, catch_exceptions=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 
-from pg2qdrant.plan import build_plan
+from pg2qdrant.core.plan import build_plan
 from pg2qdrant.source import catalog
-from pg2qdrant.verify import compare_points, fetch_source_batch
+from pg2qdrant.verify.compare import compare_points
+from pg2qdrant.verify.source_rows import fetch_source_batch
 
 
 def vector_literal(v) -> str:
@@ -48,7 +49,8 @@ def source_plan(url: str, table: str, collection: str = "c", **kwargs):
 
 def assert_local_collection_equals_table(url: str, table: str, folder) -> int:
     """:func:`assert_collection_equals_table` on collection ``c`` of a local-mode folder (opened, then closed)."""
-    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    from pg2qdrant.destination.qdrant import QdrantTarget
+    from pg2qdrant.destination.server import parse_target_url
     target = QdrantTarget(parse_target_url(f"local:{folder}"))
     try:
         return assert_collection_equals_table(url, table, target)
@@ -81,7 +83,7 @@ class EndpointReader:
         self.endpoint = endpoint
 
     def retrieve(self, collection: str, ids: list, *, with_vectors: bool = True) -> list:
-        from pg2qdrant.mapping import normalize_point_id
+        from pg2qdrant.core.mapping.ids import normalize_point_id
         points = {normalize_point_id(k): p for k, p in self.endpoint.points(collection).items()}
         return [points[normalize_point_id(i)] for i in ids if normalize_point_id(i) in points]
 

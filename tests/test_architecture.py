@@ -72,7 +72,7 @@ def test_the_rule_catches_a_planted_import(tmp_path):
 def test_a_reader_process_imports_no_qdrant_client():
     """What a reader process imports to read, map, encode and write over gRPC (destination/grpc_writer.py):
     qdrant-client (over a second of CPU per process) is left to the coordinator."""
-    code = ("import sys, pg2qdrant.lifeline, pg2qdrant.workers, pg2qdrant.writer, pg2qdrant.destination.grpc_writer\n"
+    code = ("import sys, pg2qdrant.migrate.lifeline, pg2qdrant.migrate.workers, pg2qdrant.destination.writer, pg2qdrant.destination.grpc_writer\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'qdrant_client'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

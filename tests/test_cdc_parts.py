@@ -14,12 +14,13 @@ import threading
 import numpy as np
 import pytest
 
+from pg2qdrant.core.mapping.ids import make_point_id, normalize_point_id
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.core.retry import Backoff, pause
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.qdrant import parse_target_url
-from pg2qdrant.mapping import make_point_id, normalize_point_id
-from pg2qdrant.observability import NullObserver
-from pg2qdrant.pipeline import MigrationOptions, migrate
-from pg2qdrant.retry import Backoff, pause
+from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.migrate.copy import migrate
+from pg2qdrant.runtime.observability import NullObserver
 from pg2qdrant.source.pgoutput import (
     Begin,
     Commit,

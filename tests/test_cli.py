@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from conftest import migrate_args
-from pg2qdrant.cli import build_migration_options, migrate_cmd
-from pg2qdrant.plan import parse_distance_overrides
+from pg2qdrant.cli.common import build_migration_options
+from pg2qdrant.cli.migrate import migrate_cmd
+from pg2qdrant.core.plan import parse_distance_overrides
 
 
 def parsed(*args: str):

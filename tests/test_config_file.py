@@ -88,9 +88,9 @@ def config(db, tmp_path, target: str = "local:{dir}") -> str:
 
 
 def test_an_entry_and_the_same_flags_make_the_same_plan(tables, tmp_path, cli):
-    from pg2qdrant.cli import main
-    from pg2qdrant.cli_common import build_migration_options
-    from pg2qdrant.cli_config import resolve
+    from pg2qdrant.cli.common import build_migration_options
+    from pg2qdrant.cli.config_file import resolve
+    from pg2qdrant.cli.main import program as main
     path = config(tables, tmp_path)
     flags = ["--pg.url", tables.url, "--qdrant.url", f"local:{tmp_path / 'qdrant'}", "--migration.num-workers", "1",
              "--pg.table", "public.docs", "--qdrant.collection", "documents", "--pg.columns", "title,v",
@@ -134,7 +134,8 @@ def test_migrate_a_file_of_three_tables_one_partitioned(tables, tmp_path, cli, t
     if target == ":memory:":
         return
     from pg2qdrant.destination.edge import EdgeTarget
-    from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+    from pg2qdrant.destination.qdrant import QdrantTarget
+    from pg2qdrant.destination.server import parse_target_url
     url = target.format(dir=tmp_path / "qdrant")
     opened = (EdgeTarget if target.startswith("edge") else QdrantTarget)(parse_target_url(url))
     try:  # Edge re-parses payload floats inexactly (see test_edge): 2 ulps there
@@ -308,7 +309,7 @@ def test_sync_status_reads_the_entry_from_the_file(tables, tmp_path, cli):
 def test_the_readme_example_file_is_valid(tmp_path):
     from pathlib import Path
 
-    from pg2qdrant.cli_config import read_file
+    from pg2qdrant.cli.config_file import read_file
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### Migration file (many tables)"):]
     example = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]

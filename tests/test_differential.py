@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI)
 import pg_oracle
 
 # Two type families read wrongly by the starting code, fixed on the types-read branch:

@@ -15,7 +15,7 @@ import itertools
 import pytest
 
 from conftest import migrate_args
-from pg2qdrant import plan as plan_module
+from pg2qdrant.core import plan as plan_module
 
 DOMAINS = """
 CREATE DOMAIN posint AS integer CHECK (VALUE > 0);

@@ -7,7 +7,7 @@ import pytest
 from conftest import migrate_args
 from helpers import assert_collection_equals_table, fill_items
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.qdrant import parse_target_url
+from pg2qdrant.destination.server import parse_target_url
 
 qdrant_edge = pytest.importorskip("qdrant_edge")
 
@@ -78,7 +78,7 @@ def test_known_limitation_edge_payload_floats_come_back_within_two_ulp(tmp_path)
     """Documents qdrant-edge-py 0.9's float payload round trip (README, known target limitations)."""
     import random
 
-    from pg2qdrant.verify import ulps_apart
+    from pg2qdrant.verify.compare import ulps_apart
     shard = qdrant_edge.EdgeShard.create(str(tmp_path / "s"), qdrant_edge.EdgeConfig(
         vectors={"d": qdrant_edge.EdgeVectorParams(size=1, distance=qdrant_edge.Distance.Dot)}))
     rnd = random.Random(1)

@@ -18,7 +18,7 @@ import pytest
 from helpers import create_items_table
 from pg2qdrant.destination import server
 from pg2qdrant.destination.qdrant import QdrantTarget
-from pg2qdrant.verify import ulps_apart
+from pg2qdrant.verify.compare import ulps_apart
 from qdrant_endpoint import (
     BATCH,
     CREATE_COLLECTION,
@@ -307,11 +307,12 @@ def test_the_readers_grpc_writer_waits_the_servers_retry_after_and_sends_the_api
 
     from qdrant_client import models
 
+    from pg2qdrant.core.mapping.batch import PointBatch
+    from pg2qdrant.core.mapping.vectors import DenseColumn
+    from pg2qdrant.core.retry import RetryPolicy
     from pg2qdrant.destination import TargetSettings
     from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.mapping import DenseColumn, PointBatch
-    from pg2qdrant.retry import RetryPolicy
+    from pg2qdrant.destination.server import parse_target_url
     with QdrantEndpoint(api_key="k-123") as q:
         address = parse_target_url(q.grpc_url)
         admin = QdrantTarget(address, api_key="k-123")
@@ -338,11 +339,12 @@ def test_a_readers_writer_keeps_requests_in_flight_in_grpc_and_retries_a_failed_
 
     from qdrant_client import models
 
+    from pg2qdrant.core.mapping.batch import PointBatch
+    from pg2qdrant.core.mapping.vectors import DenseColumn
+    from pg2qdrant.core.retry import RetryPolicy
     from pg2qdrant.destination import TargetSettings
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.mapping import DenseColumn, PointBatch
-    from pg2qdrant.retry import RetryPolicy
-    from pg2qdrant.writer import Writer
+    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.writer import Writer
     with QdrantEndpoint() as q:
         address = parse_target_url(q.grpc_url)
         admin = QdrantTarget(address)
@@ -385,12 +387,13 @@ def test_a_request_sent_without_waiting_is_retried_within_the_deadline_of_its_fi
     when the writer waited for each request: past it, no retry; within it, the normal retries."""
     import time
 
+    from pg2qdrant.core.errors import TargetError
+    from pg2qdrant.core.mapping.batch import PointBatch
+    from pg2qdrant.core.mapping.vectors import DenseColumn
+    from pg2qdrant.core.retry import RetryPolicy
     from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.errors import TargetError
+    from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.localpg import free_port
-    from pg2qdrant.mapping import DenseColumn, PointBatch
-    from pg2qdrant.retry import RetryPolicy
     batch = PointBatch([1], [{}], {"v": DenseColumn(np.ones((1, 2), dtype=np.float32), np.ones(1, bool))})
     nobody = parse_target_url(f"grpc://127.0.0.1:{free_port()}")  # nothing listens there
     policy = RetryPolicy(max_retries=2, deadline_s=5.0, base_delay_s=0.01)

@@ -20,10 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 import pg2qdrant
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
-import pg2qdrant.cli_verify  # noqa: F401  (registers `verify`)
 from helpers import assert_collection_equals_table, source_plan
-from pg2qdrant.errors import DataError, Pg2QdrantError
+from pg2qdrant.core.errors import DataError, Pg2QdrantError
 from test_sync import sdb, slot_of  # noqa: F401  (sdb: a database whose slots are dropped afterwards)
 
 U = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
@@ -99,7 +97,7 @@ TRICKY = [U, U.upper(), "{" + U + "}", "x" + U + "y", "é" + U[1:] + "}", U.repl
 
 def test_sql_reads_uuid_text_like_go(db):
     """The migrate-time check (SQL) reads exactly the texts mapping.go_uuid_parse reads, as the same UUIDs."""
-    from pg2qdrant.mapping import go_uuid_parse
+    from pg2qdrant.core.mapping.ids import go_uuid_parse
     from pg2qdrant.source.checks import go_uuid_of
 
     with db.connect() as conn:
@@ -143,7 +141,7 @@ def test_uuid_text_keys_that_collide_stop_migrate(db, tmp_path, cli):
 
 def test_uuid_collision_detected_by_sync(sdb, tmp_path, cli):  # noqa: F811
     from pg2qdrant.destination import open_target
-    from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.source import connect
     from pg2qdrant.sync.reconcile import reconcile
 
@@ -212,7 +210,7 @@ def test_demo_without_extra_is_an_input_error(cli, tmp_path, monkeypatch):
 
 # Exceptions that never leave the package: each is caught and turned into a Pg2QdrantError.
 INTERNAL = {
-    "pg2qdrant.mapping.DimensionMismatch": "RowMapper.map_rows raises DataError from it",
+    "pg2qdrant.core.mapping.vectors.DimensionMismatch": "RowMapper.map_rows raises DataError from it",
     "pg2qdrant.destination.wire._Unencodable": "wire.grpc_points raises DataError naming the point from it",
     "pg2qdrant.destination.server.RetryAfter": "server.Retrying.call retries it, then translate_error makes it a TargetError",
 }
@@ -231,7 +229,7 @@ def _package_exceptions() -> list[type[BaseException]]:
 
 
 def test_every_exception_class_reaches_the_user_with_its_fix():
-    from pg2qdrant.cli_common import handle_errors
+    from pg2qdrant.cli.common import handle_errors
 
     classes = _package_exceptions()
     assert len(classes) > 8

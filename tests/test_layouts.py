@@ -183,8 +183,8 @@ def test_vecs_collection_spreads_metadata_and_keeps_ids(db, qdrant_path, cli, op
 def test_vecs_metadata_key_that_has_no_free_place_is_an_error_not_a_loss():
     from types import SimpleNamespace
 
-    from pg2qdrant.errors import DataError
-    from pg2qdrant.layouts import shape_payloads
+    from pg2qdrant.core.errors import DataError
+    from pg2qdrant.core.layouts import shape_payloads
     plan = SimpleNamespace(payload_keys=(("metadata", "*"),), payload_shape="vecs")
     row = {"id": "r1", "metadata": {"id": "doc-7", "metadata": {"k": 1}}}
     with pytest.raises(DataError, match="--qdrant.payload-key id=record_id"):

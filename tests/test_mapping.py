@@ -10,8 +10,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pg2qdrant import mapping as m
-from pg2qdrant.plan import KeySpec, PayloadKind
+from pg2qdrant.core.mapping import ids, json_values, scalars, temporal, vectors
+from pg2qdrant.core.plan import KeySpec, PayloadKind
 
 
 def key(kinds=("int",), mode="native"):
@@ -23,23 +23,23 @@ def key(kinds=("int",), mode="native"):
 
 def test_reference_tool_hashes_integer_42_to_this_uuid():
     # The reference tool (qdrant-migration) hashes every key, integers too: uuid5(NAMESPACE_URL, "42").
-    assert m.uuid5_of_text("42") == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
-    assert m.make_point_id(key(mode="reference"), [42]) == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
+    assert ids.uuid5_of_text("42") == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
+    assert ids.make_point_id(key(mode="reference"), [42]) == "5c2b23de-4bad-58ee-a4b3-f22f3b9cfd7d"
 
 
 @pytest.mark.parametrize("value,expected", [(0, 0), (42, 42), (2**63 - 1, 2**63 - 1)])
 def test_native_nonnegative_integers_stay_integers(value, expected):
-    pid = m.make_point_id(key(), [value])
+    pid = ids.make_point_id(key(), [value])
     assert pid == expected and isinstance(pid, int)
 
 
 def test_native_negative_integer_is_uuid5_of_its_text():
-    assert m.make_point_id(key(), [-5]) == str(uuid.uuid5(uuid.NAMESPACE_URL, "-5"))
+    assert ids.make_point_id(key(), [-5]) == str(uuid.uuid5(uuid.NAMESPACE_URL, "-5"))
 
 
 def test_uuid_key_is_the_uuid():
     u = uuid.UUID("550e8400-e29b-41d4-a716-446655440000")
-    assert m.make_point_id(key(("uuid",)), [u]) == "550e8400-e29b-41d4-a716-446655440000"
+    assert ids.make_point_id(key(("uuid",)), [u]) == "550e8400-e29b-41d4-a716-446655440000"
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -52,8 +52,8 @@ def test_uuid_key_is_the_uuid():
     ("550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-446655440000"),
 ])
 def test_text_keys_that_go_parses_as_uuid_are_used_as_is(text, expected):
-    assert m.make_point_id(key(("text",)), [text]) == expected
-    assert m.make_point_id(key(("text",), mode="reference"), [text]) == expected
+    assert ids.make_point_id(key(("text",)), [text]) == expected
+    assert ids.make_point_id(key(("text",), mode="reference"), [text]) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -64,19 +64,19 @@ def test_text_keys_that_go_parses_as_uuid_are_used_as_is(text, expected):
     "é50e8400-e29b-41d4-a716-44665544000",  # 36 chars but 37 bytes
 ])
 def test_other_text_keys_are_uuid5_of_the_text(text):
-    assert m.make_point_id(key(("text",)), [text]) == str(uuid.uuid5(uuid.NAMESPACE_URL, text))
+    assert ids.make_point_id(key(("text",)), [text]) == str(uuid.uuid5(uuid.NAMESPACE_URL, text))
 
 
 def test_composite_keys_do_not_collide_on_separators():
     k = key(("text", "text"))
-    a = m.make_point_id(k, ["a_b", "c"])
-    b = m.make_point_id(k, ["a", "b_c"])
+    a = ids.make_point_id(k, ["a_b", "c"])
+    b = ids.make_point_id(k, ["a", "b_c"])
     assert a != b
     assert a == str(uuid.uuid5(uuid.NAMESPACE_URL, '["a_b","c"]'))
 
 
 def test_composite_key_with_integers_uses_their_text():
-    assert m.make_point_id(key(("int", "text")), [7, "x"]) == m.uuid5_of_text('["7","x"]')
+    assert ids.make_point_id(key(("int", "text")), [7, "x"]) == ids.uuid5_of_text('["7","x"]')
 
 
 # --- scalar payload values --------------------------------------------------------------------
@@ -84,22 +84,22 @@ def test_composite_key_with_integers_uses_their_text():
 def test_float4_is_the_shortest_decimal_of_the_float32():
     widened = struct.unpack("<f", struct.pack("<f", 0.1))[0]
     assert widened != 0.1
-    assert m.float4_value(widened) == 0.1
+    assert scalars.float4_value(widened) == 0.1
     for x in (1.0, 3.4028234663852886e38, 1.401298464324817e-45, -2.5, 123456.789):
         f32 = struct.unpack("<f", struct.pack("<f", x))[0]
-        out = m.float4_value(f32)
+        out = scalars.float4_value(f32)
         assert struct.pack("<f", out) == struct.pack("<f", f32)
         assert isinstance(out, float)
 
 
 @pytest.mark.parametrize("v,expected", [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity")])
 def test_nonfinite_floats_become_postgres_spelling(v, expected):
-    assert m.float8_value(v) == expected
-    assert m.float4_value(v) == expected
+    assert scalars.float8_value(v) == expected
+    assert scalars.float4_value(v) == expected
 
 
 def test_float8_keeps_value():
-    assert m.float8_value(0.1) == 0.1 and m.float8_value(-1e308) == -1e308
+    assert scalars.float8_value(0.1) == 0.1 and scalars.float8_value(-1e308) == -1e308
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -111,29 +111,29 @@ def test_float8_keeps_value():
     ("1E-7", 1e-07), ("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
 ])
 def test_numeric_is_number_when_exact_else_text(text, expected):
-    out = m.numeric_value(Decimal(text))
+    out = scalars.numeric_value(Decimal(text))
     assert out == expected
     assert type(out) is type(expected)
 
 
 def test_numeric_integral_values_are_ints_not_floats():
-    assert isinstance(m.numeric_value(Decimal("100")), int)
+    assert isinstance(scalars.numeric_value(Decimal("100")), int)
 
 
 def test_text_from_sql_ascii_with_invalid_utf8_does_not_crash():
-    assert m.text_value(b"caf\xe9") == "caf\ufffd"
-    assert m.text_value(b"ok") == "ok"
-    assert m.text_value("plain") == "plain"
+    assert scalars.text_value(b"caf\xe9") == "caf\ufffd"
+    assert scalars.text_value(b"ok") == "ok"
+    assert scalars.text_value("plain") == "plain"
 
 
 def test_bytea_is_base64():
-    assert m.bytea_value(b"\x00\xffhello") == "AP9oZWxsbw=="
+    assert scalars.bytea_value(b"\x00\xffhello") == "AP9oZWxsbw=="
     # 16-byte values stay bytes (the reference mistook them for UUIDs).
-    assert m.bytea_value(bytes(range(16))) == "AAECAwQFBgcICQoLDA0ODw=="
+    assert scalars.bytea_value(bytes(range(16))) == "AAECAwQFBgcICQoLDA0ODw=="
 
 
 def test_json_loads_keeps_big_integers_and_huge_numbers():
-    assert m.json_loads('{"a": 12345678901234567890, "b": 1.5, "c": 1e400, "d": [null, true]}') == {
+    assert json_values.json_loads('{"a": 12345678901234567890, "b": 1.5, "c": 1e400, "d": [null, true]}') == {
         "a": "12345678901234567890", "b": 1.5, "c": "1e400", "d": [None, True]}
 
 
@@ -148,16 +148,16 @@ def test_json_loads_keeps_big_integers_and_huge_numbers():
     ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
 ])
 def test_json_numbers_follow_the_numeric_rule(token, expected):
-    value = m.json_loads(f"[{token}]")[0]
+    value = json_values.json_loads(f"[{token}]")[0]
     assert value == expected and type(value) is type(expected)
-    negative_zero = m.json_loads("-0.0")
+    negative_zero = json_values.json_loads("-0.0")
     assert type(negative_zero) is float and math.copysign(1, negative_zero) == -1
 
 
 def test_array_converter_recurses_and_keeps_nulls():
-    conv = m.payload_converter(PayloadKind.NUMERIC, array=True)
+    conv = scalars.payload_converter(PayloadKind.NUMERIC, array=True)
     assert conv([[Decimal("1"), None], [Decimal("2.5"), Decimal("NaN")]]) == [[1, None], [2.5, "NaN"]]
-    assert m.payload_converter(PayloadKind.FLOAT4, array=True)([struct.unpack("<f", struct.pack("<f", 0.1))[0]]) == [0.1]
+    assert scalars.payload_converter(PayloadKind.FLOAT4, array=True)([struct.unpack("<f", struct.pack("<f", 0.1))[0]]) == [0.1]
 
 
 # --- dates and times ------------------------------------------------------------------------
@@ -174,16 +174,16 @@ DAY = 86_400 * US
     (-(2**63), False, "-infinity"),
 ])
 def test_format_timestamp(usecs, utc, expected):
-    assert m.format_timestamp(usecs, utc=utc) == expected
+    assert temporal.format_timestamp(usecs, utc=utc) == expected
 
 
 def test_format_timestamp_years_outside_python_range():
     # 8000 Gregorian years are exactly 20 cycles of 146,097 days.
-    assert m.format_timestamp(2_921_940 * DAY, utc=True) == "+10000-01-01T00:00:00.000000Z"
+    assert temporal.format_timestamp(2_921_940 * DAY, utc=True) == "+10000-01-01T00:00:00.000000Z"
     # 2000 years back: 0000-01-01 (1 BC in astronomical numbering), a leap year.
-    assert m.format_date(-730_485) == "0000-01-01"
-    assert m.format_date(-730_485 + 59) == "0000-02-29"
-    assert m.format_date(-730_485 - 1) == "-0001-12-31"
+    assert temporal.format_date(-730_485) == "0000-01-01"
+    assert temporal.format_date(-730_485 + 59) == "0000-02-29"
+    assert temporal.format_date(-730_485 - 1) == "-0001-12-31"
 
 
 def test_civil_from_days_matches_python_date_everywhere_python_can_check():
@@ -191,24 +191,24 @@ def test_civil_from_days_matches_python_date_everywhere_python_can_check():
     base = dt.date(1970, 1, 1)
     for days in list(range(-719162, 2932896, 9973)) + [-719162, 2932896]:
         d = base + dt.timedelta(days=days)
-        assert m._civil_from_days(days) == (d.year, d.month, d.day)
+        assert temporal._civil_from_days(days) == (d.year, d.month, d.day)
 
 
 def test_format_date():
-    assert m.format_date(0) == "2000-01-01"
-    assert m.format_date(-1) == "1999-12-31"
-    assert m.format_date(2**31 - 1) == "infinity"
-    assert m.format_date(-(2**31)) == "-infinity"
+    assert temporal.format_date(0) == "2000-01-01"
+    assert temporal.format_date(-1) == "1999-12-31"
+    assert temporal.format_date(2**31 - 1) == "infinity"
+    assert temporal.format_date(-(2**31)) == "-infinity"
 
 
 def test_format_time_and_timetz():
-    assert m.format_time(0) == "00:00:00.000000"
-    assert m.format_time(24 * 3600 * US) == "24:00:00.000000"
-    assert m.format_time(13 * 3600 * US + 5 * 60 * US + 7 * US + 8) == "13:05:07.000008"
+    assert temporal.format_time(0) == "00:00:00.000000"
+    assert temporal.format_time(24 * 3600 * US) == "24:00:00.000000"
+    assert temporal.format_time(13 * 3600 * US + 5 * 60 * US + 7 * US + 8) == "13:05:07.000008"
     # PostgreSQL stores +02 as -7200 seconds (west of UTC).
-    assert m.format_timetz(0, -7200) == "00:00:00.000000+02:00"
-    assert m.format_timetz(0, 19800) == "00:00:00.000000-05:30"
-    assert m.format_timetz(0, -(5 * 3600 + 30 * 60 + 15)) == "00:00:00.000000+05:30:15"
+    assert temporal.format_timetz(0, -7200) == "00:00:00.000000+02:00"
+    assert temporal.format_timetz(0, 19800) == "00:00:00.000000-05:30"
+    assert temporal.format_timetz(0, -(5 * 3600 + 30 * 60 + 15)) == "00:00:00.000000+05:30:15"
 
 
 @pytest.mark.parametrize("usecs,days,months,expected", [
@@ -221,7 +221,7 @@ def test_format_time_and_timetz():
     (-(3600 * US), -1, -13, "P-1Y-1M-1DT-1H"),
 ])
 def test_format_interval_iso8601(usecs, days, months, expected):
-    assert m.format_interval(usecs, days, months) == expected
+    assert temporal.format_interval(usecs, days, months) == expected
 
 
 # --- vectors ------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_decode_dense_bit_exact_with_nulls():
     rows = rng.normal(size=(5, 7)).astype(np.float32)
     blobs = [vec_blob(r) for r in rows]
     blobs[2] = None
-    col = m.decode_dense(blobs, 7)
+    col = vectors.decode_dense(blobs, 7)
     assert col.present.tolist() == [True, True, False, True, True]
     assert col.values.dtype == np.float32
     for i in (0, 1, 3, 4):
@@ -245,14 +245,14 @@ def test_decode_dense_bit_exact_with_nulls():
 
 def test_decode_half_is_exact_float16():
     vals = np.array([0.1, -2.5, 65504, 6e-8], dtype=np.float16)
-    col = m.decode_half([struct.pack(">HH", 4, 0) + vals.astype(">f2").tobytes()], 4)
+    col = vectors.decode_half([struct.pack(">HH", 4, 0) + vals.astype(">f2").tobytes()], 4)
     assert col.values[0].astype(np.float16).tobytes() == vals.tobytes()
 
 
 def test_decode_dense_dimension_mismatch_names_rows():
     blobs = [vec_blob([1, 2, 3]), vec_blob([1, 2]), None, vec_blob([1, 2, 3, 4])]
-    with pytest.raises(m.DimensionMismatch) as exc:
-        m.decode_dense(blobs, 3)
+    with pytest.raises(vectors.DimensionMismatch) as exc:
+        vectors.decode_dense(blobs, 3)
     assert exc.value.rows == [1, 3]
     assert exc.value.dims == [2, 4]
 
@@ -260,7 +260,7 @@ def test_decode_dense_dimension_mismatch_names_rows():
 def test_decode_bit_msb_first():
     # B'101000001' : 9 bits -> 2 bytes 0b10100000 0b10000000
     blob = struct.pack(">i", 9) + bytes([0b10100000, 0b10000000])
-    col = m.decode_bit([blob, None], 9)
+    col = vectors.decode_bit([blob, None], 9)
     assert col.values[0].tolist() == [1, 0, 1, 0, 0, 0, 0, 0, 1]
     assert col.values.dtype == np.uint8
     assert col.present.tolist() == [True, False]
@@ -269,7 +269,7 @@ def test_decode_bit_msb_first():
 def test_decode_sparse_zero_based_indices():
     # pgvector text {1:0.5,7:2}/10 is 1-based; the binary form carries 0-based indices.
     blob = struct.pack(">iii", 10, 2, 0) + struct.pack(">ii", 0, 6) + struct.pack(">ff", 0.5, 2.0)
-    (value, none) = m.decode_sparse([blob, None])
+    (value, none) = vectors.decode_sparse([blob, None])
     assert none is None
     assert value.indices.tolist() == [0, 6]
     assert value.values.tolist() == [0.5, 2.0]
@@ -279,7 +279,7 @@ def test_decode_sparse_zero_based_indices():
 def test_inet_prints_embedded_ipv4_as_postgres_does():
     import ipaddress
 
-    conv = m.payload_converter(PayloadKind.INET)
+    conv = scalars.payload_converter(PayloadKind.INET)
     assert conv(ipaddress.ip_address("::ffff:1.2.3.4")) == "::ffff:1.2.3.4"  # Python: ::ffff:102:304
     assert conv(ipaddress.ip_interface("::1.2.3.4/120")) == "::1.2.3.4/120"
     assert conv(ipaddress.ip_network("::ffff:0:0/96")) == "::ffff:0.0.0.0/96"
@@ -296,4 +296,4 @@ def test_inet_prints_embedded_ipv4_as_postgres_does():
 ])
 def test_float4_is_the_shortest_decimal_postgres_prints(shortest):
     widened = struct.unpack("<f", struct.pack("<f", shortest))[0]
-    assert repr(m.float4_value(widened)) == repr(shortest)
+    assert repr(scalars.float4_value(widened)) == repr(shortest)

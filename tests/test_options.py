@@ -8,11 +8,10 @@ import psycopg
 import pytest
 from qdrant_client import models
 
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync`)
 from conftest import migrate_args
 from helpers import vector_literal
-from pg2qdrant.errors import InputError
-from pg2qdrant.layouts import check_where
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.source.where import check_where
 
 DIM = 8
 

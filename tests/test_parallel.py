@@ -11,8 +11,10 @@ import pytest
 
 from conftest import migrate_args
 from helpers import ITEMS_TABLE, assert_collection_equals_table, fill_items
-from pg2qdrant import pipeline
-from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
+from pg2qdrant.destination.qdrant import QdrantTarget
+from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.migrate import copy as pipeline
+from pg2qdrant.runtime import session
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def test_dry_run_reads_everything_and_writes_nothing(db, qdrant_path, cli, small
 
 
 def test_dry_run_finds_a_bad_row_while_reading(db, qdrant_path, cli, small_ranges, monkeypatch):
-    monkeypatch.setattr(pipeline, "DIMENSION_PRECHECK_MAX_ROWS", 0)  # as for a huge table
+    monkeypatch.setattr(session, "DIMENSION_PRECHECK_MAX_ROWS", 0)  # as for a huge table
     db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector)")
     db.execute("INSERT INTO t SELECT i, '[1,2,3]' FROM generate_series(1, 500) i")
     db.execute("INSERT INTO t VALUES (501, '[1,2]')")
@@ -177,7 +179,7 @@ class _Target:
     """Just what the Writer reads (no Qdrant involved): for request slicing."""
 
     def __init__(self, max_bytes):
-        from pg2qdrant.destination import Capabilities
+        from pg2qdrant.destination.base import Capabilities
         self.capabilities = Capabilities(in_process=False, max_in_flight=1, max_request_bytes=max_bytes,
                                          hnsw=True, payload_indexes=True, encodes_wire=False)
         self.requests = []
@@ -192,13 +194,14 @@ class _Target:
 def _batch(n, payload_size):
     import numpy as np
 
-    from pg2qdrant.mapping import DenseColumn, PointBatch
+    from pg2qdrant.core.mapping.batch import PointBatch
+    from pg2qdrant.core.mapping.vectors import DenseColumn
     return PointBatch(ids=list(range(n)), payloads=[{"t": "x" * payload_size} for _ in range(n)],
                       dense={"v": DenseColumn(np.zeros((n, 8), np.float32), np.ones(n, bool))})
 
 
 def test_writer_bounds_requests_by_points_and_bytes():
-    from pg2qdrant.pipeline import Writer
+    from pg2qdrant.destination.writer import Writer
     written = []
     target = _Target(max_bytes=10_000)
     w = Writer(target, "c", batch_size=50, delay_s=0, on_written=lambda r, n: written.append(n))
@@ -211,8 +214,8 @@ def test_writer_bounds_requests_by_points_and_bytes():
 
 
 def test_writer_refuses_a_single_point_over_the_request_limit():
-    from pg2qdrant.errors import DataError
-    from pg2qdrant.pipeline import Writer
+    from pg2qdrant.core.errors import DataError
+    from pg2qdrant.destination.writer import Writer
     w = Writer(_Target(max_bytes=1000), "c", batch_size=50, delay_s=0, on_written=lambda r, n: None)
     with pytest.raises(DataError, match="larger than"):
         w.write(0, _batch(2, 5000))
@@ -221,7 +224,7 @@ def test_writer_refuses_a_single_point_over_the_request_limit():
 def test_writer_applies_sync_operations_in_order_within_points_and_bytes():
     """Sync's operations go through the same bounds as the copy's upserts, in their order."""
     from pg2qdrant.destination import operations as ops
-    from pg2qdrant.writer import Writer
+    from pg2qdrant.destination.writer import Writer
     target = _Target(max_bytes=10_000)
     w = Writer(target, "c", batch_size=50)
     sent = [ops.DeletePoints((1, 2)), ops.Upsert(_batch(120, 10)), ops.SetPayload(7, {"t": "y"}),
@@ -249,7 +252,7 @@ class _SlowServer(_Target):
         self.lock = threading.Lock()
 
     def apply(self, collection, operations, wait=True):
-        from pg2qdrant.writer import _points_of
+        from pg2qdrant.destination.writer import _points_of
         start = time.monotonic()
         time.sleep(0.03)
         with self.lock:
@@ -262,7 +265,7 @@ def test_writer_sends_sync_requests_on_disjoint_points_together_and_waits_for_a_
     """A server 30 ms away: requests on disjoint points are in flight together (not one round trip
     each); one touching a point of a request in flight, or clearing the collection, waits for it."""
     from pg2qdrant.destination import operations as ops
-    from pg2qdrant.writer import Writer
+    from pg2qdrant.destination.writer import Writer
     target = _SlowServer()
     w = Writer(target, "c", batch_size=10)
     sent = [ops.Upsert(_batch(40, 10)),  # points 0-39: 4 requests
@@ -281,7 +284,7 @@ def test_writer_sends_sync_requests_on_disjoint_points_together_and_waits_for_a_
 def test_writer_reports_a_failed_sync_request_once_none_is_in_flight():
     """A refused request stops apply only once the others have answered; one in flight: in order."""
     from pg2qdrant.destination import operations as ops
-    from pg2qdrant.writer import Writer
+    from pg2qdrant.destination.writer import Writer
     target = _SlowServer(fail_on=3)
     w = Writer(target, "c", batch_size=1)
     with pytest.raises(RuntimeError, match="refused"):

@@ -11,11 +11,13 @@ import sys
 
 import pytest
 
-from pg2qdrant import plan as p
-from pg2qdrant.destination import Capabilities, QdrantTarget, Target, TargetSettings, parse_target_url
+from pg2qdrant.core import plan as p
+from pg2qdrant.core import table as m
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.destination import QdrantTarget, TargetSettings
+from pg2qdrant.destination.base import Capabilities, Target
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.errors import InputError
-from pg2qdrant.source import model as m
+from pg2qdrant.destination.server import parse_target_url
 
 
 def _type(oid, name, schema="pg_catalog", typtype="b", category="N", extension=None, elem=None) -> m.PgType:
@@ -54,7 +56,7 @@ def _plan() -> p.Plan:
 
 def test_plan_mapping_and_target_interface_import_without_psycopg():
     """Only source/ talks to PostgreSQL: the plan, the mapping and the Target protocol load without it."""
-    code = ("import sys; import pg2qdrant.plan, pg2qdrant.mapping, pg2qdrant.destination.base; "
+    code = ("import sys; import pg2qdrant.core.plan, pg2qdrant.mapping, pg2qdrant.destination.base; "
             "print([name for name in sys.modules if name.split('.')[0] == 'psycopg'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

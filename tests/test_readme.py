@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pg2qdrant.cli import main
+from pg2qdrant.cli.main import program as main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

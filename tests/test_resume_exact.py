@@ -23,10 +23,11 @@ from helpers import (
     create_items_table,
     source_plan,
 )
+from pg2qdrant.core.options import CollectionOptions
 from pg2qdrant.destination.checkpoints import state_id_for
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.qdrant import QdrantTarget, parse_target_url
-from pg2qdrant.plan import CollectionOptions
+from pg2qdrant.destination.qdrant import QdrantTarget
+from pg2qdrant.destination.server import parse_target_url
 from test_resume import edge_args, spawn
 
 ROWS = 8000
@@ -129,7 +130,7 @@ def test_state_file_reused_for_another_target_does_not_skip_rows(db, tmp_path, c
 
 
 def test_target_identity_names_the_server_not_how_it_is_reached():
-    from pg2qdrant.pipeline import target_identity
+    from pg2qdrant.runtime.target import target_identity
 
     def ident(url: str) -> dict:
         return target_identity(parse_target_url(url))

@@ -25,9 +25,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import run_cli
-from pg2qdrant import redaction
-from pg2qdrant.observability import HealthLimits, JsonFormatter, Service
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.core import redaction
+from pg2qdrant.runtime.observability import HealthLimits, JsonFormatter, Service
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
 from test_sync import compare, create_items, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
@@ -101,7 +102,7 @@ def test_sync_service_metrics_json_log_sighup_sigterm(sdb, tmp_path):
         create_items(conn, 40)
     slot = slot_of(sdb)
     log_file = tmp_path / "sync.jsonl"
-    command = [sys.executable, "-m", "pg2qdrant.cli", "sync", "--pg.url", sdb.url, "--pg.table", "items",
+    command = [sys.executable, "-m", "pg2qdrant", "sync", "--pg.url", sdb.url, "--pg.table", "items",
                "--qdrant.url", url, "--qdrant.collection", "c", "--sync.slot", slot, "--migration.num-workers", "1",
                "--sync.initial-copy", "--metrics-port", "0", "--log-format", "json", "--log-file", str(log_file)]
     out = open(tmp_path / "stdout-stderr.txt", "ab")

@@ -22,14 +22,14 @@ import numpy as np
 import psycopg
 import pytest
 
-import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
 from helpers import assert_collection_equals_table, vector_literal
+from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.qdrant import parse_target_url
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.destination.server import parse_target_url
 from pg2qdrant.source.lsn import parse_lsn
 from pg2qdrant.source.slots import derived_name
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
 
 DIM = 512  # large enough to be stored out of line (TOAST): payload-only UPDATEs send it as 'u'
@@ -291,7 +291,7 @@ def test_cdc_reconnects_after_postgres_restart(sdb, tmp_path):
 
 
 def _sync_command(db, url: str, slot: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pg2qdrant.cli_sync", "sync", "--pg.url", db.url, "--pg.table", "items",
+    return [sys.executable, "-m", "pg2qdrant", "sync", "--pg.url", db.url, "--pg.table", "items",
             "--qdrant.url", url, "--qdrant.collection", "c", "--sync.slot", slot, "--migration.num-workers", "1",
             "--migration.batch-size", "64", *extra]
 

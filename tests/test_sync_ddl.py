@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from pg2qdrant.source.lsn import parse_lsn
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.sync.schema_watch import POLL_EVERY_S
 from pg2qdrant.ui import UI
 from test_sync import (  # noqa: F401
@@ -194,7 +195,7 @@ def test_named_column_dropped_stops_sync_after_applying_what_came_before(sdb, tm
                           (slot,))[0][0]
     assert parse_lsn(flushed) >= applied_lsn
     from pg2qdrant.destination import open_target
-    from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.destination.server import parse_target_url
     target = open_target(parse_target_url(url))
     try:
         points = {r.id: r.payload for r in target.retrieve("c", [1, 2, 3, 4, 5], with_vectors=False)}

@@ -23,7 +23,7 @@ import pytest
 
 from helpers import assert_collection_equals_table, fill_items, vector_literal
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.qdrant import parse_target_url
+from pg2qdrant.destination.server import parse_target_url
 from test_config_file import env_for, no_password
 from test_sync import sdb, wait_caught_up, wait_streaming  # noqa: F401 (sdb: fixture)
 

@@ -16,8 +16,9 @@ import psycopg
 
 from helpers import source_plan
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.qdrant import parse_target_url
-from pg2qdrant.verify import compare_points, fetch_source_batch
+from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.verify.compare import compare_points
+from pg2qdrant.verify.source_rows import fetch_source_batch
 from test_config_file import env_for, no_password
 from test_sync import sdb, wait_caught_up  # noqa: F401 (sdb: fixture)
 from test_sync_many import SLOT, Workload, _create, _slots, tables  # noqa: F401 (tables: fixture)

@@ -39,7 +39,7 @@ def _slots(db) -> int:
 
 def _signal_during_copy(db, url: str, tmp_path, sig: signal.Signals) -> tuple[str, int]:
     """Start `sync --sync.initial-copy` in a process, send ``sig`` during its copy: (output, exit code)."""
-    command = [sys.executable, "-m", "pg2qdrant.cli_sync",
+    command = [sys.executable, "-m", "pg2qdrant",
                *_sync(db, url, "--sync.initial-copy", "--migration.batch-size", "16")]
     path = tmp_path / f"signal-{int(sig)}.log"
     with open(path, "wb") as log:

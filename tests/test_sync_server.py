@@ -21,9 +21,10 @@ from qdrant_client import models
 
 import test_sync
 from helpers import EndpointReader, assert_collection_equals_table
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.source.lsn import parse_lsn
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
 from qdrant_endpoint import (
     BATCH,

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from pg2qdrant.source.slots import PUBLICATION_COMMENT, derived_name
-from pg2qdrant.sync import SyncOptions, SyncStats, run_sync
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
 from test_sync import DIM, _vec, compare, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 

@@ -17,23 +17,17 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-import pg2qdrant.cli_verify  # noqa: F401  (registers `verify` on pg2qdrant.cli.main)
 from conftest import migrate_args
 from helpers import fill_items
-from pg2qdrant.pipeline import MigrationOptions, connect_target, open_source
-from pg2qdrant.report import write_report
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.runtime.ids import scan_ids
+from pg2qdrant.runtime.session import open_source
+from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.ui import UI
-from pg2qdrant.verify import (
-    Thresholds,
-    VerifyOptions,
-    parse_thresholds,
-    qdrant_score,
-    recall_at_k,
-    run_verify,
-    sample_size,
-    scan_ids,
-    spearman_on_overlap,
-)
+from pg2qdrant.verify.checks import run_verify
+from pg2qdrant.verify.options import Thresholds, VerifyOptions, parse_thresholds, sample_size
+from pg2qdrant.verify.report import write_report
+from pg2qdrant.verify.search import qdrant_score, recall_at_k, spearman_on_overlap
 
 ROWS = 240
 
@@ -221,7 +215,7 @@ def test_ids_compared_in_several_hash_buckets_find_the_same_differences(db, qdra
     create_items(db, 300, key="text")  # text keys: every point ID is a uuid5
     options = MigrationOptions(pg_url=db.url, table="t", collection="c", qdrant_url=f"local:{qdrant_path}",
                                num_workers=1)
-    from pg2qdrant.pipeline import migrate
+    from pg2qdrant.migrate.copy import migrate
     migrate(options, UI(quiet=True))
     session = open_source(options, UI(quiet=True))
     target = connect_target(options)

@@ -25,9 +25,11 @@ from qdrant_client import models
 from qdrant_client.conversions.conversion import RestToGrpc
 from qdrant_client.http.api.points_api import jsonable_encoder
 
+from pg2qdrant.core.errors import DataError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import INT64_MAX, INT64_MIN
+from pg2qdrant.core.mapping.vectors import DenseColumn, SparseValue
 from pg2qdrant.destination import wire
-from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import INT64_MAX, INT64_MIN, DenseColumn, PointBatch, SparseValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from grpc_sink import Sink  # noqa: E402

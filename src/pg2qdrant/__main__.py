@@ -1,3 +1,3 @@
-from pg2qdrant.cli import main
+from pg2qdrant.cli.main import program
 
-main()
+program()

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pg2qdrant.errors import InputError, Pg2QdrantError
+from pg2qdrant.core.errors import InputError, Pg2QdrantError
 
 SERVER_USER = "pg2qdrant-pg"
 DEFAULT_PASSWORD = "local-test-password"

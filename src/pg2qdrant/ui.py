@@ -27,8 +27,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pg2qdrant import redaction
-from pg2qdrant.plan import vector_label
+from pg2qdrant.core import redaction
+from pg2qdrant.core.plan import vector_label
 
 PLAIN_PROGRESS_EVERY_S = 5.0
 NON_TERMINAL_WIDTH = 200

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination.base import Capabilities, Target
 from pg2qdrant.destination.server import TargetAddress, capabilities_for, parse_target_url
-from pg2qdrant.retry import RetryPolicy
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.plan import CollectionShape, CollectionSpec
 from pg2qdrant.destination import operations as ops
-from pg2qdrant.mapping import PointBatch
-from pg2qdrant.plan import CollectionShape, CollectionSpec
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pg2qdrant.core.errors import InputError, TargetError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.base import Capabilities
-from pg2qdrant.destination.qdrant import TargetAddress
-from pg2qdrant.errors import InputError, TargetError
-from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
+from pg2qdrant.destination.server import TargetAddress
 
 CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
 

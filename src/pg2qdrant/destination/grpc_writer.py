@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import grpc
 
-from pg2qdrant import redaction
+from pg2qdrant.core import redaction
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.server import (
     GRPC_MAX_MESSAGE,
@@ -27,8 +29,6 @@ from pg2qdrant.destination.server import (
     capabilities_for,
     split_when_too_large,
 )
-from pg2qdrant.mapping import PointBatch
-from pg2qdrant.retry import RetryPolicy
 
 UPSERT_METHOD = "/qdrant.Points/Upsert"  # points_service.proto
 

@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pg2qdrant.mapping import PointBatch, PointId, SparseValue
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import PointId
+from pg2qdrant.core.mapping.vectors import SparseValue
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from pg2qdrant import redaction
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
+from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.checkpoints import CollectionRecords
@@ -27,10 +32,6 @@ from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_
     translate_error,
     wire_for,
 )
-from pg2qdrant.errors import InputError
-from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.plan import TENANT_INDEX, CollectionShape, CollectionSpec
-from pg2qdrant.retry import RetryPolicy
 
 
 def _shape_of(info: models.CollectionInfo) -> CollectionShape:

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pg2qdrant import redaction
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import DataError, InputError, TargetError
+from pg2qdrant.core.retry import RetryPolicy, call_with_retries
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.base import Capabilities
-from pg2qdrant.errors import DataError, InputError, TargetError
-from pg2qdrant.retry import RetryPolicy, call_with_retries
 
 GRPC_PORT = 6334
 REST_PORT = 6333

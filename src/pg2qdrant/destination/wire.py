@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import INT64_MAX, INT64_MIN, PointBatch, SparseValue
+from pg2qdrant.core.errors import DataError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import INT64_MAX, INT64_MIN
+from pg2qdrant.core.mapping.vectors import SparseValue
 
 GRPC = "grpc"
 REST = "rest"

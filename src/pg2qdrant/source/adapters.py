@@ -27,9 +27,9 @@ from psycopg.pq import Format
 from psycopg.types.json import set_json_loads
 from psycopg.types.string import ByteaBinaryLoader
 
-from pg2qdrant import mapping
-from pg2qdrant.errors import InputError
-from pg2qdrant.plan import ReadColumn
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.mapping import json_values, temporal
+from pg2qdrant.core.plan import ReadColumn
 
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -41,28 +41,28 @@ class DateTextLoader(Loader):
     format = Format.BINARY
 
     def load(self, data: Buffer) -> str:
-        return mapping.format_date(_I32.unpack(data)[0])
+        return temporal.format_date(_I32.unpack(data)[0])
 
 
 class TimestampTextLoader(Loader):
     format = Format.BINARY
 
     def load(self, data: Buffer) -> str:
-        return mapping.format_timestamp(_I64.unpack(data)[0], utc=False)
+        return temporal.format_timestamp(_I64.unpack(data)[0], utc=False)
 
 
 class TimestamptzTextLoader(Loader):
     format = Format.BINARY
 
     def load(self, data: Buffer) -> str:
-        return mapping.format_timestamp(_I64.unpack(data)[0], utc=True)
+        return temporal.format_timestamp(_I64.unpack(data)[0], utc=True)
 
 
 class TimeTextLoader(Loader):
     format = Format.BINARY
 
     def load(self, data: Buffer) -> str:
-        return mapping.format_time(_I64.unpack(data)[0])
+        return temporal.format_time(_I64.unpack(data)[0])
 
 
 class TimetzTextLoader(Loader):
@@ -70,7 +70,7 @@ class TimetzTextLoader(Loader):
 
     def load(self, data: Buffer) -> str:
         usecs, west = _TIMETZ.unpack(data)
-        return mapping.format_timetz(usecs, west)
+        return temporal.format_timetz(usecs, west)
 
 
 class IntervalTextLoader(Loader):
@@ -78,7 +78,7 @@ class IntervalTextLoader(Loader):
 
     def load(self, data: Buffer) -> str:
         usecs, days, months = _INTERVAL.unpack(data)
-        return mapping.format_interval(usecs, days, months)
+        return temporal.format_interval(usecs, days, months)
 
 
 class LenientTextLoader(Loader):
@@ -100,7 +100,7 @@ class LenientTextBinaryLoader(LenientTextLoader):
 def _lenient_json(data: bytes | str):
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data).decode("utf-8", "replace")
-    return mapping.json_loads(data)
+    return json_values.json_loads(data)
 
 
 def tolerate_invalid_utf8(conn: psycopg.Connection) -> None:
@@ -133,7 +133,7 @@ def configure(conn: psycopg.Connection, raw_oids: list[int] | tuple[int, ...] = 
         conn.adapters.register_loader(oid, ByteaBinaryLoader)
     if conn.info.encoding == "ascii":  # SQL_ASCII (tolerate_invalid_utf8 already set JSON)
         return
-    set_json_loads(mapping.json_loads, conn)
+    set_json_loads(json_values.json_loads, conn)
 
 
 def load_oid(load_type: str, context: psycopg.abc.AdaptContext | None = None) -> int | None:

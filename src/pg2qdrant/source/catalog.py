@@ -2,7 +2,7 @@
 
 Only catalog reads happen here (no table data), so introspection is cheap and
 works for a role that has nothing but SELECT on the table. Everything is
-returned as the plain dataclasses of :mod:`pg2qdrant.source.model` for :mod:`pg2qdrant.plan`
+returned as the plain dataclasses of :mod:`pg2qdrant.core.table` for :mod:`pg2qdrant.core.plan`
 to decide on.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.errors import InputError
-from pg2qdrant.source.model import BIT_OID, PGVECTOR_TYPES, Column, Leaf, PgType, ServerInfo, TableInfo, VectorIndex  # noqa: F401 - the table model, re-exported for catalog's callers
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.table import BIT_OID, PGVECTOR_TYPES, Column, Leaf, PgType, ServerInfo, TableInfo, VectorIndex  # noqa: F401 - the table model, re-exported for catalog's callers
 
 
 def server_info(conn: psycopg.Connection) -> ServerInfo:

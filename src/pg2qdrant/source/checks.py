@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError
 from pg2qdrant.source.where import where_clause
 
 

@@ -7,8 +7,8 @@ import urllib.parse
 import psycopg
 from psycopg import conninfo
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError, SourceError
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError, SourceError
 
 # What the rest of the code calls a source connection: it holds one and hands it back to
 # source/ functions, never calls it itself (tests/test_architecture.py keeps psycopg in source/).

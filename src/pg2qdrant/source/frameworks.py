@@ -1,4 +1,4 @@
-"""The catalog look-ups that recognise a framework's tables (see :mod:`pg2qdrant.layouts`)."""
+"""The catalog look-ups that recognise a framework's tables (see :mod:`pg2qdrant.core.layouts`)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.core.table import Leaf
 from pg2qdrant.source import reader
-from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.source.where import where_clause
 
 

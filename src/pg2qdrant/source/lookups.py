@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import SourceError
-from pg2qdrant.plan import Plan
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import SourceError
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.source import reader
 
 

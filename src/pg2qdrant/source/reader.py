@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.errors import LockConflict
-from pg2qdrant.plan import Plan
+from pg2qdrant.core.errors import LockConflict
+from pg2qdrant.core.plan import Plan
+from pg2qdrant.core.table import TableInfo
 from pg2qdrant.source import adapters
-from pg2qdrant.source.catalog import TableInfo
 from pg2qdrant.source.where import and_where, where_sql
 
 TID_RANGE_SCAN_MIN_VERSION = 140000  # Tid Range Scan: ctid ranges read only their pages

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import pq
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError, SourceError
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError, SourceError
 from pg2qdrant.source import connect
 from pg2qdrant.source.lsn import format_lsn, parse_lsn, unix_to_pg_time
 from pg2qdrant.source.slots import check_name

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.core.table import Leaf
 from pg2qdrant.source import lookups, reader
-from pg2qdrant.source.model import Leaf
 
 
 def row_batches(conn: psycopg.Connection, plan, batch_rows: int, *, sample_percent: float | None = None,

@@ -9,9 +9,9 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import SourceError
-from pg2qdrant.plan import Plan
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import SourceError
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.source import reader
 from pg2qdrant.source.pgoutput import Relation, TupleData
 from pg2qdrant.source.replication import ConnectionLost

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pg2qdrant.errors import SourceError
+from pg2qdrant.core.errors import SourceError
 from pg2qdrant.source.where import where_sql
 
 _INDEX_SCANS = ("enable_indexscan", "enable_bitmapscan", "enable_indexonlyscan")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError
-from pg2qdrant.plan import Plan
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.source.lsn import parse_lsn
 
 _IDENT_RE = re.compile(r"^[a-z0-9_]{1,63}$")

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
+from pg2qdrant.core.table import Column
 from pg2qdrant.source import reader, snapshot
-from pg2qdrant.source.catalog import Column
 
 
 def rows_since(conn: psycopg.Connection, plan, column: Column, watermark: str | None, overlap: float, *,

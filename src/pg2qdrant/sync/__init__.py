@@ -49,8 +49,8 @@ from __future__ import annotations
 import threading
 import time
 
-from pg2qdrant.errors import InputError
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source import sync_status as sync_status_queries
 from pg2qdrant.source.lsn import format_lsn

@@ -14,25 +14,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pg2qdrant import layouts
-from pg2qdrant.destination import operations as ops
-from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import (
+from pg2qdrant.core import layouts
+from pg2qdrant.core.errors import DataError
+from pg2qdrant.core.mapping.batch import RowMapper
+from pg2qdrant.core.mapping.ids import (
     PointId,
-    RowMapper,
     keys_can_share_ids,
     make_point_id,
     normalize_point_id,
     shared_id_error,
     uuid_of_key,
 )
-from pg2qdrant.plan import Plan
+from pg2qdrant.core.plan import Plan
+from pg2qdrant.core.table import Leaf
+from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination.writer import Writer
 from pg2qdrant.source import catalog, connect, lookups
-from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.source.lookups import SchemaChanged
 from pg2qdrant.source.rows import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
-from pg2qdrant.writer import Writer
 
 
 class Kind(enum.Enum):

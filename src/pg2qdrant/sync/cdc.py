@@ -1,7 +1,7 @@
 """CDC mode: :class:`CdcSync`, one sync run over logical replication (pgoutput).
 
 Setup (checks, publication, slot, the initial copy from the slot's snapshot),
-then the stream with reconnects (backoff: :class:`~pg2qdrant.retry.Backoff`); each
+then the stream with reconnects (backoff: :class:`~pg2qdrant.core.retry.Backoff`); each
 session is a :class:`~.stream.Stream`: changes are received into
 :class:`~.apply.ChangeBatch` batches, folded and applied by :class:`~.apply.Applier`,
 and only then acknowledged to PostgreSQL; a clean stop applies and acknowledges
@@ -15,12 +15,16 @@ import logging
 import threading
 import time
 
-from pg2qdrant import layouts, redaction
-from pg2qdrant.errors import InputError, Interrupted, LockConflict, SourceError, TargetError
-from pg2qdrant.mapping import RowMapper
-from pg2qdrant.pipeline import MigrationOptions, connect_target, describe_target, migrate
-from pg2qdrant.plan import Plan, check_shape
-from pg2qdrant.retry import Backoff
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError, Interrupted, LockConflict, SourceError, TargetError
+from pg2qdrant.core.mapping.batch import RowMapper
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.core.plan import Plan, check_shape
+from pg2qdrant.core.retry import Backoff
+from pg2qdrant.destination.writer import Writer
+from pg2qdrant.migrate.copy import migrate
+from pg2qdrant.runtime.layouts import follow_changes
+from pg2qdrant.runtime.target import connect_target, describe_target
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection, SlotBusy
@@ -42,7 +46,6 @@ from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
 from pg2qdrant.ui import UI
-from pg2qdrant.writer import Writer
 
 LOCK_CONFLICT_TRIES = 5  # initial copies started again while the application's TRUNCATE/ALTER goes first
 
@@ -115,12 +118,12 @@ class CdcSync(Runner):
                 conn.close()
 
     def _follow_changes(self, plan: Plan) -> Plan:
-        """A view a layout syncs through its base table (pgai): see layouts.follow_changes."""
+        """A view a layout syncs through its base table (pgai): see runtime.layouts.follow_changes."""
         if plan.table.relkind != "v":
             return plan
         conn = connect.connect(self.options.pg_url, autocommit=True)
         try:
-            return layouts.follow_changes(conn, plan)
+            return follow_changes(conn, plan)
         finally:
             conn.close()
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 import threading
 import time
 
-from pg2qdrant.errors import InputError, SourceError
-from pg2qdrant.pipeline import MigrationOptions, connect_target, target_identity
+from pg2qdrant.core.errors import InputError, SourceError
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.runtime.target import connect_target, target_identity
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update

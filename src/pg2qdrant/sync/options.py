@@ -1,6 +1,6 @@
 """Options and results of `pg2qdrant sync`: :class:`SyncOptions`, :class:`SyncStats` and the tuning constants.
 
-Separate so the command line (:mod:`pg2qdrant.cli_sync`) can build and validate
+Separate so the command line (:mod:`pg2qdrant.cli.sync`) can build and validate
 :class:`SyncOptions` without the apply loop; the constants the runners share
 (batch bounds, feedback and status intervals, lag warnings, backoff, chunk sizes)
 live here too.
@@ -12,9 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from pg2qdrant.config import SYNC_MODES, SyncConfig
-from pg2qdrant.errors import InputError
-from pg2qdrant.pipeline import MigrationOptions
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.options import SYNC_MODES, MigrationOptions, SyncConfig
 from pg2qdrant.source import slots
 
 MODES = SYNC_MODES

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 
-from pg2qdrant import redaction
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError, SourceError, TargetError
+from pg2qdrant.core.mapping.batch import RowMapper
+from pg2qdrant.core.options import READ_BATCH_ROWS
+from pg2qdrant.core.retry import Backoff
 from pg2qdrant.destination import operations as ops
-from pg2qdrant.errors import InputError, SourceError, TargetError
-from pg2qdrant.mapping import RowMapper
-from pg2qdrant.pipeline import READ_BATCH_ROWS, connect_target
-from pg2qdrant.retry import Backoff
+from pg2qdrant.destination.writer import Writer
+from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.source import connect, snapshot
 from pg2qdrant.source import watermark as source_watermark
 from pg2qdrant.sync.options import BACKOFF_MAX_S, BACKOFF_START_S
@@ -21,7 +23,6 @@ from pg2qdrant.sync.reconcile import _reconcile_now
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.state import _StateStore
 from pg2qdrant.sync.status import StatusLine
-from pg2qdrant.writer import Writer
 
 _POLL_TYPES = {"timestamptz": "time", "timestamp": "time", "date": "time",
                "int2": "number", "int4": "number", "int8": "number", "numeric": "number"}
@@ -31,7 +32,7 @@ class PollSync(Runner):
     """Incremental mode: rows whose updated column advanced, with an overlap window; no deletes."""
 
     def prepare(self) -> None:
-        from pg2qdrant.pipeline import ensure_collection
+        from pg2qdrant.runtime.target import ensure_collection
         options, ui = self.options, self.ui
         address, plan = self._plan()
         self.plan = plan

@@ -5,7 +5,7 @@ check after an initial copy into an existing collection; :func:`_reconcile_now`
 runs it on a connection of its own and counts the result. :func:`delete_truncated`
 is the same comparison restricted to the relations a TRUNCATE left alone.
 
-Both compare with verify's ID scan (:func:`pg2qdrant.verify.ids.scan_ids`): IDs
+Both compare with verify's ID scan (:func:`pg2qdrant.runtime.ids.scan_ids`): IDs
 streamed from both sides into compact arrays and merged, in hash buckets when the
 table is large, so neither side's ID set is ever held whole; what is kept beyond a
 bucket is the missing points' IDs (16 bytes each) until they are filled.
@@ -13,19 +13,19 @@ bucket is the missing points' IDs (16 bytes each) until they are filled.
 
 from __future__ import annotations
 
+from pg2qdrant.core.mapping.batch import RowMapper
+from pg2qdrant.core.mapping.ids import PointId, make_point_id, shared_id_error
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.core.plan import Plan
+from pg2qdrant.core.table import Leaf
 from pg2qdrant.destination import operations as ops
-from pg2qdrant.mapping import PointId, RowMapper, make_point_id, shared_id_error
-from pg2qdrant.pipeline import MigrationOptions
-from pg2qdrant.plan import Plan
+from pg2qdrant.destination.writer import Writer
+from pg2qdrant.runtime.ids import ID_MEMORY_MB, ID_READ_ROWS, IdSet, scan_ids
 from pg2qdrant.source import connect
 from pg2qdrant.source import ids as source_ids
 from pg2qdrant.source import row_reads as source_rows
-from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.options import REREAD_CHUNK, SyncStats
 from pg2qdrant.ui import UI
-from pg2qdrant.verify.ids import IdSet, scan_ids
-from pg2qdrant.verify.options import ID_MEMORY_MB, ID_READ_ROWS
-from pg2qdrant.writer import Writer
 
 DELETE_BATCH = 10_000  # point IDs per delete operation handed to the Writer
 FILL_BY_KEY_MAX = 100_000  # missing points re-read by key (keys held); more: one pass over the rows

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from pg2qdrant.destination.qdrant import parse_target_url
-from pg2qdrant.observability import NullObserver
-from pg2qdrant.pipeline import MigrationOptions, open_source
-from pg2qdrant.plan import Plan
+from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.core.plan import Plan
+from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.runtime.observability import NullObserver
+from pg2qdrant.runtime.session import open_source
 from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
 

@@ -10,7 +10,7 @@ options (``Runner._plan``: the copy's own planning), and:
 
 - a change sync cannot follow (the key's columns, a vector column, a column named in
   ``--pg.columns`` dropped, renamed or retyped; a vector column added: a fresh migrate would make
-  another collection) stops sync with an :class:`~pg2qdrant.errors.InputError` naming it, once
+  another collection) stops sync with an :class:`~pg2qdrant.core.errors.InputError` naming it, once
   everything committed before it is applied and acknowledged: the stream goes on until the slot
   has acknowledged the WAL position at which the change was seen, or until the change's own
   descriptor arrives (what came before it is then the open batch: applied, acknowledged);
@@ -42,19 +42,19 @@ from __future__ import annotations
 
 import time
 
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.mapping.batch import RowMapper
+from pg2qdrant.core.plan import Plan
+from pg2qdrant.core.table import Leaf
 from pg2qdrant.destination import operations as ops
-from pg2qdrant.errors import InputError
-from pg2qdrant.mapping import RowMapper
-from pg2qdrant.plan import Plan
+from pg2qdrant.destination.writer import Writer
 from pg2qdrant.source import catalog, connect, slots
 from pg2qdrant.source import row_reads as source_rows
-from pg2qdrant.source.catalog import Leaf
 from pg2qdrant.sync.apply import Applier, ChangeBatch, RowChange, SourceLookup
 from pg2qdrant.sync.options import REREAD_CHUNK
 from pg2qdrant.sync.reconcile import delete_truncated
 from pg2qdrant.sync.runner import Runner
 from pg2qdrant.sync.stream import Receiver
-from pg2qdrant.writer import Writer
 
 RECOPY_FIX = ("copy the table again into a new collection, e.g. `pg2qdrant sync --sync.initial-copy --qdrant.collection "
               "NEW ...` (or `pg2qdrant migrate --then-sync`), with --pg.columns naming the current columns if you "

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from pg2qdrant.plan import Plan
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.source.lsn import pg_time_to_unix
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode_message
 from pg2qdrant.source.replication import Keepalive, ReplicationConnection, XLogData

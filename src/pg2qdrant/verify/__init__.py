@@ -2,8 +2,8 @@
 
 Verification never converts values its own way: source rows are read with the
 plan's SELECT expressions and loaders and mapped with
-:class:`~pg2qdrant.mapping.RowMapper` (point IDs with
-:func:`~pg2qdrant.mapping.make_point_id`), so the expected point is exactly what
+:class:`~pg2qdrant.core.mapping.batch.RowMapper` (point IDs with
+:func:`~pg2qdrant.core.mapping.ids.make_point_id`), so the expected point is exactly what
 migrate would write; then it is compared with what Qdrant returns, field by
 field and vector by vector. The plan itself comes from
 :func:`pipeline.open_source`, in one REPEATABLE READ snapshot, so all five
@@ -32,51 +32,54 @@ Layout (one module per concern; every public name is re-exported here, so
 - :mod:`.checks`: the five checks (:class:`Verification`) and :func:`run_verify`.
 """
 
+from pg2qdrant.runtime.ids import (
+    BYTES_PER_ROW,
+    EXAMPLES_KEPT,
+    ID_MEMORY_MB,
+    ID_READ_ROWS,
+    ID_SCROLL_BATCH,
+    IdScan,
+    scan_ids,
+)
 from pg2qdrant.verify.checks import Verification, is_ulp_level, run_verify
 from pg2qdrant.verify.compare import (
-                                      COSINE_ATOL,
-                                      FLOAT16_RTOL,
-                                      Mismatch,
-                                      compare_points,
-                                      compare_vector,
-                                      json_type,
-                                      same_json,
-                                      ulps_apart,
+    COSINE_ATOL,
+    FLOAT16_RTOL,
+    Mismatch,
+    compare_points,
+    compare_vector,
+    json_type,
+    same_json,
+    ulps_apart,
 )
-from pg2qdrant.verify.ids import IdScan, scan_ids
 from pg2qdrant.verify.options import (
-                                      BYTES_PER_ROW,
-                                      DEFAULT_K,
-                                      DEFAULT_QUERIES,
-                                      EXAMPLES_KEPT,
-                                      ID_MEMORY_MB,
-                                      ID_READ_ROWS,
-                                      ID_SCROLL_BATCH,
-                                      INDEX_POLL_S,
-                                      INDEX_TIMEOUT_S,
-                                      RETRIEVE_BATCH,
-                                      SAMPLE_ALL_BELOW,
-                                      SAMPLE_FRACTION,
-                                      SAMPLE_MIN_ROWS,
-                                      SCORE_PAIRS_KEPT,
-                                      THRESHOLD_NAMES,
-                                      Thresholds,
-                                      VerifyOptions,
-                                      parse_sample,
-                                      parse_thresholds,
-                                      sample_size,
+    DEFAULT_K,
+    DEFAULT_QUERIES,
+    INDEX_POLL_S,
+    INDEX_TIMEOUT_S,
+    RETRIEVE_BATCH,
+    SAMPLE_ALL_BELOW,
+    SAMPLE_FRACTION,
+    SAMPLE_MIN_ROWS,
+    SCORE_PAIRS_KEPT,
+    THRESHOLD_NAMES,
+    Thresholds,
+    VerifyOptions,
+    parse_sample,
+    parse_thresholds,
+    sample_size,
 )
 from pg2qdrant.verify.search import (
-                                      HAMMING,
-                                      PG_OPERATORS,
-                                      ParityStats,
-                                      QueryReservoir,
-                                      distribution,
-                                      load_queries_file,
-                                      qdrant_score,
-                                      recall_at_k,
-                                      spearman_on_overlap,
-                                      top1_agrees,
+    HAMMING,
+    PG_OPERATORS,
+    ParityStats,
+    QueryReservoir,
+    distribution,
+    load_queries_file,
+    qdrant_score,
+    recall_at_k,
+    spearman_on_overlap,
+    top1_agrees,
 )
 from pg2qdrant.verify.source_rows import fetch_source_batch, iter_source_batches
 

@@ -2,7 +2,7 @@
 
 The orchestration: opens the snapshot and the target, runs the checks in order on
 top of :mod:`.compare`, :mod:`.source_rows`, :mod:`.ids` and :mod:`.search`, and turns
-their results into :class:`~pg2qdrant.report.CheckResult` findings and a report.
+their results into :class:`~pg2qdrant.verify.report.CheckResult` findings and a report.
 """
 
 from __future__ import annotations
@@ -18,22 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from pg2qdrant.errors import InputError, Pg2QdrantError
-from pg2qdrant.mapping import PointBatch, make_point_id, normalize_point_id
-from pg2qdrant.plan import CollectionShape, Plan, VectorSpec, check_shape, vector_label
-from pg2qdrant.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
+from pg2qdrant.core.errors import InputError, Pg2QdrantError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import make_point_id, normalize_point_id
+from pg2qdrant.core.plan import CollectionShape, Plan, VectorSpec, check_shape, vector_label
+from pg2qdrant.runtime.ids import BYTES_PER_ROW, EXAMPLES_KEPT, IdScan, scan_ids
 from pg2qdrant.source import search as pg_search
 from pg2qdrant.source.connect import Connection
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
-from pg2qdrant.verify.ids import IdScan, scan_ids
-from pg2qdrant.verify.options import (
-    BYTES_PER_ROW,
-    EXAMPLES_KEPT,
-    INDEX_POLL_S,
-    RETRIEVE_BATCH,
-    VerifyOptions,
-    sample_size,
-)
+from pg2qdrant.verify.options import INDEX_POLL_S, RETRIEVE_BATCH, VerifyOptions, sample_size
+from pg2qdrant.verify.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.verify.search import HAMMING, PG_OPERATORS, ParityStats, QueryReservoir, load_queries_file, qdrant_score
 from pg2qdrant.verify.source_rows import iter_source_batches
 
@@ -558,8 +552,8 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     and left open; otherwise one is opened and closed here. Input problems raise
     InputError (exit 2); the caller exits with ``report.exit_code`` (0 pass, 1 fail).
     """
-    from pg2qdrant import pipeline  # pipeline may import this module for migrate --verify
-    from pg2qdrant.destination.qdrant import parse_target_url
+    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.migrate import copy as pipeline  # pipeline may import this module for migrate --verify
 
     started = time.monotonic()
     verify_options.validate()

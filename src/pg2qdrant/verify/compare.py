@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from pg2qdrant.mapping import PointBatch, SparseValue, normalize_point_id
-from pg2qdrant.plan import Plan, VectorSpec
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import normalize_point_id
+from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.plan import Plan, VectorSpec
 
 # float16 keeps 11 significant bits: after normalisation on either side values can
 # differ by one float16 ulp (2^-11 relative) plus float32 rounding.

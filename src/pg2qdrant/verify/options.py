@@ -1,6 +1,6 @@
 """Options and thresholds of `pg2qdrant verify`: defaults, --verify.* parsing and validation.
 
-Separate so the command line (:mod:`pg2qdrant.cli_verify`) can build and validate
+Separate so the command line (:mod:`pg2qdrant.cli.verify`) can build and validate
 :class:`VerifyOptions` without the checks; the tuning constants the checks share
 (batch sizes, memory budget, examples kept) live here too.
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pg2qdrant.errors import InputError
-from pg2qdrant.report import report_format
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.runtime.ids import ID_MEMORY_MB
+from pg2qdrant.verify.report import report_format
 
 # From Qdrant's migration guide: its tier 2 search check takes >= 50 queries and measures recall@10;
 # the payload sample is "at least 1,000 rows or 1% (all rows under 100k)".
@@ -26,16 +27,7 @@ SAMPLE_MIN_ROWS = 1_000
 SAMPLE_FRACTION = 0.01
 INDEX_TIMEOUT_S = 300.0  # wait this long for Qdrant's optimizer before measuring HNSW recall
 INDEX_POLL_S = 1.0
-ID_MEMORY_MB = 256  # budget of the ID check; above it the IDs are compared in hash buckets
-# Peak bytes per row in the ID check: each row is two IDs (source, target) of 19 bytes
-# (two uint64 halves, a uint16 leaf tag, a side flag), built once (38), plus the lexsort order
-# and one sorted copy at a time (~32). Measured with tracemalloc on 1M rows: 72 (UUIDs or
-# integers alike); rounded up for Python's per-chunk lists.
-BYTES_PER_ROW = 100
-ID_READ_ROWS = 10_000  # key-only rows per source batch (small tuples: cheap)
-ID_SCROLL_BATCH = 5_000  # IDs per scroll request (no payload, no vectors: small responses)
 RETRIEVE_BATCH = 256  # points per retrieve of the values check (vectors included)
-EXAMPLES_KEPT = 20  # findings kept per check (the report shows the first 10)
 SCORE_PAIRS_KEPT = 2_000  # points per scatter plot series
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from pg2qdrant.errors import InputError
-from pg2qdrant.mapping import PointBatch, SparseValue
-from pg2qdrant.plan import VectorSpec
-from pg2qdrant.report import FAIL, PASS, SKIP, WARN, worst
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.plan import VectorSpec
 from pg2qdrant.verify.options import SCORE_PAIRS_KEPT, Thresholds
+from pg2qdrant.verify.report import FAIL, PASS, SKIP, WARN, worst
 
 # ---------------------------------------------------------------------------------------
 # Check 5 helpers: scores, recall, rank correlation (pure functions)

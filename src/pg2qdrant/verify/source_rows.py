@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from pg2qdrant.mapping import PointBatch, RowMapper
-from pg2qdrant.plan import Plan
+from pg2qdrant.core.mapping.batch import PointBatch, RowMapper
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.source import row_reads as source_rows
 from pg2qdrant.source.connect import Connection
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pg2qdrant.config import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
-from pg2qdrant.errors import InputError
-from pg2qdrant.source.model import BIT_OID, Column, PgType, ServerInfo, TableInfo
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.options import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
+from pg2qdrant.core.table import BIT_OID, Column, PgType, ServerInfo, TableInfo
 
 # --- distances ----------------------------------------------------------------------------
 

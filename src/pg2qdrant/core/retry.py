@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
-log = logging.getLogger("pg2qdrant.retry")
+log = logging.getLogger("pg2qdrant.core.retry")
 
 
 @dataclass(frozen=True)

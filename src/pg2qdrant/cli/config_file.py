@@ -33,11 +33,49 @@ import click
 from click.core import ParameterSource
 from rich.markup import escape
 
-from pg2qdrant import redaction
-from pg2qdrant.cli_common import build_migration_options, handle_errors, layout_jobs, opt
-from pg2qdrant.errors import InputError, Interrupted, Pg2QdrantError
+from pg2qdrant.cli.common import build_migration_options, handle_errors, layout_jobs, opt, start_service
+from pg2qdrant.cli.flow_options import sync_options_from
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError, Interrupted, Pg2QdrantError
 from pg2qdrant.source.connect import url_password
 from pg2qdrant.ui import UI, table
+
+
+def one_slot(entries: list, *, whole: bool) -> bool:
+    """Whether the entries sync through the file's slot (sync_many): always for several, and for the one
+    entry of a whole file (or 'schema.*') in cdc mode, so that a file shrunk to one entry keeps its slot and
+    the changes waiting there; an entry picked with --only, or poll/reconcile (no slot), runs alone."""
+    return len(entries) > 1 or (whole and entries[0].kw.get("sync_mode") == "cdc")
+
+
+def sync_many(ctx: click.Context, ui: UI, entries: list, source: str, command: str) -> None:
+    """`sync --config FILE` (and `migrate --config FILE --then-sync`, `sync --config FILE status|drop`), see
+    one_slot: one publication and one slot for all of the file's entries (sync/many.py)."""
+    import os
+
+    from pg2qdrant.core.errors import InputError
+    from pg2qdrant.sync.many import file_names, run_many
+    kws = [e.kw for e in entries]
+    shared = sorted(k for k in kws[0] if (k.startswith("sync_") or k in ("pg_url", "then_sync", "metrics_port"))
+                    and any(kw.get(k) != kws[0].get(k) for kw in kws))
+    if shared:
+        flag = {p.name: p.opts[0] for p in ctx.command.params}
+        flags = ", ".join(flag.get(k, k) for k in shared)
+        raise InputError(f"With several tables synced through one slot, {flags} must be the same for every entry.",
+                         fix="set them once at the top of the file (or on the command line).")
+    stem = os.path.splitext(os.path.basename(source))[0] if source.endswith(".toml") else source
+    slot, publication = file_names(stem, sync_options_from(kws[0]))
+    if ctx.invoked_subcommand is not None:  # status / drop: the file's slot and publication
+        ctx.obj = {**kws[0], "sync_slot": slot, "sync_publication": publication}
+        return
+    sync_options = sync_options_from(kws[0])
+    sync_options.slot, sync_options.publication = slot, publication
+    one = "sync" if command == "sync" else "migrate --then-sync"
+    jobs = [layout_jobs(build_migration_options(kw), ui, command=one)[0] for kw in kws]
+    run_many(jobs, sync_options, ui, initial_copy=True if command == "migrate" else None,
+             service=start_service(kws[0], jobs[0], ui))
+
+
 
 ENTRIES = "table"  # the file's array of tables: [[table]]
 COMMANDS = ("migrate", "inspect", "verify", "sync")  # whose flags a file may hold
@@ -76,7 +114,7 @@ class Entry:
 # --- reading the file ------------------------------------------------------------------------
 
 def _file_flags() -> set[str]:
-    from pg2qdrant.cli_common import main
+    from pg2qdrant.cli.common import main
     return {o[2:] for name in COMMANDS for p in main.commands[name].params for o in p.opts
             if o.startswith("--")} - _NOT_IN_FILE
 
@@ -247,7 +285,7 @@ def _wildcard_schemas(text: str | None) -> list[str] | None:
 def _expand_schema(entry: Entry) -> list[Entry]:
     """A 'schema.*' entry -> one entry per table of the schema with a vector column, each into a
     collection named after it (a framework table: its layout names the collections)."""
-    from pg2qdrant.layouts import detect
+    from pg2qdrant.runtime.layouts import detect
     from pg2qdrant.source import catalog, connect
     text = entry.kw.get("pg_table")
     schemas = _wildcard_schemas(text)
@@ -348,8 +386,8 @@ def _check(command: str, entry: Entry) -> int:
     """What the command checks before it writes (flags, table, plan: keys, columns, dimensions),
     for every entry before any runs; warnings are left to the run. Returns the rows to copy when
     the entry reads a shared snapshot (--migration.consistent: one progress display), else 0."""
-    from pg2qdrant.cli_verify import build_verify_options
-    from pg2qdrant.pipeline import open_source
+    from pg2qdrant.cli.flow_options import build_verify_options
+    from pg2qdrant.runtime.session import open_source
     options = build_migration_options(entry.kw)
     if command == "verify" or (entry.kw.get("verify") and not options.dry_run):
         build_verify_options(entry.kw)
@@ -400,7 +438,6 @@ def each_entry(command: str) -> Callable:
                     except Pg2QdrantError as exc:
                         errors.append(_prefixed(entry, exc))
             _stop_on(errors, ui)
-            from pg2qdrant.cli_sync import one_slot, sync_many
             if one_table and one_slot(entries, whole=not only):  # one publication and one slot for them all
                 return sync_many(ctx, ui, entries, config or kw.get("pg_table") or "", command)
             if one_table:
@@ -420,7 +457,7 @@ def _file_log_ui(entries: list[Entry], kw: dict[str, Any], ui: UI) -> UI:
                          fix="set them once at the top of the file (or on the command line).")
     if not wanted or wanted == {(kw.get("log_format"), kw.get("log_file"))}:
         return ui
-    from pg2qdrant import observability
+    from pg2qdrant.runtime import observability
     log_format, log_file = wanted.pop()
     observability.setup_logging(bool(kw.get("debug") or kw.get("trace")), log_format, log_file)
     return observability.make_ui(log_format, log_file)
@@ -468,7 +505,7 @@ def _share_snapshot(entries: list[Entry]) -> Any:
     except BaseException:
         conn.close()
         raise
-    from pg2qdrant.pipeline import SharedCopy
+    from pg2qdrant.migrate.copy import SharedCopy
     shared = SharedCopy(conn)
     for entry in ok:
         entry.kw.update(shared_snapshot=snapshot_id, shared_copy=shared)

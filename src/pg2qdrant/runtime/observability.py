@@ -9,7 +9,7 @@ health check, not a status line. Everything here is off unless asked for:
   (200 while the process serves). Sync feeds it through :class:`SyncObserver`; the copy's
   progress is read from the UI's progress reporter when scraped.
 - ``--log-format json`` / ``--log-file`` turn every message into a log event (:class:`LogUI`):
-  one JSON object a line, with secrets masked by :mod:`pg2qdrant.redaction`; the file is
+  one JSON object a line, with secrets masked by :mod:`pg2qdrant.core.redaction`; the file is
   reopened on SIGHUP (logrotate) and when it was moved (WatchedFileHandler).
 
 Metrics are labelled by table and collection so that a sync of several tables can share them.
@@ -39,8 +39,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rich.console import Console
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError
 from pg2qdrant.ui import UI, RedactingStream
 
 LABELS = ("table", "collection")

@@ -15,12 +15,16 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pg2qdrant.errors import InputError
-from pg2qdrant.retry import RetryPolicy
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from pg2qdrant.pipeline import SharedCopy
-    from pg2qdrant.plan import Plan
+    from pg2qdrant.core.plan import Plan
+
+
+READ_BATCH_ROWS = 1024  # rows mapped at a time: amortises numpy calls, bounds memory per batch
+
+
 
 ROWS_PER_RANGE = 50_000  # a range is the unit of parallel work and of resume (--migration.range-rows)
 
@@ -128,7 +132,7 @@ class CopyOptions:
     # saved progress is then not resumed (it was read in another snapshot, gone with its run)
     shared_snapshot: str | None = None
     # ... and what its tables share besides: the reader processes (started once), their row counts
-    shared_copy: SharedCopy | None = field(default=None, compare=False, repr=False)
+    shared_copy: Any = field(default=None, compare=False, repr=False)  # a migrate.copy.SharedCopy
 
     def __post_init__(self) -> None:
         if self.num_workers == 0:

@@ -14,14 +14,32 @@ import io
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+import click
 import numpy as np
 
+from pg2qdrant.cli.common import global_options, handle_errors, main
+from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.localpg import LocalPostgres
-from pg2qdrant.pipeline import MigrationOptions, migrate
+from pg2qdrant.migrate.copy import migrate
 from pg2qdrant.source import connect, sample
 from pg2qdrant.ui import UI, Summary
-from pg2qdrant.verify import VerifyOptions, run_verify
+from pg2qdrant.verify.checks import run_verify
+from pg2qdrant.verify.options import VerifyOptions
+
+
+@main.command("demo")
+@click.option("--rows", type=int, default=1000, show_default=True, help="Rows in the sample table.")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default="pg2qdrant-demo", show_default=True,
+              help="Where the demo keeps its Qdrant collection (local mode).")
+@global_options
+@handle_errors
+def demo_cmd(ui: UI, rows: int, workdir: str, **kw: Any) -> None:
+    """Run the whole flow on an embedded PostgreSQL + pgvector and an embedded Qdrant."""
+    run_demo(ui, rows=rows, workdir=workdir)
+
+
 
 DIM = 384
 SPARSE_DIM = 30000
@@ -103,7 +121,8 @@ def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: 
     its own instead (warnings and errors still show)."""
     from qdrant_client import QdrantClient
 
-    from pg2qdrant.sync import SyncOptions, run_sync, sync_drop
+    from pg2qdrant.sync import run_sync, sync_drop
+    from pg2qdrant.sync.options import SyncOptions
 
     quiet = UI(quiet=True, stdout=io.StringIO(), stderr=io.StringIO())
     quiet.warn, quiet.error = ui.warn, ui.error
@@ -139,7 +158,8 @@ def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
     """Counts, a few points field by field, and one search on both sides."""
     from qdrant_client import QdrantClient
 
-    from pg2qdrant.verify import compare_points, fetch_source_batch
+    from pg2qdrant.verify.compare import compare_points
+    from pg2qdrant.verify.source_rows import fetch_source_batch
 
     plan = result.plan
     client = QdrantClient(path=str(target_dir))

@@ -6,11 +6,11 @@ Python, and threads would share one interpreter lock).
 
 Where the points go (a worker's *sink*):
 - a Qdrant server: the worker writes them itself, through its own connection and a
-  :class:`~pg2qdrant.writer.Writer` (several requests in flight), and tells the
+  :class:`~pg2qdrant.destination.writer.Writer` (several requests in flight), and tells the
   coordinator only how many points Qdrant acknowledged; nothing per row passes
   through the coordinator.
 - an in-process target (Edge, local mode): the folder is locked by the coordinator's
-  client, so workers send mapped :class:`~pg2qdrant.mapping.PointBatch` objects through
+  client, so workers send mapped :class:`~pg2qdrant.core.mapping.batch.PointBatch` objects through
   a bounded queue and the coordinator writes them with the same Writer class.
 - the dry run: workers write through the same Writer into :class:`DryRunTarget`, which builds
   each request to the last byte and drops it.
@@ -40,7 +40,7 @@ whenever the queue stays empty for a moment, so the coordinator can account for
 finished writes.
 
 A worker process dies with its coordinator, whatever killed it (SIGKILL, the OOM
-killer): see :mod:`pg2qdrant.lifeline`.
+killer): see :mod:`pg2qdrant.migrate.lifeline`.
 """
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pg2qdrant import lifeline, redaction, retry
+from pg2qdrant.core import redaction, retry
+from pg2qdrant.core.errors import Pg2QdrantError, SourceError
+from pg2qdrant.core.mapping.batch import PointBatch, RowMapper
+from pg2qdrant.core.plan import Plan
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.base import Capabilities
-from pg2qdrant.errors import Pg2QdrantError, SourceError
-from pg2qdrant.mapping import PointBatch, RowMapper
-from pg2qdrant.plan import Plan
+from pg2qdrant.migrate import lifeline
 from pg2qdrant.source import connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
 
@@ -76,7 +77,7 @@ POLL_S = 0.2
 STOP_GRACE_S = 2.0  # a reader finishing its batch; then it is terminated
 RECONNECT_PAUSE_S = 1.0  # first pause before re-reading a range PostgreSQL dropped (a restart takes ~1 s)
 RECONNECT_MAX_PAUSE_S = 30.0  # pauses double per attempt up to this
-log = logging.getLogger("pg2qdrant.workers")
+log = logging.getLogger("pg2qdrant.migrate.workers")
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class _Sink:
         self.target = self.writer = None
         self.retries_reported = 0
         if spec.write is not None:
-            from pg2qdrant.writer import Writer
+            from pg2qdrant.destination.writer import Writer
             w = spec.write
             self.target = target
             self.retries_reported = target.retries  # an earlier table's retries were reported with it

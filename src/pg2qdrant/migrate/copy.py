@@ -8,30 +8,31 @@ collection holds.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
-from pg2qdrant import layouts, redaction
-from pg2qdrant.config import ROWS_PER_RANGE, MigrationOptions, StateConfig, TargetConfig
-from pg2qdrant.destination import TargetSettings
-from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, MigrationState, StateStore, state_id_for
-from pg2qdrant.destination.qdrant import TargetAddress, parse_target_url
-from pg2qdrant.destination.server import wire_for
-from pg2qdrant.errors import DataError, InputError, Interrupted, Pg2QdrantError, SourceError
-from pg2qdrant.mapping import keys_can_share_ids, shared_id_error
-from pg2qdrant.plan import CollectionOptions, Plan, build_plan, check_shape, pgvector_feature_check, plan_fingerprint
-from pg2qdrant.retry import RetryPolicy
-from pg2qdrant.source import catalog, checks, connect, reader, snapshot
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import DataError, Interrupted, Pg2QdrantError, SourceError
+from pg2qdrant.core.options import READ_BATCH_ROWS, ROWS_PER_RANGE, MigrationOptions
+from pg2qdrant.core.plan import Plan, plan_fingerprint
+from pg2qdrant.destination.checkpoints import MigrationState, StateStore, state_id_for
+from pg2qdrant.destination.server import parse_target_url, wire_for
+from pg2qdrant.destination.writer import Writer
+from pg2qdrant.migrate.workers import DryRunTarget, ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
+from pg2qdrant.runtime.session import SourceSession, open_source
+from pg2qdrant.runtime.target import (
+    connect_target,
+    describe_target,
+    ensure_collection,
+    source_identity,
+    state_store,
+    target_identity,
+    target_settings,
+)
+from pg2qdrant.source import connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
 from pg2qdrant.ui import UI, Summary, render_plan
-from pg2qdrant.workers import DryRunTarget, ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
-from pg2qdrant.writer import Writer
 
-# A full read of a vector column to prove all rows share a dimension is affordable
-# up to this many rows (a few seconds); above it the check happens while copying.
-DIMENSION_PRECHECK_MAX_ROWS = 1_000_000
-READ_BATCH_ROWS = 1024  # rows mapped at a time: amortises numpy calls, bounds memory per batch
 RANGES_PER_WORKER = 4
 
 
@@ -130,131 +131,7 @@ def orphan_text(extra: int, *, exact: bool) -> str:
 # Source side: plan and checks, all inside one snapshot
 # ---------------------------------------------------------------------------------------
 
-@dataclass
-class SourceSession:
-    """A coordinator connection holding the exported snapshot, and the plan made in it."""
 
-    conn: connect.Connection
-    plan: Plan
-    snapshot_id: str
-    source_rows: int | None = None  # exact count(*) in the snapshot, when asked for
-
-    def close(self) -> None:
-        snapshot.release(self.conn)
-
-
-def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = None,
-                count: bool = True, rows: int | None = None, keys_checked: bool = False) -> SourceSession:
-    """Connect, describe the table, build the plan and run the pre-write checks.
-
-    Everything happens in one REPEATABLE READ READ ONLY transaction whose snapshot
-    the readers import. With ``snapshot_id`` (a replication slot's exported
-    snapshot, for a gap-free hand-off to `sync`) that snapshot is imported
-    instead of exporting a new one. ``rows``: the count, when it was already
-    made in that snapshot (not made again); ``keys_checked``: the key checks
-    passed in that snapshot (a table without a unique constraint is not scanned again).
-    """
-    conn = connect.connect(options.pg_url, autocommit=True)
-    try:
-        server = catalog.server_info(conn)
-        if server.pgvector is None:
-            raise InputError(
-                f"The pgvector extension is not installed in database {server.database!r}.",
-                fix="connect to the database that holds your embeddings (the last part of --pg.url).",
-            )
-        if snapshot_id is None:
-            snapshot_id = snapshot.begin_snapshot(conn)
-        else:
-            snapshot.attach_snapshot(conn, snapshot_id)
-        table = catalog.describe_table(conn, options.table)
-        pgvector_feature_check(server, table, options.columns)
-        plan = build_plan(table, server, collection=options.collection, key_columns=options.key_columns,
-                          key_source=options.key_source, columns=options.columns,
-                          distance_overrides=options.distance_overrides, distance_source=options.distance_source,
-                          id_mode=options.id_mode, payload_index_flags=options.payload_index,
-                          auto_payload_index=options.auto_payload_index)
-        plan = layouts.apply_options(
-            plan, where=options.where and layouts.validate_where(conn, table, options.where),
-            vector_names=options.vector_names, payload_keys=options.payload_keys,
-            tenant_column=options.tenant_column, payload_shape=options.payload_shape,
-            extra_indexes=options.layout_indexes, notes=options.layout_notes)
-        plan = _resolve_vector_sizes(conn, plan)
-        if not keys_checked:
-            _check_keys(conn, plan)
-        if rows is None and count:
-            rows = count_rows(conn, plan)
-        return SourceSession(conn, plan, snapshot_id, rows)
-    except BaseException as exc:
-        conn.close()
-        refused = checks.refused_read(exc)
-        if refused is None:
-            raise
-        raise refused from None
-
-
-def _resolve_vector_sizes(conn: connect.Connection, plan: Plan) -> Plan:
-    """Vector columns declared without a dimension take it from the data (all rows must agree)."""
-    for v in plan.vectors:
-        if not v.size_from_data:
-            continue
-        dims: list[int]
-        if plan.table.estimated_rows <= DIMENSION_PRECHECK_MAX_ROWS:
-            dims = catalog.vector_dimensions(conn, plan.table, v.column, v.declared.split("(")[0])
-        else:
-            first = catalog.first_vector_dimension(conn, plan.table, v.column)
-            dims = [] if first is None else [first]
-        if not dims:
-            raise InputError(
-                f"Vector column {v.column} is declared without a dimension ({v.declared}) and holds no "
-                "value to take it from.",
-                fix=f"declare the dimension (ALTER TABLE ... ALTER COLUMN {v.column} TYPE vector(N)) "
-                    "or leave the column out with --pg.columns.",
-            )
-        if len(dims) > 1:
-            raise DataError(
-                f"Vector column {v.column} ({v.declared}) holds vectors of different dimensions: "
-                f"{', '.join(map(str, dims))}. A Qdrant vector has one size.",
-                fix=f"make the rows agree (e.g. find them with SELECT vector_dims({v.column}), count(*) ... "
-                    "GROUP BY 1), or migrate each dimension to its own collection from a view.",
-            )
-        plan = plan.with_vector_size(v.name, dims[0])
-    return plan
-
-
-def _check_keys(conn: connect.Connection, plan: Plan) -> None:
-    """NULL and duplicate keys (unless a constraint rules them out), and distinct keys that
-    share a point ID, stop the run before any write."""
-    key = plan.key
-    if keys_can_share_ids(key):
-        _check_shared_ids(conn, plan)
-    if key.unique_by_constraint:
-        return
-    nulls = checks.null_key_rows(conn, plan)
-    if nulls:
-        raise DataError(
-            f"Key column(s) {', '.join(key.columns)} of {plan.table.display} are NULL in {nulls:,} row(s); "
-            "a point needs an ID.",
-            fix="fill the NULLs, or choose a unique NOT NULL column with --pg.key-column.",
-        )
-    dups = checks.duplicate_keys(conn, plan)
-    if dups:
-        shown = "; ".join(f"{', '.join(repr(v) for v in d[:-1])} ({d[-1]} rows)" for d in dups)
-        raise DataError(
-            f"Key column(s) {', '.join(key.columns)} of {plan.table.display} are not unique; "
-            f"duplicated values include: {shown}. Each would overwrite the other in Qdrant.",
-            fix="choose a unique column with --pg.key-column (several columns, comma-separated, "
-                "form a composite key), or deduplicate the table.",
-        )
-
-
-def _check_shared_ids(conn: connect.Connection, plan: Plan) -> None:
-    """Distinct key texts read as the same UUID would share a point (found in SQL, see checks)."""
-    groups = checks.shared_id_groups(conn, plan)
-    if groups:
-        raise shared_id_error(plan, groups)
-
-
-count_rows = checks.count_rows  # exact row count in the snapshot (not n_live_tup, an estimate)
 
 
 @dataclass
@@ -292,43 +169,6 @@ class SharedCopy:
 # ---------------------------------------------------------------------------------------
 # Target side
 # ---------------------------------------------------------------------------------------
-
-def target_settings(options: TargetConfig, address: TargetAddress | None = None) -> TargetSettings:
-    """How to reach the target (what a reader process needs to open its own connection)."""
-    return TargetSettings(address or parse_target_url(options.qdrant_url), api_key=options.api_key,
-                          skip_tls_verification=options.skip_tls_verification,
-                          retry=RetryPolicy(max_retries=options.max_retries, deadline_s=options.retry_deadline_s))
-
-
-def connect_target(options: TargetConfig, address: TargetAddress | None = None, ui: UI | None = None):
-    settings = target_settings(options, address)
-    address = settings.address
-    if ui and options.api_key and address.kind == "server" and not address.https:
-        ui.warn(f"the API key is sent unencrypted to {address.display()}; use https:// for remote servers.")
-    return settings.open()
-
-
-def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
-    """Create the collection, or prove the existing one fits the plan. True when created."""
-    spec = plan.collection_spec(collection_options)
-    check = check_shape(spec, target.shape(spec.name))
-    if not check.exists:
-        if not create:
-            raise InputError(
-                f"Collection {plan.collection!r} does not exist and --migration.create-collection is false.",
-                fix="create it first, or drop --migration.create-collection=false to let pg2qdrant create it.",
-            )
-        target.create_collection(spec)
-        ui.info(f"Created collection {plan.collection!r}: {check.expected.describe()}"
-                + (f"; payload indexes: {', '.join(f'{f} ({t})' for f, t in collection_options.payload_indexes)}"
-                   if collection_options.payload_indexes else ""))
-        return True
-    check.require_match(
-        "already exists with a different vector configuration",
-        fix="write to a new collection (--qdrant.collection), delete the existing one, or make the plan "
-            "match it (--qdrant.distance-metric column=metric, --pg.columns).")
-    ui.info(f"Collection {plan.collection!r} exists and matches the plan; points are upserted by ID.")
-    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -446,7 +286,7 @@ def delete_orphans(session: SourceSession, pg_url: str, target, ui: UI) -> int:
     rows copied by earlier runs were read in older snapshots, so a point whose row was
     deleted since is an orphan here and goes too.
     """
-    from pg2qdrant.verify.ids import scan_ids  # the verify package is not needed by a plain copy
+    from pg2qdrant.runtime.ids import scan_ids  # the verify package is not needed by a plain copy
     plan = session.plan
     conn = session.conn
     if not connect.usable(conn):  # PostgreSQL restarted during the copy: compare in a new snapshot
@@ -464,38 +304,6 @@ def delete_orphans(session: SourceSession, pg_url: str, target, ui: UI) -> int:
 
 def _kind(ranges: list[ReadRange]) -> str:
     return ranges[0].kind if ranges else "all"
-
-
-def state_store(options: StateConfig, target) -> StateStore:
-    """Records in the target itself (tied to it by where they live), or in --migration.state-file
-    (whose state ids then include target_identity: the file may be reused against another target)."""
-    if options.state_file:
-        return StateStore(FileRecords(options.state_file))
-    return StateStore(target.records(options.offsets_collection, STATE_NAMESPACE))
-
-
-def source_identity(plan: Plan) -> dict:
-    """Which table this is, independently of how it is reached (no host, user or password)."""
-    return {"system_identifier": plan.server.system_identifier, "database": plan.server.database,
-            "table": plan.table.display}
-
-
-def target_identity(address: TargetAddress) -> dict:
-    """Which Qdrant this is, without credentials: a server's host, port and path prefix (scheme
-    and API key say how it is reached, not which one it is), or the resolved folder."""
-    if address.kind == "server":
-        return {"kind": "server", "host": address.host.lower(), "port": address.port, "prefix": address.prefix or ""}
-    if address.kind == "memory":
-        return {"kind": "memory"}
-    return {"kind": address.kind, "path": os.path.realpath(address.path)}
-
-
-def describe_target(identity: dict) -> str:
-    if not identity:  # a record written before records named their target
-        return ""
-    if identity.get("kind") == "server":
-        return f"{identity['host']}:{identity['port']}" + (f"/{identity['prefix']}" if identity["prefix"] else "")
-    return f"{identity.get('kind')}:{identity.get('path', '')}".rstrip(":")
 
 
 # complexity: the resume decision table: saved progress kept, voided (collection gone or emptied), ignored

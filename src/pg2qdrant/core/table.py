@@ -1,7 +1,7 @@
 """The source table as the rest of pg2qdrant sees it: plain dataclasses, no psycopg.
 
 :mod:`pg2qdrant.source.catalog` fills these from PostgreSQL's catalog;
-:mod:`pg2qdrant.plan` decides on them without importing a driver.
+:mod:`pg2qdrant.core.plan` decides on them without importing a driver.
 """
 
 from __future__ import annotations

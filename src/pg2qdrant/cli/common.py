@@ -26,8 +26,10 @@ from typing import Any
 
 import click
 
-from pg2qdrant import __version__, redaction
-from pg2qdrant.config import (
+from pg2qdrant import __version__
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import Interrupted, Pg2QdrantError
+from pg2qdrant.core.options import (
     ROWS_PER_RANGE,
     CollectionConfig,
     CopyOptions,
@@ -36,7 +38,6 @@ from pg2qdrant.config import (
     TargetConfig,
     default_of,
 )
-from pg2qdrant.errors import Interrupted, Pg2QdrantError
 from pg2qdrant.ui import UI
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
@@ -250,7 +251,7 @@ def start_service(kw: dict, options, ui: UI):
     """--metrics-port: the metrics and health server, closed with the command (None without the flag).
 
     Started once per command: the entries of a --config file share it (and its port)."""
-    from pg2qdrant.observability import start_service as start
+    from pg2qdrant.runtime.observability import start_service as start
     ctx = click.get_current_context()
     if "pg2qdrant.service" not in ctx.meta:
         service = start(kw, options, ui)
@@ -274,7 +275,7 @@ def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = bool(kwargs.get("debug") or kwargs.get("trace") or os.environ.get("PG2QDRANT_DEBUG"))
-        from pg2qdrant import observability
+        from pg2qdrant.runtime import observability
         _stop_on_sigterm()
         # A migration file's entries share the command's UI (one progress display, one metrics source).
         ui = kwargs.pop("ui", None) or observability.make_ui(kwargs.get("log_format"), kwargs.get("log_file"))
@@ -304,14 +305,14 @@ def handle_errors(fn: Callable) -> Callable:
 def _require(**values: Any) -> None:
     missing = [flag for flag, v in values.items() if not v]
     if missing:
-        from pg2qdrant.errors import InputError
+        from pg2qdrant.core.errors import InputError
         raise InputError(f"Missing required flag(s): {', '.join(missing)}.",
                          fix="see `pg2qdrant migrate --help`; e.g. pg2qdrant migrate --pg.url postgresql://"
                              "user:pass@host/db --pg.table items --qdrant.collection items.")
 
 
 def _distance_overrides(values) -> dict[str, str]:
-    from pg2qdrant.plan import parse_distance_overrides
+    from pg2qdrant.core.plan import parse_distance_overrides
     return parse_distance_overrides(values)
 
 
@@ -320,13 +321,13 @@ def _split(values) -> list[str]:
 
 
 def build_migration_options(kw: dict):
-    from pg2qdrant.pipeline import MigrationOptions
+    from pg2qdrant.core.options import MigrationOptions
     # Without --qdrant.collection a framework layout names the collection(s) (layouts.jobs_for).
     layout = kw.get("layout") or "auto"
     _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
                 "--qdrant.collection": kw["qdrant_collection"] or layout != "plain"})
     if kw["range_rows"] is not None and kw["range_rows"] <= 0:
-        from pg2qdrant.errors import InputError
+        from pg2qdrant.core.errors import InputError
         raise InputError(f"--migration.range-rows must be positive (got {kw['range_rows']}).",
                          fix="use e.g. --migration.range-rows 50000.")
     return MigrationOptions(
@@ -350,7 +351,8 @@ def build_migration_options(kw: dict):
 
 def _layout_options(kw: dict) -> dict:
     """The generic options of framework layouts (see layouts.py)."""
-    from pg2qdrant.layouts import check_where, parse_pairs
+    from pg2qdrant.core.layouts import parse_pairs
+    from pg2qdrant.source.where import check_where
     return dict(
         where=check_where(kw["pg_where"]) if kw.get("pg_where") is not None else None,
         vector_names=parse_pairs(kw.get("vector_name"), "--qdrant.vector-name", example="embedding="),
@@ -363,9 +365,9 @@ def layout_jobs(options, ui: UI, *, command: str | None = None, default_collecti
 
     ``command``: a command that works on one collection only (sync) refuses several.
     """
-    from pg2qdrant.destination.qdrant import parse_target_url
-    from pg2qdrant.errors import InputError
-    from pg2qdrant.layouts import plan_jobs
+    from pg2qdrant.core.errors import InputError
+    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.runtime.layouts import plan_jobs
     options.validate()  # input errors (exit 2) before connecting anywhere
     parse_target_url(options.qdrant_url)
     jobs = plan_jobs(options, default_collection=default_collection)

@@ -21,8 +21,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from pg2qdrant import redaction
-from pg2qdrant.errors import InputError
+from pg2qdrant.core import redaction
+from pg2qdrant.core.errors import InputError
 from pg2qdrant.ui import UI
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from pg2qdrant.core.errors import DataError
+from pg2qdrant.core.mapping.batch import PointBatch
+from pg2qdrant.core.mapping.ids import PointId, normalize_point_id
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.base import Target
-from pg2qdrant.errors import DataError
-from pg2qdrant.mapping import PointBatch, PointId, normalize_point_id
 
 
 class Writer:

@@ -1,29 +1,22 @@
-"""`pg2qdrant verify`: the command line of the five verification checks (see the verify package).
+"""The flags of verify and sync, and the options built from them.
 
-It takes the migrate command's own flags (``--pg.*``, ``--qdrant.*``,
-``--migration.*``), so a migrate command line becomes a verify command line by
-changing the command name: the plan (and so the mapping and the point IDs,
-``--migration.id-mode`` included) is the one migrate used. The ``--verify.*``
-flags are also meant for ``migrate --verify``: :func:`verify_options` and
-:func:`build_verify_options` are reusable for that.
-
-Importing this module registers the command on :data:`pg2qdrant.cli.main`. The
-option decorators come first and need nothing from ``cli``, so ``cli`` may import
-them from here while it is itself being imported (in either import order).
+Their own commands take them, and so do ``migrate --verify`` / ``migrate --then-sync`` and the
+migration file: kept here so that no command module imports another.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pg2qdrant.verify import (
+from pg2qdrant.cli.common import bool_flag, opt
+from pg2qdrant.core.options import SYNC_MODES, SyncConfig, default_of
+from pg2qdrant.runtime.ids import ID_MEMORY_MB
+from pg2qdrant.verify.options import (
     DEFAULT_K,
     DEFAULT_QUERIES,
-    ID_MEMORY_MB,
     INDEX_TIMEOUT_S,
     THRESHOLD_NAMES,
     Thresholds,
@@ -85,39 +78,45 @@ def build_verify_options(kw: dict[str, Any]) -> VerifyOptions:
     return options
 
 
-# The command itself needs cli's shared flags and error handling (imported last, see docstring).
-from pg2qdrant.cli_common import (  # noqa: E402
-    build_migration_options,
-    global_options,
-    handle_errors,
-    layout_jobs,
-    log_options,
-    main,
-    migration_options,
-    source_options,
-    target_options,
-)
-from pg2qdrant.cli_config import config_options, each_entry  # noqa: E402
-from pg2qdrant.ui import UI  # noqa: E402
 
 
-@main.command("verify")
-@source_options
-@target_options
-@migration_options
-@verify_options
-@config_options
-@log_options
-@global_options
-@handle_errors
-@each_entry("verify")
-def verify_cmd(ui: UI, **kw: Any) -> None:
-    """Prove a migration: counts, IDs, values on a sample, schema and search parity (exit 0 pass, 1 fail).
+def sync_flags(fn: Callable) -> Callable:
+    for decorator in reversed([
+        opt("--sync.mode", "sync_mode", type=click.Choice(SYNC_MODES), default=default_of(SyncConfig, "mode"),
+            show_default=True,
+            help="cdc: stream changes by logical replication; poll: re-copy rows whose --sync.updated-column "
+                 "advanced; reconcile: one pass that deletes orphan points and writes missing ones."),
+        opt("--sync.slot", "sync_slot", default=None,
+            help="Replication slot (default: pg2qdrant_<collection>)."),
+        opt("--sync.publication", "sync_publication", default=None,
+            help="Publication (default: pg2qdrant_<collection>; created for the table when missing)."),
+        bool_flag("--sync.initial-copy", "sync_initial_copy", False,
+                  "Copy the table first, from the new slot's snapshot: a gap-free start."),
+        opt("--sync.updated-column", "sync_updated_column", default=None,
+            help="Poll mode: the timestamp/integer column every insert and update advances."),
+        opt("--sync.interval", "sync_interval", type=float, default=default_of(SyncConfig, "interval_s"), show_default=True,
+            help="Poll mode: seconds between polls."),
+        opt("--sync.overlap", "sync_overlap", type=float, default=default_of(SyncConfig, "overlap"), show_default=True,
+            help="Poll mode: rows up to this far behind the watermark are read again (seconds for time "
+                 "columns, units for numbers), for transactions that commit late."),
+        bool_flag("--sync.reconcile", "sync_reconcile", False,
+                  "Also compare ID sets: delete orphan points, write missing ones (poll: every "
+                  "--sync.reconcile-interval; cdc: once at start)."),
+        opt("--sync.reconcile-interval", "sync_reconcile_interval", type=float,
+            default=default_of(SyncConfig, "reconcile_interval_s"), show_default=True,
+            help="Poll mode: seconds between reconciliations."),
+        bool_flag("--sync.once", "sync_once", False,
+                  "Stop once caught up (cdc: with the WAL position at start; poll: after one round)."),
+    ]):
+        fn = decorator(fn)
+    return fn
 
-    Takes the same flags as migrate: replace `migrate` with `verify` in your command line.
-    """
-    from pg2qdrant.verify import run_verify
-    options = build_migration_options(kw)
-    verify = build_verify_options(kw)  # input errors (exit 2) before connecting anywhere
-    # A framework table may hold several collections (LangChain): each is verified; worst exit code.
-    sys.exit(max(run_verify(job, verify, ui).exit_code for job in layout_jobs(options, ui)))
+
+def sync_options_from(kw: dict[str, Any]):
+    from pg2qdrant.sync.options import SyncOptions
+    return SyncOptions(
+        mode=kw["sync_mode"], slot=kw["sync_slot"] or None, publication=kw["sync_publication"] or None,
+        initial_copy=kw["sync_initial_copy"], updated_column=kw["sync_updated_column"] or None,
+        interval_s=kw["sync_interval"], overlap=kw["sync_overlap"], reconcile=kw["sync_reconcile"],
+        reconcile_interval_s=kw["sync_reconcile_interval"], once=kw["sync_once"],
+    )

@@ -1,0 +1,104 @@
+"""`pg2qdrant migrate` (and its alias `pg`, with the flags of `qdrant-migration pg`) and `pg2qdrant inspect`.
+
+``inspect`` takes the same flags and prints the plan the copy would follow, writing nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pg2qdrant.cli.common import (
+    bool_flag,
+    build_migration_options,
+    global_options,
+    handle_errors,
+    layout_jobs,
+    main,
+    migration_options,
+    service_options,
+    source_options,
+    start_service,
+    target_options,
+)
+from pg2qdrant.cli.config_file import TableRun, config_options, each_entry
+from pg2qdrant.cli.flow_options import build_verify_options, sync_flags, sync_options_from, verify_options  # noqa: E402  (also registers `sync`)  # noqa: E402  (also registers `verify`)
+from pg2qdrant.ui import UI
+
+
+def _migrate_command(name: str, hidden: bool = False):
+    @main.command(name, hidden=hidden, help=(
+        "Copy a pgvector table into a Qdrant collection. Accepts the flags of `qdrant-migration pg`."
+        if name == "migrate" else "Alias of `migrate`, named like the reference tool's `pg` command."))
+    @source_options
+    @target_options
+    @migration_options
+    @bool_flag("--verify", "verify", False, "After the copy, run `pg2qdrant verify` (exit 1 if a check fails).")
+    @verify_options
+    @bool_flag("--then-sync", "then_sync", False,
+               "Copy from a new replication slot's snapshot, then keep the collection in sync (CDC) until "
+               "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
+    @sync_flags
+    @config_options
+    @bool_flag("--migration.consistent", "consistent", False,
+               "With --config: read every table in one snapshot, so the collections are one point in time "
+               "(an interrupted run starts over); default: table by table, each resumable.")
+    @service_options
+    @global_options
+    @handle_errors
+    @each_entry("migrate")
+    def command(ui: UI, **kw: Any) -> list[TableRun] | None:
+        from pg2qdrant.migrate.copy import migrate
+        options = build_migration_options(kw)
+        service = start_service(kw, options, ui)
+        verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
+        jobs = layout_jobs(options, ui, command="migrate --then-sync" if kw["then_sync"] else None)
+        if kw["then_sync"]:
+            from pg2qdrant.sync import run_sync
+            run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True, service=service)
+            return
+        runs = []  # each_entry exits with the worst verify code
+        for options in jobs:  # a framework table may hold several collections (LangChain)
+            result = migrate(options, ui, show_plan=False)
+            from pg2qdrant.destination.server import parse_target_url
+            result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+            runs.append(TableRun(options.collection, result, verified=verify is not None))
+            if verify is not None:
+                from pg2qdrant.verify.checks import run_verify
+                runs[-1].exit_code = run_verify(options, verify, ui).exit_code
+        return runs
+
+    return command
+
+
+migrate_cmd = _migrate_command("migrate")
+pg_cmd = _migrate_command("pg")
+
+
+@main.command("inspect")
+@source_options
+@target_options
+@migration_options
+@config_options
+@global_options
+@handle_errors
+@each_entry("inspect")
+def inspect_cmd(ui: UI, **kw: Any) -> None:
+    """Print the migration plan (collection, vectors, IDs, payload) and write nothing."""
+    from pg2qdrant.runtime.session import open_source
+    if not kw["qdrant_collection"] and kw["layout"] == "plain":
+        kw["qdrant_collection"] = (kw["pg_table"] or "").split(".")[-1].strip('"') or "collection"
+    options = build_migration_options(kw)
+    # Without --qdrant.collection: the layout's collection(s), else one named after the table.
+    jobs = layout_jobs(options, ui, default_collection=options.table.split(".")[-1].strip('"') or "collection")
+    from pg2qdrant.ui import render_plan
+    for options in jobs:
+        session = open_source(options, ui, count=False)
+        try:
+            render_plan(ui, session.plan)
+        finally:
+            session.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

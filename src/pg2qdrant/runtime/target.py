@@ -1,0 +1,84 @@
+"""TODO docstring (pg2qdrant/runtime/target.py, from pg2qdrant/pipeline.py)."""
+
+from __future__ import annotations
+
+import os
+
+from pg2qdrant.core.errors import InputError
+from pg2qdrant.core.options import CollectionOptions, StateConfig, TargetConfig
+from pg2qdrant.core.plan import Plan, check_shape
+from pg2qdrant.core.retry import RetryPolicy
+from pg2qdrant.destination import TargetSettings
+from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, StateStore
+from pg2qdrant.destination.server import TargetAddress, parse_target_url
+from pg2qdrant.ui import UI
+
+
+def target_settings(options: TargetConfig, address: TargetAddress | None = None) -> TargetSettings:
+    """How to reach the target (what a reader process needs to open its own connection)."""
+    return TargetSettings(address or parse_target_url(options.qdrant_url), api_key=options.api_key,
+                          skip_tls_verification=options.skip_tls_verification,
+                          retry=RetryPolicy(max_retries=options.max_retries, deadline_s=options.retry_deadline_s))
+
+
+def connect_target(options: TargetConfig, address: TargetAddress | None = None, ui: UI | None = None):
+    settings = target_settings(options, address)
+    address = settings.address
+    if ui and options.api_key and address.kind == "server" and not address.https:
+        ui.warn(f"the API key is sent unencrypted to {address.display()}; use https:// for remote servers.")
+    return settings.open()
+
+
+def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
+    """Create the collection, or prove the existing one fits the plan. True when created."""
+    spec = plan.collection_spec(collection_options)
+    check = check_shape(spec, target.shape(spec.name))
+    if not check.exists:
+        if not create:
+            raise InputError(
+                f"Collection {plan.collection!r} does not exist and --migration.create-collection is false.",
+                fix="create it first, or drop --migration.create-collection=false to let pg2qdrant create it.",
+            )
+        target.create_collection(spec)
+        ui.info(f"Created collection {plan.collection!r}: {check.expected.describe()}"
+                + (f"; payload indexes: {', '.join(f'{f} ({t})' for f, t in collection_options.payload_indexes)}"
+                   if collection_options.payload_indexes else ""))
+        return True
+    check.require_match(
+        "already exists with a different vector configuration",
+        fix="write to a new collection (--qdrant.collection), delete the existing one, or make the plan "
+            "match it (--qdrant.distance-metric column=metric, --pg.columns).")
+    ui.info(f"Collection {plan.collection!r} exists and matches the plan; points are upserted by ID.")
+    return False
+
+
+def state_store(options: StateConfig, target) -> StateStore:
+    """Records in the target itself (tied to it by where they live), or in --migration.state-file
+    (whose state ids then include target_identity: the file may be reused against another target)."""
+    if options.state_file:
+        return StateStore(FileRecords(options.state_file))
+    return StateStore(target.records(options.offsets_collection, STATE_NAMESPACE))
+
+
+def source_identity(plan: Plan) -> dict:
+    """Which table this is, independently of how it is reached (no host, user or password)."""
+    return {"system_identifier": plan.server.system_identifier, "database": plan.server.database,
+            "table": plan.table.display}
+
+
+def target_identity(address: TargetAddress) -> dict:
+    """Which Qdrant this is, without credentials: a server's host, port and path prefix (scheme
+    and API key say how it is reached, not which one it is), or the resolved folder."""
+    if address.kind == "server":
+        return {"kind": "server", "host": address.host.lower(), "port": address.port, "prefix": address.prefix or ""}
+    if address.kind == "memory":
+        return {"kind": "memory"}
+    return {"kind": address.kind, "path": os.path.realpath(address.path)}
+
+
+def describe_target(identity: dict) -> str:
+    if not identity:  # a record written before records named their target
+        return ""
+    if identity.get("kind") == "server":
+        return f"{identity['host']}:{identity['port']}" + (f"/{identity['prefix']}" if identity["prefix"] else "")
+    return f"{identity.get('kind')}:{identity.get('path', '')}".rstrip(":")
