@@ -272,7 +272,7 @@ def child_ingest(spec: dict) -> dict:
     try:
         plan = session.plan
         target.check_reachable()
-        target.create_collection(plan, options.collection_options(plan))  # the migration's shard config
+        target.create_collection(plan, options.collection_options(plan.payload_indexes))  # the migration's shard config
         shard = target.shard(COLLECTION)
         upsert = edge.UpdateOperation.upsert_points
         conn = connect.connect(spec["url"], autocommit=True)
@@ -335,7 +335,7 @@ def child_hnsw(spec: dict) -> dict:
     try:
         plan = session.plan
         started = time.perf_counter()
-        target.finish_load(plan, options.collection_options(plan), True)
+        target.finish_load(plan, options.collection_options(plan.payload_indexes), True)
         seconds = time.perf_counter() - started
         info = target.shard(COLLECTION).info()
     finally:

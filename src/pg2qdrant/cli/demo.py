@@ -23,6 +23,7 @@ from pg2qdrant.cli.common import global_options, handle_errors, main
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.localpg import LocalPostgres
 from pg2qdrant.migrate.copy import migrate
+from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.source import connect, sample
 from pg2qdrant.ui import UI, Summary
 from pg2qdrant.verify.checks import run_verify
@@ -98,10 +99,10 @@ def run_demo(ui: UI, *, rows: int = 1000, workdir: str = "pg2qdrant-demo") -> No
         ui.info(f"Migrating into Qdrant local mode at {target_dir} ...")
         result = migrate(options, ui, show_plan=True)
         result.summary(f"local:{target_dir}").render(ui)
-        _check_and_compare(ui, url, target_dir, result)
+        _check_and_compare(ui, url, options, result)
         ui.info("Verifying the whole collection (pg2qdrant verify) ...")
         run_verify(options, VerifyOptions(queries=10, seed=1), ui)
-        _sync_some_changes(ui, url, options, target_dir)
+        _sync_some_changes(ui, url, options)
     ui.info(f"Stopped the embedded PostgreSQL. Demo finished in {time.monotonic() - started:.1f} s.")
     ui.out.print(
         "\nOpen the result yourself:\n\n"
@@ -113,14 +114,12 @@ def run_demo(ui: UI, *, rows: int = 1000, workdir: str = "pg2qdrant-demo") -> No
     )
 
 
-def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: Path) -> None:
+def _sync_some_changes(ui: UI, url: str, options: MigrationOptions) -> None:
     """pg2qdrant sync (CDC): create the slot, change rows, stream the changes, show them in Qdrant.
 
     Sync's own messages are for a service that keeps running (how to stop it, the slot kept for the
     next run, WAL retention); the demo stops and drops the slot itself, so it prints one summary of
     its own instead (warnings and errors still show)."""
-    from qdrant_client import QdrantClient
-
     from pg2qdrant.sync import run_sync, sync_drop
     from pg2qdrant.sync.options import SyncOptions
 
@@ -141,9 +140,9 @@ def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: 
         ("time", f"{time.monotonic() - started:,.1f} s"),
         ("slot", f"{slot} and publication {publication}: dropped (the demo is done with them)"),
     ]).render(ui)
-    client = QdrantClient(path=str(target_dir))
+    client = connect_target(options)
     try:
-        points = {p.id: p for p in client.retrieve("documents", [2, 3, new_id], with_vectors=["embedding"])}
+        points = {p.id: p for p in client.retrieve("documents", [2, 3, new_id])}
         renamed = points.get(2)
         ui.out.print(
             f"Sync: point {new_id} {'is there' if new_id in points else 'is MISSING'}; point 2's title is "
@@ -154,23 +153,21 @@ def _sync_some_changes(ui: UI, url: str, options: MigrationOptions, target_dir: 
         client.close()
 
 
-def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
+def _check_and_compare(ui: UI, url: str, options: MigrationOptions, result) -> None:
     """Counts, a few points field by field, and one search on both sides."""
-    from qdrant_client import QdrantClient
-
     from pg2qdrant.verify.compare import compare_points
     from pg2qdrant.verify.source_rows import fetch_source_batch
 
     plan = result.plan
-    client = QdrantClient(path=str(target_dir))
+    client = connect_target(options)
     try:
-        count = client.count("documents", exact=True).count
+        count = client.count("documents")
         ui.out.print(f"Check: {result.source_rows:,} rows in PostgreSQL, {count:,} points in Qdrant: "
                      f"{'equal' if count == result.source_rows else 'DIFFERENT'}", markup=False)
         with connect.connect(url, autocommit=True) as conn:
             ids = [1, 2, 3, 10, 11]
             expected = fetch_source_batch(conn, plan, keys=[(i,) for i in ids])
-            records = client.retrieve("documents", ids=expected.ids, with_payload=True, with_vectors=True)
+            records = client.retrieve("documents", expected.ids)
             mismatches = compare_points(plan, expected, records)
             verdict = "identical" if not mismatches else f"{len(mismatches)} differences"
             ui.out.print(f"Check: points {ids} compared field by field and vector by vector: {verdict}",
@@ -178,9 +175,9 @@ def _check_and_compare(ui: UI, url: str, target_dir: Path, result) -> None:
             for m in mismatches[:5]:
                 ui.out.print("  " + m.describe(), markup=False)
             query, pg_top = sample.nearest_by_cosine(conn, 42, 5)
-        hits = client.query_points("documents", query=[float(x) for x in query.strip("[]").split(",")],
-                                   using="embedding", limit=5).points
-        q_top = [h.id for h in hits]
+        hits = client.search("documents", "embedding", [float(x) for x in query.strip("[]").split(",")], 5,
+                             exact=True)
+        q_top = [point_id for point_id, _ in hits]
         ui.out.print(f"Search (nearest 5 to document 42 by cosine): pgvector {pg_top}, Qdrant {q_top}: "
                      f"{len(set(pg_top) & set(q_top))}/5 in common", markup=False)
     finally:

@@ -26,7 +26,6 @@ from typing import Any
 
 from pg2qdrant.core.errors import DataError, InputError
 from pg2qdrant.core.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind
-from pg2qdrant.source.where import and_where, where_sql  # noqa: F401  (the filter in SQL, re-exported)
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
 SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload

@@ -13,14 +13,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from pg2qdrant.core.plan import Plan
-
 
 READ_BATCH_ROWS = 1024  # rows mapped at a time: amortises numpy calls, bounds memory per batch
 
@@ -143,12 +139,13 @@ class CopyOptions:
 class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig, MappingConfig, CopyOptions):
     """Everything one table's migration is told (the migrate, verify and sync flows take it)."""
 
-    def collection_options(self, plan: Plan) -> CollectionOptions:
+    def collection_options(self, payload_indexes) -> CollectionOptions:
+        """How to create the collection: these options and the plan's ``payload_indexes``."""
         return CollectionOptions(
             hnsw_m=self.hnsw_m, hnsw_ef_construct=self.hnsw_ef_construct, on_disk=self.on_disk,
             quantization=self.quantization, shard_number=self.shard_number,
             replication_factor=self.replication_factor,
-            payload_indexes=tuple((p.field, p.type) for p in plan.payload_indexes),
+            payload_indexes=tuple((p.field, p.type) for p in payload_indexes),
         )
 
     def validate(self) -> None:

@@ -412,22 +412,6 @@ def _vector_read(col: Column) -> ReadColumn:
     return ReadColumn(col.name, None, cast=cast, raw_oid=col.type.oid)
 
 
-def _check_loadable(col: Column, read: ReadColumn) -> None:
-    """Fail while planning, before anything is written, when psycopg cannot decode a read."""
-    if read.raw_oid is not None:
-        return  # passed through as bytes
-    # Imported here: plan stays free of psycopg until a plan is built (adapters needs it).
-    from pg2qdrant.source import adapters
-
-    if adapters.load_oid(read.load_type) is None:
-        raise InputError(
-            f"Column {col.name} ({col.declared}) cannot be read: psycopg has no binary loader for "
-            f"{read.load_type!r}, the type pg2qdrant reads it as.",
-            fix=f"leave the column out with --pg.columns, or migrate from a view that casts "
-                f"{col.name} to text; please report the type.",
-        )
-
-
 class _Reads:
     """The SELECT list being built: one read per distinct expression (key and payload share)."""
 
@@ -437,7 +421,6 @@ class _Reads:
 
     def add(self, col: Column, read: ReadColumn) -> int:
         if read not in self._at:
-            _check_loadable(col, read)
             self._at[read] = len(self.reads)
             self.reads.append(read)
         return self._at[read]

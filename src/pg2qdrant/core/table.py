@@ -52,12 +52,6 @@ class _Relation:
     schema: str
     name: str
 
-    @property
-    def ident(self):
-        """The quoted name as a psycopg ``sql.Identifier`` (imported here: the model itself is
-        psycopg-free, only the code that builds SQL needs this)."""
-        from psycopg import sql
-        return sql.Identifier(self.schema, self.name)
 
     @property
     def display(self) -> str:

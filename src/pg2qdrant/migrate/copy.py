@@ -233,7 +233,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         store = state_store(options, target)
         exists = target.shape(plan.collection) is not None
         if not exists and not options.create_collection:  # stop before saved progress is judged or replaced
-            ensure_collection(target, plan, options.collection_options(plan), create=False, ui=ui)
+            ensure_collection(target, plan, options.collection_options(plan.payload_indexes), create=False, ui=ui)
         state, _ = _load_or_start_state(session, plan, options, store, ui, target, target_identity(address),
                                         exists)
         if state.status == "complete":
@@ -246,7 +246,7 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
                                      already_complete=True, ranges=len(state.ranges), orphans_deleted=deleted)
             _check_result(result, ui)
             return result
-        collection_options = options.collection_options(plan)
+        collection_options = options.collection_options(plan.payload_indexes)
         if not state.collection_created and options.create_collection and not exists:
             # Recorded before creating: a run killed right after creation still restores HNSW at the end.
             state.collection_created = True

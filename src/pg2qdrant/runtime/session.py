@@ -9,7 +9,7 @@ from pg2qdrant.core.errors import DataError, InputError
 from pg2qdrant.core.mapping.ids import keys_can_share_ids, shared_id_error
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.core.plan import Plan, build_plan, pgvector_feature_check
-from pg2qdrant.source import catalog, checks, connect, snapshot
+from pg2qdrant.source import adapters, catalog, checks, connect, snapshot
 from pg2qdrant.source import where as source_where
 from pg2qdrant.ui import UI
 
@@ -61,6 +61,7 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
                           distance_overrides=options.distance_overrides, distance_source=options.distance_source,
                           id_mode=options.id_mode, payload_index_flags=options.payload_index,
                           auto_payload_index=options.auto_payload_index)
+        adapters.check_loadable(plan)
         plan = layouts.apply_options(
             plan, where=options.where and source_where.validate_where(conn, table, options.where),
             vector_names=options.vector_names, payload_keys=options.payload_keys,

@@ -163,3 +163,17 @@ def load_oids(conn: psycopg.Connection, reads: Sequence[ReadColumn]) -> list[int
                              fix="please report it with the column types of the table (--debug).")
         out.append(oid)
     return out
+
+
+def check_loadable(plan) -> None:
+    """Fail while planning, before anything is written, when psycopg cannot decode one of the plan's reads."""
+    for read in plan.reads:
+        if read.raw_oid is not None or load_oid(read.load_type) is not None:
+            continue  # raw reads pass through as bytes
+        col = plan.table.column(read.column)
+        raise InputError(
+            f"Column {col.name} ({col.declared}) cannot be read: psycopg has no binary loader for "
+            f"{read.load_type!r}, the type pg2qdrant reads it as.",
+            fix=f"leave the column out with --pg.columns, or migrate from a view that casts "
+                f"{col.name} to text; please report the type.",
+        )

@@ -421,7 +421,7 @@ def first_vector_dimension(conn: psycopg.Connection, table: TableInfo, column: s
     """Dimension of the first non-NULL value of a vector column declared without one."""
     row = conn.execute(
         sql.SQL("SELECT vector_dims({col}) FROM {tbl} WHERE {col} IS NOT NULL LIMIT 1").format(
-            col=sql.Identifier(column), tbl=table.ident)
+            col=sql.Identifier(column), tbl=ident(table))
     ).fetchone()
     return row[0] if row else None
 
@@ -431,7 +431,7 @@ def vector_dimensions(conn: psycopg.Connection, table: TableInfo, column: str, t
     fn = "vector_dims" if type_name != "bit" else "length"
     rows = conn.execute(
         sql.SQL("SELECT DISTINCT {fn}({col}) FROM {tbl} WHERE {col} IS NOT NULL ORDER BY 1 LIMIT 10").format(
-            fn=sql.SQL(fn), col=sql.Identifier(column), tbl=table.ident)
+            fn=sql.SQL(fn), col=sql.Identifier(column), tbl=ident(table))
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -453,3 +453,8 @@ def schema_relations(conn: psycopg.Connection, schema: str) -> list[tuple]:
         WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
         ORDER BY c.relname
         """, {"types": list(PGVECTOR_TYPES), "schema": schema}).fetchall()
+
+
+def ident(relation) -> sql.Identifier:
+    """A relation's schema-qualified name, quoted for SQL (a TableInfo or Leaf)."""
+    return sql.Identifier(relation.schema, relation.name)

@@ -10,13 +10,14 @@ from psycopg import sql
 
 from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import InputError
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.where import where_clause
 
 
 def null_key_rows(conn: psycopg.Connection, plan) -> int:
     """Rows where a key column is NULL."""
     any_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in plan.key.columns)
-    return conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {n}").format(t=plan.table.ident, n=any_null)
+    return conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {n}").format(t=ident(plan.table), n=any_null)
                         ).fetchone()[0]
 
 
@@ -25,7 +26,7 @@ def duplicate_keys(conn: psycopg.Connection, plan, limit: int = 5) -> list[tuple
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in plan.key.columns)
     return conn.execute(sql.SQL(
         "SELECT {cols}, count(*) FROM {t} GROUP BY {cols} HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT {n}"
-    ).format(cols=cols, t=plan.table.ident, n=sql.Literal(limit))).fetchall()
+    ).format(cols=cols, t=ident(plan.table), n=sql.Literal(limit))).fetchall()
 
 
 _UUID36 = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -58,7 +59,7 @@ def shared_id_groups(conn: psycopg.Connection, plan, limit: int = 5) -> list[tup
     up to ``limit`` (UUID, [key texts]). Two can only meet when one is not the canonical spelling,
     so only the UUIDs of such spellings are grouped (usually none: the group scan then ends at once)."""
     keys = sql.SQL("SELECT k, {u} AS u FROM (SELECT ({e}) COLLATE \"C\" AS k FROM {t}) s").format(
-        u=go_uuid_expression(), e=sql.SQL(plan.reads[plan.key.read_indexes[0]].sql), t=plan.table.ident)
+        u=go_uuid_expression(), e=sql.SQL(plan.reads[plan.key.read_indexes[0]].sql), t=ident(plan.table))
     return conn.execute(sql.SQL(
         "SELECT u::text, array_agg(DISTINCT k ORDER BY k) FROM ({keys}) p "
         "WHERE u IN (SELECT u FROM ({keys}) q WHERE u IS NOT NULL AND k <> u::text) "
@@ -68,7 +69,7 @@ def shared_id_groups(conn: psycopg.Connection, plan, limit: int = 5) -> list[tup
 
 def count_rows(conn: psycopg.Connection, plan) -> int:
     """Exact row count in the snapshot (not n_live_tup, which is an estimate), --pg.where applied."""
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(plan.table.ident, where_clause(plan))
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}{}").format(ident(plan.table), where_clause(plan))
                         ).fetchone()[0]
 
 

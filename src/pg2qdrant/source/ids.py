@@ -11,6 +11,7 @@ from psycopg import sql
 
 from pg2qdrant.core.table import Leaf
 from pg2qdrant.source import reader
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.where import where_clause
 
 
@@ -19,8 +20,8 @@ def _relations(plan) -> list[tuple[str, sql.Composable]]:
     alone (ONLY), or the whole view / foreign table."""
     table = plan.table
     if table.relkind in ("v", "f") or not table.leaves:
-        return [(table.display, table.ident)]
-    return [(leaf.display, sql.SQL("ONLY ") + leaf.ident) for leaf in table.leaves]
+        return [(table.display, ident(table))]
+    return [(leaf.display, sql.SQL("ONLY ") + ident(leaf)) for leaf in table.leaves]
 
 
 def relation_names(plan, leaves: Sequence[Leaf] | None = None) -> list[str]:
@@ -33,7 +34,7 @@ def key_batches(conn: psycopg.Connection, plan, batch_rows: int, *,
     """(tag, key rows) in lists of at most ``batch_rows``: each row's key values in plan.key
     order, --pg.where applied. The tag is the relation's index in :func:`relation_names`;
     with ``leaves``, only those relations are read (each alone), tagged by their index there."""
-    relations = ([sql.SQL("ONLY ") + leaf.ident for leaf in leaves] if leaves is not None
+    relations = ([sql.SQL("ONLY ") + ident(leaf) for leaf in leaves] if leaves is not None
                  else [relation for _, relation in _relations(plan)])
     oids = reader.prepare_connection(conn, plan)
     key_oids = [oids[i] for i in plan.key.read_indexes]

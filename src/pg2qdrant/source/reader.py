@@ -29,6 +29,7 @@ from pg2qdrant.core.errors import LockConflict
 from pg2qdrant.core.plan import Plan
 from pg2qdrant.core.table import TableInfo
 from pg2qdrant.source import adapters
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.where import and_where, where_sql
 
 TID_RANGE_SCAN_MIN_VERSION = 140000  # Tid Range Scan: ctid ranges read only their pages
@@ -102,7 +103,7 @@ def plan_key_ranges(conn: psycopg.Connection, plan: Plan, column: str, type_sql:
     row = conn.execute(
         sql.SQL("SELECT percentile_disc({f}::float8[]) WITHIN GROUP (ORDER BY {k})::text[] "
                 "FROM {t} TABLESAMPLE BERNOULLI ({p}) REPEATABLE ({seed}) WHERE {k} IS NOT NULL").format(
-            f=sql.Literal(fractions), k=sql.Identifier(column), t=table.ident,
+            f=sql.Literal(fractions), k=sql.Identifier(column), t=ident(table),
             p=sql.Literal(percent), seed=sql.Literal(SAMPLE_SEED)),
     ).fetchone()
     cuts: list[str] = []
@@ -160,7 +161,7 @@ def copy_query(conn: psycopg.Connection, plan: Plan, where: sql.Composable | Non
     from ``relation`` (e.g. ``ONLY leaf``) instead of the table when given."""
     where = and_where(plan, where)  # the --pg.where row filter applies to every read
     query = sql.SQL("COPY (SELECT {c} FROM {t}{s}{w}{l}) TO STDOUT (FORMAT BINARY)").format(
-        c=select_list(plan), t=plan.table.ident if relation is None else relation,
+        c=select_list(plan), t=ident(plan.table) if relation is None else relation,
         s=(sql.SQL(" TABLESAMPLE ") + tablesample) if tablesample is not None else sql.SQL(""),
         w=(sql.SQL(" WHERE ") + where) if where is not None else sql.SQL(""),
         l=sql.SQL(" LIMIT {}").format(sql.Literal(int(limit))) if limit is not None else sql.SQL(""))

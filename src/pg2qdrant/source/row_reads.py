@@ -11,6 +11,7 @@ from psycopg import sql
 
 from pg2qdrant.core.table import Leaf
 from pg2qdrant.source import lookups, reader
+from pg2qdrant.source.catalog import ident
 
 
 def row_batches(conn: psycopg.Connection, plan, batch_rows: int, *, sample_percent: float | None = None,
@@ -26,7 +27,7 @@ def row_batches(conn: psycopg.Connection, plan, batch_rows: int, *, sample_perce
         else:
             tablesample = sql.SQL("BERNOULLI ({}) REPEATABLE ({})").format(sql.Literal(sample_percent),
                                                                           sql.Literal(seed))
-    relation = None if leaf is None else sql.SQL("ONLY ") + leaf.ident
+    relation = None if leaf is None else sql.SQL("ONLY ") + ident(leaf)
     query = reader.copy_query(conn, plan, where, tablesample=tablesample, relation=relation)
     yield from reader.copy_rows(conn, query, oids, batch_rows)
 

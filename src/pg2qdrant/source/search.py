@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pg2qdrant.core.errors import SourceError
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.where import where_sql
 
 _INDEX_SCANS = ("enable_indexscan", "enable_bitmapscan", "enable_indexonlyscan")
@@ -70,7 +71,7 @@ class ExactSearch:
                              "WHERE {col} IS NOT NULL{filter} ORDER BY {pos} LIMIT {k}").format(
             filter=sql.SQL(" AND ") + where_sql(plan) if plan.where else sql.SQL(""),
             keys=keys, col=column, schema=sql.Identifier(schema), op=sql.SQL(operator), cast=cast,
-            table=plan.table.ident, pos=sql.SQL(str(self.nkeys + 1)), k=sql.Literal(k))
+            table=ident(plan.table), pos=sql.SQL(str(self.nkeys + 1)), k=sql.Literal(k))
 
     def top_k(self, literal: str) -> list[tuple[tuple, float]]:
         """(key values in plan.key order, distance) of the nearest rows, nearest first."""

@@ -16,6 +16,7 @@ from psycopg import sql
 from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.plan import Plan
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.lsn import parse_lsn
 
 _IDENT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
@@ -142,7 +143,7 @@ def ensure_publication(conn: psycopg.Connection, publication: str, plan: Plan, c
     """
     state = publication_state(conn, publication, plan)
     table = plan.table
-    published = sql.SQL(", ").join(t.ident for t in table.change_tables) if table.change_tables else table.ident
+    published = sql.SQL(", ").join(ident(t) for t in table.change_tables) if table.change_tables else ident(table)
     if state is None:
         if table.relkind not in ("r", "p") and not table.change_tables:
             raise InputError(

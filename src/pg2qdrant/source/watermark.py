@@ -10,6 +10,7 @@ from psycopg import sql
 
 from pg2qdrant.core.table import Column
 from pg2qdrant.source import reader, snapshot
+from pg2qdrant.source.catalog import ident
 
 
 def rows_since(conn: psycopg.Connection, plan, column: Column, watermark: str | None, overlap: float, *,
@@ -21,7 +22,7 @@ def rows_since(conn: psycopg.Connection, plan, column: Column, watermark: str | 
     snapshot.begin_read_only(conn)  # max() and rows: one snapshot
     name = sql.Identifier(column.name)
     type_sql = sql.SQL(column.declared)  # format_type() output from the catalog
-    high = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(name, plan.table.ident)).fetchone()[0]
+    high = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(name, ident(plan.table))).fetchone()[0]
     where = None
     if watermark is not None:
         if seconds:

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.table import TableInfo
+from pg2qdrant.source.catalog import ident
 
 # The expression is spliced into `WHERE (<expr>)` of every read, so it must not be able to close
 # that parenthesis or end the statement. PostgreSQL has no "parse one expression" call a client
@@ -94,7 +95,7 @@ def validate_where(conn: psycopg.Connection, table: TableInfo, expr: str) -> str
     savepoint so that a rejected filter leaves the transaction usable.
     """
     text = check_where(expr)
-    query = sql.SQL("SELECT 1 FROM {t} WHERE ({w}) LIMIT 0").format(t=table.ident, w=sql.SQL(text))
+    query = sql.SQL("SELECT 1 FROM {t} WHERE ({w}) LIMIT 0").format(t=ident(table), w=sql.SQL(text))
     in_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     try:
         if in_tx:

@@ -29,8 +29,7 @@ point deleted when the row is gone). Reading the current row is safe in the
 middle of a stream: every later change of that key is applied after it, so
 the point still converges to the row.
 
-Layout (one module per concern; every public name is re-exported here, so
-``from pg2qdrant.sync import ...`` works as it did when this was one module):
+Layout (one module per concern):
 
 - :mod:`.options`: :class:`SyncOptions`, :class:`SyncStats` and the tuning constants;
 - :mod:`.apply`: the net effect of a batch per point (:class:`ChangeBatch`,
@@ -54,30 +53,10 @@ from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source import sync_status as sync_status_queries
 from pg2qdrant.source.lsn import format_lsn
-from pg2qdrant.sync.apply import Applier, ChangeBatch, Kind, PointState, SourceLookup
 from pg2qdrant.sync.cdc import CdcSync
-from pg2qdrant.sync.options import (
-    BACKOFF_MAX_S,
-    BACKOFF_START_S,
-    EXISTENCE_CHUNK,
-    FEEDBACK_EVERY_S,
-    LAG_WARN_BYTES,
-    LAG_WARN_EVERY_S,
-    LAG_WARN_SECONDS,
-    MAX_BATCH_CHANGES,
-    MAX_BATCH_DELAY_S,
-    MODES,
-    ONCE_IDLE_S,
-    REREAD_CHUNK,
-    SLOT_BUSY_GIVE_UP_S,
-    TARGET_FAILURES_GIVE_UP,
-    SyncOptions,
-    SyncStats,
-    _mib,
-)
+from pg2qdrant.sync.options import LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
 from pg2qdrant.sync.poll import PollSync
-from pg2qdrant.sync.reconcile import reconcile
-from pg2qdrant.sync.status import StatusLine, _StopSignals
+from pg2qdrant.sync.status import _StopSignals
 from pg2qdrant.ui import UI, Summary
 
 
@@ -189,17 +168,3 @@ def sync_drop(pg_url: str, collection: str, sync_options: SyncOptions, ui: UI) -
              "kept": f"Publication {publication!r} was not created by pg2qdrant: left in place "
                      f"(DROP PUBLICATION {publication} removes it)."}[pub])
 
-__all__ = [
-    # entry points (and the names this module exported when it was one file)
-    "SyncOptions", "SyncStats", "run_sync", "sync_status", "sync_drop", "reconcile", "Applier", "ChangeBatch",
-    # options
-    "MODES", "MAX_BATCH_CHANGES", "MAX_BATCH_DELAY_S", "FEEDBACK_EVERY_S", "LAG_WARN_BYTES",
-    "LAG_WARN_SECONDS", "LAG_WARN_EVERY_S", "BACKOFF_START_S", "BACKOFF_MAX_S", "SLOT_BUSY_GIVE_UP_S",
-    "TARGET_FAILURES_GIVE_UP", "ONCE_IDLE_S", "EXISTENCE_CHUNK", "REREAD_CHUNK",
-    # apply
-    "Kind", "PointState", "SourceLookup",
-    # status
-    "StatusLine",
-    # cdc, poll
-    "CdcSync", "PollSync",
-]

@@ -35,6 +35,7 @@ from pg2qdrant.core.errors import InputError, SourceError
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.runtime.target import connect_target, target_identity
 from pg2qdrant.source import connect, slots
+from pg2qdrant.source.catalog import ident
 from pg2qdrant.source.lsn import format_lsn
 from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection
@@ -241,7 +242,7 @@ class ManySync(CdcSync):
             conn = connect.connect(self.options.pg_url, autocommit=True)
             try:
                 for r in missing:
-                    slots.alter_publication(conn, self.publication, "ADD", r.ident)
+                    slots.alter_publication(conn, self.publication, "ADD", ident(r))
             finally:
                 conn.close()
             self.ui.info(f"Added {', '.join(r.display for r in missing)} to publication {self.publication!r}.")

@@ -55,7 +55,7 @@ class PollSync(Runner):
                 ui.warn("poll mode does not see deletes (or key changes); add --sync.reconcile to remove "
                         "points whose rows are gone.")
         self.target = connect_target(options, address, ui)
-        ensure_collection(self.target, plan, options.collection_options(plan), create=options.create_collection,
+        ensure_collection(self.target, plan, options.collection_options(plan.payload_indexes), create=options.create_collection,
                           ui=ui)
         self.address = address
         self.writer = Writer(self.target, plan.collection, batch_size=options.batch_size)

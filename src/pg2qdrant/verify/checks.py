@@ -23,6 +23,8 @@ from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.mapping.ids import make_point_id, normalize_point_id
 from pg2qdrant.core.plan import CollectionShape, Plan, VectorSpec, check_shape, vector_label
 from pg2qdrant.runtime.ids import BYTES_PER_ROW, EXAMPLES_KEPT, IdScan, scan_ids
+from pg2qdrant.runtime.session import open_source
+from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.source import search as pg_search
 from pg2qdrant.source.connect import Connection
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
@@ -548,22 +550,21 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     """Run the five checks, print the summary, write the report file; return the report.
 
     ``options`` are the migrate options (same plan, same mapping). With ``session``
-    (an open :class:`pipeline.SourceSession`, e.g. the copy's own snapshot) it is used
+    (an open :class:`~pg2qdrant.runtime.session.SourceSession`, e.g. the copy's own snapshot) it is used
     and left open; otherwise one is opened and closed here. Input problems raise
     InputError (exit 2); the caller exits with ``report.exit_code`` (0 pass, 1 fail).
     """
     from pg2qdrant.destination.server import parse_target_url
-    from pg2qdrant.migrate import copy as pipeline  # pipeline may import this module for migrate --verify
 
     started = time.monotonic()
     verify_options.validate()
     address = parse_target_url(options.qdrant_url)
     own = session is None
     if own:
-        session = pipeline.open_source(options, ui, count=False)  # the ID scan counts per partition
+        session = open_source(options, ui, count=False)  # the ID scan counts per partition
     target = None
     try:
-        target = pipeline.connect_target(options, address, ui)
+        target = connect_target(options, address, ui)
         report = Verification(session, target, address.display(), not target.capabilities.hnsw,
                               verify_options, ui).run()
         report.seconds = time.monotonic() - started
