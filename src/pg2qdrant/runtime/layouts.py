@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pg2qdrant.core.errors import InputError
@@ -296,7 +296,6 @@ class Job:
     options: Any  # pipeline.MigrationOptions
     layout: Layout | None
     announce: str = ""
-    extras: dict = field(default_factory=dict)
 
 
 def detect(conn: Connection, table: TableInfo) -> Layout | None:

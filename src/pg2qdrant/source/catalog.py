@@ -22,7 +22,7 @@ def server_info(conn: psycopg.Connection) -> ServerInfo:
         """
         SELECT current_setting('server_version_num')::int, current_setting('server_version'),
                current_database(), pg_encoding_to_char(d.encoding),
-               (SELECT extversion FROM pg_extension WHERE extname = 'vector'), current_user
+               (SELECT extversion FROM pg_extension WHERE extname = 'vector')
         FROM pg_database d WHERE d.datname = current_database()
         """
     ).fetchone()
@@ -32,7 +32,7 @@ def server_info(conn: psycopg.Connection) -> ServerInfo:
     except psycopg.Error:
         conn.rollback() if not conn.autocommit else None
         sysid = None
-    return ServerInfo(row[0], row[1], row[2], row[3], row[4], sysid, row[5])
+    return ServerInfo(row[0], row[1], row[2], row[3], row[4], sysid)
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,14 +406,12 @@ def describe_table(conn: psycopg.Connection, text: str) -> TableInfo:
     oid, schema, name, relkind = resolve_table(conn, text)
     columns = _columns(conn, oid)
     primary, uniques = _keys(conn, oid)
-    ident = conn.execute("SELECT relreplident FROM pg_class WHERE oid = %s", (oid,)).fetchone()[0]
     return TableInfo(
         oid=oid, schema=schema, name=name, relkind=relkind, columns=columns,
         primary_key=primary, unique_keys=uniques,
         vector_indexes=_vector_indexes(conn, oid),
         btree_columns=_btree_columns(conn, oid),
         leaves=leaves(conn, oid, relkind),
-        replica_identity=ident,
     )
 
 

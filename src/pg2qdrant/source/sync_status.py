@@ -1,4 +1,4 @@
-"""What `pg2qdrant sync status` reads about a publication (slots: :mod:`.changes`)."""
+"""What `pg2qdrant sync status` reads about a publication (the slot itself: :mod:`.slots`)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ from pg2qdrant.ui import UI
 
 LOCK_CONFLICT_TRIES = 5  # initial copies started again while the application's TRUNCATE/ALTER goes first
 
-log = logging.getLogger("pg2qdrant.sync")  # the name it had when sync was one module
+log = logging.getLogger("pg2qdrant.sync")  # one logger for every sync module (--debug)
 
 
 class CdcSync(Runner):
