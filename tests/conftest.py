@@ -51,6 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     migration file) run on the first server only: a second PostgreSQL adds time, not coverage."""
     keep, drop = [], []
     for item in items:
+        if {"pg_server", "pgvector06"} & set(item.fixturenames):  # -m "not pg": the tests without PostgreSQL
+            item.add_marker(pytest.mark.pg)
         server = getattr(item, "callspec", None) and item.callspec.params.get("pg_server")
         off = item.get_closest_marker("one_server") and server is not None and server != _SERVERS[0]
         (drop if off else keep).append(item)

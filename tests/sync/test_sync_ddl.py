@@ -17,12 +17,6 @@ import time
 import numpy as np
 import psycopg
 import pytest
-
-from pg2qdrant.source.lsn import parse_lsn
-from pg2qdrant.sync import run_sync
-from pg2qdrant.sync.options import SyncOptions, SyncStats
-from pg2qdrant.sync.schema_watch import POLL_EVERY_S
-from pg2qdrant.ui import UI
 from test_sync import (  # noqa: F401
     DIM,
     _sync_command,
@@ -38,6 +32,12 @@ from test_sync import (  # noqa: F401
 from test_sync_many import SLOT, _command, assert_collections_equal_tables, env_for, tables, write_file  # noqa: F401
 from test_sync_recopy import _sync
 from test_sync_truncate import PARTITIONED, _fill
+
+from pg2qdrant.source.lsn import parse_lsn
+from pg2qdrant.sync import run_sync
+from pg2qdrant.sync.options import SyncOptions, SyncStats
+from pg2qdrant.sync.schema_watch import POLL_EVERY_S
+from pg2qdrant.ui import UI
 
 
 def wait_streamed(url: str, slot: str, timeout: float = 60) -> None:

@@ -16,7 +16,6 @@ import threading
 import time
 
 import psycopg
-
 from test_sync import compare, create_items, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from pg2qdrant.cli.main import program as main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

@@ -31,7 +31,7 @@ from pg2qdrant.core.mapping.ids import INT64_MAX, INT64_MIN
 from pg2qdrant.core.mapping.vectors import DenseColumn, SparseValue
 from pg2qdrant.destination import wire
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from grpc_sink import Sink  # noqa: E402
 
 pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems

@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-
 from test_sync import compare, create_items, sdb, slot_of  # noqa: F401  (sdb: the fixture)
 
 

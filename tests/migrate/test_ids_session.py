@@ -18,11 +18,11 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
+from test_sync import sdb, slot_of  # noqa: F401  (sdb: a database whose slots are dropped afterwards)
 
 import pg2qdrant
 from helpers import assert_collection_equals_table, source_plan
 from pg2qdrant.core.errors import DataError, Pg2QdrantError
-from test_sync import sdb, slot_of  # noqa: F401  (sdb: a database whose slots are dropped afterwards)
 
 U = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
 

@@ -310,7 +310,7 @@ def test_the_readme_example_file_is_valid(tmp_path):
     from pathlib import Path
 
     from pg2qdrant.cli.config_file import read_file
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("### Migration file (many tables)"):]
     example = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
     entries = read_file(write(tmp_path, example))

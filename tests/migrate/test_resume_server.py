@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from test_parallel import TABLES
 
 from helpers import (
     EndpointReader,
@@ -25,7 +26,6 @@ from helpers import (
     fill_items,
 )
 from qdrant_endpoint import UPSERT, Delay, QdrantEndpoint, wrong_input
-from test_parallel import TABLES
 
 pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
 

@@ -17,9 +17,10 @@ import threading
 import time
 
 import pytest
-from qdrant_client import models
-
 import test_sync
+from qdrant_client import models
+from test_sync import Workload, create_items, slot_of, wait_caught_up, wait_streaming
+
 from helpers import EndpointReader, assert_collection_equals_table
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.source.lsn import parse_lsn
@@ -34,7 +35,6 @@ from qdrant_endpoint import (
     service_unavailable,
     wrong_input,
 )
-from test_sync import Workload, create_items, slot_of, wait_caught_up, wait_streaming
 
 pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
 

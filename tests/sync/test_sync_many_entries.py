@@ -13,15 +13,15 @@ import json
 
 import numpy as np
 import psycopg
+from test_config_file import env_for, no_password
+from test_sync import sdb, wait_caught_up  # noqa: F401 (sdb: fixture)
+from test_sync_many import SLOT, Workload, _create, _slots, tables  # noqa: F401 (tables: fixture)
 
 from helpers import source_plan
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.server import parse_target_url
 from pg2qdrant.verify.compare import compare_points
 from pg2qdrant.verify.source_rows import fetch_source_batch
-from test_config_file import env_for, no_password
-from test_sync import sdb, wait_caught_up  # noqa: F401 (sdb: fixture)
-from test_sync_many import SLOT, Workload, _create, _slots, tables  # noqa: F401 (tables: fixture)
 
 
 def write_entries(db, tmp_path, entries: list[dict], top: str = "") -> str:
@@ -138,7 +138,6 @@ def test_a_file_shrunk_to_one_entry_keeps_the_files_slot(tables, tmp_path, cli):
 def assert_pgai_view(db, folder) -> None:
     """The view's collection holds what the pgai layout gives each row of the view now."""
     from qdrant_client import QdrantClient
-
     from test_layouts import _pgai_expected
     client = QdrantClient(path=str(folder))
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.pg  # the demo starts its own PostgreSQL
+
 
 def test_demo_runs_and_checks_itself(cli, tmp_path):
     r = cli("demo", "--rows", "400", "--dir", str(tmp_path / "demo"))

@@ -13,12 +13,12 @@ import threading
 
 import numpy as np
 import pytest
+from test_sync import DIM, _vec, compare, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
 from pg2qdrant.source.slots import PUBLICATION_COMMENT, derived_name
 from pg2qdrant.sync import run_sync
 from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
-from test_sync import DIM, _vec, compare, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
 PARTITIONED = (f"CREATE TABLE items (id bigint, cat int, title text, v vector({DIM}), PRIMARY KEY (id, cat)) "
                "PARTITION BY LIST (cat);"

@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_sync import compare, create_items, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
 from conftest import run_cli
 from pg2qdrant.core import redaction
@@ -30,7 +31,6 @@ from pg2qdrant.runtime.observability import HealthLimits, JsonFormatter, Service
 from pg2qdrant.sync import run_sync
 from pg2qdrant.sync.options import SyncOptions, SyncStats
 from pg2qdrant.ui import UI
-from test_sync import compare, create_items, options, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
 
 pytestmark = pytest.mark.one_server  # see conftest.pytest_collection_modifyitems
 

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from test_resume import edge_args, spawn
 
 from conftest import migrate_args
 from helpers import (
@@ -28,7 +29,6 @@ from pg2qdrant.destination.checkpoints import state_id_for
 from pg2qdrant.destination.edge import EdgeTarget
 from pg2qdrant.destination.qdrant import QdrantTarget
 from pg2qdrant.destination.server import parse_target_url
-from test_resume import edge_args, spawn
 
 ROWS = 8000
 
