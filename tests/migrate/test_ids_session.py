@@ -143,7 +143,7 @@ def test_uuid_collision_detected_by_sync(sdb, tmp_path, cli):  # noqa: F811
     from pg2qdrant.destination import open_target
     from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.source import connect
-    from pg2qdrant.sync.reconcile import reconcile
+    from pg2qdrant.sync.reconcile import reconcile_ids
 
     path = tmp_path / "q"
     qdrant = f"local:{path}"
@@ -165,7 +165,7 @@ def test_uuid_collision_detected_by_sync(sdb, tmp_path, cli):  # noqa: F811
     conn = connect.connect(sdb.url, autocommit=True)
     try:
         with pytest.raises(DataError, match="read as the same UUID"):
-            reconcile(plan, target, conn, batch_size=64)
+            reconcile_ids(plan, target, conn, batch_size=64)
     finally:
         conn.close()
         target.close()

@@ -34,8 +34,8 @@ from pg2qdrant.source.pgoutput import (
     Update,
     decode_message,
 )
+from pg2qdrant.source.pgoutput_rows import UNCHANGED
 from pg2qdrant.source.replication import Keepalive, XLogData
-from pg2qdrant.source.rows import UNCHANGED
 from pg2qdrant.sync.apply import Applier, Kind, PointState, SourceLookup
 from pg2qdrant.sync.options import SyncStats
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream

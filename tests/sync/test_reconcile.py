@@ -4,17 +4,14 @@ the shared-point check telling an inheritance overlap (one key) from two keys on
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from helpers import assert_collection_equals_table, source_plan
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.server import parse_target_url
 from pg2qdrant.source import connect
-from pg2qdrant.sync.reconcile import reconcile
-
-reconcile_module = importlib.import_module("pg2qdrant.sync.reconcile")  # the package re-exports the function
+from pg2qdrant.sync import reconcile as reconcile_module
+from pg2qdrant.sync.reconcile import reconcile_ids
 
 TINY_MB = 0.005  # ~50 IDs per bucket at verify's BYTES_PER_ROW: a 300-row table takes several passes
 
@@ -33,12 +30,12 @@ def test_reconcile_in_hash_buckets(db, tmp_path, cli, monkeypatch, fill_by_key_m
     target = open_target(parse_target_url(qdrant))
     conn = connect.connect(db.url, autocommit=True)
     try:
-        assert reconcile(plan, target, conn, batch_size=64, memory_mb=TINY_MB) == (10, 20)
+        assert reconcile_ids(plan, target, conn, batch_size=64, memory_mb=TINY_MB) == (10, 20)
         assert assert_collection_equals_table(db.url, "t", target) == 310
         # An inheritance child holding a key of its parent: both rows are one point, not a conflict.
         db.execute("CREATE TABLE child () INHERITS (t); INSERT INTO child VALUES (5, 'row 5', '[5,1]')")
         plan = source_plan(db.url, "t")
-        assert reconcile(plan, target, conn, batch_size=64, memory_mb=TINY_MB) == (0, 0)
+        assert reconcile_ids(plan, target, conn, batch_size=64, memory_mb=TINY_MB) == (0, 0)
         assert target.count("c") == 310
     finally:
         conn.close()

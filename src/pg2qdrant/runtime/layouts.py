@@ -46,7 +46,7 @@ JSON = ("json", "jsonb")
 
 
 @dataclass(frozen=True)
-class Target:
+class LayoutCollection:
     """One collection a layout produces from the table, and the options that produce it."""
 
     collection: str
@@ -64,7 +64,7 @@ class Layout:
     key_column: str | Callable[[TableInfo], str]  # a function where the framework lets the user name it
     vector_names: Callable[[TableInfo], dict[str, str]]
     payload_keys: Callable[[TableInfo], dict[str, str]]
-    targets: Callable[[Connection, TableInfo, str | None], list[Target]]
+    targets: Callable[[Connection, TableInfo, str | None], list[LayoutCollection]]
     payload_indexes: tuple[tuple[str, str], ...] = ()
     payload_shape: str | None = None
     notes: Callable[[TableInfo], list[str]] = lambda table: []
@@ -77,12 +77,12 @@ class Layout:
 
 
 def _one_target(name: Callable[[TableInfo], str]):
-    def targets(conn, table: TableInfo, chosen: str | None) -> list[Target]:
-        return [Target(chosen or name(table))]
+    def targets(conn, table: TableInfo, chosen: str | None) -> list[LayoutCollection]:
+        return [LayoutCollection(chosen or name(table))]
     return targets
 
 
-def _langchain_targets(conn: Connection, table: TableInfo, chosen: str | None) -> list[Target]:
+def _langchain_targets(conn: Connection, table: TableInfo, chosen: str | None) -> list[LayoutCollection]:
     """One Qdrant collection per LangChain collection (langchain_pg_collection, same schema)."""
     rows = frameworks.langchain_collections(conn, table.schema)
     known = ", ".join(name for name, _ in rows) or "none"
@@ -92,7 +92,7 @@ def _langchain_targets(conn: Connection, table: TableInfo, chosen: str | None) -
             raise InputError(f"LangChain collection {chosen!r} is not in {table.schema}.langchain_pg_collection "
                              f"(collections: {known}).",
                              fix="name one of them with --qdrant.collection, or leave the flag out to migrate all.")
-    return [Target(name, where) for name, where in rows]
+    return [LayoutCollection(name, where) for name, where in rows]
 
 
 _LANGCHAIN = {"id": TEXT, "collection_id": ("uuid",), "embedding": VECTOR, "document": TEXT, "cmetadata": JSON}

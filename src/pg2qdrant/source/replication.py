@@ -11,7 +11,7 @@ which we then drive with ``pgconn.get_copy_data`` / ``put_copy_data`` (measured
 against psycopg2's ``LogicalReplicationConnection`` and pg_recvlogical: the
 server is the limit, not the client). Adding psycopg2 would mean a second driver
 with other type adapters, while sync must decode values exactly like the copy
-does (same loaders, see :class:`~pg2qdrant.source.rows.RowDecoder`).
+does (same loaders, see :class:`~pg2qdrant.source.pgoutput_rows.RowDecoder`).
 
 Frames inside the stream (CopyData messages; big-endian; times in µs since 2000)::
 

@@ -34,7 +34,7 @@ Layout (one module per concern):
 - :mod:`.options`: :class:`SyncOptions`, :class:`SyncStats` and the tuning constants;
 - :mod:`.apply`: the net effect of a batch per point (:class:`ChangeBatch`,
   :class:`SourceLookup`, :class:`Applier`);
-- :mod:`.reconcile`: :func:`reconcile` (ID sets compared, orphans deleted, missing filled);
+- :mod:`.reconcile`: :func:`reconcile_ids` (ID sets compared, orphans deleted, missing filled);
 - :mod:`.status`: stop signals and :class:`StatusLine`;
 - :mod:`.state`: sync's own records kept with the target (CDC marker, poll watermark);
 - :mod:`.cdc`: :class:`CdcSync`, the logical-replication runner (setup, reconnects);

@@ -31,7 +31,7 @@ from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.writer import Writer
 from pg2qdrant.source import catalog, connect, lookups
 from pg2qdrant.source.lookups import SchemaChanged
-from pg2qdrant.source.rows import UNCHANGED, RowDecoder
+from pg2qdrant.source.pgoutput_rows import UNCHANGED, RowDecoder
 from pg2qdrant.sync.options import EXISTENCE_CHUNK, REREAD_CHUNK, SyncStats
 
 

@@ -1,6 +1,6 @@
 """Reconciliation: compare ID sets, delete orphans, fill missing points.
 
-:func:`reconcile` is ``--sync.mode reconcile`` / ``--sync.reconcile``, the orphan
+:func:`reconcile_ids` is ``--sync.mode reconcile`` / ``--sync.reconcile``, the orphan
 check after an initial copy into an existing collection; :func:`_reconcile_now`
 runs it on a connection of its own and counts the result. :func:`delete_truncated`
 is the same comparison restricted to the relations a TRUNCATE left alone.
@@ -31,7 +31,7 @@ DELETE_BATCH = 10_000  # point IDs per delete operation handed to the Writer
 FILL_BY_KEY_MAX = 100_000  # missing points re-read by key (keys held); more: one pass over the rows
 
 
-def reconcile(plan: Plan, target, conn: connect.Connection, *, batch_size: int, fill: bool = True,
+def reconcile_ids(plan: Plan, target, conn: connect.Connection, *, batch_size: int, fill: bool = True,
               ui: UI | None = None, memory_mb: float = ID_MEMORY_MB) -> tuple[int, int]:
     """Make the collection's ID set equal the table's: (orphans deleted, missing points written).
 
@@ -91,7 +91,7 @@ def _reconcile_now(options: MigrationOptions, plan: Plan, target, ui: UI, stats:
                    fill: bool = True) -> None:
     conn = connect.connect(options.pg_url, autocommit=True)
     try:
-        deleted, filled = reconcile(plan, target, conn, batch_size=options.batch_size, fill=fill, ui=ui)
+        deleted, filled = reconcile_ids(plan, target, conn, batch_size=options.batch_size, fill=fill, ui=ui)
         stats.deleted_orphans += deleted
         stats.filled_missing += filled
     finally:
@@ -115,7 +115,7 @@ def delete_truncated(options: MigrationOptions, plan: Plan, target, truncated: t
     now, at or after the TRUNCATE. A point of a remaining relation whose row was deleted
     since then goes too, which the later Delete in the stream would do anyway; a row
     re-inserted into a truncated relation since then has its Insert later in the stream.
-    Not filled from the table (unlike :func:`reconcile`): the stream brings what follows.
+    Not filled from the table (unlike :func:`reconcile_ids`): the stream brings what follows.
     A key held by a truncated parent and by one of its children at once (inheritance does
     not keep keys unique across tables; both rows were one point) keeps its point. Also used for
     partitions detached or dropped while syncing (``change`` names what happened in the message).
