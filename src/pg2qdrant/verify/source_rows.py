@@ -1,7 +1,7 @@
 """Reading source rows with the plan's own SELECT (all, sampled, or by key), mapped like migrate.
 
 Kept apart from :mod:`.compare` because it talks to PostgreSQL (through
-:mod:`pg2qdrant.source.pgoutput_rows`), while comparing is pure: the values check, the demo and
+:mod:`pg2qdrant.source.row_reads`), while comparing is pure: the values check, the demo and
 the tests read expected points through here.
 """
 
