@@ -258,8 +258,8 @@ def child_ingest(spec: dict) -> dict:
 
     from pg2qdrant.core.mapping.batch import RowMapper
     from pg2qdrant.core.options import READ_BATCH_ROWS
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.edge import EdgeTarget, edge_points
-    from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.migrate.copy import plan_read_ranges
     from pg2qdrant.runtime.session import open_source
     from pg2qdrant.source import connect, reader, snapshot
@@ -326,8 +326,8 @@ def child_ingest(spec: dict) -> dict:
 
 def child_hnsw(spec: dict) -> dict:
     """The HNSW build (default m) that migrate runs at the end, on the shard the edge run loaded with m=0."""
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.edge import EdgeTarget
-    from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.runtime.session import open_source
     options = _options(spec, qdrant_url=f"edge:{spec['dir']}")  # hnsw_m: migrate's default
     session = open_source(options, _quiet_ui())

@@ -49,8 +49,8 @@ def source_plan(url: str, table: str, collection: str = "c", **kwargs):
 
 def assert_local_collection_equals_table(url: str, table: str, folder) -> int:
     """:func:`assert_collection_equals_table` on collection ``c`` of a local-mode folder (opened, then closed)."""
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.qdrant import QdrantTarget
-    from pg2qdrant.destination.server import parse_target_url
     target = QdrantTarget(parse_target_url(f"local:{folder}"))
     try:
         return assert_collection_equals_table(url, table, target)

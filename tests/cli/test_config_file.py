@@ -133,9 +133,9 @@ def test_migrate_a_file_of_three_tables_one_partitioned(tables, tmp_path, cli, t
         assert f"[{n}/3]" in r.stderr
     if target == ":memory:":
         return
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.edge import EdgeTarget
     from pg2qdrant.destination.qdrant import QdrantTarget
-    from pg2qdrant.destination.server import parse_target_url
     url = target.format(dir=tmp_path / "qdrant")
     opened = (EdgeTarget if target.startswith("edge") else QdrantTarget)(parse_target_url(url))
     try:  # Edge re-parses payload floats inexactly (see test_edge): 2 ulps there

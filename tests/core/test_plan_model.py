@@ -15,9 +15,9 @@ from pg2qdrant.core import plan as p
 from pg2qdrant.core import table as m
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.destination import QdrantTarget, TargetSettings
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.base import Capabilities, Target
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.server import parse_target_url
 
 
 def _type(oid, name, schema="pg_catalog", typtype="b", category="N", extension=None, elem=None) -> m.PgType:

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import migrate_args
 from helpers import assert_collection_equals_table, fill_items
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.server import parse_target_url
 
 qdrant_edge = pytest.importorskip("qdrant_edge")
 

@@ -311,8 +311,8 @@ def test_the_readers_grpc_writer_waits_the_servers_retry_after_and_sends_the_api
     from pg2qdrant.core.mapping.vectors import DenseColumn
     from pg2qdrant.core.retry import RetryPolicy
     from pg2qdrant.destination import TargetSettings
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
-    from pg2qdrant.destination.server import parse_target_url
     with QdrantEndpoint(api_key="k-123") as q:
         address = parse_target_url(q.grpc_url)
         admin = QdrantTarget(address, api_key="k-123")
@@ -343,7 +343,7 @@ def test_a_readers_writer_keeps_requests_in_flight_in_grpc_and_retries_a_failed_
     from pg2qdrant.core.mapping.vectors import DenseColumn
     from pg2qdrant.core.retry import RetryPolicy
     from pg2qdrant.destination import TargetSettings
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.writer import Writer
     with QdrantEndpoint() as q:
         address = parse_target_url(q.grpc_url)
@@ -391,8 +391,8 @@ def test_a_request_sent_without_waiting_is_retried_within_the_deadline_of_its_fi
     from pg2qdrant.core.mapping.batch import PointBatch
     from pg2qdrant.core.mapping.vectors import DenseColumn
     from pg2qdrant.core.retry import RetryPolicy
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
-    from pg2qdrant.destination.server import parse_target_url
     from pg2qdrant.localpg import free_port
     batch = PointBatch([1], [{}], {"v": DenseColumn(np.ones((1, 2), dtype=np.float32), np.ones(1, bool))})
     nobody = parse_target_url(f"grpc://127.0.0.1:{free_port()}")  # nothing listens there

@@ -259,7 +259,7 @@ def test_api_key_and_request_size(front):
 
 
 def test_grpc_url_chooses_grpc_on_any_port():
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
 
     address = parse_target_url("grpc://127.0.0.1:41234")
     assert address.grpc and address.port == 41234 and not address.https

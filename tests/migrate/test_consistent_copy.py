@@ -201,8 +201,8 @@ def test_the_tables_share_reader_processes_started_once(accounts, tmp_path, cli,
     """Each table used to start its own readers (a process costs an interpreter and its imports, ~1 s):
     now they start once for the run, serve every table in turn and are gone after it. Writing to a
     server, each reader keeps its connection, and a table's retried writes are counted for it alone."""
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.qdrant import QdrantTarget
-    from pg2qdrant.destination.server import parse_target_url
     from qdrant_endpoint import UPSERT, QdrantEndpoint, service_unavailable
     with QdrantEndpoint() as endpoint:
         url = endpoint.grpc_url if where == "server" else f"local:{tmp_path / 'qdrant'}"
@@ -280,8 +280,8 @@ def test_a_table_failing_mid_copy_stops_the_shared_readers_and_the_next_table_st
                                                                                               cli):
     """acct_b's writes are refused for good half-way: its readers may be mid-range, so they are stopped
     (none left behind), and acct_c is copied by readers started for it; the others are complete."""
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.destination.qdrant import QdrantTarget
-    from pg2qdrant.destination.server import parse_target_url
     from qdrant_endpoint import UPSERT, QdrantEndpoint, wrong_input
     with QdrantEndpoint() as endpoint:
         endpoint.faults.add(UPSERT, collection="acct_b", skip=5, times=None, action=wrong_input())

@@ -141,7 +141,7 @@ def test_uuid_text_keys_that_collide_stop_migrate(db, tmp_path, cli):
 
 def test_uuid_collision_detected_by_sync(sdb, tmp_path, cli):  # noqa: F811
     from pg2qdrant.destination import open_target
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.source import connect
     from pg2qdrant.sync.reconcile import reconcile_ids
 

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import migrate_args
 from helpers import ITEMS_TABLE, assert_collection_equals_table, fill_items
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.qdrant import QdrantTarget
-from pg2qdrant.destination.server import parse_target_url
 from pg2qdrant.migrate import copy as pipeline
 from pg2qdrant.runtime import session
 

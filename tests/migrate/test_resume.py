@@ -15,8 +15,8 @@ import pytest
 
 from conftest import migrate_args
 from helpers import assert_collection_equals_table, assert_local_collection_equals_table, create_items_table
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.edge import EdgeTarget
-from pg2qdrant.destination.server import parse_target_url
 
 
 def edge_args(db, table, path, *extra):

@@ -25,10 +25,10 @@ from helpers import (
     source_plan,
 )
 from pg2qdrant.core.options import CollectionOptions
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.checkpoints import state_id_for
 from pg2qdrant.destination.edge import EdgeTarget
 from pg2qdrant.destination.qdrant import QdrantTarget
-from pg2qdrant.destination.server import parse_target_url
 
 ROWS = 8000
 

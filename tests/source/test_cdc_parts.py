@@ -18,7 +18,7 @@ from pg2qdrant.core.mapping.ids import make_point_id, normalize_point_id
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.core.retry import Backoff, pause
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.migrate.copy import migrate
 from pg2qdrant.runtime.observability import NullObserver
 from pg2qdrant.source.pgoutput import (

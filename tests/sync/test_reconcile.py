@@ -8,7 +8,7 @@ import pytest
 
 from helpers import assert_collection_equals_table, source_plan
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.source import connect
 from pg2qdrant.sync import reconcile as reconcile_module
 from pg2qdrant.sync.reconcile import reconcile_ids

@@ -25,7 +25,7 @@ import pytest
 from helpers import assert_collection_equals_table, vector_literal
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.source.lsn import parse_lsn
 from pg2qdrant.source.slots import derived_name
 from pg2qdrant.sync import run_sync

@@ -195,7 +195,7 @@ def test_named_column_dropped_stops_sync_after_applying_what_came_before(sdb, tm
                           (slot,))[0][0]
     assert parse_lsn(flushed) >= applied_lsn
     from pg2qdrant.destination import open_target
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
     target = open_target(parse_target_url(url))
     try:
         points = {r.id: r.payload for r in target.retrieve("c", [1, 2, 3, 4, 5], with_vectors=False)}

@@ -25,7 +25,7 @@ from test_sync import sdb, wait_caught_up, wait_streaming  # noqa: F401 (sdb: fi
 
 from helpers import assert_collection_equals_table, fill_items, vector_literal
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 
 DIMS = {"docs": 512, "parts": 16, "notes": 16}  # docs: stored out of line, so payload-only updates send 'u'
 SLOT = "pg2qdrant_file_tables"

@@ -19,7 +19,7 @@ from test_sync_many import SLOT, Workload, _create, _slots, tables  # noqa: F401
 
 from helpers import source_plan
 from pg2qdrant.destination import open_target
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.verify.compare import compare_points
 from pg2qdrant.verify.source_rows import fetch_source_batch
 

@@ -366,7 +366,7 @@ def layout_jobs(options, ui: UI, *, command: str | None = None, default_collecti
     ``command``: a command that works on one collection only (sync) refuses several.
     """
     from pg2qdrant.core.errors import InputError
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
     from pg2qdrant.runtime.layouts import plan_jobs
     options.validate()  # input errors (exit 2) before connecting anywhere
     parse_target_url(options.qdrant_url)

@@ -59,7 +59,7 @@ def _migrate_command(name: str, hidden: bool = False):
         runs = []  # each_entry exits with the worst verify code
         for options in jobs:  # a framework table may hold several collections (LangChain)
             result = migrate(options, ui, show_plan=False)
-            from pg2qdrant.destination.server import parse_target_url
+            from pg2qdrant.destination.address import parse_target_url
             result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
             runs.append(TableRun(options.collection, result, verified=verify is not None))
             if verify is not None:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pg2qdrant.core.retry import RetryPolicy
+from pg2qdrant.destination.address import TargetAddress, parse_target_url
 from pg2qdrant.destination.base import Capabilities, Target
-from pg2qdrant.destination.server import TargetAddress, capabilities_for, parse_target_url
+from pg2qdrant.destination.server import capabilities_for
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.mapping.vectors import SparseValue
 from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.destination import operations as ops
+from pg2qdrant.destination.address import TargetAddress
 from pg2qdrant.destination.base import Capabilities
-from pg2qdrant.destination.server import TargetAddress
 
 CONFIG_FILE = "edge_config.json"  # written by Qdrant Edge next to its segments
 

@@ -20,12 +20,12 @@ from pg2qdrant.core import redaction
 from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import wire
+from pg2qdrant.destination.address import TargetAddress
 from pg2qdrant.destination.server import (
     GRPC_MAX_MESSAGE,
     REQUEST_TIMEOUT_S,
     RetryAfter,
     Retrying,
-    TargetAddress,
     capabilities_for,
     split_when_too_large,
 )

@@ -19,15 +19,14 @@ from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
+from pg2qdrant.destination.address import TargetAddress
 from pg2qdrant.destination.checkpoints import CollectionRecords
 from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
 from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_target_url: imported from here too)
     GRPC_MAX_MESSAGE,
     REQUEST_TIMEOUT_S,
     Retrying,
-    TargetAddress,
     capabilities_for,
-    parse_target_url,
     split_when_too_large,
     translate_error,
     wire_for,

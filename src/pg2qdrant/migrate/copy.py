@@ -15,8 +15,9 @@ from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import DataError, Interrupted, Pg2QdrantError, SourceError
 from pg2qdrant.core.options import READ_BATCH_ROWS, ROWS_PER_RANGE, MigrationOptions
 from pg2qdrant.core.plan import Plan, plan_fingerprint
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.checkpoints import MigrationState, StateStore, state_id_for
-from pg2qdrant.destination.server import parse_target_url, wire_for
+from pg2qdrant.destination.server import wire_for
 from pg2qdrant.destination.writer import Writer
 from pg2qdrant.migrate.workers import DryRunTarget, ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
 from pg2qdrant.runtime.session import SourceSession, open_source

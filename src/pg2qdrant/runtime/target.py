@@ -9,8 +9,8 @@ from pg2qdrant.core.options import CollectionOptions, StateConfig, TargetConfig
 from pg2qdrant.core.plan import Plan, check_shape
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import TargetSettings
+from pg2qdrant.destination.address import TargetAddress, parse_target_url
 from pg2qdrant.destination.checkpoints import STATE_NAMESPACE, FileRecords, StateStore
-from pg2qdrant.destination.server import TargetAddress, parse_target_url
 from pg2qdrant.ui import UI
 
 

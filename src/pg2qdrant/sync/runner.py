@@ -6,7 +6,7 @@ import threading
 
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.core.plan import Plan
-from pg2qdrant.destination.server import parse_target_url
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.runtime.observability import NullObserver
 from pg2qdrant.runtime.session import open_source
 from pg2qdrant.sync.options import SyncOptions, SyncStats

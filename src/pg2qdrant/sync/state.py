@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.checkpoints import FileRecords
-from pg2qdrant.destination.server import parse_target_url
 from pg2qdrant.runtime.target import target_identity
 
 SYNC_NAMESPACE = "pg2qdrant-sync"  # point IDs of sync records

@@ -554,7 +554,7 @@ def run_verify(options, verify_options: VerifyOptions, ui, *, session=None) -> R
     and left open; otherwise one is opened and closed here. Input problems raise
     InputError (exit 2); the caller exits with ``report.exit_code`` (0 pass, 1 fail).
     """
-    from pg2qdrant.destination.server import parse_target_url
+    from pg2qdrant.destination.address import parse_target_url
 
     started = time.monotonic()
     verify_options.validate()
