@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 import pg2qdrant.cli_sync  # noqa: F401  (registers `sync` on the CLI until cli.py imports it)
-from helpers import assert_collection_equals_table, vector_literal
+from helpers import assert_collection_equals_table, drop_database_slots, vector_literal
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.qdrant import parse_target_url
 from pg2qdrant.pipeline import MigrationOptions
@@ -182,21 +182,7 @@ def wait_streaming(url: str, slot: str, timeout: float = 60, proc: subprocess.Po
 def sdb(db):
     """The test database; its replication slots are dropped afterwards (they would block DROP DATABASE)."""
     yield db
-    with psycopg.connect(db.server.url(), autocommit=True) as conn:
-        for _ in range(100):
-            rows = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
-                                (db.name,)).fetchall()
-            if not rows:
-                break
-            for name, pid in rows:
-                if pid:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                else:
-                    try:
-                        conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-                    except psycopg.Error:
-                        pass
-            time.sleep(0.1)
+    drop_database_slots(db)
 
 
 def options(db, url: str, **kw) -> MigrationOptions:
