@@ -111,7 +111,11 @@ CATCH_UP_S = 60  # each wait of a check gives up (with a message) after this lon
 STOP_S = 30  # SIGTERM -> exit
 PART_DIM = 16
 PART_SPAN = 1000  # partition parts_<i> holds ids [i * PART_SPAN, (i + 1) * PART_SPAN)
-MIGRATE_FLAGS = ("--migration.num-workers", "1", "--migration.batch-size", "64")
+# Euclid: vectors are stored as sent. With Cosine, qdrant-client's local mode persists a point
+# rewritten by set_payload with its normalised vector but an upserted one as given, so a folder
+# reopened would differ from a fresh migrate's in the last bits for reasons that are not sync's.
+DISTANCE = ("--qdrant.distance-metric", "v=euclid")
+MIGRATE_FLAGS = ("--migration.num-workers", "1", "--migration.batch-size", "64", *DISTANCE)
 _names = itertools.count()
 
 
@@ -259,7 +263,7 @@ class SyncModel(RuleBasedStateMachine):
 
     def _write_file(self) -> Path:
         text = (f'pg.url = "{no_password(self.db.url)}"\nsync.slot = "{self.slot}"\n'
-                f'migration.num-workers = 1\nmigration.batch-size = 64\n')
+                f'migration.num-workers = 1\nmigration.batch-size = 64\nqdrant.distance-metric = {{ v = "euclid" }}\n')
         for e in self.entries:
             text += (f'\n[[table]]\nname = "{e.name}"\npg.table = "{e.table}"\n'
                      f'qdrant.url = "local:{self.folder(e.folder)}"\nqdrant.collection = "{e.collection}"\n')
@@ -273,7 +277,7 @@ class SyncModel(RuleBasedStateMachine):
         if self.mode == "config":
             return [sys.executable, "-m", "pg2qdrant", "sync", "--config", str(self._write_file()), *extra]
         (entry,) = self.entries
-        command = _sync_command(self.db, f"local:{self.folder(entry.folder)}", self.slot, *extra)
+        command = _sync_command(self.db, f"local:{self.folder(entry.folder)}", self.slot, *DISTANCE, *extra)
         command[command.index("--pg.table") + 1] = entry.table
         command[command.index("--qdrant.collection") + 1] = entry.collection
         return command
@@ -285,6 +289,20 @@ class SyncModel(RuleBasedStateMachine):
         self.log.flush()
         self.started_at = self.log.tell()
         self.proc = subprocess.Popen(self._command(*extra), stdout=self.log, stderr=self.log, env=self._env())
+
+    def _since_start(self) -> str:
+        with open(self.dir / "sync.log", "rb") as f:
+            f.seek(self.started_at)
+            return f.read().decode(errors="replace")
+
+    def _wait_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self._since_start():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sync exited with {self.proc.returncode} before {text!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sync did not print {text!r} within {timeout} s")
+            time.sleep(0.1)
 
     def _wait_started(self) -> None:
         """Until the process has printed its first line: before that, Python has not yet installed
@@ -305,8 +323,7 @@ class SyncModel(RuleBasedStateMachine):
             proc.kill()
             proc.wait()
             raise AssertionError(f"sync did not stop within {STOP_S} s of SIGTERM\n{self._tail()}") from None
-        since_start = (self.dir / "sync.log").read_text(errors="replace")[self.started_at:]
-        if code == 130 and "Streaming changes" not in since_start:
+        if code == 130 and "Streaming changes" not in self._since_start():
             # Stopped during the initial copy: "Interrupted ... rerun the same command to resume"
             # (130, as migrate's Ctrl-C), the copy is not finished: the next start copies again.
             self.copy_pending = True
@@ -584,6 +601,9 @@ class SyncModel(RuleBasedStateMachine):
         if self.proc is None:
             self.start()
         try:
+            # The slot is active (and its position already "caught up") during the initial copy:
+            # first wait until this run says it streams.
+            self._wait_log("Streaming changes", CATCH_UP_S)
             wait_streaming(self.db.url, self.slot, timeout=CATCH_UP_S, proc=self.proc)
             wait_caught_up(self.db.url, self.slot, timeout=CATCH_UP_S)
         except AssertionError as exc:
