@@ -27,7 +27,7 @@ The operations come in families, switched on and off as a whole:
 ``config``              ``sync --config FILE`` over two tables; entries added to and removed from
                         the file between runs (never fewer than two)
 ``config_shrink``       ... the file shrinks to a single entry
-``config_where``        ... two entries on one table (``pg.where``: even / odd ids) into two
+``config_where``        ... two entries on one table (``pg.where``: id < 1000, id >= 1000) into two
                         collections
 ``config_targets``      ... the same table into two targets (two local folders)
 ``ddl``                 ADD (with and without DEFAULT) / DROP / RENAME COLUMN of a payload column
@@ -55,6 +55,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,20 @@ FAMILIES = ("dml", "truncate", "restart", "kill_copy", "slot_drop", "config", "c
 # Families that break the invariant on today's code, each with the bug (see the failures these
 # sequences found in the module's git history / the issue 18 report). Switch one on with
 # PG2QDRANT_MODEL_FAMILIES=+name once its fix is merged, and remove it from here.
-PENDING_FAMILIES: dict[str, str] = {}
+PENDING_FAMILIES: dict[str, str] = {
+    "slot_drop": "README's lost-slot recovery leaves orphans: `sync --sync.initial-copy` into the existing collection "
+                 "only warns 'N point(s) have no row in the table' (a row deleted before the slot was lost keeps "
+                 "its point): the initial copy does not delete orphans into an existing collection",
+    "config_where": "two entries on one table: a `pg.where` with '%' (`id % 2 = 0`) stops sync at its first change "
+                    "('incomplete placeholder' when a changed row is read again with the filter); the "
+                    "filters are now `id < 1000` / `id >= 1000`, not yet run on today's code",
+    "config_targets": "the same table in two entries (two folders): a change is applied to one entry's collection "
+                      "only (`UPDATE items SET v = NULL` left the vector in the other)",
+    "ddl": "DDL during sync: after `ALTER TABLE items ADD COLUMN x text DEFAULT 'dflt'` the points of rows no "
+           "change touched lack x: 'dflt' (a fresh migrate has it); ADD without DEFAULT and RENAME passed",
+    "partition": "partition ATTACH during sync: `ALTER TABLE parts ATTACH PARTITION p ...` of a table holding rows "
+                 "streams no change, its rows get no point (DETACH and CREATE ... PARTITION OF passed)",
+}
 
 
 def _enabled_families() -> frozenset[str]:
@@ -151,8 +165,8 @@ class Entry:
 POOL = {
     "items": Entry("items", "items", "q1"),
     "parts": Entry("parts", "parts", "q1"),
-    "items_even": Entry("items_even", "items", "q1", "id % 2 = 0"),
-    "items_odd": Entry("items_odd", "items", "q1", "id % 2 = 1"),
+    "items_low": Entry("items_low", "items", "q1", "id < 1000"),
+    "items_high": Entry("items_high", "items", "q1", "id >= 1000"),
     "items_q2": Entry("items_q2", "items", "q2"),
 }
 
@@ -663,6 +677,10 @@ def test_sync_equals_a_fresh_migrate_after_random_sequences(pg_server, tmp_path)
     machine = SyncModel
     if SEED is not None:
         machine = type("SyncModelSeeded", (SyncModel,), {"_hypothesis_internal_use_seed": int(SEED)})
+    pending = sorted(set(PENDING_FAMILIES) - ENABLED)
+    if pending:  # said on every run, so that nothing is left out silently
+        warnings.warn(f"sync model: families left out until their fixes are merged: {', '.join(pending)} "
+                      "(PENDING_FAMILIES; PG2QDRANT_MODEL_FAMILIES=all runs them)", stacklevel=1)
     started = time.monotonic()
     try:
         run_state_machine_as_test(machine, settings=profile)
