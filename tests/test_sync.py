@@ -151,8 +151,9 @@ class Workload:
                 time.sleep(self.random.uniform(0, 0.01))
 
 
-def wait_caught_up(url: str, slot: str, timeout: float = 60) -> None:
-    """Until the slot has acknowledged everything written so far (sync acks only applied changes)."""
+def wait_caught_up(url: str, slot: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+    """Until the slot has acknowledged everything written so far (sync acks only applied changes);
+    with ``proc``, fails at once when that sync process has exited."""
     with psycopg.connect(url, autocommit=True) as conn:
         target = parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
         deadline = time.monotonic() + timeout
@@ -161,6 +162,8 @@ def wait_caught_up(url: str, slot: str, timeout: float = 60) -> None:
                                (slot,)).fetchone()
             if row and parse_lsn(row[0]) >= target:
                 return
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"sync exited with {proc.returncode} before the slot caught up with {target:X}")
             time.sleep(0.1)
     raise AssertionError(f"slot {slot} did not catch up with {target:X} in {timeout} s")
 
