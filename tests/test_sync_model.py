@@ -85,6 +85,10 @@ PENDING_FAMILIES: dict[str, str] = {
     "slot_drop": "README's lost-slot recovery leaves orphans: `sync --sync.initial-copy` into the existing collection "
                  "only warns 'N point(s) have no row in the table' (a row deleted before the slot was lost keeps "
                  "its point): the initial copy does not delete orphans into an existing collection",
+    "config_shrink": "a file shrinking to one entry: `sync --config` with the single entry left runs a single-table "
+                     "sync (publication pg2qdrant_<collection>, created now) on the file's slot, so a change made "
+                     "while sync was stopped (before that publication existed) is never streamed: INSERT items 538, "
+                     "then `parts` removed from the file, restart: no point 538",
     "where_percent": "a `pg.where` with '%' (`id % 2 = 0`, an entry of a migration file beside others) stops sync "
                      "at its first change: 'Unexpected failure: ProgrammingError: incomplete placeholder' (the "
                      "filter is composed into a query run with parameters when a changed row is read again)",
