@@ -93,6 +93,10 @@ PENDING_FAMILIES: dict[str, str] = {
                      "sync (publication pg2qdrant_<collection>, created now) on the file's slot, so a change made "
                      "while sync was stopped (before that publication existed) is never streamed: INSERT items 538, "
                      "then `parts` removed from the file, restart: no point 538",
+    "config_where": "two entries on one table: with `items` (no filter) synced from the file, sync stopped, "
+                    "`UPDATE items SET title = NULL WHERE id = 12`, an entry `items_high` (items WHERE id >= 1000) "
+                    "added to the file, restart ('Joining public.items to slot ...'): the update never reaches "
+                    "collection 'items' (the join of the table again skips the first entry's pending changes)",
     "where_percent": "a `pg.where` with '%' (`id % 2 = 0`, an entry of a migration file beside others) stops sync "
                      "at its first change: 'Unexpected failure: ProgrammingError: incomplete placeholder' (the "
                      "filter is composed into a query run with parameters when a changed row is read again)",
