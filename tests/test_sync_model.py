@@ -15,7 +15,7 @@ with ``wait=true`` before the slot acknowledged it, so the copy holds them all).
 
 Hypothesis' stateful testing is fast enough with a real server: a sequence of 8 steps takes 5 to
 10 s (a new database, one sync start, a fresh migrate per check), the CI profile (3 sequences of
-8 steps per server, derandomized) about 40 s per server. Shrinking is off by default (see below).
+8 steps per server, derandomized) 25 to 40 s per server. Shrinking is off by default (see below).
 
 The operations come in families, switched on and off as a whole:
 
@@ -684,6 +684,7 @@ RUNS = {"sequences": 0, "steps": 0, "checks": 0}
 
 def test_sync_equals_a_fresh_migrate_after_random_sequences(pg_server, tmp_path):
     SyncModel.server, SyncModel.workdir = pg_server, tmp_path
+    RUNS.update(sequences=0, steps=0, checks=0)  # counted per server
     profile = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
                        derandomize=SEED is None, database=None, print_blob=True,
                        phases=list(Phase) if SHRINK else [p for p in Phase if p is not Phase.shrink],
