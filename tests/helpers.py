@@ -97,3 +97,24 @@ def endpoint_state_records(endpoint, collection: str = "_pg2qdrant_state") -> li
     if collection not in endpoint.engine.list_collections():
         return []
     return [json.loads(p.payload["record"]) for p in endpoint.points(collection).values()]
+
+
+def drop_database_slots(db) -> None:
+    """Drop every replication slot of ``db`` (a slot blocks DROP DATABASE): an active one's
+    walsender is terminated first; up to 10 s."""
+    import time
+    with psycopg.connect(db.server.url(), autocommit=True) as conn:
+        for _ in range(100):
+            rows = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                                (db.name,)).fetchall()
+            if not rows:
+                break
+            for name, pid in rows:
+                if pid:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                else:
+                    try:
+                        conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+                    except psycopg.Error:
+                        pass
+            time.sleep(0.1)

@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from helpers import assert_collection_equals_table, vector_literal
+from helpers import assert_collection_equals_table, drop_database_slots, vector_literal
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.destination import open_target
 from pg2qdrant.destination.address import parse_target_url
@@ -151,8 +151,9 @@ class Workload:
                 time.sleep(self.random.uniform(0, 0.01))
 
 
-def wait_caught_up(url: str, slot: str, timeout: float = 60) -> None:
-    """Until the slot has acknowledged everything written so far (sync acks only applied changes)."""
+def wait_caught_up(url: str, slot: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+    """Until the slot has acknowledged everything written so far (sync acks only applied changes);
+    with ``proc``, fails at once when that sync process has exited."""
     with psycopg.connect(url, autocommit=True) as conn:
         target = parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
         deadline = time.monotonic() + timeout
@@ -161,6 +162,8 @@ def wait_caught_up(url: str, slot: str, timeout: float = 60) -> None:
                                (slot,)).fetchone()
             if row and parse_lsn(row[0]) >= target:
                 return
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"sync exited with {proc.returncode} before the slot caught up with {target:X}")
             time.sleep(0.1)
     raise AssertionError(f"slot {slot} did not catch up with {target:X} in {timeout} s")
 
@@ -182,21 +185,7 @@ def wait_streaming(url: str, slot: str, timeout: float = 60, proc: subprocess.Po
 def sdb(db):
     """The test database; its replication slots are dropped afterwards (they would block DROP DATABASE)."""
     yield db
-    with psycopg.connect(db.server.url(), autocommit=True) as conn:
-        for _ in range(100):
-            rows = conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
-                                (db.name,)).fetchall()
-            if not rows:
-                break
-            for name, pid in rows:
-                if pid:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                else:
-                    try:
-                        conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-                    except psycopg.Error:
-                        pass
-            time.sleep(0.1)
+    drop_database_slots(db)
 
 
 def options(db, url: str, **kw) -> MigrationOptions:
