@@ -309,6 +309,7 @@ def test_sync_status_reads_the_entry_from_the_file(tables, tmp_path, cli):
 def test_the_documented_example_file_is_valid(tmp_path):
     from pathlib import Path
 
+    import pg2qdrant.cli.main  # noqa: F401  (registers the commands whose flags the file's keys are checked against)
     from pg2qdrant.cli.config_file import read_file
     section = (Path(__file__).resolve().parents[2] / "docs" / "migration-file.md").read_text()
     example = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
