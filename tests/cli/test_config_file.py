@@ -306,12 +306,12 @@ def test_sync_status_reads_the_entry_from_the_file(tables, tmp_path, cli):
     assert r.exit_code == 2 and "no replication slot 'pg2qdrant_file_tables'" in r.output, r.output
 
 
-def test_the_readme_example_file_is_valid(tmp_path):
+def test_the_documented_example_file_is_valid(tmp_path):
     from pathlib import Path
 
+    import pg2qdrant.cli.main  # noqa: F401  (registers the commands whose flags the file's keys are checked against)
     from pg2qdrant.cli.config_file import read_file
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Migration file (many tables)"):]
+    section = (Path(__file__).resolve().parents[2] / "docs" / "migration-file.md").read_text()
     example = section[section.index("```toml") + len("```toml"):section.index("```", section.index("```toml") + 7)]
     entries = read_file(write(tmp_path, example))
     assert [values["pg.table"] for _, _, values in entries] == [
