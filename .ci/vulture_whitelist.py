@@ -5,6 +5,8 @@ harness reads it, or it is a field of a record whose shape is the protocol's or 
 """
 # click: commands registered on the group by their decorators
 demo_cmd, migrate_cmd, pg_cmd, inspect_cmd, state_list, state_clear, sync_status_cmd, sync_drop_cmd, verify_cmd
+_.panels  # rich-click reads a command's option groups (cli.common.help_layout)
+_.epilog  # click prints it under a command's help (cli.common.help_layout: the environment-variable rule)
 # called by the standard library or prometheus_client, not by us
 _.collect  # a prometheus_client collector
 _.daemon_threads  # http.server.ThreadingHTTPServer

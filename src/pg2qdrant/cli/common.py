@@ -9,8 +9,12 @@ the `--flag=value` / `--flag value` forms, bare booleans (`--migration.restart`)
 and the map form of `--qdrant.distance-metric` are all accepted. Global flags
 may come before or after the command, as with the reference.
 
-Every flag also reads an environment variable (shown in --help), e.g.
-PG2QDRANT_PG_URL; the API key also comes from QDRANT_API_KEY.
+Every flag that takes a value also reads an environment variable, e.g. PG2QDRANT_PG_URL (the rule
+is said once, in each command's help epilog: ENV_RULE); the API key also comes from QDRANT_API_KEY.
+
+--help is grouped (rich-click): :func:`help_layout` puts each command's flags in the groups of
+HELP_GROUPS, in that order, and hides the flags the command accepts but does not use (a migrate
+command line, or a migration file's shared keys, still parse).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import rich_click
 
 from pg2qdrant import __version__
 from pg2qdrant.core import redaction
@@ -59,8 +64,9 @@ class OptionalBool(click.ParamType):
 
 
 def bool_flag(name: str, dest: str, default: bool, help: str, *aliases: str) -> Callable:
+    # The default shown only when it is true: "[default: False]" on every switch says nothing.
     return click.option(name, *aliases, dest, type=OptionalBool(), default=default, is_flag=False,
-                        flag_value="true", show_default=True, help=help,
+                        flag_value="true", show_default=default, help=help,
                         envvar=_env(name))
 
 
@@ -70,14 +76,13 @@ def _env(flag: str) -> str:
 
 def opt(name: str, dest: str, *aliases: str, **kwargs) -> Callable:
     kwargs.setdefault("envvar", _env(name))
-    kwargs.setdefault("show_envvar", True)
     return click.option(name, *aliases, dest, **kwargs)
 
 
 def global_options(fn: Callable) -> Callable:
     """--debug / --trace / --skip-tls-verification, accepted on every command (as the reference)."""
     fn = click.option("--debug", "debug", is_flag=True, default=False,
-                      help="Show debug logs and tracebacks (secrets stay masked).")(fn)
+                      help="Debug logs and tracebacks (secrets stay masked).")(fn)
     fn = click.option("--trace", "trace", is_flag=True, default=False, hidden=True,
                       help="Same as --debug (reference tool compatibility).")(fn)
     fn = click.option("--skip-tls-verification", "skip_tls_verification", is_flag=True, default=False,
@@ -85,27 +90,34 @@ def global_options(fn: Callable) -> Callable:
     return fn
 
 
-def source_options(fn: Callable) -> Callable:
+def source_flags(verb: str) -> Callable:
+    """The --pg.* flags and --layout; ``verb``: what the command does with the table (its --help says)."""
+    return functools.partial(_source_options, verb=verb)
+
+
+def _source_options(fn: Callable, verb: str) -> Callable:
     for decorator in reversed([
-        opt("--pg.url", "pg_url", help="PostgreSQL connection URL, e.g. postgresql://user:pass@host:5432/db."),
-        opt("--pg.table", "pg_table", help="Table to migrate: table, schema.table or '\"Schema\".\"Table\"'."),
+        opt("--pg.url", "pg_url", help="PostgreSQL URL, e.g. postgresql://user@host:5432/db."),
+        opt("--pg.table", "pg_table", help=f"Table to {verb}: table, schema.table, '\"Schema\".\"Table\"' "
+                                           "or 'schema.*'."),
         opt("--pg.key-column", "pg_key_column", multiple=True,
-            help="Column(s) giving the point ID (default: the primary key; comma-separate a composite key)."),
+            help="Column(s) of the point ID (default: the primary key)."),
         opt("--pg.columns", "pg_columns", multiple=True,
-            help="Columns to migrate, comma-separated (default: all). The key column is always added."),
+            help="Columns to copy, comma-separated (default: all)."),
         opt("--pg.where", "pg_where", metavar="SQL",
-            help="Only rows matching this SQL condition (migrate, verify, sync; a row updated out of it is "
-                 "deleted from Qdrant), e.g. \"lang = 'en'\"."),
+            help="Only rows matching this SQL condition, e.g. \"lang = 'en'\"."),
         opt("--layout", "layout", type=click.Choice(["auto", "plain", "langchain", "langchain-v2", "llamaindex",
                                                       "vecs", "pgai"]),
             default=default_of(MappingConfig, "layout"), show_default=True,
-            help="auto: a table written by LangChain or LlamaIndex is migrated so that the framework's Qdrant "
-                 "store opens it with its defaults; one of Supabase vecs or pgai (which have no Qdrant store) so "
-                 "that qdrant-client queries it as is (unnamed vector, metadata in the payload); plain: column "
-                 "by column."),
+            help="auto: a LangChain, LlamaIndex, vecs or pgai table as its Qdrant store reads it; "
+                 "plain: column by column."),
     ]):
         fn = decorator(fn)
     return fn
+
+
+#: migrate's, pg's and inspect's --pg.* flags.
+source_options = source_flags("migrate")
 
 
 def qdrant_address_options(url_help: str, key_help: str) -> list[Callable]:
@@ -130,35 +142,29 @@ def state_options_list(help_collection: str, help_file: str) -> list[Callable]:
 def target_options(fn: Callable) -> Callable:
     for decorator in reversed([
         *qdrant_address_options(
-            url_help="Qdrant: http(s)://host:port (6334 = gRPC, else REST), grpc(s)://host:port, local:DIR, "
-                     ":memory:, edge:DIR.",
-            key_help="Qdrant API key (better: set QDRANT_API_KEY, so it is not on the command line)."),
+            url_help="http(s)://host:port (6334: gRPC), grpc(s)://, local:DIR, :memory:, edge:DIR.",
+            key_help="API key (better: QDRANT_API_KEY in the environment)."),
         opt("--qdrant.collection", "qdrant_collection", help="Target collection name."),
         opt("--qdrant.distance-metric", "distance_metric", multiple=True,
-            help="Distance per vector column: embedding=dot (cosine, dot, euclid, manhattan); repeat or "
-                 "comma-separate. Default: from the column's HNSW/IVFFlat index, else cosine."),
+            help="COLUMN=METRIC, e.g. embedding=dot (default: its index's)."),
         opt("--qdrant.payload-index", "payload_index", multiple=True,
-            help="Create a payload index before loading: column[:type] (keyword, integer, float, bool, "
-                 "datetime, uuid, text, geo); repeatable."),
+            help="Create a payload index: column[:type]; repeatable."),
         opt("--qdrant.vector-name", "vector_name", multiple=True, metavar="COLUMN=NAME",
-            help="Name of a column's vector in Qdrant (default: the column name); COLUMN= (empty) is Qdrant's "
-                 "unnamed default vector."),
+            help="COLUMN=NAME: a column's vector name (COLUMN=: unnamed)."),
         opt("--qdrant.payload-key", "payload_key", multiple=True, metavar="COLUMN=KEY",
-            help="Payload key of a column: a new name, a dotted path (metadata.lang) to nest it, * to spread a "
-                 "JSON object's keys, or empty to leave the column out."),
+            help="COLUMN=KEY: rename, nest (a.b), spread (*) or drop (empty)."),
         opt("--qdrant.tenant-column", "tenant_column", metavar="COLUMN",
-            help="One collection for many tenants: a keyword payload index with is_tenant=true on this column, "
-                 "created before loading."),
+            help="Tenant column: a keyword payload index, is_tenant=true."),
         click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True,
                      default=not default_of(CollectionConfig, "auto_payload_index"),
-                     help="Do not mirror btree-indexed scalar columns as payload indexes."),
+                     help="Do not mirror btree-indexed columns as payload indexes."),
         opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=default_of(CollectionConfig, "hnsw_m"), show_default=True,
-            help="HNSW m, set once the load is done (building is deferred while loading); 0 = no HNSW."),
+            help="HNSW m, set after the load (0: no HNSW)."),
         opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int,
             default=default_of(CollectionConfig, "hnsw_ef_construct"), show_default=True,
             help="HNSW ef_construct."),
         bool_flag("--qdrant.on-disk", "on_disk", default_of(CollectionConfig, "on_disk"),
-                  "Store vectors on disk (memmap) instead of RAM (Qdrant's default)."),
+                  "Vectors on disk (memmap) instead of in RAM."),
         opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]),
             default=default_of(CollectionConfig, "quantization"),
             help="Scalar quantization of dense vectors (int8)."),
@@ -176,40 +182,37 @@ def migration_options(fn: Callable) -> Callable:
     for decorator in reversed([
         opt("--migration.num-workers", "num_workers", type=int, default=default_of(CopyOptions, "num_workers"),
             show_default=True,
-            help="Parallel readers (0 = one per CPU core)."),
+            help="Parallel readers (0: one per CPU core)."),
         opt("--migration.batch-size", "batch_size", "-b", type=int, default=default_of(CopyOptions, "batch_size"),
             show_default=True,
-            help="Points per write request (the reference's default, 50, is slow)."),
+            help="Points per write request."),
         opt("--migration.batch-delay", "batch_delay", type=int, default=default_of(CopyOptions, "batch_delay_ms"),
             show_default=True,
-            help="Milliseconds to sleep after each write request (rate limiting)."),
+            help="Milliseconds to wait after each write."),
         bool_flag("--migration.restart", "restart", default_of(CopyOptions, "restart"),
-                  "Ignore saved progress and copy everything again."),
+                  "Ignore saved progress; copy everything again."),
         bool_flag("--migration.create-collection", "create_collection",
                   default_of(CollectionConfig, "create_collection"),
-                  "Create the collection when it does not exist.", "-c"),
+                  "Create the collection when missing.", "-c"),
         bool_flag("--migration.delete-orphans", "delete_orphans", default_of(CopyOptions, "delete_orphans"),
-                  "After the copy, delete the points that have no row in the table (an exact copy: rows "
-                  "deleted since an earlier copy leave no stale point)."),
-        *state_options_list(help_collection="Collection that stores resume checkpoints in the target "
-                                            "(qdrant-client targets; an edge: target keeps them in a file in its "
-                                            "folder).",
-                            help_file="Keep resume checkpoints in this local JSON file instead of the target."),
+                  "Then delete the points whose row is gone (an exact copy)."),
+        *state_options_list(help_collection="Checkpoint collection (resume).",
+                            help_file="Keep resume checkpoints in this JSON file instead."),
         opt("--migration.max-retries", "max_retries", type=int, default=default_of(TargetConfig, "max_retries"),
             show_default=True,
-            help="Retries of a transient failure (Qdrant request, PostgreSQL range read)."),
+            help="Retries of a transient failure."),
         opt("--migration.retry-deadline", "retry_deadline", type=float,
             default=default_of(TargetConfig, "retry_deadline_s"), show_default=True,
             help="Seconds one request may spend retrying."),
         opt("--migration.range-rows", "range_rows", type=int, default=default_of(CopyOptions, "range_rows"),
-            help=f"Rows per range, the unit of parallel work and of resume (default {ROWS_PER_RANGE:,})."),
+            help=f"Rows per unit of parallel work and resume (default {ROWS_PER_RANGE:,})."),
         bool_flag("--migration.dry-run", "dry_run", default_of(CopyOptions, "dry_run"),
-                  "Read, map and validate every row; write nothing (and do not contact Qdrant)."),
+                  "Read, map and check every row; write nothing."),
         opt("--migration.id-mode", "id_mode", type=click.Choice(["native", "reference", "hash"]),
             default=default_of(MappingConfig, "id_mode"),
             show_default=True,
-            help="native: integer keys stay integer IDs; reference: every key hashed as qdrant-migration does; "
-                 "hash: as native, but text keys are hashed even when they look like a UUID."),
+            help="native: integer keys kept; reference: all hashed as qdrant-migration; hash: text keys "
+                 "hashed."),
     ]):
         fn = decorator(fn)
     return fn
@@ -219,9 +222,9 @@ def log_options_list() -> list[Callable]:
     """--log-format and --log-file (migrate, sync, verify): read by handle_errors (observability.py)."""
     return [
         opt("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-            help="json: every message is one JSON object a line (secrets masked)."),
+            help="json: one JSON object per message."),
         opt("--log-file", "log_file", default=None,
-            help="Write messages to this file instead of stderr; reopened on SIGHUP and when moved (logrotate)."),
+            help="Log to this file (reopened on SIGHUP and when rotated)."),
     ]
 
 
@@ -235,13 +238,12 @@ def service_options(fn: Callable) -> Callable:
     """Running as a service (migrate, sync): metrics and health endpoint, log events (observability.py)."""
     for decorator in reversed([
         opt("--metrics-port", "metrics_port", type=click.IntRange(0, 65535), default=None,
-            help="Serve Prometheus metrics on /metrics, the health check on /healthz and /livez on this "
-                 "port (all interfaces; 0 picks a free port)."),
+            help="Serve /metrics, /healthz and /livez on this port (0: any)."),
         *log_options_list(),
         opt("--health.max-lag-seconds", "health_max_lag_seconds", type=click.FloatRange(min=0, min_open=True),
-            default=300.0, show_default=True, help="/healthz answers 503 when sync is this many seconds behind."),
+            default=300.0, show_default=True, help="/healthz is 503 when sync is this far behind."),
         opt("--health.max-lag-bytes", "health_max_lag_bytes", type=click.IntRange(min=1), default=1 << 30,
-            show_default=True, help="/healthz answers 503 when the slot holds this much WAL not yet applied."),
+            show_default=True, help="/healthz is 503 when the slot holds more WAL."),
     ]):
         fn = decorator(fn)
     return fn
@@ -380,7 +382,74 @@ def layout_jobs(options, ui: UI, *, command: str | None = None, default_collecti
     return [j.options for j in jobs]
 
 
-class Group(click.Group):
+#: The groups of every command's --help, in order, each with its flags, the most used first. A flag
+#: no group names (demo's --rows, state clear's --all) goes to a first group, "General".
+HELP_GROUPS: dict[str, tuple[str, ...]] = {
+    "PostgreSQL": ("--pg.url", "--pg.table", "--pg.columns", "--pg.key-column", "--pg.where", "--layout",
+                   "--config", "--only"),
+    "Qdrant": ("--qdrant.url", "--qdrant.api-key", "--qdrant.collection", "--skip-tls-verification",
+               "--migration.max-retries", "--migration.retry-deadline"),
+    "Collection": ("--qdrant.distance-metric", "--migration.create-collection", "--migration.id-mode",
+                   "--qdrant.vector-name", "--qdrant.payload-key", "--qdrant.payload-index",
+                   "--qdrant.no-auto-payload-index", "--qdrant.tenant-column", "--qdrant.hnsw-m",
+                   "--qdrant.hnsw-ef-construct", "--qdrant.on-disk", "--qdrant.quantization", "--qdrant.shard-number",
+                   "--qdrant.replication-factor"),
+    "Copy": ("--migration.num-workers", "--migration.batch-size", "--migration.restart", "--migration.dry-run",
+             "--migration.delete-orphans", "--verify", "--then-sync", "--migration.consistent",
+             "--migration.range-rows", "--migration.batch-delay", "--migration.offsets-collection",
+             "--migration.state-file"),
+    "Verify": ("--verify.sample", "--verify.queries", "--verify.k", "--verify.report", "--verify.threshold",
+               "--verify.vector", "--verify.queries-file", "--verify.seed", "--verify.index-timeout",
+               "--verify.id-memory"),
+    "Sync": ("--sync.mode", "--sync.initial-copy", "--sync.once", "--sync.reconcile", "--sync.updated-column",
+             "--sync.interval", "--sync.overlap", "--sync.reconcile-interval", "--sync.slot", "--sync.publication"),
+    "Service": ("--metrics-port", "--health.max-lag-seconds", "--health.max-lag-bytes"),
+    "Output": ("--log-format", "--log-file", "--debug", "--version", "--help"),
+}
+
+#: The environment-variable rule, said once per command (its help's epilog).
+ENV_RULE = "Every flag with a value can also be set as PG2QDRANT_<FLAG>, dots and dashes as _."
+
+#: How --help looks: one line per flag where it fits, no metavar column, 100 columns at most.
+HELP_CONFIG = rich_click.RichHelpConfiguration(
+    max_width=100, options_table_column_types=["required", "opt_long", "opt_short", "help"],
+    options_table_help_sections=["help", "deprecated", "default", "required"], commands_before_options=True,
+    text_markup=None, style_options_panel_box="SIMPLE_HEAD", style_commands_panel_box="SIMPLE_HEAD",
+    padding_epilog=(0, 1, 1, 1), padding_usage=(0, 1, 1, 1),
+)
+
+
+def _long_name(param: click.Parameter) -> str:
+    return next((o for o in param.opts if o.startswith("--")), param.opts[0] if param.opts else param.name or "")
+
+
+def flags_of(*groups: str) -> set[str]:
+    """The flags of these HELP_GROUPS."""
+    return {flag for name in groups for flag in HELP_GROUPS[name]}
+
+
+def help_layout(command: click.Command, hide: set[str] = frozenset()) -> click.Command:
+    """Group ``command``'s flags in --help (HELP_GROUPS' order) and hide ``hide``: flags it accepts
+    without using them (so that a migrate command line, or a migration file's shared keys, still
+    parse), or that another command's help lists (migrate's --verify.*: `verify --help`).
+
+    Only what --help shows changes: every flag stays a parameter, with its behaviour."""
+    known = set().union(*HELP_GROUPS.values())
+    for param in command.params:
+        if _long_name(param) in hide:
+            param.hidden = True
+    shown = [_long_name(p) for p in command.params if not getattr(p, "hidden", False)]
+    shown.append("--help")
+    groups = {"General": [f for f in shown if f not in known]}  # not "Options": rich-click fills that one
+    groups.update({name: [f for f in flags if f in shown] for name, flags in HELP_GROUPS.items()})
+    command.panels = [rich_click.RichOptionPanel(name, options=flags) for name, flags in groups.items() if flags]
+    command.context_settings.setdefault("rich_help_config", HELP_CONFIG)
+    if any(getattr(p, "envvar", None) and not getattr(p, "hidden", False) for p in command.params):
+        command.epilog = ENV_RULE
+    return command
+
+
+class Group(rich_click.RichGroup):
     """Lets global flags appear before the command name too (`pg2qdrant --debug pg ...`)."""
 
     def parse_args(self, ctx, args):
@@ -395,7 +464,8 @@ class Group(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                          "rich_help_config": HELP_CONFIG})
 @click.version_option(__version__, prog_name="pg2qdrant")
 def main() -> None:
     """Move vector data from PostgreSQL/pgvector into Qdrant, faithfully and fast."""

@@ -86,9 +86,9 @@ _EXAMPLE = 'pg2qdrant migrate --config tables.toml'
 
 def config_options(fn: Callable) -> Callable:
     fn = opt("--only", "only", multiple=True, metavar="NAME",
-             help="With --config (or --pg.table 'schema.*'): only these entries (name, comma-separated or repeated).")(fn)
+             help="Only these entries of --config (or of 'schema.*').")(fn)
     return opt("--config", "config", metavar="FILE",
-               help="Migration file (TOML): shared flags, then one [[table]] per table; runs them all.")(fn)
+               help="Migration file (TOML): one [[table]] per table.")(fn)
 
 
 @dataclasses.dataclass
@@ -143,7 +143,8 @@ def _check_keys(values: dict[str, Any], where: str, flags: set[str]) -> None:
             close = difflib.get_close_matches(key, sorted(flags), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(f"{where}: unknown key {key!r}.",
-                             fix=f"{hint}keys are the flag names without '--' (see `pg2qdrant migrate --help`).")
+                             fix=f"{hint}keys are the flag names without '--' (see `pg2qdrant migrate --help`, "
+                                 "`verify --help` and `sync --help`).")
 
 
 def _check_secrets(values: dict[str, Any], where: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pg2qdrant.cli.common import global_options, handle_errors, main
+from pg2qdrant.cli.common import global_options, handle_errors, help_layout, main
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.localpg import LocalPostgres
 from pg2qdrant.migrate.copy import migrate
@@ -40,6 +40,9 @@ def demo_cmd(ui: UI, rows: int, workdir: str, **kw: Any) -> None:
     """Run the whole flow on an embedded PostgreSQL + pgvector and an embedded Qdrant."""
     run_demo(ui, rows=rows, workdir=workdir)
 
+
+# Accepted (it is a global flag) but meaningless here: the demo's Qdrant is embedded, without TLS.
+help_layout(demo_cmd, {"--skip-tls-verification"})
 
 
 DIM = 384

@@ -29,7 +29,7 @@ def _opt(name: str, dest: str, **kwargs) -> Callable:
     # Same environment-variable rule as cli.opt (PG2QDRANT_VERIFY_SAMPLE for --verify.sample);
     # not imported from cli because cli imports this module.
     env = "PG2QDRANT_" + name.lstrip("-").replace(".", "_").replace("-", "_").upper()
-    return click.option(name, dest, envvar=env, show_envvar=True, **kwargs)
+    return click.option(name, dest, envvar=env, **kwargs)
 
 
 def verify_options(fn: Callable) -> Callable:
@@ -84,29 +84,27 @@ def sync_flags(fn: Callable) -> Callable:
     for decorator in reversed([
         opt("--sync.mode", "sync_mode", type=click.Choice(SYNC_MODES), default=default_of(SyncConfig, "mode"),
             show_default=True,
-            help="cdc: stream changes by logical replication; poll: re-copy rows whose --sync.updated-column "
-                 "advanced; reconcile: one pass that deletes orphan points and writes missing ones."),
+            help="cdc: logical replication; poll: rows whose --sync.updated-column advanced; reconcile: "
+                 "one pass."),
         opt("--sync.slot", "sync_slot", default=None,
             help="Replication slot (default: pg2qdrant_<collection>)."),
         opt("--sync.publication", "sync_publication", default=None,
-            help="Publication (default: pg2qdrant_<collection>; created for the table when missing)."),
+            help="Publication (default: pg2qdrant_<collection>; created if missing)."),
         bool_flag("--sync.initial-copy", "sync_initial_copy", False,
-                  "Copy the table first, from the new slot's snapshot: a gap-free start."),
+                  "Copy the table first, from the new slot's snapshot (no gap)."),
         opt("--sync.updated-column", "sync_updated_column", default=None,
-            help="Poll mode: the timestamp/integer column every insert and update advances."),
+            help="Poll: the timestamp/integer column every write advances."),
         opt("--sync.interval", "sync_interval", type=float, default=default_of(SyncConfig, "interval_s"), show_default=True,
-            help="Poll mode: seconds between polls."),
+            help="Poll: seconds between polls."),
         opt("--sync.overlap", "sync_overlap", type=float, default=default_of(SyncConfig, "overlap"), show_default=True,
-            help="Poll mode: rows up to this far behind the watermark are read again (seconds for time "
-                 "columns, units for numbers), for transactions that commit late."),
+            help="Poll: read again rows this far behind (late commits)."),
         bool_flag("--sync.reconcile", "sync_reconcile", False,
-                  "Also compare ID sets: delete orphan points, write missing ones (poll: every "
-                  "--sync.reconcile-interval; cdc: once at start)."),
+                  "Also fix missing and orphan points (cdc: at start; poll: often)."),
         opt("--sync.reconcile-interval", "sync_reconcile_interval", type=float,
             default=default_of(SyncConfig, "reconcile_interval_s"), show_default=True,
-            help="Poll mode: seconds between reconciliations."),
+            help="Poll: seconds between reconciliations."),
         bool_flag("--sync.once", "sync_once", False,
-                  "Stop once caught up (cdc: with the WAL position at start; poll: after one round)."),
+                  "Stop once caught up with the start (poll: after one round)."),
     ]):
         fn = decorator(fn)
     return fn

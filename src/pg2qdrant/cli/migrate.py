@@ -10,38 +10,52 @@ from typing import Any
 from pg2qdrant.cli.common import (
     bool_flag,
     build_migration_options,
+    flags_of,
     global_options,
     handle_errors,
+    help_layout,
     layout_jobs,
     main,
     migration_options,
     service_options,
+    source_flags,
     source_options,
     start_service,
     target_options,
 )
 from pg2qdrant.cli.config_file import TableRun, config_options, each_entry
-from pg2qdrant.cli.flow_options import build_verify_options, sync_flags, sync_options_from, verify_options  # noqa: E402  (also registers `sync`)  # noqa: E402  (also registers `verify`)
+from pg2qdrant.cli.flow_options import build_verify_options, sync_flags, sync_options_from, verify_options
 from pg2qdrant.ui import UI
+
+#: Not in migrate's --help: the flags `verify --help` and `sync --help` list (--verify / --then-sync
+#: take them: their help says so). Each is still taken, verbatim.
+MIGRATE_HIDDEN = flags_of("Verify", "Sync", "Service") - {"--metrics-port"}
+
+#: Not in inspect's --help: it reads the table and prints the plan; it writes nothing and does not
+#: connect to Qdrant, so the copy's and the new collection's settings cannot change what it prints.
+INSPECT_HIDDEN = flags_of("Copy") | {
+    "--qdrant.url", "--qdrant.api-key", "--skip-tls-verification", "--migration.max-retries",
+    "--migration.retry-deadline", "--migration.create-collection", "--qdrant.hnsw-m", "--qdrant.hnsw-ef-construct",
+    "--qdrant.on-disk", "--qdrant.quantization", "--qdrant.shard-number", "--qdrant.replication-factor"}
 
 
 def _migrate_command(name: str, hidden: bool = False):
     @main.command(name, hidden=hidden, help=(
         "Copy a pgvector table into a Qdrant collection. Accepts the flags of `qdrant-migration pg`."
-        if name == "migrate" else "Alias of `migrate`, named like the reference tool's `pg` command."))
+        if name == "migrate" else "Alias of `migrate`, named like the reference tool's `pg` command."),
+        short_help="Copy a pgvector table into a Qdrant collection." if name == "migrate"
+        else "Alias of `migrate` (the reference tool's `pg` command).")
     @source_options
     @target_options
     @migration_options
-    @bool_flag("--verify", "verify", False, "After the copy, run `pg2qdrant verify` (exit 1 if a check fails).")
+    @bool_flag("--verify", "verify", False, "Then verify, with the --verify.* flags of `verify --help`.")
     @verify_options
     @bool_flag("--then-sync", "then_sync", False,
-               "Copy from a new replication slot's snapshot, then keep the collection in sync (CDC) until "
-               "stopped: a gap-free hand-off (see `pg2qdrant sync`).")
+               "Copy from a new slot's snapshot, then sync (CDC), with the --sync.* flags of `sync --help`.")
     @sync_flags
     @config_options
     @bool_flag("--migration.consistent", "consistent", False,
-               "With --config: read every table in one snapshot, so the collections are one point in time "
-               "(an interrupted run starts over); default: table by table, each resumable.")
+               "With --config: all tables from one snapshot (not resumable).")
     @service_options
     @global_options
     @handle_errors
@@ -67,7 +81,7 @@ def _migrate_command(name: str, hidden: bool = False):
                 runs[-1].exit_code = run_verify(options, verify, ui).exit_code
         return runs
 
-    return command
+    return help_layout(command, MIGRATE_HIDDEN)
 
 
 migrate_cmd = _migrate_command("migrate")
@@ -75,7 +89,7 @@ pg_cmd = _migrate_command("pg")
 
 
 @main.command("inspect")
-@source_options
+@source_flags("inspect")
 @target_options
 @migration_options
 @config_options
@@ -97,6 +111,9 @@ def inspect_cmd(ui: UI, **kw: Any) -> None:
             render_plan(ui, session.plan)
         finally:
             session.close()
+
+
+help_layout(inspect_cmd, INSPECT_HIDDEN)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from pg2qdrant.cli.common import global_options, handle_errors, main, qdrant_address_options, state_options_list
+from pg2qdrant.cli.common import (
+    global_options,
+    handle_errors,
+    help_layout,
+    main,
+    qdrant_address_options,
+    state_options_list,
+)
 from pg2qdrant.ui import UI
 
 
@@ -89,3 +96,7 @@ def state_clear(ui: UI, state_ids: tuple[str, ...], clear_all: bool, **kw: Any) 
             ui.info(f"Removed {st.state_id[:12]} ({st.source.get('table')} -> {st.collection}).")
     finally:
         target.close()
+
+
+for _command in (state_list, state_clear):
+    help_layout(_command)

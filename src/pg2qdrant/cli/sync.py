@@ -14,14 +14,16 @@ from typing import Any
 import click
 
 from pg2qdrant.cli.common import (
+    HELP_GROUPS,
     build_migration_options,
     global_options,
     handle_errors,
+    help_layout,
     layout_jobs,
     main,
     migration_options,
     service_options,
-    source_options,
+    source_flags,
     start_service,
     target_options,
 )
@@ -29,12 +31,21 @@ from pg2qdrant.cli.config_file import config_options, each_entry
 from pg2qdrant.cli.flow_options import sync_flags, sync_options_from
 from pg2qdrant.ui import UI
 
+#: Not in sync's --help: copy flags sync takes (a migrate command line, or a migration file's shared
+#: keys, still parse) but cannot use: its copy always starts over, and it writes.
+SYNC_HIDDEN = {"--migration.restart", "--migration.dry-run"}
+
+#: All that `sync status` and `sync drop` use: the database, and the slot's and publication's names
+#: (given, or derived from the collection). The rest is accepted (the same command line as sync's).
+ADMIN_SHOWN = {"--pg.url", "--qdrant.collection", "--sync.slot", "--sync.publication", "--debug", "--help"}
+
 
 def all_flags(fn: Callable) -> Callable:
-    return source_options(target_options(migration_options(sync_flags(global_options(fn)))))
+    return source_flags("sync")(target_options(migration_options(sync_flags(global_options(fn)))))
 
 
-@main.group("sync", invoke_without_command=True, context_settings={"max_content_width": 100})
+@main.group("sync", invoke_without_command=True, context_settings={"max_content_width": 100},
+            short_help="Keep a collection in sync with its table (CDC or polling).")
 @all_flags
 @config_options
 @service_options
@@ -44,8 +55,7 @@ def all_flags(fn: Callable) -> Callable:
 def sync_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
     """Keep a collection in sync with its table: CDC by logical replication (default), or polling.
 
-    Runs until stopped (Ctrl-C / SIGTERM stop cleanly). Start with --sync.initial-copy (or
-    `pg2qdrant migrate --then-sync`) for a gap-free hand-off from the copy to the stream.
+    Runs until stopped (Ctrl-C / SIGTERM). --sync.initial-copy (or `migrate --then-sync`): no gap.
     """
     if ctx.invoked_subcommand is not None:
         ctx.obj = kw  # flags given before `status` / `drop`
@@ -104,3 +114,7 @@ def sync_drop_cmd(ctx: click.Context, ui: UI, **kw: Any) -> None:
     from pg2qdrant.sync import sync_drop
     sync_drop(*_admin_args(ctx, kw), ui)
 
+
+help_layout(sync_cmd, SYNC_HIDDEN)
+for _admin in (sync_status_cmd, sync_drop_cmd):
+    help_layout(_admin, set().union(*HELP_GROUPS.values()) - ADMIN_SHOWN)
