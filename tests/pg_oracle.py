@@ -1,4 +1,4 @@
-"""What README's "Mapping rules" say a row's payload must be, computed from PostgreSQL's own output.
+"""What docs/mapping.md say a row's payload must be, computed from PostgreSQL's own output.
 
 The oracle for tests/test_differential.py. It never calls pg2qdrant's converters:
 every value is PostgreSQL's text output (the type's output function; intervals with
@@ -105,10 +105,10 @@ def parse_array(text: str, delimiter: str = ",") -> list:
     return result
 
 
-# --- one element text -> its payload value, by README "Mapping rules" ------------------------
+# --- one element text -> its payload value, by docs/mapping.md ------------------------
 
 def json_number(token: str) -> int | float | str:
-    """README: an integer that fits int64 stays an integer; a number with fraction or exponent is a
+    """docs/mapping.md: an integer that fits int64 stays an integer; a number with fraction or exponent is a
     float when the float's shortest decimal equals it; anything else keeps its text."""
     if re.fullmatch(r"-?[0-9]+", token):
         i = int(token)
@@ -135,7 +135,7 @@ def _zone(offset: str) -> str:
 
 
 def date_or_timestamp(text: str, kind: str) -> str:
-    """DateStyle ISO output ('2024-01-02 03:04:05.1+00', '0044-03-15 BC') -> README's ISO 8601 form."""
+    """DateStyle ISO output ('2024-01-02 03:04:05.1+00', '0044-03-15 BC') -> the ISO 8601 form of docs/mapping.md."""
     if text in ("infinity", "-infinity"):
         return text
     bc = text.endswith(" BC")
@@ -217,7 +217,7 @@ def expected_payloads(url: str, table: str, key: str = "id", vectors: tuple[str,
         columns = [c for c in column_types(conn, table) if c.name not in vectors]
         query = f"SELECT {', '.join(chr(34) + c.name + chr(34) for c in columns)} FROM {table} ORDER BY \"{key}\""
         rows = output_texts(conn, query)
-        # Interval text in README's form is PostgreSQL's own iso_8601 style: read those columns in it.
+        # Interval text in the form docs/mapping.md gives is PostgreSQL's own iso_8601 style: read those columns in it.
         # (Only there: text forms of other types, composites included, use the session default.)
         conn.execute("SET IntervalStyle = iso_8601")
         iso = output_texts(conn, query)

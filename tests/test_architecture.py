@@ -1,4 +1,4 @@
-"""The architecture README describes, checked on the code (issue 19).
+"""The architecture docs/contributing/architecture.md describes, checked on the code (issue 19).
 
 - The layer contract in pyproject.toml (``[tool.importlinter]``: cli -> sync -> migrate | verify ->
   runtime -> ui -> source | destination | localpg -> core; psycopg only in source/, Qdrant's clients

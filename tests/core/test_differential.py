@@ -6,10 +6,10 @@ strings, "char", name, money, bit strings...) and rows (NULLs and edge values).
 Some rows are copied by `sync --sync.initial-copy` (migrate's copy), the others are
 inserted or updated afterwards and arrive through sync's pgoutput decoder. Every
 payload field of every point must equal the oracle (tests/pg_oracle.py): the
-value's PostgreSQL text output, turned into a payload value by README's rules.
+value's PostgreSQL text output, turned into a payload value by the rules of docs/mapping.md.
 
 The CI profile is small and seeded; PG2QDRANT_DIFFERENTIAL_EXAMPLES=500 runs a long
-one (README, Development).
+one (docs/contributing/development.md).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def every_type_collection(request, db, qdrant_path, cli, open_qdrant):
 
 
 # Qdrant Edge re-parses float payload values with serde_json's default (inexact) parser: they
-# come back 1-2 ULP off (README "Known target limitations"); every other value and type is exact.
+# come back 1-2 ULP off (docs/targets.md, "Known target limitations"); every other value and type is exact.
 EDGE_FLOAT_ULPS = 2
 
 

@@ -75,7 +75,7 @@ def test_existing_edge_shard_that_mismatches(items, tmp_path, cli):
 
 
 def test_known_limitation_edge_payload_floats_come_back_within_two_ulp(tmp_path):
-    """Documents qdrant-edge-py 0.9's float payload round trip (README, known target limitations)."""
+    """Documents qdrant-edge-py 0.9's float payload round trip (docs/targets.md, known target limitations)."""
     import random
 
     from pg2qdrant.verify.compare import ulps_apart

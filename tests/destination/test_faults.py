@@ -56,7 +56,7 @@ def migrate(cli, db, url: str, *extra: str):
 
 def assert_points_equal_table(q: QdrantEndpoint, db) -> None:
     """What Qdrant stored (read from the engine) is the table: exactly, but for Qdrant Edge's
-    known re-parsing of float payload values (README: within 2 ULP)."""
+    known re-parsing of float payload values (docs/targets.md: within 2 ULP)."""
     points = q.points("c")
     rows = db.execute("SELECT id, title, n, score, v::text FROM t ORDER BY id")
     assert sorted(points) == [r[0] for r in rows]

@@ -5,7 +5,7 @@ process, so it outlives the migrate subprocess that is killed or stopped. Progre
 the state record pg2qdrant keeps on the server, in ``_pg2qdrant_state``; the reruns read
 it from there. Vectors use Euclid distance (Qdrant normalises Cosine vectors on write)
 so they compare bit-exact; payload floats compare within 2 ULP, Qdrant Edge's known
-re-parsing of float payload values (README).
+re-parsing of float payload values (docs/targets.md).
 """
 
 from __future__ import annotations

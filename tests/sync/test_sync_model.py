@@ -26,7 +26,7 @@ The operations come in families, switched on and off as a whole:
 ``truncate``            TRUNCATE + reload (of a partitioned table: the root, or one partition)
 ``restart``             sync stopped by SIGTERM (must exit 0), SIGKILLed, started again
 ``kill_copy``           sync SIGKILLed during ``--sync.initial-copy``, then started with it again
-``slot_drop``           the slot dropped while sync is stopped, writes, then README's recovery
+``slot_drop``           the slot dropped while sync is stopped, writes, then the documented recovery
                         ("A lost slot": ``sync drop``, then ``sync --sync.initial-copy``)
 ``config``              ``sync --config FILE`` over two tables; entries added to and removed from
                         the file between runs (never fewer than two)
@@ -520,7 +520,7 @@ class SyncModel(RuleBasedStateMachine):
         self.recover()
 
     def recover(self) -> None:
-        """README, "A lost slot": `sync drop`, then `sync --sync.initial-copy`."""
+        """docs/sync-production.md, "A lost slot": `sync drop`, then `sync --sync.initial-copy`."""
         if self.mode == "config":
             args = ["sync", "--config", str(self._write_file()), "drop"]
         else:

@@ -1,7 +1,7 @@
 """An initial copy into a collection that already holds points ends equal to the table.
 
 Every flow an operator uses to (re)start sync from a copy writes into a collection an earlier
-run made: README's lost-slot recipe (`sync drop`, then `sync --sync.initial-copy`), `migrate`
+run made: the lost-slot recipe of docs/sync-production.md (`sync drop`, then `sync --sync.initial-copy`), `migrate`
 then `migrate --then-sync`, a rerun after a run stopped during its copy. Rows deleted
 meanwhile must not leave their points behind, and sync's markers in a
 ``--migration.state-file`` belong to one target.

@@ -251,7 +251,7 @@ def test_edge_target_measures_hnsw_and_reports_ulp_level_floats(db, tmp_path, cl
     assert search["verdict"] == "pass", search
     assert search["figures"]["v"]["HNSW"]["recall mean"] >= 0.85
     assert len(search["plots"]["vectors"]["v"]["recall_hnsw"]) == 50
-    # Edge's known float re-parsing (README, known target limitations) is its own finding: neither
+    # Edge's known float re-parsing (docs/targets.md, known target limitations) is its own finding: neither
     # hidden as equality nor a failure; payload-ulps=0 turns it into one.
     values = check_of(report, "Values")
     assert values["verdict"] == "warn" and values["figures"]["payload floats within 2 ULP"] > 10
@@ -279,7 +279,7 @@ def test_server_target_passes_and_measures_hnsw(db, tmp_path, cli, front):
         assert {u.front for u in q.seen(collection="c")} == {front}
         checks = verdicts(report)
         assert all(checks[name] == "pass" for name in ("Counts", "IDs", "Schema", "Search parity")), checks
-        assert checks["Values"] in ("pass", "warn")  # warn: Edge's float payload re-parsing (README)
+        assert checks["Values"] in ("pass", "warn")  # warn: Edge's float payload re-parsing (docs/targets.md)
         search = check_of(report, "Search parity")
         assert search["figures"]["v"]["HNSW"]["recall mean"] >= 0.85
         assert q.info("c").indexed_vectors_count == ROWS  # HNSW was really built and searched

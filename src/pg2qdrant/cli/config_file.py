@@ -194,8 +194,8 @@ def read_file(path: str) -> list[tuple[str | None, str, dict[str, Any]]]:
         raise InputError(f"Cannot read the migration file {path}: {exc.strerror}.",
                          fix="check the path given to --config.") from None
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}.", fix="fix the line shown (see the README's "
-                                                                  "'Migration file' example).") from None
+        raise InputError(f"{path} is not valid TOML: {exc}.", fix="fix the line shown (see the example in "
+                                                                  "docs/migration-file.md).") from None
     tables = doc.pop(ENTRIES, None)
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise InputError(f"{path} has no [[{ENTRIES}]] entry.",

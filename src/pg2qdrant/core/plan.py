@@ -116,7 +116,7 @@ _SCALAR_KINDS = {
     "inet": "inet", "cidr": "inet",
 }
 
-# What each kind means in Qdrant, for `inspect` and the README.
+# What each kind means in Qdrant, for `inspect` and docs/mapping.md.
 KIND_DESCRIPTIONS = {
     PayloadKind.INT: "integer",
     PayloadKind.FLOAT4: "float (shortest decimal that round-trips the float4)",

@@ -46,7 +46,7 @@ class PollSync(Runner):
                 raise InputError(
                     f"--sync.updated-column {col.name} is {col.declared}; poll mode needs a timestamp, date or "
                     "integer/numeric column that every insert and update advances.",
-                    fix="add one, e.g. updated_at timestamptz set by a trigger (see README), or use CDC mode.")
+                    fix="add one, e.g. updated_at timestamptz set by a trigger (see docs/commands/sync.md), or use CDC mode.")
             self.column = col
             if col.name not in plan.table.btree_columns:
                 ui.warn(f"no index on {col.name}: every poll reads the whole table. "

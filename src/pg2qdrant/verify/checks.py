@@ -281,7 +281,7 @@ class Verification:
         if ulp:
             details.append(f"{ulp:,} payload float(s) differ from the source by at most {ulps} ULP (units in the "
                            "last place), e.g. " + "; ".join(m.describe() for m in ulp_examples[:3]) +
-                           ". Qdrant Edge re-parses payload floats inexactly (see README, known target "
+                           ". Qdrant Edge re-parses payload floats inexactly (see docs/targets.md, known target "
                            "limitations); set --verify.threshold payload-ulps=0 to count them as failures.")
         findings = [_mismatch_finding(m) for m in real] + [
             {**_mismatch_finding(m), "reason": f"ULP-level: {m.reason}"} for m in ulp_examples[:5]]

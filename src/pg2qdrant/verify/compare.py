@@ -79,7 +79,7 @@ def same_json(expected: Any, actual: Any, float_ulps: int = 0) -> str | None:
 
     ``float_ulps`` tolerates floats that differ by that many units in the last place
     (Qdrant Edge re-parses payload floats with serde_json's default parser, which is
-    not exact; see README "Known target limitations").
+    not exact; see docs/targets.md, "Known target limitations").
     """
     te, ta = json_type(expected), json_type(actual)
     if te != ta:

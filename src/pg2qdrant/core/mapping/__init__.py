@@ -2,7 +2,7 @@
 
 Every flow (migrate, verify, sync) converts through this package, so a value is converted one
 way only. The functions take what psycopg's binary loaders produce (plus the raw pgvector wire
-bytes, decoded in bulk with numpy) and return what Qdrant stores (README "Mapping rules"):
+bytes, decoded in bulk with numpy) and return what Qdrant stores (docs/mapping.md):
 
 - :mod:`.ids`: point IDs from keys (integers, UUIDs, uuid5 of text, composite keys);
 - :mod:`.scalars`: numbers, text, bytes, network addresses, and the converter of each payload kind;

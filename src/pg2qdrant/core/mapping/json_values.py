@@ -12,7 +12,7 @@ from pg2qdrant.core.mapping.ids import INT64_MAX, INT64_MIN
 
 
 def json_loads(data: str | bytes) -> Any:
-    """JSON parser for json/jsonb, numbers by numeric's rule (README "Mapping rules").
+    """JSON parser for json/jsonb, numbers by numeric's rule (docs/mapping.md).
 
     An integer stays an int when it fits int64 (what Qdrant stores); a number with
     a fraction or exponent becomes a float when the float's shortest decimal equals
