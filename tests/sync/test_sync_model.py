@@ -335,6 +335,11 @@ class SyncModel(RuleBasedStateMachine):
             proc.kill()
             proc.wait()
             raise AssertionError(f"sync did not stop within {STOP_S} s of SIGTERM\n{self._tail()}") from None
+        if code in (-signal.SIGINT, -signal.SIGTERM) and not self._since_start().strip():
+            # The signal came before the interpreter had started the program (it printed nothing, and
+            # Python had not installed its handlers): ended as any program then is; nothing was done
+            # (a pending initial copy stays pending).
+            return
         if code == 130 and "Streaming changes" not in self._since_start():
             # Stopped during the initial copy: "Interrupted ... rerun the same command to resume"
             # (130, as migrate's Ctrl-C), the copy is not finished: the next start copies again.

@@ -93,14 +93,14 @@ class SchemaWatch:
         return plan.table.relkind in ("r", "p") and not plan.table.change_tables
 
     # -- the stream's hook ---------------------------------------------------------------
-    def step(self, stream, now: float) -> None:
-        """Called by the Stream after each message: check the catalog when due."""
+    def step(self, stream, now: float, *, force: bool = False) -> None:
+        """Called by the Stream after each message: check the catalog when due (``force``: now)."""
         self.stream = stream
         if self.stopping is not None:
             self._stop_when_applied(stream, now)
             return
         by_relation = self.receiver.shape_changed
-        if not by_relation and now - self.polled < POLL_EVERY_S:
+        if not by_relation and not force and now - self.polled < POLL_EVERY_S:
             return
         self.receiver.shape_changed = False
         self.polled = now

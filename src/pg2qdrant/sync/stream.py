@@ -247,6 +247,11 @@ class Stream:
                 self.ack.saw(message.end_lsn)
         elif isinstance(frame, Keepalive):
             stats.server_lsn = max(stats.server_lsn, frame.wal_end)
+            if self.receiver.idle and frame.wal_end > stats.acked_lsn:
+                # WAL past the last applied commit is about to be acknowledged: a DDL in it (pgoutput
+                # sends none) is noticed first, so that a slot caught up means the shape is too.
+                for watch in self.watches:
+                    watch.step(self, time.monotonic(), force=True)
             self.ack.keepalive(frame, idle=self.receiver.idle)
 
     def flush(self) -> None:
