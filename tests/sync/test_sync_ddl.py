@@ -310,3 +310,24 @@ def test_a_named_column_dropped_while_sync_was_stopped_stops_it_before_writing(s
     assert r.exit_code == 2, r.output
     assert "changed while sync was stopped in a way sync cannot follow" in r.output
     assert "--sync.initial-copy" in r.output and "Unexpected" not in r.output
+
+
+def test_a_partitioned_table_left_without_partitions_resumes(sdb, tmp_path, cli):
+    """Every partition detached or dropped while sync was stopped: the publication still names the table
+    (pg_publication_tables lists a partitioned table by its partitions, of which there are none)."""
+    url = f"local:{tmp_path / 'q'}"
+    sdb.execute(PARTITIONED)
+    _fill(sdb, "items", range(1, 11), 1, seed=1)
+    _fill(sdb, "items", range(11, 21), 2, seed=2)
+    r = cli(*_sync(sdb, url, "--sync.once", "--sync.initial-copy"))
+    assert r.exit_code == 0, r.output
+    sdb.execute("ALTER TABLE items DETACH PARTITION items_1")
+    sdb.execute("DROP TABLE items_2")
+    r = cli(*_sync(sdb, url, "--sync.once"))
+    assert r.exit_code == 0, r.output
+    assert compare(sdb, url) == 0
+    sdb.execute("CREATE TABLE items_3 PARTITION OF items FOR VALUES IN (3)")
+    _fill(sdb, "items", range(21, 26), 3, seed=3)
+    r = cli(*_sync(sdb, url, "--sync.once"))
+    assert r.exit_code == 0, r.output
+    assert compare(sdb, url) == 5

@@ -112,13 +112,15 @@ def publication_state(conn: psycopg.Connection, publication: str, plan: Plan) ->
         SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables, p.pubviaroot,
                obj_description(p.oid, 'pg_publication'),
                EXISTS (SELECT 1 FROM pg_publication_tables t
-                       WHERE t.pubname = p.pubname AND t.schemaname = %s AND t.tablename = %s),
+                       WHERE t.pubname = p.pubname AND t.schemaname = %s AND t.tablename = %s)
+               -- a partitioned table is listed by its partitions there: with none left, by itself here
+               OR EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = %s),
                EXISTS (SELECT 1 FROM pg_publication_tables t JOIN pg_class c ON c.relname = t.tablename
                        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = t.schemaname
                        WHERE t.pubname = p.pubname AND c.oid = ANY(%s))
         FROM pg_publication p WHERE p.pubname = %s
-        """, (plan.table.schema, plan.table.name, [leaf.oid for leaf in plan.table.change_tables or plan.table.leaves],
-              publication)).fetchone()
+        """, (plan.table.schema, plan.table.name, plan.table.oid,
+              [leaf.oid for leaf in plan.table.change_tables or plan.table.leaves], publication)).fetchone()
     if row is None:
         return None
     keys = ("insert", "update", "delete", "truncate", "all_tables", "via_root", "comment", "has_table", "has_leaf")
