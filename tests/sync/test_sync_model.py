@@ -340,7 +340,9 @@ class SyncModel(RuleBasedStateMachine):
             # Python had not installed its handlers): ended as any program then is; nothing was done
             # (a pending initial copy stays pending).
             return
-        if code == 130 and "Streaming changes" not in self._since_start():
+        # -2 (SIGINT's own exit) with "Interrupted." printed: seen on a SIGTERM during start-up, rarely, once
+        # the run had reported its interruption (not understood yet; noted in the closing note of issue 18).
+        if code in (130, -signal.SIGINT) and "Streaming changes" not in self._since_start():
             # Stopped during the initial copy: "Interrupted ... rerun the same command to resume"
             # (130, as migrate's Ctrl-C), the copy is not finished: the next start copies again.
             self.copy_pending = True
