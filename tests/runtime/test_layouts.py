@@ -102,9 +102,22 @@ def test_langchain_table_in_plain_layout_keeps_todays_mapping(db, qdrant_path, c
 
 def test_forced_layout_on_another_shape_is_refused(db, qdrant_path, cli):
     db.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(3))")
-    r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
-            "--layout", "llamaindex", "--qdrant.collection", "c")
-    assert r.exit_code == 2 and "does not have the shape" in r.output, r.output
+    def refusal(layout: str) -> str:
+        r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
+                "--layout", layout, "--qdrant.collection", "c")
+        assert r.exit_code == 2, r.output
+        return " ".join(r.output.split())
+
+    assert ("public.t does not have the shape LlamaIndex PGVectorStore writes: its name t does not start with "
+            "data_; no column text (varchar or text); no column metadata_ (json or jsonb); no column node_id "
+            "(varchar or text); no column embedding (vector or halfvec); column id is integer, not int8") \
+        in refusal("llamaindex")
+    assert ("public.t does not have the shape Supabase vecs writes: it is in schema public, not vecs; no column vec "
+            "(vector or halfvec); no column metadata (json or jsonb)") in refusal("vecs")
+    assert ("public.t does not have the shape pgai vectorizer writes: it is not a view (pgai's is "
+            "<source>_embedding over its store table); its name t does not end with _embedding; no column "
+            "embedding_uuid (uuid)") in refusal("pgai")
+    assert "there is no public.t_store" in refusal("pgai")
     r = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", f"local:{qdrant_path}",
             "--layout", "langchain")
     assert r.exit_code == 2, r.output

@@ -197,28 +197,54 @@ def _v2_payload_keys(table: TableInfo) -> dict[str, str]:
     return keys
 
 
+_LLAMAINDEX = {"id": ("int8",), "text": TEXT, "metadata_": JSON, "node_id": TEXT, "embedding": VECTOR}
+_LLAMAINDEX_OPTIONAL = {"text_search_tsv": ("tsvector",)}
+
+
 def _is_llamaindex(conn, table: TableInfo) -> bool:
-    return table.name.startswith("data_") and _shape(
-        table, {"id": ("int8",), "text": TEXT, "metadata_": JSON, "node_id": TEXT, "embedding": VECTOR},
-        optional={"text_search_tsv": ("tsvector",)})
+    return table.name.startswith("data_") and _shape(table, _LLAMAINDEX, optional=_LLAMAINDEX_OPTIONAL)
+
+
+def _llamaindex_differences(conn, table: TableInfo) -> str:
+    diffs = [] if table.name.startswith("data_") else [f"its name {table.name} does not start with data_"]
+    return "; ".join(diffs + _differences(table, _LLAMAINDEX, optional=_LLAMAINDEX_OPTIONAL))
 
 
 def _llamaindex_hybrid(table: TableInfo) -> bool:
     return table.column("text_search_tsv") is not None
 
 
+_VECS = {"id": TEXT, "vec": VECTOR, "metadata": JSON}
+
+
 def _is_vecs(conn, table: TableInfo) -> bool:
-    return table.schema == "vecs" and _shape(table, {"id": TEXT, "vec": VECTOR, "metadata": JSON})
+    return table.schema == "vecs" and _shape(table, _VECS)
+
+
+def _vecs_differences(conn, table: TableInfo) -> str:
+    diffs = [] if table.schema == "vecs" else [f"it is in schema {table.schema}, not vecs"]
+    return "; ".join(diffs + _differences(table, _VECS))
 
 
 _PGAI_STORE = {"embedding_uuid": ("uuid",), "chunk_seq": ("int4",), "chunk": ("text",), "embedding": VECTOR}
 
 
 def _is_pgai(conn, table: TableInfo) -> bool:
-    if table.relkind != "v" or not table.name.endswith("_embedding") or not _shape(table, _PGAI_STORE, exact=False):
+    if table.relkind != "v" or not table.name.endswith("_embedding"):  # no catalog read for other tables
         return False
+    return not _pgai_differences(conn, table)
+
+
+def _pgai_differences(conn, table: TableInfo) -> str:
+    diffs = [] if table.relkind == "v" else ["it is not a view (pgai's is <source>_embedding over its store table)"]
+    diffs += [] if table.name.endswith("_embedding") else [f"its name {table.name} does not end with _embedding"]
+    diffs += _differences(table, _PGAI_STORE, exact=False)
     store = frameworks.relation_columns(conn, table.schema, table.name + "_store")
-    return bool(store) and set(_PGAI_STORE) <= set(store)
+    if not store:
+        diffs.append(f"there is no {table.schema}.{table.name}_store")
+    elif not set(_PGAI_STORE) <= set(store):
+        diffs.append(f"{table.name}_store lacks {', '.join(sorted(set(_PGAI_STORE) - set(store)))}")
+    return "; ".join(diffs)
 
 
 def _all_columns(table: TableInfo) -> list[str]:
@@ -259,6 +285,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
                          "search) has no faithful Qdrant sparse-vector equivalent and is not migrated; dense "
                          "search works as before."] if _llamaindex_hybrid(t) else [],
         payload_text="metadata_ spread at the top level, the text column restored into _node_content",
+        explain=_llamaindex_differences,
     ),
     Layout(
         name="vecs", framework="Supabase vecs", detect=_is_vecs,
@@ -266,6 +293,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         payload_keys=lambda t: {"metadata": SPREAD}, targets=_one_target(lambda t: t.name), payload_shape="vecs",
         payload_text="metadata spread at the top level, the original id kept as \"id\" (a metadata key of that "
                      "name under \"metadata\")",
+        explain=_vecs_differences,
     ),
     Layout(
         name="pgai", framework="pgai vectorizer", detect=_is_pgai,
@@ -273,6 +301,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         payload_keys=lambda t: {}, targets=_one_target(lambda t: t.name),
         change_table=lambda t: t.name + "_store",
         payload_text="chunk, chunk_seq, embedding_uuid and the source table's columns",
+        explain=_pgai_differences,
     ),
 )}
 
