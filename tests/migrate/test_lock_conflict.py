@@ -10,13 +10,20 @@ statement go first and copies again from a new slot.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
 
 import psycopg
+import pytest
+from test_config_file import env_for, no_password
 from test_sync import compare, create_items, sdb, slot_of, wait_caught_up, wait_streaming  # noqa: F401
+
+from helpers import assert_collection_equals_table
+from pg2qdrant.destination import open_target
+from pg2qdrant.destination.address import parse_target_url
 
 
 def _truncate_while_only_the_coordinator_holds_its_lock(db, proc: subprocess.Popen, statement: str) -> threading.Thread:
@@ -85,3 +92,43 @@ def test_sync_lets_the_statement_go_first_and_copies_again(sdb, tmp_path):
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert compare(sdb, url) == 2000
+
+
+@pytest.mark.one_server  # the retry is ours; the lock wait is covered on both servers above
+def test_sync_of_a_file_lets_the_statement_go_first_and_copies_the_rest_again(sdb, tmp_path):
+    """The same through `sync --config`: the slot exists once the copy started, so the retry resumes from it and
+    copies again the tables not yet joined (was: the run stopped with the LockConflict)."""
+    url = f"local:{tmp_path / 'q'}"
+    with sdb.connect() as conn:
+        create_items(conn, 2000)
+    sdb.execute("CREATE TABLE other (id int PRIMARY KEY, v vector(3))")
+    sdb.execute("INSERT INTO other SELECT i, '[1,2,3]' FROM generate_series(1, 50) i")
+    path = tmp_path / "tables.toml"
+    path.write_text(f'pg.url = "{no_password(sdb.url)}"\nqdrant.url = "{url}"\nmigration.num-workers = 2\n'
+                    'migration.range-rows = 100\n\n[[table]]\npg.table = "items"\nqdrant.collection = "c"\n\n'
+                    '[[table]]\npg.table = "other"\nqdrant.collection = "other"\n')
+    slot = slot_of(sdb)
+    proc = subprocess.Popen([sys.executable, "-m", "pg2qdrant", "sync", "--config", str(path), "--sync.initial-copy",
+                             "--sync.slot", slot], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **env_for(sdb)})
+    try:
+        statement = _truncate_while_only_the_coordinator_holds_its_lock(
+            sdb, proc, "ALTER TABLE items ADD COLUMN extra integer DEFAULT 5")
+        statement.join(60)
+        assert not statement.is_alive(), "the ALTER TABLE still waits"
+        sdb.execute("UPDATE items SET extra = 6 WHERE id <= 10")
+        sdb.execute("DELETE FROM other WHERE id <= 5")
+        wait_streaming(sdb.url, slot, proc=proc)
+        wait_caught_up(sdb.url, slot, proc=proc)
+        time.sleep(3)  # the schema watch's poll
+        wait_caught_up(sdb.url, slot, proc=proc)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert compare(sdb, url) == 2000
+    target = open_target(parse_target_url(url))
+    try:
+        assert assert_collection_equals_table(sdb.url, "other", target, "other") == 45
+    finally:
+        target.close()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pg2qdrant.core.errors import InputError, SourceError
+from pg2qdrant.core.errors import InputError, Interrupted, LockConflict, SourceError
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.runtime.target import connect_target, target_identity
 from pg2qdrant.source import connect, slots
@@ -41,8 +41,8 @@ from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, T
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection
 from pg2qdrant.sync import schema_watch
 from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup
-from pg2qdrant.sync.cdc import CdcSync
-from pg2qdrant.sync.options import LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
+from pg2qdrant.sync.cdc import LOCK_CONFLICT_TRIES, CdcSync
+from pg2qdrant.sync.options import BACKOFF_START_S, LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
 from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
@@ -187,11 +187,7 @@ class ManySync(CdcSync):
             published = slots.published_tables(conn, self.publication)
         finally:
             conn.close()
-        if existing is None:
-            self._note_own_slots()
-            self._start(addresses)
-        else:
-            self._resume(addresses, existing, published or {})
+        self._start_or_resume(addresses, existing, published or {})
         if settings.get("max_slot_wal_keep_size") in ("-1", None):
             ui.info("Note: max_slot_wal_keep_size is unlimited: while sync is stopped the slot keeps all WAL. "
                     "Remove an abandoned slot with `pg2qdrant sync --config FILE drop`.")
@@ -201,6 +197,36 @@ class ManySync(CdcSync):
                 self.until_lsn = slots.current_wal_lsn(conn)
             finally:
                 conn.close()
+
+    def _start_or_resume(self, addresses, existing: slots.SlotInfo | None, published: dict[int, str]) -> None:
+        """Start (no slot yet) or resume; while a TRUNCATE or ALTER TABLE of the application waits for a copy
+        to end (LockConflict), it goes first and the tables not yet joined are copied again (as in
+        CdcSync._initial_copy): the slot, once created, stays, so the retry resumes from it."""
+        for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
+            try:
+                if existing is None:
+                    self._note_own_slots()
+                    self._start(addresses)
+                else:
+                    self._resume(addresses, existing, published)
+                return
+            except LockConflict as exc:
+                if attempt == LOCK_CONFLICT_TRIES:
+                    raise
+                delay = BACKOFF_START_S * 2 ** attempt
+                self.ui.warn(f"{exc.message} The copy stopped so that it can run; the tables not yet copied are "
+                             f"copied again in {delay:.0f} s (attempt {attempt + 1} of {LOCK_CONFLICT_TRIES}).")
+                if self.stop.wait(delay):
+                    raise Interrupted("Interrupted before the initial copy could start again.",
+                                      fix="rerun the same command.") from None
+            for t in self.tables:
+                _, existing = t._check_source(t.plan)
+            conn = connect.connect(self.options.pg_url, autocommit=True)
+            try:
+                published = slots.published_tables(conn, self.publication) or {}
+            finally:
+                conn.close()
+        raise AssertionError("unreachable")
 
     def _note_own_slots(self) -> None:
         """The file's first start: an entry synced alone before (as a file of one entry was) left its own
