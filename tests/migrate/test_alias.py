@@ -133,3 +133,16 @@ def test_refusals(db, cli, tmp_path):
     assert "--qdrant.collection" in edge.output
     both = run(cli, db, ":memory:", "--qdrant.collection", "other")
     assert both.exit_code == 2 and "disagree" in both.output
+    memory = run(cli, db, ":memory:")
+    assert memory.exit_code == 2 and "local:DIR" in memory.output
+
+
+def test_a_migration_file_entry_takes_the_alias(db, cli, tmp_path, open_qdrant):
+    create_items_table(db, 5)
+    path = tmp_path / "m.toml"
+    path.write_text(f'"qdrant.url" = "local:{tmp_path / "q"}"\n\n'
+                    '[[table]]\n"pg.table" = "t"\n"qdrant.alias" = "items"\n"verify.queries" = 2\n')
+    result = cli("migrate", "--config", str(path), "--pg.url", db.url)
+    assert result.exit_code == 0, result.output
+    client = open_qdrant(tmp_path / "q")
+    assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v1"}

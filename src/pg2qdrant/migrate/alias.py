@@ -54,7 +54,11 @@ class VersionPlan:
 def plan_version(options: MigrationOptions, ui: UI) -> VersionPlan:
     """Which version this run writes (see the module docstring); input errors before any write."""
     alias = options.alias
-    target = connect_target(options, parse_target_url(options.qdrant_url), ui)
+    address = parse_target_url(options.qdrant_url)
+    if address.kind == "memory":  # each step connects anew, and an in-memory Qdrant lives in one client
+        raise InputError("--qdrant.alias needs a Qdrant that outlives one connection; :memory: does not.",
+                         fix="use local mode (--qdrant.url local:DIR) or a server.")
+    target = connect_target(options, address, ui)
     try:
         state = alias_state(target, alias, count=False)
         if state.plain_collection and not options.adopt:
