@@ -37,6 +37,9 @@ PAGES = {
     ("demo",): "demo.md",
     ("state", "list"): "state.md",
     ("state", "clear"): "state.md",
+    ("alias", "list"): "alias.md",
+    ("alias", "switch"): "alias.md",
+    ("alias", "drop"): "alias.md",
 }
 TAKES = re.compile(r"^Takes these flags of \[migrate\]\(migrate\.md#flags\):(.+?)(?:\n\n|\Z)", re.M | re.S)
 

@@ -150,6 +150,62 @@ def test_bad_input_is_rejected_like_qdrant(client):
     assert client.count("c").count == 0
 
 
+def _aliases(client, collection: str | None = None) -> dict[str, str]:
+    found = client.get_aliases() if collection is None else client.get_collection_aliases(collection)
+    return {a.alias_name: a.collection_name for a in found.aliases}
+
+
+def test_aliases_like_qdrant(q, client):
+    make_collection(client, "c1")
+    make_collection(client, "c2")
+    client.upsert("c1", [point(1)])
+    client.upsert("c2", [point(1), point(2)])
+    client.update_collection_aliases([models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name="c1", alias_name="live"))])
+    assert _aliases(client) == {"live": "c1"} and _aliases(client, "c1") == {"live": "c1"}
+    assert _aliases(client, "c2") == {}
+    # every operation naming a collection resolves the alias
+    assert client.count("live").count == 1 and client.get_collection("live").points_count == 1
+    assert client.collection_exists("live")
+    client.upsert("live", [point(3)])
+    assert set(q.points("c1")) == {1, 3}
+    assert [r.id for r in client.scroll("live", limit=10)[0]] == [1, 3]
+    assert len(client.query_points("live", query=[0.5, 0.25, 0.75], using="dense", limit=5).points) == 2
+    # a switch: delete + create in one request, applied as one change
+    client.update_collection_aliases([
+        models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="live")),
+        models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="c2", alias_name="live"))])
+    assert _aliases(client) == {"live": "c2"} and client.count("live").count == 2
+    # a failing action leaves every alias as it was
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.update_collection_aliases([
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="live")),
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="gone", alias_name="live"))])
+    assert "Not found: Collection `gone` doesn" in str(exc.value)
+    assert _aliases(client) == {"live": "c2"}
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:  # 409, ALREADY_EXISTS
+        client.update_collection_aliases([models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name="c2", alias_name="c1"))])
+    assert "Collection `c1` already exists!" in str(exc.value)
+    assert getattr(exc.value, "status_code", None) in (None, 409)
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.create_collection("live", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+    assert "Alias with the same name already exists" in str(exc.value)
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.update_collection_aliases([models.RenameAliasOperation(
+            rename_alias=models.RenameAlias(old_alias_name="nope", new_alias_name="x"))])
+    assert "Alias nope does not exists!" in str(exc.value)
+    client.update_collection_aliases([models.RenameAliasOperation(
+        rename_alias=models.RenameAlias(old_alias_name="live", new_alias_name="prod"))])
+    assert _aliases(client) == {"prod": "c2"}
+    assert not client.delete_collection("prod")  # delete takes a collection's own name
+    assert client.delete_collection("c2")  # and its aliases go with it
+    assert _aliases(client) == {} and not client.collection_exists("prod")
+    with pytest.raises((UnexpectedResponse, grpc.RpcError)) as exc:
+        client.count("prod")
+    assert "Not found: Collection `prod` doesn" in str(exc.value)
+
+
 # --- faults: what qdrant-client raises ------------------------------------------------------
 
 @pytest.mark.parametrize("action, status, code, text", [

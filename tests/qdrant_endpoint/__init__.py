@@ -15,7 +15,11 @@ run pg2qdrant's server path, through the real qdrant-client, against this endpoi
   dropped connections (a TCP proxy in front of gRPC cuts the call's connection),
   lost acknowledgements, slow answers, oversized requests, API keys, TLS.
 
-What a server adds and this does not: clustering, snapshots, aliases, WAL replay,
+Aliases are kept as a server keeps them: ``update_aliases`` (create, delete, rename, applied
+as one change), listed all or per collection, and resolved by every operation that names a
+collection (but delete, which takes a collection's own name); Qdrant's errors and statuses.
+
+What a server adds and this does not: clustering, snapshots, WAL replay,
 asynchronous writes (``wait=false`` writes are applied before the answer, which then
 says "acknowledged"), background optimization (raising HNSW ``m`` builds the index
 before the answer, for segments of any size unless ``index_every_segment=False``).

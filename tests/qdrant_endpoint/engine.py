@@ -43,6 +43,10 @@ def not_found(name: str) -> ApiError:
     return ApiError(404, f"Not found: Collection `{name}` doesn't exist!")
 
 
+def alias_not_found(name: str) -> ApiError:
+    return ApiError(404, f"Not found: Alias {name} does not exists!")
+
+
 def _edge_error(exc: Exception) -> ApiError:
     """Edge raises plain exceptions carrying Qdrant's own messages; give them Qdrant's statuses."""
     text = str(exc)
@@ -82,6 +86,7 @@ class Engine:
         # small test collections are really indexed; False: Qdrant's indexing_threshold applies.
         self.index_every_segment = index_every_segment
         self.collections: dict[str, Collection] = {}
+        self.aliases: dict[str, str] = {}  # alias -> collection, as a server keeps them
         self.lock = threading.RLock()
         self._op_ids = itertools.count(1)
 
@@ -94,7 +99,8 @@ class Engine:
             self._tmp.cleanup()
 
     def _get(self, name: str) -> Collection:
-        coll = self.collections.get(name)
+        """The collection NAME addresses: its own name, else an alias (as Qdrant resolves it)."""
+        coll = self.collections.get(name) or self.collections.get(self.aliases.get(name, ""))
         if coll is None:
             raise not_found(name)
         return coll
@@ -115,7 +121,43 @@ class Engine:
 
     def exists(self, name: str) -> bool:
         with self.lock:
-            return name in self.collections
+            return name in self.collections or name in self.aliases
+
+    # -- aliases -------------------------------------------------------------------------
+    def update_aliases(self, actions: list) -> bool:
+        """Apply alias operations (models.*AliasOperation) as one change: every action is checked
+        against the state the earlier ones left, and nothing changes unless all of them pass."""
+        with self.lock:
+            aliases = dict(self.aliases)
+            for action in actions:
+                if isinstance(action, models.CreateAliasOperation):
+                    alias, target = action.create_alias.alias_name, action.create_alias.collection_name
+                    if alias in self.collections:
+                        raise ApiError(409, f"Wrong input: Collection `{alias}` already exists!")
+                    if target not in self.collections:
+                        raise not_found(target)
+                    aliases[alias] = target
+                elif isinstance(action, models.DeleteAliasOperation):
+                    aliases.pop(action.delete_alias.alias_name, None)
+                elif isinstance(action, models.RenameAliasOperation):
+                    old, new = action.rename_alias.old_alias_name, action.rename_alias.new_alias_name
+                    if old not in aliases:
+                        raise alias_not_found(old)
+                    if new in self.collections:
+                        raise ApiError(409, f"Wrong input: Collection `{new}` already exists!")
+                    aliases[new] = aliases.pop(old)
+                else:
+                    raise convert.Unsupported(f"alias operation {type(action).__name__}")
+            self.aliases = aliases
+        return True
+
+    def list_aliases(self, collection: str | None = None) -> list[models.AliasDescription]:
+        """Every alias, or those of one collection (which must exist, addressed by its own name)."""
+        with self.lock:
+            if collection is not None and collection not in self.collections:
+                raise not_found(collection)
+            return [models.AliasDescription(alias_name=a, collection_name=c) for a, c in sorted(self.aliases.items())
+                    if collection is None or c == collection]
 
     def create_collection(self, name: str, req: models.CreateCollection) -> bool:
         vectors = req.vectors
@@ -129,6 +171,9 @@ class Engine:
         with self.lock:
             if name in self.collections:
                 raise ApiError(409, f"Wrong input: Collection `{name}` already exists!")
+            if name in self.aliases:
+                raise ApiError(400, f"Wrong input: Can't create collection with name {name}. "
+                                    "Alias with the same name already exists")
             path = self.root / f"{name}-{uuid.uuid4().hex[:8]}"
             try:
                 shard = edge.EdgeShard.create(str(path), convert.shard_config(dense, sparse, hnsw, None))
@@ -175,9 +220,10 @@ class Engine:
 
     def delete_collection(self, name: str) -> bool:
         with self.lock:
-            coll = self.collections.pop(name, None)
+            coll = self.collections.pop(name, None)  # by its own name only, as Qdrant does
             if coll is None:
                 return False
+            self.aliases = {a: c for a, c in self.aliases.items() if c != name}  # its aliases go with it
             coll.shard.close()
         shutil.rmtree(coll.path, ignore_errors=True)
         return True

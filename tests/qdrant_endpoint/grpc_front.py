@@ -39,7 +39,8 @@ OPS = {
     "/qdrant.Collections/Get": F.GET_COLLECTION, "/qdrant.Collections/List": F.LIST_COLLECTIONS,
     "/qdrant.Collections/Create": F.CREATE_COLLECTION, "/qdrant.Collections/Update": F.UPDATE_COLLECTION,
     "/qdrant.Collections/Delete": F.DELETE_COLLECTION, "/qdrant.Collections/CollectionExists": F.COLLECTION_EXISTS,
-    "/qdrant.Qdrant/HealthCheck": F.HEALTH,
+    "/qdrant.Qdrant/HealthCheck": F.HEALTH, "/qdrant.Collections/UpdateAliases": F.UPDATE_ALIASES,
+    "/qdrant.Collections/ListAliases": F.LIST_ALIASES, "/qdrant.Collections/ListCollectionAliases": F.LIST_ALIASES,
 }
 
 
@@ -98,6 +99,17 @@ class Collections(pb.CollectionsServicer):
 
     def Delete(self, m, context):
         return pb.CollectionOperationResponse(result=self.e.delete_collection(m.collection_name))
+
+    def UpdateAliases(self, m, context):
+        return pb.CollectionOperationResponse(result=self.e.update_aliases(
+            [G.convert_alias_operations(a) for a in m.actions]))
+
+    def ListAliases(self, m, context):
+        return pb.ListAliasesResponse(aliases=[R.convert_alias_description(a) for a in self.e.list_aliases()])
+
+    def ListCollectionAliases(self, m, context):
+        return pb.ListAliasesResponse(aliases=[R.convert_alias_description(a)
+                                               for a in self.e.list_aliases(m.collection_name)])
 
 
 class Points(pb.PointsServicer):

@@ -99,7 +99,10 @@ def route(endpoint: QdrantEndpoint, method: str, path: str) -> Route:
     if method == "GET" and parts in (["healthz"], ["livez"], ["readyz"]):
         return Route(F.HEALTH, None, lambda b, q: "healthz check passed")
     if parts == ["aliases"] and method == "GET":
-        return Route(None, None, lambda b, q: {"aliases": []})
+        return Route(F.LIST_ALIASES, None, lambda b, q: {"aliases": e.list_aliases()})
+    if parts == ["collections", "aliases"] and method == "POST":
+        return Route(F.UPDATE_ALIASES, None, lambda b, q: e.update_aliases(
+            parse(models.ChangeAliasesOperation, b).actions))
     if not parts or parts[0] != "collections":
         return Route(None, None, _no_route(method, path))
     if len(parts) == 1:
@@ -129,7 +132,7 @@ def route(endpoint: QdrantEndpoint, method: str, path: str) -> Route:
     if rest == ("exists",) and method == "GET":
         return r(F.COLLECTION_EXISTS, lambda b, q: {"exists": e.exists(name)})
     if rest == ("aliases",) and method == "GET":
-        return r(None, lambda b, q: (e.info(name), {"aliases": []})[1])
+        return r(F.LIST_ALIASES, lambda b, q: {"aliases": e.list_aliases(name)})
     if rest == ("index",) and method == "PUT":
         def create_index(b: Any, q: dict) -> Any:
             req = parse(models.CreateFieldIndex, b)

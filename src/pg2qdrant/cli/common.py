@@ -178,6 +178,40 @@ def target_options(fn: Callable) -> Callable:
     return fn
 
 
+def alias_options(fn: Callable) -> Callable:
+    """migrate's --qdrant.alias (versioned collections behind an alias, migrate/alias.py)."""
+    for decorator in reversed([
+        opt("--qdrant.alias", "qdrant_alias", metavar="NAME",
+            help="Copy into NAME_vN, verify, then switch alias NAME to it (replaces --qdrant.collection)."),
+        opt("--qdrant.keep-versions", "keep_versions", type=click.IntRange(min=1),
+            default=default_of(CollectionConfig, "keep_versions"), show_default=True,
+            help="With --qdrant.alias: versions kept after a switch (the live one always)."),
+        bool_flag("--qdrant.adopt", "adopt", default_of(CollectionConfig, "adopt"),
+                  "With --qdrant.alias: replace a plain collection named NAME by the alias."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def alias_collection(kw: dict) -> str | None:
+    """--qdrant.alias names the collection readers query: it stands for --qdrant.collection (an equal
+    --qdrant.collection is accepted, another one is an error); None without --qdrant.alias."""
+    alias = kw.get("qdrant_alias")
+    if not alias:
+        for flag, key in (("--qdrant.adopt", "adopt"),):
+            if kw.get(key):
+                from pg2qdrant.core.errors import InputError
+                raise InputError(f"{flag} is only meaningful with --qdrant.alias.",
+                                 fix="add --qdrant.alias NAME, or leave it out.")
+        return None
+    if kw.get("qdrant_collection") and kw["qdrant_collection"] != alias:
+        from pg2qdrant.core.errors import InputError
+        raise InputError(f"--qdrant.alias {alias!r} and --qdrant.collection {kw['qdrant_collection']!r} disagree: "
+                         "with an alias the collection is the alias's next version (NAME_vN).",
+                         fix="leave out --qdrant.collection (or give it the alias's name).")
+    return alias
+
+
 def migration_options(fn: Callable) -> Callable:
     for decorator in reversed([
         opt("--migration.num-workers", "num_workers", type=int, default=default_of(CopyOptions, "num_workers"),
@@ -326,6 +360,9 @@ def build_migration_options(kw: dict):
     from pg2qdrant.core.options import MigrationOptions
     # Without --qdrant.collection a framework layout names the collection(s) (layouts.jobs_for).
     layout = kw.get("layout") or "auto"
+    alias = alias_collection(kw)
+    if alias:
+        kw = {**kw, "qdrant_collection": alias}
     _require(**{"--pg.url": kw["pg_url"], "--pg.table": kw["pg_table"],
                 "--qdrant.collection": kw["qdrant_collection"] or layout != "plain"})
     if kw["range_rows"] is not None and kw["range_rows"] <= 0:
@@ -346,7 +383,8 @@ def build_migration_options(kw: dict):
         auto_payload_index=not kw["no_auto_payload_index"], offsets_collection=kw["offsets_collection"],
         state_file=kw["state_file"], max_retries=kw["max_retries"], retry_deadline_s=kw["retry_deadline"],
         range_rows=kw["range_rows"], delete_orphans=kw["delete_orphans"], shared_snapshot=kw.get("shared_snapshot"),
-        shared_copy=kw.get("shared_copy"),
+        shared_copy=kw.get("shared_copy"), alias=alias, adopt=bool(kw.get("adopt")),
+        keep_versions=kw.get("keep_versions") or default_of(CollectionConfig, "keep_versions"),
         **_layout_options(kw),
     )
 
@@ -387,7 +425,8 @@ def layout_jobs(options, ui: UI, *, command: str | None = None, default_collecti
 HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "PostgreSQL": ("--pg.url", "--pg.table", "--pg.columns", "--pg.key-column", "--pg.where", "--layout",
                    "--config", "--only"),
-    "Qdrant": ("--qdrant.url", "--qdrant.api-key", "--qdrant.collection", "--skip-tls-verification",
+    "Qdrant": ("--qdrant.url", "--qdrant.api-key", "--qdrant.collection", "--qdrant.alias", "--qdrant.keep-versions",
+               "--qdrant.adopt", "--skip-tls-verification",
                "--migration.max-retries", "--migration.retry-deadline"),
     "Collection": ("--qdrant.distance-metric", "--migration.create-collection", "--migration.id-mode",
                    "--qdrant.vector-name", "--qdrant.payload-key", "--qdrant.payload-index",

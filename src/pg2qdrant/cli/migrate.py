@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pg2qdrant.cli.common import (
+    alias_options,
     bool_flag,
     build_migration_options,
     flags_of,
@@ -53,6 +54,7 @@ def _migrate_command(name: str, hidden: bool = False):
     @bool_flag("--then-sync", "then_sync", False,
                "Copy from a new slot's snapshot, then sync (CDC), with the --sync.* flags of `sync --help`.")
     @sync_flags
+    @alias_options
     @config_options
     @bool_flag("--migration.consistent", "consistent", False,
                "With --config: all tables from one snapshot (not resumable).")
@@ -65,7 +67,10 @@ def _migrate_command(name: str, hidden: bool = False):
         options = build_migration_options(kw)
         service = start_service(kw, options, ui)
         verify = build_verify_options(kw) if kw["verify"] and not options.dry_run else None
-        jobs = layout_jobs(options, ui, command="migrate --then-sync" if kw["then_sync"] else None)
+        jobs = layout_jobs(options, ui, command="migrate --qdrant.alias" if options.alias else
+                           "migrate --then-sync" if kw["then_sync"] else None)
+        if options.alias:
+            return _behind_alias(jobs[0], kw, ui, service)
         if kw["then_sync"]:
             from pg2qdrant.sync import run_sync
             run_sync(jobs[0], sync_options_from(kw), ui, initial_copy=True, service=service)
@@ -82,6 +87,48 @@ def _migrate_command(name: str, hidden: bool = False):
         return runs
 
     return help_layout(command, MIGRATE_HIDDEN)
+
+
+def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
+    """--qdrant.alias: copy into the next version, verify it (the gate, with the --verify.* flags), then
+    switch the alias (migrate/alias.py). With --then-sync the version first catches up from its own slot
+    (`--sync.once`), is verified, the alias switches, and the stream goes on into the version."""
+    from pg2qdrant.core.errors import Pg2QdrantError
+    from pg2qdrant.migrate.alias import after_copy, plan_version, switch, unproven
+    from pg2qdrant.verify.checks import run_verify
+    if options.dry_run:
+        from pg2qdrant.core.errors import InputError
+        raise InputError("--qdrant.alias does not take --migration.dry-run (nothing would be switched).",
+                         fix="leave out --migration.dry-run, or --qdrant.alias to dry-run into a collection.")
+    plan = plan_version(options, ui)
+    version = plan.options(options)
+    sync_options = sync_options_from(kw) if kw["then_sync"] else None
+    run = TableRun(plan.alias, None, verified=True)
+    try:
+        if sync_options is not None:
+            from pg2qdrant.sync import run_sync
+            once, sync_options.once = sync_options.once, True  # copy, then catch up with the slot, then stop
+            run_sync(version, sync_options, ui, initial_copy=True, service=service)
+            sync_options.once = once
+        else:
+            from pg2qdrant.destination.address import parse_target_url
+            from pg2qdrant.migrate.copy import migrate
+            run.result = migrate(version, ui, show_plan=False)
+            run.result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+    except (Pg2QdrantError, KeyboardInterrupt) as exc:
+        ui.error(unproven(plan, "The copy did not finish.").render())
+        raise exc
+    after_copy(plan)
+    report = run_verify(version, build_verify_options(kw), ui)
+    if report.exit_code != 0:
+        raise unproven(plan, f"Verification of {plan.version!r} failed: the alias was not switched.")
+    switch(version, plan, ui)
+    if sync_options is not None:
+        ui.info(f"A sync that was serving the previous version ({plan.live or plan.alias!r}) keeps updating a "
+                "collection no reader sees: stop it (and drop its slot with `pg2qdrant sync drop`).")
+        run_sync(version, sync_options, ui, initial_copy=False, service=service)
+        return None
+    return [run]
 
 
 migrate_cmd = _migrate_command("migrate")

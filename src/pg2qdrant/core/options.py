@@ -93,6 +93,10 @@ class CollectionConfig:
     replication_factor: int | None = default_of(CollectionOptions, "replication_factor")
     payload_index: list[str] = field(default_factory=list)  # column[:type], before loading
     auto_payload_index: bool = True  # mirror btree-indexed scalar columns
+    # --qdrant.alias: copy into a new version ALIAS_vN, verify it, then switch the alias (migrate/alias.py)
+    alias: str | None = None
+    keep_versions: int = 2  # after a switch: versions beyond the K newest (never the live one) are removed
+    adopt: bool = False  # a plain collection named like the alias is replaced by the alias
 
 
 @dataclass(kw_only=True)

@@ -151,6 +151,16 @@ class EdgeTarget:
         shutil.rmtree(self.path(collection), ignore_errors=True)
 
     # -- points ------------------------------------------------------------------------
+    # -- aliases: Edge has none (destination/aliases.py) --------------------------------------
+    def _no_aliases(self, *args: Any, **kwargs: Any) -> Any:
+        raise InputError(
+            "Qdrant Edge has no collection aliases, so --qdrant.alias and `pg2qdrant alias` cannot be used "
+            f"with {self.address.display()}.",
+            fix="write to a named collection with --qdrant.collection (and point the application at it), or "
+                "use a Qdrant server (--qdrant.url http(s):// or grpc://) or local mode (--qdrant.url local:DIR).")
+
+    collection_names = aliases = update_aliases = _no_aliases
+
     def encode(self, batch: PointBatch) -> PointBatch:
         return batch  # Points are built from the batch itself (see capabilities.encodes_wire)
 

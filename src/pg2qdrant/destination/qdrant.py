@@ -169,6 +169,23 @@ class QdrantTarget(Retrying):
     def delete_collection(self, collection: str) -> None:
         self.call("delete the collection", lambda: self.client.delete_collection(collection))
 
+    # -- aliases (destination/aliases.py) -------------------------------------------------
+    def collection_names(self) -> list[str]:
+        return [c.name for c in self.call("list collections", lambda: self.client.get_collections().collections)]
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> collection, every alias of the target."""
+        found = self.call("list aliases", lambda: self.client.get_aliases().aliases)
+        return {a.alias_name: a.collection_name for a in found}
+
+    def update_aliases(self, *, delete: list[str], create: list[tuple[str, str]]) -> None:
+        """Delete then create aliases (alias, collection), in ONE request: the server applies it as one
+        change, so a reader of the alias never finds it missing."""
+        actions: list = [models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=a)) for a in delete]
+        actions += [models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=c, alias_name=a))
+                    for a, c in create]
+        self.call("update aliases", lambda: self.client.update_collection_aliases(change_aliases_operations=actions))
+
     # -- points ------------------------------------------------------------------------
     def encode(self, batch: PointBatch) -> PointBatch:
         """``batch`` with its points encoded for this target's wire, once (the Writer sizes requests by

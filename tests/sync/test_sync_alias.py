@@ -1,0 +1,29 @@
+"""`migrate --qdrant.alias NAME --then-sync`: the new version is copied from its slot's snapshot,
+catches up with the slot, is verified, the alias switches, and the stream goes on into it."""
+
+from __future__ import annotations
+
+import pytest
+from test_sync import create_items, sdb, slot_of  # noqa: F401  (sdb: the fixture)
+
+pytestmark = pytest.mark.one_server
+
+
+def test_then_sync_switches_after_catch_up_and_verify_then_streams_into_the_new_version(sdb, tmp_path, cli,
+                                                                                      open_qdrant):
+    url = f"local:{tmp_path / 'q'}"
+    with sdb.connect() as conn:
+        create_items(conn, 30)
+    base = ["migrate", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url", url, "--qdrant.alias", "items",
+            "--migration.num-workers", "1", "--verify.queries", "5"]
+    first = cli(*base)
+    assert first.exit_code == 0, first.output
+    sdb.execute("DELETE FROM items WHERE id <= 5")
+    synced = cli(*base, "--then-sync", "--sync.slot", slot_of(sdb), "--sync.once")
+    assert synced.exit_code == 0, synced.output
+    out = synced.output
+    assert out.index("Alias 'items' now points to 'items_v2' (was 'items_v1').") < out.index("Resuming from replication slot")
+    assert "keeps updating a collection no reader sees" in out
+    client = open_qdrant(tmp_path / "q")
+    assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}
+    assert client.count("items").count == 25 and client.count("items_v1").count == 30
