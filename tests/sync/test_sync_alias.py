@@ -3,8 +3,13 @@ catches up with the slot, is verified, the alias switches, and the stream goes o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
-from test_sync import create_items, sdb, slot_of  # noqa: F401  (sdb: the fixture)
+from test_sync import create_items, sdb, slot_of, wait_caught_up  # noqa: F401  (sdb: the fixture)
 
 pytestmark = pytest.mark.one_server
 
@@ -27,3 +32,35 @@ def test_then_sync_switches_after_catch_up_and_verify_then_streams_into_the_new_
     client = open_qdrant(tmp_path / "q")
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}
     assert client.count("items").count == 25 and client.count("items_v1").count == 30
+
+
+def test_after_the_switch_changes_stream_into_the_version_the_alias_points_to(sdb, tmp_path, open_qdrant):
+    """The stream that goes on after the switch writes the new version: changes made while it runs reach
+    the alias (and not the previous version)."""
+    url = f"local:{tmp_path / 'q'}"
+    with sdb.connect() as conn:
+        create_items(conn, 20)
+    slot = slot_of(sdb)
+    base = [sys.executable, "-m", "pg2qdrant", "migrate", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url",
+            url, "--qdrant.alias", "items", "--migration.num-workers", "1", "--verify.queries", "3"]
+    assert subprocess.run(base, capture_output=True).returncode == 0
+    log = tmp_path / "sync.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*base, "--then-sync", "--sync.slot", slot], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "Streaming changes" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        sdb.execute("DELETE FROM items WHERE id <= 3")
+        sdb.execute("UPDATE items SET title = 'after the switch' WHERE id = 10")
+        wait_caught_up(sdb.url, slot, proc=proc)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert proc.returncode == 0, log.read_text()
+    client = open_qdrant(tmp_path / "q")
+    assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}
+    assert client.count("items").count == 17 and client.count("items_v1").count == 20
+    assert client.retrieve("items", [10])[0].payload["title"] == "after the switch"
