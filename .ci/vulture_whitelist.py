@@ -26,3 +26,4 @@ _.schema_changes  # sync.options.SyncStats
 # used by the test harness
 server_problem  # localpg: tests/conftest.py asks which servers can run
 go_uuid_of  # source.checks: tests prove the SQL UUID parser equals mapping.ids.go_uuid_parse
+query_encoder  # destination.bm25: the query side of --qdrant.bm25 (tests query with it; a user's own code may)

@@ -298,7 +298,9 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
         ("vector", "column type", "size", "distance", "datatype", "distance decided by"),
         [(vector_label(v.name), v.declared,
           "sparse" if v.is_sparse else f"{v.size}" + (" (from data)" if v.size_from_data else ""),
-          v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]))
+          v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]
+        + [(b.name, b.declared, "sparse", "dot, IDF modifier", "sparse", f"{b.source}: {b.describe()}")
+           for b in getattr(plan, "bm25", ())]))
 
     keys = dict(plan.payload_keys)  # --qdrant.payload-key / layouts: * spreads, empty leaves out
 

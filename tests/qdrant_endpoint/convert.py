@@ -36,6 +36,12 @@ def vector_params(params: models.VectorParams) -> edge.EdgeVectorParams:
                                  on_disk=params.on_disk, multivector_config=multi)
 
 
+def sparse_params(params: models.SparseVectorParams) -> edge.EdgeSparseVectorParams:
+    """A sparse vector's Edge parameters: the IDF modifier (BM25 vectors) is kept."""
+    idf = getattr(params, "modifier", None) == models.Modifier.IDF
+    return edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if idf else None)
+
+
 def shard_config(dense: dict[str, models.VectorParams], sparse: dict[str, models.SparseVectorParams],
                  hnsw: models.HnswConfig, indexing_threshold: int | None) -> edge.EdgeConfig:
     """The Edge shard for a collection ("" is the unnamed vector)."""
@@ -48,7 +54,7 @@ def shard_config(dense: dict[str, models.VectorParams], sparse: dict[str, models
         vectors = {PLACEHOLDER: edge.EdgeVectorParams(size=1, distance=edge.Distance.Dot)}
     return edge.EdgeConfig(
         vectors=vectors or None,
-        sparse_vectors={name: edge.EdgeSparseVectorParams() for name in sparse} or None,
+        sparse_vectors={name: sparse_params(p) for name, p in sparse.items()} or None,
         hnsw_config=edge.HnswIndexConfig(m=hnsw.m, ef_construct=hnsw.ef_construct,
                                          full_scan_threshold=hnsw.full_scan_threshold),
         optimizers=optimizers)

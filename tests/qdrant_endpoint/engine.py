@@ -339,10 +339,13 @@ class Engine:
                 None if nxt is None else convert.model_id(nxt)
 
     def query(self, name: str, req: models.QueryRequest) -> list[models.ScoredPoint]:
-        if req.prefetch:
-            raise ApiError(400, "Format error in request: the test endpoint does not support prefetch")
         with self.lock:
             coll = self._get(name)
+            prefetches = [self._prefetch(p) for p in _listed(req.prefetch)]
+            if isinstance(req.query, models.FusionQuery):  # hybrid search: prefetch stages fused
+                return self._fused(coll, req, prefetches)
+            if prefetches:
+                raise ApiError(400, "Format error in request: the test endpoint fuses prefetches only (FusionQuery)")
             query = req.query
             if isinstance(query, models.NearestQuery):
                 query = query.nearest
@@ -365,6 +368,25 @@ class Engine:
                 with_payload=convert.with_payload(req.with_payload or False),
                 with_vector=convert.with_vector(req.with_vector))
             return [convert.scored_point(p, coll.unnamed) for p in self._call(lambda: coll.shard.query(request))]
+
+    @staticmethod
+    def _prefetch(p: models.Prefetch) -> edge.Prefetch:
+        """One stage of a hybrid query (a nearest query, dense or sparse; no nested stage)."""
+        query = p.query.nearest if isinstance(p.query, models.NearestQuery) else p.query
+        if p.prefetch or not isinstance(query, (list, models.SparseVector)):
+            raise convert.Unsupported("a prefetch other than a nearest-vector query")
+        return edge.Prefetch(limit=p.limit or 10, query=edge.Query.Nearest(convert.named_vector(query),
+                                                                         using=p.using or None),
+                             filter=convert.filter_(p.filter), score_threshold=p.score_threshold)
+
+    def _fused(self, coll, req: models.QueryRequest, prefetches: list) -> list[models.ScoredPoint]:
+        """RRF (Qdrant's k=2) or DBSF over the prefetch stages, as Qdrant's Query API fuses them."""
+        fusion = edge.Fusion.Rrf(k=2) if req.query.fusion == models.Fusion.RRF else edge.Fusion.Dbsf()
+        request = edge.QueryRequest(
+            limit=req.limit or 10, offset=req.offset or 0, query=fusion, prefetches=prefetches,
+            filter=convert.filter_(req.filter), with_payload=convert.with_payload(req.with_payload or False),
+            with_vector=convert.with_vector(req.with_vector))
+        return [convert.scored_point(p, coll.unnamed) for p in self._call(lambda: coll.shard.query(request))]
 
     @staticmethod
     def _call(fn):
@@ -430,3 +452,10 @@ def selector(value: Any) -> tuple[list | None, Any]:
     if flt is not None:
         return None, convert.filter_(flt)
     raise ApiError(400, "Format error in request: expected `points` or `filter`")
+
+
+def _listed(value) -> list:
+    """A request's prefetch: none, one or a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]

@@ -507,3 +507,78 @@ def test_pgai_chunks_added_edited_deleted_in_the_store_follow_through_the_view(d
         client = open_qdrant(path)
         assert client.count("blog_embedding").count == 0
         client.close()
+
+
+# --- --qdrant.hybrid: the BM25 sparse vector a framework's hybrid mode reads -------------------
+
+def _bm25_query(text: str):
+    import qdrant_edge
+    v = qdrant_edge.Bm25().embed_query(text)  # Qdrant's BM25, the model of --qdrant.bm25 (defaults)
+    return list(v.indices), list(v.values)
+
+
+def test_langchain_hybrid_mode_finds_documents_by_keyword(db, qdrant_path, cli, open_qdrant):
+    """langchain-qdrant's HYBRID (and SPARSE) retrieval over the migrated collection, its sparse
+    queries from qdrant_edge.Bm25.embed_query: the document holding the keyword is found."""
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    from langchain_qdrant.sparse_embeddings import SparseEmbeddings, SparseVector
+
+    class EdgeBm25(SparseEmbeddings):
+        def embed_documents(self, texts):
+            return [self.embed_query(t) for t in texts]
+
+        def embed_query(self, text):
+            return SparseVector(indices=_bm25_query(text)[0], values=_bm25_query(text)[1])
+
+    _langchain_store(db, "docs").add_documents(_langchain_docs(12, "docs", text_ids=False))
+    r = cli("migrate", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding", "--qdrant.url", "local:/x",
+            "--qdrant.hybrid", "--layout", "plain", "--qdrant.collection", "c")
+    assert r.exit_code == 2 and "--qdrant.bm25 COLUMN" in r.output, r.output
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "langchain_pg_embedding", "--qdrant.hybrid")
+    assert r.exit_code == 0 and "langchain-sparse" in r.stdout and "--qdrant.hybrid" in r.stdout, r.output
+    _migrate(cli, db, qdrant_path, "--pg.table", "langchain_pg_embedding", "--qdrant.hybrid")
+    client = open_qdrant(qdrant_path)
+    for mode in (RetrievalMode.SPARSE, RetrievalMode.HYBRID):
+        store = QdrantVectorStore(client=client, collection_name="docs", embedding=_embedding(),
+                                  retrieval_mode=mode, sparse_embedding=EdgeBm25())
+        for i in (4, 6, 9):  # trees, mountains, food
+            found = [d.page_content for d in store.similarity_search(TEXTS[i].split()[-1], k=3)]
+            assert f"docs {TEXTS[i]}" in found, (mode, found)
+            if mode is RetrievalMode.SPARSE:
+                assert found[0] == f"docs {TEXTS[i]}"
+
+
+def test_llamaindex_hybrid_table_answers_in_llamaindex_hybrid_mode(db, qdrant_path, cli, open_qdrant):
+    """A hybrid LlamaIndex table (text_search_tsv) with --qdrant.hybrid: LlamaIndex's Qdrant store in
+    hybrid mode, its sparse queries from qdrant_edge.Bm25 (its default encoder is a SPLADE model,
+    which does not match BM25 vectors), finds the node holding the keyword."""
+    import urllib.parse as up
+
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+    from llama_index.vector_stores.postgres import PGVectorStore
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    emb = _embedding()
+    u = up.urlsplit(db.url)
+    pg = PGVectorStore.from_params(host=u.hostname, port=str(u.port), database=u.path.lstrip("/"), user=u.username,
+                                   password=u.password or "", table_name="docs", embed_dim=DIM, hybrid_search=True)
+    pg.add([TextNode(text=text, embedding=emb.embed_query(text)) for text in TEXTS])
+    r = cli("inspect", "--pg.url", db.url, "--pg.table", "data_docs")
+    assert "pass --qdrant.hybrid" in r.output, r.output
+    _migrate(cli, db, qdrant_path, "--pg.table", "data_docs", "--qdrant.hybrid")
+    client = open_qdrant(qdrant_path)
+
+    def encode(texts):
+        pairs = [_bm25_query(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    store = QdrantVectorStore(client=client, collection_name="docs", enable_hybrid=True, sparse_doc_fn=encode,
+                              sparse_query_fn=encode)
+    assert store.sparse_vector_name == "text-sparse-new"
+    for i in (4, 6, 9):
+        word = TEXTS[i].split()[-1]
+        for mode in (VectorStoreQueryMode.HYBRID, VectorStoreQueryMode.SPARSE):
+            got = store.query(VectorStoreQuery(query_embedding=emb.embed_query(word), query_str=word,
+                                               similarity_top_k=3, sparse_top_k=3, mode=mode))
+            texts = [n.get_content() for n in got.nodes]
+            assert TEXTS[i] in texts, (mode, texts)

@@ -36,6 +36,7 @@ from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import Interrupted, Pg2QdrantError
 from pg2qdrant.core.options import (
     ROWS_PER_RANGE,
+    Bm25Options,
     CollectionConfig,
     CopyOptions,
     MappingConfig,
@@ -155,6 +156,26 @@ def target_options(fn: Callable) -> Callable:
             help="COLUMN=KEY: rename, nest (a.b), spread (*) or drop (empty)."),
         opt("--qdrant.tenant-column", "tenant_column", metavar="COLUMN",
             help="Tenant column: a keyword payload index, is_tenant=true."),
+        opt("--qdrant.bm25", "bm25", multiple=True, metavar="COLUMN[=NAME]",
+            help="Sparse BM25 vector (IDF) of a text column; name: <column>-bm25."),
+        bool_flag("--qdrant.hybrid", "hybrid", default_of(MappingConfig, "hybrid"),
+                  "With a framework layout: the BM25 vector its hybrid mode reads."),
+        opt("--qdrant.bm25-language", "bm25_language", default=default_of(Bm25Options, "language"),
+            show_default=True, help="BM25 stopwords and stemmer language."),
+        opt("--qdrant.bm25-k", "bm25_k", type=float, default=default_of(Bm25Options, "k"), show_default=True,
+            help="BM25 k (term-frequency saturation)."),
+        opt("--qdrant.bm25-b", "bm25_b", type=float, default=default_of(Bm25Options, "b"), show_default=True,
+            help="BM25 b (length normalisation, 0..1)."),
+        opt("--qdrant.bm25-avg-len", "bm25_avg_len", type=float, default=default_of(Bm25Options, "avg_len"),
+            show_default=True, help="BM25 average document length (tokens)."),
+        bool_flag("--qdrant.bm25-stemming", "bm25_stemming", default_of(Bm25Options, "stemming"),
+                  "BM25: stem words (false: keep them whole)."),
+        bool_flag("--qdrant.bm25-stopwords", "bm25_stopwords", default_of(Bm25Options, "stopwords"),
+                  "BM25: drop the language's stopwords."),
+        bool_flag("--qdrant.bm25-lowercase", "bm25_lowercase", default_of(Bm25Options, "lowercase"),
+                  "BM25: lowercase the text."),
+        bool_flag("--qdrant.bm25-ascii-folding", "bm25_ascii_folding", default_of(Bm25Options, "ascii_folding"),
+                  "BM25: fold accents to ASCII."),
         click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True,
                      default=not default_of(CollectionConfig, "auto_payload_index"),
                      help="Do not mirror btree-indexed columns as payload indexes."),
@@ -397,7 +418,23 @@ def _layout_options(kw: dict) -> dict:
         where=check_where(kw["pg_where"]) if kw.get("pg_where") is not None else None,
         vector_names=parse_pairs(kw.get("vector_name"), "--qdrant.vector-name", example="embedding="),
         payload_keys=parse_pairs(kw.get("payload_key"), "--qdrant.payload-key", example="document=page_content"),
-        tenant_column=kw.get("tenant_column") or None, layout=kw.get("layout") or "auto")
+        tenant_column=kw.get("tenant_column") or None, layout=kw.get("layout") or "auto",
+        bm25=parse_bm25(kw.get("bm25")), hybrid=bool(kw.get("hybrid")), bm25_options=_bm25_options(kw))
+
+
+def parse_bm25(values) -> dict[str, str]:
+    """``--qdrant.bm25 COLUMN[=NAME]`` items (repeatable or comma-separated): column -> name ("": default)."""
+    out: dict[str, str] = {}
+    for item in _split(values):
+        column, _, name = item.partition("=")
+        out[column.strip()] = name.strip()
+    return out
+
+
+def _bm25_options(kw: dict) -> Bm25Options:
+    given = {f: kw.get(f"bm25_{f}") for f in ("language", "k", "b", "avg_len", "stemming", "stopwords",
+                                               "lowercase", "ascii_folding")}
+    return Bm25Options(**{f: v for f, v in given.items() if v is not None})
 
 
 def layout_jobs(options, ui: UI, *, command: str | None = None, default_collection: str | None = None) -> list:
@@ -430,7 +467,10 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
                "--migration.max-retries", "--migration.retry-deadline"),
     "Collection": ("--qdrant.distance-metric", "--migration.create-collection", "--migration.id-mode",
                    "--qdrant.vector-name", "--qdrant.payload-key", "--qdrant.payload-index",
-                   "--qdrant.no-auto-payload-index", "--qdrant.tenant-column", "--qdrant.hnsw-m",
+                   "--qdrant.no-auto-payload-index", "--qdrant.tenant-column", "--qdrant.bm25", "--qdrant.hybrid",
+                   "--qdrant.bm25-language", "--qdrant.bm25-k", "--qdrant.bm25-b", "--qdrant.bm25-avg-len",
+                   "--qdrant.bm25-stemming", "--qdrant.bm25-stopwords", "--qdrant.bm25-lowercase",
+                   "--qdrant.bm25-ascii-folding", "--qdrant.hnsw-m",
                    "--qdrant.hnsw-ef-construct", "--qdrant.on-disk", "--qdrant.quantization", "--qdrant.shard-number",
                    "--qdrant.replication-factor"),
     "Copy": ("--migration.num-workers", "--migration.batch-size", "--migration.restart", "--migration.dry-run",

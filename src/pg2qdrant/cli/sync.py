@@ -33,7 +33,10 @@ from pg2qdrant.ui import UI
 
 #: Not in sync's --help: copy flags sync takes (a migrate command line, or a migration file's shared
 #: keys, still parse) but cannot use: its copy always starts over, and it writes.
-SYNC_HIDDEN = {"--migration.restart", "--migration.dry-run"}
+#: The --qdrant.bm25* flags too: taken as migrate takes them (a sync keeps the BM25 vectors of the same
+#: flags current), listed by `migrate --help` (sync's help stays on one screen).
+SYNC_HIDDEN = {"--migration.restart", "--migration.dry-run", "--qdrant.bm25", "--qdrant.hybrid",
+               *(f for f in HELP_GROUPS["Collection"] if f.startswith("--qdrant.bm25-"))}
 
 #: All that `sync status` and `sync drop` use: the database, and the slot's and publication's names
 #: (given, or derived from the collection). The rest is accepted (the same command line as sync's).

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pg2qdrant.core.errors import DataError, InputError
-from pg2qdrant.core.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind
+from pg2qdrant.core.options import Bm25Options
+from pg2qdrant.core.plan import TENANT_INDEX, PayloadIndexSpec, PayloadKind, bm25_vectors
 
 LAYOUT_NAMES = ("auto", "plain", "langchain", "langchain-v2", "llamaindex", "vecs", "pgai")
 SPREAD = "*"  # payload key: spread a JSON object's keys at the top level of the payload
@@ -55,7 +56,8 @@ def parse_pairs(values: Iterable[str] | None, flag: str, *, example: str) -> dic
 def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str] | None = None,
                   payload_keys: dict[str, str] | None = None, tenant_column: str | None = None,
                   payload_shape: str | None = None, extra_indexes: Iterable[tuple[str, str]] = (),
-                  notes: Iterable[str] = ()):
+                  notes: Iterable[str] = (), bm25: dict[str, str] | None = None,
+                  bm25_options: Bm25Options | None = None, bm25_source: str = "--qdrant.bm25"):
     """The plan with the generic options (and a layout's extras) applied; raises InputError.
 
     ``where`` must already be validated (validate_where) on the same table.
@@ -81,9 +83,13 @@ def apply_options(plan, *, where: str | None = None, vector_names: dict[str, str
         if all(i.field != field_name for i in indexes):
             indexes.append(PayloadIndexSpec(field_name, typ, "framework layout"))
     keys = tuple((c, k) for c, k in payload_keys.items() if k != c)
-    return dataclasses.replace(plan, vectors=vectors, where=where or None, payload_keys=keys,
+    plan = dataclasses.replace(plan, vectors=vectors, where=where or None, payload_keys=keys,
                                payload_shape=payload_shape, payload_indexes=tuple(indexes),
                                warnings=plan.warnings + tuple(notes))
+    if bm25:
+        plan = dataclasses.replace(plan, bm25=bm25_vectors(plan, bm25, bm25_options or Bm25Options(),
+                                                           source=bm25_source))
+    return plan
 
 
 def _named_vectors(vectors, vector_names: dict[str, str]) -> tuple:

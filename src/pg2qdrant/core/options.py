@@ -99,6 +99,23 @@ class CollectionConfig:
     adopt: bool = False  # a plain collection named like the alias is replaced by the alias
 
 
+@dataclass(frozen=True)
+class Bm25Options:
+    """Qdrant's BM25 (``qdrant_edge.Bm25Config``) for ``--qdrant.bm25``: its defaults, written once.
+
+    The same settings must encode the queries (``Bm25.embed_query``, or the server's ``qdrant/bm25``
+    inference with these options), so they are part of the plan's fingerprint."""
+
+    language: str = "english"  # the stopwords and the Snowball stemmer
+    k: float = 1.2  # term-frequency saturation
+    b: float = 0.75  # length normalisation (0: none, 1: full)
+    avg_len: float = 256.0  # the expected average document length in tokens
+    lowercase: bool = True
+    ascii_folding: bool = False
+    stemming: bool = True  # False: no stemmer
+    stopwords: bool = True  # False: no stopword is dropped
+
+
 @dataclass(kw_only=True)
 class MappingConfig:
     """How a row becomes a point: IDs, distances, names, and framework layouts (layouts.py)."""
@@ -109,6 +126,11 @@ class MappingConfig:
     vector_names: dict[str, str] = field(default_factory=dict)
     payload_keys: dict[str, str] = field(default_factory=dict)
     tenant_column: str | None = None
+    # --qdrant.bm25 COLUMN[=NAME]: a sparse BM25 vector of a text column (name "" : <column>-bm25);
+    # --qdrant.hybrid: the one a framework layout's hybrid mode reads (runtime/layouts.py).
+    bm25: dict[str, str] = field(default_factory=dict)
+    hybrid: bool = False
+    bm25_options: Bm25Options = field(default_factory=Bm25Options)
     # auto: layouts.plan_jobs detects a framework's table; it resolves to plain or a framework
     # layout, which fills the last three.
     layout: str = "auto"
@@ -172,6 +194,12 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
         if self.max_retries < 0 or self.retry_deadline_s <= 0:
             raise InputError("--migration.max-retries must be >= 0 and --migration.retry-deadline > 0.",
                              fix="use e.g. --migration.max-retries 5 --migration.retry-deadline 300.")
+        o = self.bm25_options
+        if o.k < 0 or not 0 <= o.b <= 1 or o.avg_len <= 0:
+            raise InputError(f"BM25 needs k >= 0, 0 <= b <= 1 and avg_len > 0 (got k={o.k}, b={o.b}, "
+                             f"avg_len={o.avg_len}).",
+                             fix="fix --qdrant.bm25-k, --qdrant.bm25-b or --qdrant.bm25-avg-len "
+                                 "(Qdrant's defaults: 1.2, 0.75, 256).")
         if self.batch_delay_ms < 0:
             raise InputError(f"--migration.batch-delay must not be negative (got {self.batch_delay_ms}).",
                              fix="give milliseconds to sleep between batches, e.g. 100.")

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pg2qdrant.core.errors import InputError
-from pg2qdrant.core.options import CollectionOptions  # noqa: F401  (the targets and tests import it from here)
+from pg2qdrant.core.options import (
+    Bm25Options,
+    CollectionOptions,  # noqa: F401  (the targets and tests import it from here)
+)
 from pg2qdrant.core.table import BIT_OID, Column, PgType, ServerInfo, TableInfo
 
 # --- distances ----------------------------------------------------------------------------
@@ -191,6 +194,24 @@ class VectorSpec:
 
 
 @dataclass(frozen=True)
+class Bm25Spec:
+    """``--qdrant.bm25``: a sparse vector (IDF modifier) holding Qdrant's BM25 of a text column."""
+
+    name: str
+    column: str
+    declared: str
+    read_index: int  # the text column's read (the payload's: the text stays in the payload)
+    options: Bm25Options
+    source: str = "--qdrant.bm25"  # or the layout whose hybrid mode reads it
+
+    def describe(self) -> str:
+        o = self.options
+        return (f"BM25 of {self.column} ({o.language}, k={o.k}, b={o.b}, avg_len={o.avg_len}"
+                + ("" if o.stemming else ", no stemming") + ("" if o.stopwords else ", no stopwords")
+                + ("" if o.lowercase else ", case kept") + (", ASCII folding" if o.ascii_folding else "") + ")")
+
+
+@dataclass(frozen=True)
 class PayloadSpec:
     name: str
     column: str
@@ -286,6 +307,7 @@ class VectorConfig:
     distance: str | None  # None for sparse
     datatype: str  # float32 | float16 | uint8 | sparse
     sparse: bool = False
+    modifier: str | None = None  # sparse only: "idf" (BM25 vectors: Qdrant weighs each term by its IDF)
 
 
 @dataclass(frozen=True)
@@ -330,6 +352,7 @@ class Plan:
     where: str | None = None
     payload_keys: tuple[tuple[str, str], ...] = ()
     payload_shape: str | None = None
+    bm25: tuple[Bm25Spec, ...] = ()  # sparse vectors computed from text columns (--qdrant.bm25)
 
     @property
     def dense_vectors(self) -> tuple[VectorSpec, ...]:
@@ -342,6 +365,7 @@ class Plan:
     def collection_spec(self, options: CollectionOptions | None = None) -> CollectionSpec:
         """The collection this plan writes, for a target (``options``: how to create it)."""
         vectors = tuple(VectorConfig(v.name, v.size, v.distance, v.datatype, v.is_sparse) for v in self.vectors)
+        vectors += tuple(VectorConfig(b.name, None, None, "sparse", True, "idf") for b in self.bm25)
         return CollectionSpec(self.collection, vectors, options or CollectionOptions())
 
     def with_vector_size(self, name: str, size: int) -> Plan:
@@ -666,9 +690,50 @@ def _payload_indexes(table: TableInfo, payload: list[PayloadSpec], key_columns: 
     return tuple(out.values())
 
 
+_BM25_TYPES = ("text", "varchar", "bpchar")
+
+
+def _is_text(col: Column) -> bool:
+    t = col.type
+    return ((t.schema == "pg_catalog" and t.name in _BM25_TYPES and t.category != "A")
+            or (t.extension == "citext" and t.name == "citext"))
+
+
+def bm25_vectors(plan: Plan, columns: dict[str, str], options: Bm25Options, *,
+                 source: str = "--qdrant.bm25") -> tuple[Bm25Spec, ...]:
+    """The BM25 vectors ``columns`` (column -> vector name; "": ``<column>-bm25``) ask for, checked
+    against the plan (its vectors named as they will be): a migrated text column each, distinct names."""
+    by_column = {p.column: p for p in plan.payload}
+    taken = {v.name for v in plan.vectors}
+    out: list[Bm25Spec] = []
+    for column, name in columns.items():
+        flag = f"{source} {column}" + (f"={name}" if name else "")
+        col = plan.table.column(column)
+        if col is None:
+            raise InputError(f"{flag}: {plan.table.display} has no column {column!r}.",
+                             fix=f"columns of {plan.table.display} are: "
+                                 f"{', '.join(c.name for c in plan.table.columns)}.")
+        if not _is_text(col):
+            texts = [c.name for c in plan.table.columns if _is_text(c)]
+            raise InputError(f"{flag}: {column} is {col.declared}; BM25 needs a text column "
+                             "(text, varchar, char or citext).",
+                             fix=f"choose a text column ({', '.join(texts) or 'the table has none'}).")
+        if column not in by_column:
+            raise InputError(f"{flag}: {column} is not migrated (--pg.columns leaves it out).",
+                             fix=f"add {column} to --pg.columns: the BM25 vector is computed from it.")
+        name = name or f"{column}-bm25"
+        if name in taken:
+            raise InputError(f"{flag}: the vector name {name!r} is already taken by another vector.",
+                             fix=f"name the BM25 vector: --qdrant.bm25 {column}=OTHER_NAME.")
+        taken.add(name)
+        out.append(Bm25Spec(name, column, col.declared, by_column[column].read_index, options, source))
+    return tuple(out)
+
+
 def plan_fingerprint(plan: Plan) -> str:
     """A hash of everything that decides what the points look like (for resume: a changed plan
     must not resume a copy made with another one)."""
+    import dataclasses
     import hashlib
     import json
     parts = {
@@ -681,6 +746,8 @@ def plan_fingerprint(plan: Plan) -> str:
     }
     if plan.where or plan.payload_keys or plan.payload_shape:  # absent keys keep older fingerprints
         parts["layout"] = [plan.where, list(plan.payload_keys), plan.payload_shape]
+    if plan.bm25:
+        parts["bm25"] = [(b.name, b.column, dataclasses.astuple(b.options)) for b in plan.bm25]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

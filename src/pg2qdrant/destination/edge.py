@@ -98,7 +98,8 @@ class EdgeTarget:
                 datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
             for v in spec.dense_vectors
         }
-        sparse = {v.name: edge.EdgeSparseVectorParams() for v in spec.sparse_vectors}
+        sparse = {v.name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if v.modifier == "idf" else None)
+                  for v in spec.sparse_vectors}
         return edge.EdgeConfig(
             vectors=vectors or None, sparse_vectors=sparse or None,
             hnsw_config=edge.HnswIndexConfig(m=hnsw_m, ef_construct=options.hnsw_ef_construct,

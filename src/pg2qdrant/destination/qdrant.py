@@ -135,7 +135,8 @@ class QdrantTarget(Retrying):
                                         datatype=models.Datatype(v.datatype), on_disk=options.on_disk)
             for v in spec.dense_vectors
         }
-        sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk))
+        sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk),
+                                                    modifier=models.Modifier.IDF if v.modifier == "idf" else None)
                   for v in spec.sparse_vectors}
         if list(vectors) == [""]:  # Qdrant's unnamed default vector (what framework stores expect)
             vectors = vectors[""]

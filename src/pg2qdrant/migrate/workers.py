@@ -64,6 +64,7 @@ from pg2qdrant.core.plan import Plan
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.base import Capabilities
 from pg2qdrant.migrate import lifeline
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.source import connect, reader, snapshot
 from pg2qdrant.source.reader import ReadRange
 
@@ -235,7 +236,7 @@ class _Reader:
         self.out = _Tagged(self.results, key)
         for secret in spec.secrets:
             redaction.register(secret)
-        self.mapper = RowMapper(spec.plan)
+        self.mapper = row_mapper(spec.plan)
         target = self._target(spec.write.target) if spec.write is not None else None
         self.sink = _Sink(spec, self.worker_id, self.out, self.stop, target)
 

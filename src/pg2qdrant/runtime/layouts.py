@@ -74,6 +74,9 @@ class Layout:
     # What differs from the shape ("" when it fits), for a forced --layout; without it the
     # refusal names no difference. A forced layout runs on a table this accepts.
     explain: Callable[[Connection, TableInfo], str] | None = None
+    # --qdrant.hybrid: column -> name of the BM25 vector the framework's Qdrant store reads in hybrid mode
+    hybrid: Callable[[TableInfo], dict[str, str]] | None = None
+    hybrid_dense: str | None = None  # ... and the name its dense vector has then (else the unnamed one)
 
 
 def _one_target(name: Callable[[TableInfo], str]):
@@ -251,6 +254,10 @@ def _all_columns(table: TableInfo) -> list[str]:
     return [c.name for c in table.columns]
 
 
+LANGCHAIN_SPARSE = "langchain-sparse"  # langchain-qdrant's QdrantVectorStore.SPARSE_VECTOR_NAME
+LLAMAINDEX_SPARSE = "text-sparse-new"  # llama-index-vector-stores-qdrant's DEFAULT_SPARSE_VECTOR_NAME
+
+
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     Layout(
         name="langchain", framework="LangChain PGVector (langchain-postgres)", detect=_is_langchain,
@@ -258,6 +265,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         vector_names=lambda t: {"embedding": ""},
         payload_keys=lambda t: {"document": "page_content", "cmetadata": "metadata"},
         targets=_langchain_targets, auto_payload_index=False,
+        hybrid=lambda t: {"document": LANGCHAIN_SPARSE},
         payload_text='{"page_content": document, "metadata": cmetadata, "id": id}; one collection per '
                      "LangChain collection, named like it", explain=_langchain_differences,
     ),
@@ -267,9 +275,11 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         key_column=lambda t: _v2_columns(t).id,
         vector_names=lambda t: {_v2_columns(t).embedding: ""}, payload_keys=_v2_payload_keys,
         targets=_one_target(lambda t: t.name), auto_payload_index=False,
+        hybrid=lambda t: {_v2_columns(t).content: LANGCHAIN_SPARSE},
         notes=lambda t: [f"{t.display}: {', '.join(_v2_columns(t).hybrid)} (hybrid search's tsvector, PostgreSQL "
-                         "full-text search) has no faithful Qdrant equivalent and is not migrated; dense search "
-                         "works as before."] if _v2_columns(t).hybrid else [],
+                         "full-text search) is not copied; pass --qdrant.hybrid for the BM25 sparse vector "
+                         f"langchain-qdrant's hybrid mode reads ({LANGCHAIN_SPARSE!r}, from "
+                         f"{_v2_columns(t).content})."] if _v2_columns(t).hybrid else [],
         payload_text='{"page_content": the content column, "metadata": the JSON metadata column merged with the '
                      "metadata columns}; an id that is not a UUID is kept under its column name",
         explain=_v2_differences,
@@ -278,12 +288,13 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="llamaindex", framework="LlamaIndex PGVectorStore", detect=_is_llamaindex,
         columns=lambda t: ["text", "metadata_", "node_id", "embedding"], key_column="node_id",
         vector_names=lambda t: {"embedding": "text-dense" if _llamaindex_hybrid(t) else ""},
+        hybrid=lambda t: {"text": LLAMAINDEX_SPARSE}, hybrid_dense="text-dense",
         payload_keys=lambda t: {"metadata_": SPREAD, "node_id": ""},
         targets=_one_target(lambda t: t.name[len("data_"):]), payload_indexes=(("doc_id", "keyword"),),
         payload_shape="llamaindex", auto_payload_index=False,
         notes=lambda t: [f"{t.display} is a hybrid LlamaIndex table: its text_search_tsv (PostgreSQL full-text "
-                         "search) has no faithful Qdrant sparse-vector equivalent and is not migrated; dense "
-                         "search works as before."] if _llamaindex_hybrid(t) else [],
+                         "search) is not copied; pass --qdrant.hybrid for the BM25 sparse vector LlamaIndex's "
+                         f"hybrid mode reads ({LLAMAINDEX_SPARSE!r}, from text)."] if _llamaindex_hybrid(t) else [],
         payload_text="metadata_ spread at the top level, the text column restored into _node_content",
         explain=_llamaindex_differences,
     ),
@@ -356,6 +367,10 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
             raise InputError(f"--layout {name}: {table.display} does not have the shape {layout.framework} writes"
                              + (f": {differs}." if isinstance(differs, str) else "."),
                              fix="check --pg.table, or use --layout plain (or auto) to copy it column by column.")
+    if layout is None and options.hybrid:
+        raise InputError(f"--qdrant.hybrid adds the sparse vector a framework's hybrid mode reads, and "
+                         f"{options.table} is not migrated with a framework layout.",
+                         fix="name the text column instead: --qdrant.bm25 COLUMN[=VECTOR_NAME].")
     if layout is None:
         if not options.collection and default_collection:
             return [Job(dataclasses.replace(options, collection=default_collection, layout="plain"), None)]
@@ -363,6 +378,9 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
             raise InputError("Missing required flag(s): --qdrant.collection.",
                              fix="name the target collection, e.g. --qdrant.collection items.")
         return [Job(dataclasses.replace(options, layout="plain"), None)]
+    if options.hybrid and layout.hybrid is None:
+        raise InputError(f"--qdrant.hybrid: {layout.framework} has no Qdrant store with a hybrid mode.",
+                         fix="name the text column instead: --qdrant.bm25 COLUMN[=VECTOR_NAME].")
     announce = (f"{table.display} has the shape of a {layout.framework} table: migrating it in the "
                 f"{layout.name!r} layout, {READ_BY[layout.name]}"
                 + ("; to copy it column by column instead, pass --layout plain." if name == "auto" else "."))
@@ -376,7 +394,8 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
             key_columns=options.key_columns or [_key_column(layout, table)],
             key_source=options.key_source if options.key_columns else f"the {layout.name} layout",
             columns=options.columns or layout.columns(table),
-            vector_names={**layout.vector_names(table), **options.vector_names},
+            vector_names={**_hybrid_names(layout, table, options), **options.vector_names},
+            bm25={**(layout.hybrid(table) if options.hybrid and layout.hybrid else {}), **options.bm25},
             payload_keys={**layout.payload_keys(table), **options.payload_keys},
             payload_shape=layout.payload_shape, layout_indexes=layout.payload_indexes,
             auto_payload_index=options.auto_payload_index and layout.auto_payload_index,
@@ -389,6 +408,14 @@ def jobs_for(options, conn: Connection, table: TableInfo, default_collection: st
         raise InputError(f"{table.display} is a {layout.framework} table with no collection to migrate.",
                          fix="add documents through the framework first, or use --layout plain.")
     return jobs
+
+
+def _hybrid_names(layout: Layout, table: TableInfo, options) -> dict[str, str]:
+    """The layout's vector names; in hybrid mode, its dense vector named as the store reads it then."""
+    names = layout.vector_names(table)
+    if options.hybrid and layout.hybrid_dense:
+        names = {column: name or layout.hybrid_dense for column, name in names.items()}
+    return names
 
 
 def plan_jobs(options, default_collection: str | None = None) -> list[Job]:

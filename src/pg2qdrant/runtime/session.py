@@ -66,7 +66,12 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
             plan, where=options.where and source_where.validate_where(conn, table, options.where),
             vector_names=options.vector_names, payload_keys=options.payload_keys,
             tenant_column=options.tenant_column, payload_shape=options.payload_shape,
-            extra_indexes=options.layout_indexes, notes=options.layout_notes)
+            extra_indexes=options.layout_indexes, notes=options.layout_notes,
+            bm25=options.bm25, bm25_options=options.bm25_options,
+            bm25_source="--qdrant.hybrid" if options.hybrid else "--qdrant.bm25")
+        if plan.bm25:
+            from pg2qdrant.destination.bm25 import check_encoders
+            check_encoders(plan.bm25)  # the options Qdrant's BM25 refuses, qdrant-edge-py missing: before writing
         plan = _resolve_vector_sizes(conn, plan)
         if not keys_checked:
             _check_keys(conn, plan)

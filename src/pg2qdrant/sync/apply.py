@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from pg2qdrant.core import layouts
 from pg2qdrant.core.errors import DataError
-from pg2qdrant.core.mapping.batch import RowMapper
 from pg2qdrant.core.mapping.ids import (
     PointId,
     keys_can_share_ids,
@@ -29,6 +28,7 @@ from pg2qdrant.core.plan import Plan
 from pg2qdrant.core.table import Leaf
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.writer import Writer
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.source import catalog, connect, lookups
 from pg2qdrant.source.lookups import SchemaChanged
 from pg2qdrant.source.pgoutput_rows import UNCHANGED, RowDecoder
@@ -145,7 +145,7 @@ class Applier:
     def replan(self, plan: Plan) -> None:
         """Map and write with ``plan`` (at start, and when it is made again after a DDL)."""
         self.plan = plan
-        self.mapper = RowMapper(plan)
+        self.mapper = row_mapper(plan)
         self.writer = Writer(self.target, plan.collection, batch_size=self.batch_size)  # bounded like the copy's
         self.key_indexes = plan.key.read_indexes
         self.shared_ids = keys_can_share_ids(plan.key)  # see _guard_shared_ids
@@ -375,9 +375,14 @@ class Applier:
             vectors = mapped.vectors_of(i)
             sent = {v.name: vectors[v.name] for v in self.plan.vectors
                     if row[v.read_index] is not UNCHANGED and row[v.read_index] is not None}
+            # BM25 vectors follow their text: sent, it is embedded again (no token: no vector);
+            # an unchanged TOASTed text leaves the vector as it is
+            texts = [b.name for b in self.plan.bm25 if row[b.read_index] is not UNCHANGED]
+            sent.update((name, vectors[name]) for name in texts if name in vectors)
             if sent:
                 out.append(ops.UpdateVectors(pid, sent))
             nulls = tuple(v.name for v in self.plan.vectors if row[v.read_index] is None)
+            nulls += tuple(name for name in texts if name not in vectors)
             if nulls:
                 out.append(ops.DeleteVectors(pid, nulls))
         return out

@@ -17,13 +17,13 @@ import time
 
 from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import InputError, Interrupted, LockConflict, SourceError, TargetError
-from pg2qdrant.core.mapping.batch import RowMapper
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.core.plan import Plan, check_shape
 from pg2qdrant.core.retry import Backoff
 from pg2qdrant.destination.writer import Writer
 from pg2qdrant.migrate.copy import migrate
 from pg2qdrant.runtime.layouts import follow_changes
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.runtime.target import connect_target, describe_target
 from pg2qdrant.source import connect, slots
 from pg2qdrant.source.lsn import format_lsn
@@ -327,7 +327,7 @@ class CdcSync(Runner):
                      f"every point of {plan.collection!r} as the table is now.")
         written = schema_watch.rewrite_points(self.options.pg_url, plan,
                                               Writer(self.target, plan.collection, batch_size=self.options.batch_size),
-                                              RowMapper(plan))
+                                              row_mapper(plan))
         _reconcile_now(self.options, plan, self.target, self.ui, self.stats, fill=False)
         self.ui.info(f"Rewrote {written:,} point(s) of {plan.collection!r} with the current columns.")
         self.stats.schema_changes += 1

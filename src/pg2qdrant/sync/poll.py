@@ -15,6 +15,7 @@ from pg2qdrant.core.options import READ_BATCH_ROWS
 from pg2qdrant.core.retry import Backoff
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.writer import Writer
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.source import connect, snapshot
 from pg2qdrant.source import watermark as source_watermark
@@ -103,7 +104,7 @@ class PollSync(Runner):
             high, batches = source_watermark.rows_since(
                 conn, plan, col, watermark, self.sync.overlap, seconds=_POLL_TYPES[col.type.name] == "time",
                 batch_rows=READ_BATCH_ROWS)
-            mapper = RowMapper(plan)
+            mapper = row_mapper(plan)
             written = 0
             for rows in batches:
                 written += self._upsert(mapper, rows)

@@ -13,7 +13,6 @@ bucket is the missing points' IDs (16 bytes each) until they are filled.
 
 from __future__ import annotations
 
-from pg2qdrant.core.mapping.batch import RowMapper
 from pg2qdrant.core.mapping.ids import PointId, make_point_id, shared_id_error
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.core.plan import Plan
@@ -21,6 +20,7 @@ from pg2qdrant.core.table import Leaf
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.writer import Writer
 from pg2qdrant.runtime.ids import ID_MEMORY_MB, ID_READ_ROWS, IdSet, scan_ids
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.source import connect
 from pg2qdrant.source import ids as source_ids
 from pg2qdrant.source import row_reads as source_rows
@@ -69,7 +69,7 @@ def _check_shared(conn: connect.Connection, plan: Plan, pids: list[PointId]) -> 
 def _fill(conn: connect.Connection, plan: Plan, writer: Writer, missing: IdSet) -> int:
     """Write the points of the rows whose IDs are ``missing``: re-read by key when they are few,
     else picked from one pass over the rows (the keys of many would not fit in memory)."""
-    mapper = RowMapper(plan)
+    mapper = row_mapper(plan)
     filled = 0
     if len(missing) > FILL_BY_KEY_MAX:
         for rows in source_rows.row_batches(conn, plan, REREAD_CHUNK):

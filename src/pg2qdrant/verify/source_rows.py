@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from pg2qdrant.core.mapping.batch import PointBatch, RowMapper
+from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.plan import Plan
+from pg2qdrant.runtime.mapping import row_mapper
 from pg2qdrant.source import row_reads as source_rows
 from pg2qdrant.source.connect import Connection
 
@@ -18,7 +19,7 @@ from pg2qdrant.source.connect import Connection
 def iter_source_batches(conn: Connection, plan: Plan, *, sample_percent: float | None = None, seed: int = 0,
                         batch_rows: int = 256) -> Iterator[PointBatch]:
     """Stream rows (all, or a repeatable ``sample_percent`` % sample) mapped like migrate, ``batch_rows`` at a time."""
-    mapper = RowMapper(plan)
+    mapper = row_mapper(plan)
     for rows in source_rows.row_batches(conn, plan, batch_rows, sample_percent=sample_percent, seed=seed):
         yield mapper.map_rows(rows)
 
@@ -29,4 +30,4 @@ def fetch_source_batch(conn: Connection, plan: Plan, keys: Sequence[tuple] | Non
         rows = source_rows.rows_by_key(conn, plan, keys)
     else:
         rows = [row for chunk in source_rows.row_batches(conn, plan, 10_000) for row in chunk]
-    return RowMapper(plan).map_rows(rows)
+    return row_mapper(plan).map_rows(rows)

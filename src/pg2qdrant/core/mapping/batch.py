@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +85,14 @@ class PointBatch:
 class RowMapper:
     """Converts rows (tuples in ``plan.reads`` order) into a :class:`PointBatch`."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, text_encoders: Mapping[str, Callable[[str], SparseValue | None]] | None = None):
+        """``text_encoders``: vector name -> the document encoder of each of ``plan.bm25`` (Qdrant's
+        BM25, from destination/bm25.py through runtime.row_mapper; core imports no model)."""
         self.plan = plan
+        missing = [b.name for b in plan.bm25 if b.name not in (text_encoders or {})]
+        if missing:
+            raise ValueError(f"no BM25 encoder for {', '.join(missing)}: use runtime.row_mapper(plan)")
+        self._bm25 = [(b.name, b.read_index, (text_encoders or {})[b.name]) for b in plan.bm25]
         self.key = plan.key
         self._payload = [(p.name, p.read_index, payload_converter(p.kind, array=p.array))
                          for p in plan.payload]
@@ -138,6 +144,8 @@ class RowMapper:
                 batch.sparse[spec.name] = decoded
             else:
                 batch.dense[spec.name] = decoded
+        for name, idx, encode in self._bm25:  # NULL or token-less text: no vector (None)
+            batch.sparse[name] = [encode(r[idx]) if r[idx] else None for r in rows]
         return batch
 
     def _dimension_error(self, spec: VectorSpec, rows, exc: DimensionMismatch) -> DataError:
