@@ -157,7 +157,8 @@ def target_options(fn: Callable) -> Callable:
         opt("--qdrant.tenant-column", "tenant_column", metavar="COLUMN",
             help="Tenant column: a keyword payload index, is_tenant=true."),
         opt("--qdrant.bm25", "bm25", multiple=True, metavar="COLUMN[=NAME]",
-            help="Sparse BM25 vector (IDF) of a text column; name: <column>-bm25."),
+            help="Sparse BM25 vector (IDF) of a text column; name: <column>-bm25. Tuning: "
+                 "--qdrant.bm25-k/-b/-avg-len/-stemming/-stopwords/-lowercase/-ascii-folding (docs)."),
         bool_flag("--qdrant.hybrid", "hybrid", default_of(MappingConfig, "hybrid"),
                   "With a framework layout: the BM25 vector its hybrid mode reads."),
         opt("--qdrant.bm25-language", "bm25_language", default=default_of(Bm25Options, "language"),
@@ -505,6 +506,12 @@ def _long_name(param: click.Parameter) -> str:
 def flags_of(*groups: str) -> set[str]:
     """The flags of these HELP_GROUPS."""
     return {flag for name in groups for flag in HELP_GROUPS[name]}
+
+
+#: BM25's tuning knobs: accepted everywhere, listed in the docs (and named by --qdrant.bm25's help), left out
+#: of --help to keep it one screen.
+BM25_TUNING = {"--qdrant.bm25-k", "--qdrant.bm25-b", "--qdrant.bm25-avg-len", "--qdrant.bm25-stemming",
+               "--qdrant.bm25-stopwords", "--qdrant.bm25-lowercase", "--qdrant.bm25-ascii-folding"}
 
 
 def help_layout(command: click.Command, hide: set[str] = frozenset()) -> click.Command:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pg2qdrant.cli.common import (
+    BM25_TUNING,
     alias_options,
     bool_flag,
     build_migration_options,
@@ -30,7 +31,7 @@ from pg2qdrant.ui import UI
 
 #: Not in migrate's --help: the flags `verify --help` and `sync --help` list (--verify / --then-sync
 #: take them: their help says so). Each is still taken, verbatim.
-MIGRATE_HIDDEN = flags_of("Verify", "Sync", "Service") - {"--metrics-port"}
+MIGRATE_HIDDEN = (flags_of("Verify", "Sync", "Service") - {"--metrics-port"}) | BM25_TUNING
 
 #: Not in inspect's --help: it reads the table and prints the plan; it writes nothing and does not
 #: connect to Qdrant, so the copy's and the new collection's settings cannot change what it prints.
