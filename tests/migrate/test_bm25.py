@@ -242,3 +242,17 @@ qdrant.collection = "c"
     bm25 = qdrant_edge.Bm25(qdrant_edge.Bm25Config(language="french", stemmer=qdrant_edge.DisabledStemmer()))
     assert sorted(points[0].vector["body-bm25"].indices) == sorted(bm25.embed_document("zebra text").indices)
     assert sorted(points[1].vector["t"].indices) == sorted(bm25.embed_document("title 1").indices)
+
+
+def test_an_existing_sparse_vector_without_idf_is_refused(db, cli, qdrant_path, open_qdrant):
+    """A collection made beforehand with the BM25 vector's name but no IDF modifier would score every term
+    alike: the shape check names the difference before any write."""
+    make_docs(db, ["hello world", "goodbye moon"])
+    client = open_qdrant(qdrant_path)
+    client.create_collection("c", vectors_config={"embedding": models.VectorParams(size=4, distance="Cosine")},
+                             sparse_vectors_config={"body-bm25": models.SparseVectorParams()})
+    client.close()
+    r = cli(*migrate_args(db, "docs", qdrant_path, "c", "--qdrant.bm25", "body"))
+    assert r.exit_code == 2, r.output
+    assert "sparse vector 'body-bm25' has no IDF modifier in the collection" in r.output
+    assert open_qdrant(qdrant_path).count("c").count == 0

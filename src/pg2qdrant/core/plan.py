@@ -275,10 +275,11 @@ class CollectionShape:
 
     dense: dict[str, tuple[int, str, str]]  # name -> (size, distance, datatype)
     sparse: frozenset[str]
+    idf: frozenset[str] = frozenset()  # the sparse vectors with the IDF modifier (BM25's)
 
     def describe(self) -> str:
         parts = [f"{vector_label(n)}: {s}-d {d} {t}" for n, (s, d, t) in sorted(self.dense.items())]
-        parts += [f"{n}: sparse" for n in sorted(self.sparse)]
+        parts += [f"{n}: sparse" + (" (IDF)" if n in self.idf else "") for n in sorted(self.sparse)]
         return "; ".join(parts) or "no vectors"
 
 
@@ -331,6 +332,7 @@ class CollectionSpec:
         return CollectionShape(
             dense={v.name: (v.size or 0, v.distance or "", v.datatype) for v in self.dense_vectors},
             sparse=frozenset(v.name for v in self.sparse_vectors),
+            idf=frozenset(v.name for v in self.sparse_vectors if v.modifier == "idf"),
         )
 
 
@@ -770,6 +772,11 @@ def shape_differences(expected: CollectionShape, actual: CollectionShape) -> lis
             diffs.append(f"{vector} is stored as {a_datatype} in the collection, the plan says {datatype}")
     for name in sorted(expected.sparse - actual.sparse):
         diffs.append(f"sparse vector {name!r} is missing in the collection")
+    for name in sorted((expected.idf & actual.sparse) - actual.idf):  # BM25 scores need the collection's IDF
+        diffs.append(f"sparse vector {name!r} has no IDF modifier in the collection (BM25 needs it: without it a "
+                     "query weighs common and rare words alike)")
+    for name in sorted((actual.idf & expected.sparse) - expected.idf):
+        diffs.append(f"sparse vector {name!r} has the IDF modifier in the collection, the plan has none")
     for name in sorted(set(actual.dense) - set(expected.dense) - expected.sparse):
         diffs.append(f"the collection has {vector_label(name, quoted=True)}, which the table does not provide")
     for name in sorted(actual.sparse - expected.sparse - set(expected.dense)):

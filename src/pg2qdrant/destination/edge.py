@@ -85,7 +85,9 @@ class EdgeTarget:
         config = json.loads(config_file.read_text())
         dense = {name: (p["size"], p["distance"], (p.get("datatype") or "float32").lower())
                  for name, p in (config.get("vectors") or {}).items()}
-        return CollectionShape(dense, frozenset((config.get("sparse_vectors") or {}).keys()))
+        sparse = config.get("sparse_vectors") or {}
+        return CollectionShape(dense, frozenset(sparse), frozenset(n for n, sp in sparse.items()
+                                                                   if str((sp or {}).get("modifier", "")).lower() == "idf"))
 
     @staticmethod
     def _config(spec: CollectionSpec, *, hnsw_m: int, optimizers=None):

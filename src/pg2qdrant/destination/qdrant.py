@@ -42,7 +42,9 @@ def _shape_of(info: models.CollectionInfo) -> CollectionShape:
     for name, vp in (vectors or {}).items():
         datatype = vp.datatype.value if vp.datatype is not None else "float32"
         dense[name] = (vp.size, vp.distance.value, datatype)
-    return CollectionShape(dense, frozenset((params.sparse_vectors or {}).keys()))
+    sparse = params.sparse_vectors or {}
+    return CollectionShape(dense, frozenset(sparse), frozenset(n for n, sp in sparse.items()
+                                                               if sp.modifier == models.Modifier.IDF))
 
 
 def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
