@@ -85,3 +85,103 @@ class ExactSearch:
             plan: Any = self.conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + self.query, (literal,)).fetchone()[0]
         text = json.dumps(plan)
         return "Index Scan" in text or "Index Only Scan" in text or "Bitmap" in text
+
+
+# ---------------------------------------------------------------------------------------
+# Full-text search: verify's keyword check (PostgreSQL's ranking against Qdrant's BM25)
+# ---------------------------------------------------------------------------------------
+
+TEXT_SAMPLE_ROWS = 2_000  # texts read to pick keyword rows from (a repeatable sample on larger tables)
+TEXT_PREFIX_CHARS = 4_000  # keywords come from the start of a long text
+
+
+def text_search_config(conn: psycopg.Connection, language: str) -> str:
+    """PostgreSQL's text search configuration named like ``language`` (english, german...), else 'simple'."""
+    with _as_source_error():
+        row = conn.execute("SELECT c.cfgname FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace "
+                           "WHERE n.nspname = 'pg_catalog' AND c.cfgname = lower(%s)", (language,)).fetchone()
+    return row[0] if row else "simple"
+
+
+def tsvector_column(conn: psycopg.Connection, table, text_column: str) -> tuple[str, str] | None:
+    """The table's own tsvector column for ``text_column``: (column, its text search configuration).
+
+    A generated tsvector column whose expression reads ``text_column`` (LlamaIndex's hybrid
+    ``text_search_tsv`` is ``to_tsvector('english', text)``); its configuration is the one the
+    expression names (or, naming none, the session's default_text_search_config)."""
+    with _as_source_error():
+        rows = conn.execute(
+            "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+            "JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %s::regclass AND a.attgenerated = 's' AND NOT a.attisdropped "
+            "AND a.atttypid = 'tsvector'::regtype AND %s = ANY(ARRAY(SELECT dep.attname FROM pg_depend p "
+            "JOIN pg_attribute dep ON dep.attrelid = p.refobjid AND dep.attnum = p.refobjsubid "
+            "WHERE p.classid = 'pg_attrdef'::regclass AND p.objid = d.oid AND p.refobjid = a.attrelid)::text[]) "
+            "ORDER BY a.attnum", (ident(table).as_string(conn), text_column)).fetchall()
+    if not rows:
+        return None
+    column, expression = rows[0]
+    named = expression.split("'", 2)
+    if len(named) == 3 and named[2].startswith("::regconfig"):
+        return column, named[1]
+    with _as_source_error():  # to_tsvector(text): the configuration the session's default names
+        return column, conn.execute("SHOW default_text_search_config").fetchone()[0]
+
+
+def sample_texts(conn: psycopg.Connection, plan, read_index: int, estimated_rows: int, seed: int) -> list[str]:
+    """Up to TEXT_SAMPLE_ROWS texts of the column (non-empty, their first TEXT_PREFIX_CHARS characters):
+    all rows' on a small table, else a repeatable BERNOULLI sample (``random()`` on a view)."""
+    column = sql.SQL(plan.reads[read_index].sql)
+    where = [sql.SQL("{} <> ''").format(column)] + ([where_sql(plan)] if plan.where else [])
+    sample = sql.SQL("")
+    if estimated_rows > TEXT_SAMPLE_ROWS:
+        percent = min(100.0, 200.0 * TEXT_SAMPLE_ROWS / estimated_rows)
+        if plan.table.relkind in ("v", "f"):
+            with _as_source_error():
+                conn.execute("SELECT setseed(%s)", (seed % 2**31 / 2**31,))
+            where.append(sql.SQL("random() < {}").format(sql.Literal(percent / 100)))
+        else:
+            sample = sql.SQL(" TABLESAMPLE BERNOULLI ({}) REPEATABLE ({})").format(sql.Literal(percent),
+                                                                                    sql.Literal(seed))
+    query = sql.SQL("SELECT left({col}::text, {chars}) FROM {table}{sample} WHERE {where} LIMIT {n}").format(
+        col=column, chars=sql.Literal(TEXT_PREFIX_CHARS), table=ident(plan.table), sample=sample,
+        where=sql.SQL(" AND ").join(where), n=sql.Literal(TEXT_SAMPLE_ROWS))
+    with _as_source_error():
+        return [r[0] for r in conn.execute(query).fetchall()]
+
+
+def kept_words(conn: psycopg.Connection, config: str, texts: list[str]) -> list[list[str]]:
+    """Per text, its words that PostgreSQL's parser and ``config`` keep (plain words, no stopword), in order."""
+    if not texts:
+        return []
+    with _as_source_error():
+        rows = conn.execute(
+            "SELECT ARRAY(SELECT d.token FROM ts_debug(%s::regconfig, t.text) d WHERE d.alias IN "
+            "('asciiword', 'word') AND d.lexemes <> '{}') FROM unnest(%s::text[]) WITH ORDINALITY AS t(text, i) "
+            "ORDER BY t.i", (config, texts)).fetchall()
+    return [list(r[0]) for r in rows]
+
+
+class KeywordSearch:
+    """PostgreSQL's full-text top-k of a keyword query: ``ts_rank_cd`` of the table's tsvector column
+    (or of ``to_tsvector(config, text)``) against ``plainto_tsquery(config, words)``."""
+
+    def __init__(self, conn: psycopg.Connection, plan, text_read_index: int, tsvector: str | None, config: str,
+                 k: int):
+        self.conn = conn
+        self.nkeys = len(plan.key.read_indexes)
+        keys = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
+        document = sql.Identifier(tsvector) if tsvector else sql.SQL("to_tsvector({}::regconfig, {})").format(
+            sql.Literal(config), sql.SQL(plan.reads[text_read_index].sql))
+        self.query = sql.SQL("SELECT {keys}, ts_rank_cd({doc}, pg2qdrant_q) FROM {table}, "
+                             "plainto_tsquery({cfg}::regconfig, %s) pg2qdrant_q "
+                             "WHERE {doc} @@ pg2qdrant_q{filter} ORDER BY {pos} DESC, 1 LIMIT {k}").format(
+            keys=keys, doc=document, table=ident(plan.table), cfg=sql.Literal(config),
+            filter=sql.SQL(" AND ") + where_sql(plan) if plan.where else sql.SQL(""),
+            pos=sql.SQL(str(self.nkeys + 1)), k=sql.Literal(k))
+
+    def top_k(self, words: str) -> list[tuple[tuple, float]]:
+        """(key values in plan.key order, ts_rank_cd) of the best-ranked rows, best first."""
+        with _as_source_error(), self.conn.cursor(binary=True) as cur:
+            rows = cur.execute(self.query, (words,)).fetchall()
+        return [(tuple(r[:self.nkeys]), float(r[self.nkeys])) for r in rows]
