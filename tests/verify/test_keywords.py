@@ -106,3 +106,9 @@ def test_queries_and_overlap():
     assert pick_queries([["a"], ["b"]], 1, random.Random(1)) == ["a"]
     assert overlap_at_k([1, 2, 3, 4], [4, 9, 1], 10) == 0.5
     assert overlap_at_k([1, 2], [2, 1], 1) == 0.0 and overlap_at_k([], [1], 3) is None
+
+
+def test_edge(db, cli, tmp_path):
+    make_table(db)
+    r, report = run(cli, db, f"edge:{tmp_path / 'edge'}", tmp_path)
+    assert_measured(r, report)

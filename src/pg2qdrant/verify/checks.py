@@ -1,4 +1,5 @@
-"""The five checks (:class:`Verification`) and the entry point :func:`run_verify`.
+"""The five checks (:class:`Verification`; the sixth, keyword search, in :mod:`.keywords`) and the entry
+point :func:`run_verify`.
 
 The orchestration: opens the snapshot and the target, runs the checks in order on
 top of :mod:`.compare`, :mod:`.source_rows`, :mod:`.ids` and :mod:`.search`, and turns
