@@ -42,6 +42,22 @@ def exact_scans(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("RELEASE SAVEPOINT pg2qdrant_verify")
 
 
+@contextmanager
+def keyword_savepoint(conn: psycopg.Connection) -> Iterator[None]:
+    """The keyword check's reads inside a savepoint: a failed one leaves the snapshot's transaction usable."""
+    with _as_source_error():
+        conn.execute("SAVEPOINT pg2qdrant_keywords")
+    try:
+        yield
+    except BaseException:
+        with _as_source_error():
+            conn.execute("ROLLBACK TO SAVEPOINT pg2qdrant_keywords")
+        raise
+    finally:
+        with _as_source_error():
+            conn.execute("RELEASE SAVEPOINT pg2qdrant_keywords")
+
+
 def pgvector_schema(conn: psycopg.Connection) -> str:
     """The schema the vector extension is installed in (its operators and types live there)."""
     with _as_source_error():
@@ -92,7 +108,7 @@ class ExactSearch:
 # ---------------------------------------------------------------------------------------
 
 TEXT_SAMPLE_ROWS = 2_000  # texts read to pick keyword rows from (a repeatable sample on larger tables)
-TEXT_PREFIX_CHARS = 4_000  # keywords come from the start of a long text
+TEXT_PREFIX_CHARS = 1_000  # keywords come from the start of a long text
 
 
 def text_search_config(conn: psycopg.Connection, language: str) -> str:
@@ -162,26 +178,33 @@ def kept_words(conn: psycopg.Connection, config: str, texts: list[str]) -> list[
     return [list(r[0]) for r in rows]
 
 
-class KeywordSearch:
-    """PostgreSQL's full-text top-k of a keyword query: ``ts_rank_cd`` of the table's tsvector column
-    (or of ``to_tsvector(config, text)``) against ``plainto_tsquery(config, words)``."""
+def keyword_top_k(conn: psycopg.Connection, plan, text_read_index: int, tsvector: str | None, config: str,
+                  queries: list[str], k: int) -> list[list[tuple[tuple, float]]]:
+    """PostgreSQL's full-text top-k of each query: (key values in plan.key order, ts_rank_cd), best first.
 
-    def __init__(self, conn: psycopg.Connection, plan, text_read_index: int, tsvector: str | None, config: str,
-                 k: int):
-        self.conn = conn
-        self.nkeys = len(plan.key.read_indexes)
-        keys = sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes)
-        document = sql.Identifier(tsvector) if tsvector else sql.SQL("to_tsvector({}::regconfig, {})").format(
-            sql.Literal(config), sql.SQL(plan.reads[text_read_index].sql))
-        self.query = sql.SQL("SELECT {keys}, ts_rank_cd({doc}, pg2qdrant_q) FROM {table}, "
-                             "plainto_tsquery({cfg}::regconfig, %s) pg2qdrant_q "
-                             "WHERE {doc} @@ pg2qdrant_q{filter} ORDER BY {pos} DESC, 1 LIMIT {k}").format(
-            keys=keys, doc=document, table=ident(plan.table), cfg=sql.Literal(config),
-            filter=sql.SQL(" AND ") + where_sql(plan) if plan.where else sql.SQL(""),
-            pos=sql.SQL(str(self.nkeys + 1)), k=sql.Literal(k))
-
-    def top_k(self, words: str) -> list[tuple[tuple, float]]:
-        """(key values in plan.key order, ts_rank_cd) of the best-ranked rows, best first."""
-        with _as_source_error(), self.conn.cursor(binary=True) as cur:
-            rows = cur.execute(self.query, (words,)).fetchall()
-        return [(tuple(r[:self.nkeys]), float(r[self.nkeys])) for r in rows]
+    ``ts_rank_cd`` of the table's tsvector column (or of ``to_tsvector(config, text)``) against
+    ``plainto_tsquery(config, query)``; all queries in one scan, so a table without a tsvector
+    column parses each text once, not once per query."""
+    if not queries:
+        return []
+    nkeys = len(plan.key.read_indexes)
+    document = sql.Identifier(tsvector) if tsvector else sql.SQL("to_tsvector({}::regconfig, {})").format(
+        sql.Literal(config), sql.SQL(plan.reads[text_read_index].sql))
+    rank = sql.SQL("ts_rank_cd(pg2qdrant_d.pg2qdrant_doc, pg2qdrant_q.pg2qdrant_tsq)")
+    first_key = sql.SQL(plan.reads[plan.key.read_indexes[0]].sql)
+    query = sql.SQL(
+        "SELECT * FROM (SELECT pg2qdrant_q.pg2qdrant_i, {rank} AS pg2qdrant_r, row_number() OVER (PARTITION BY "
+        "pg2qdrant_q.pg2qdrant_i ORDER BY {rank} DESC, {first_key}) AS pg2qdrant_n, {keys} FROM {table} "
+        "CROSS JOIN LATERAL (SELECT {doc} AS pg2qdrant_doc) pg2qdrant_d "
+        "JOIN (SELECT pg2qdrant_i, plainto_tsquery({cfg}::regconfig, pg2qdrant_w) AS pg2qdrant_tsq "
+        "FROM unnest(%s::text[]) WITH ORDINALITY AS pg2qdrant_u(pg2qdrant_w, pg2qdrant_i)) pg2qdrant_q "
+        "ON pg2qdrant_d.pg2qdrant_doc @@ pg2qdrant_q.pg2qdrant_tsq{filter}) pg2qdrant_s "
+        "WHERE pg2qdrant_n <= {k} ORDER BY pg2qdrant_i, pg2qdrant_n").format(
+        rank=rank, first_key=first_key, keys=sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes),
+        table=ident(plan.table), doc=document, cfg=sql.Literal(config), k=sql.Literal(k),
+        filter=sql.SQL(" WHERE ") + where_sql(plan) if plan.where else sql.SQL(""))
+    out: list[list[tuple[tuple, float]]] = [[] for _ in queries]
+    with _as_source_error(), conn.cursor(binary=True) as cur:
+        for row in cur.execute(query, (queries,)):
+            out[row[0] - 1].append((tuple(row[3:3 + nkeys]), float(row[1])))
+    return out

@@ -106,29 +106,30 @@ class KeywordCheck:
         from pg2qdrant.destination.bm25 import query_encoder
 
         conn = self.v.conn
-        own = pg_search.tsvector_column(conn, self.plan.table, spec.column)
-        if own is not None:
-            tsvector, config = own
-            source = f"column {tsvector}, {config}"
-        else:
-            tsvector, config = None, pg_search.text_search_config(conn, spec.options.language)
-            source = f"to_tsvector('{config}', {spec.column})"
-        texts = pg_search.sample_texts(conn, self.plan, spec.read_index, self.plan.table.estimated_rows, self.v.seed)
-        rng = random.Random(f"{self.v.seed}:{spec.name}")
-        rows = rng.sample(texts, min(len(texts), 2 * self.v.opts.queries))
-        queries = pick_queries(pg_search.kept_words(conn, config, rows), self.v.opts.queries, rng)
-        search = pg_search.KeywordSearch(conn, self.plan, spec.read_index, tsvector, config, self.k)
+        with pg_search.keyword_savepoint(conn):
+            own = pg_search.tsvector_column(conn, self.plan.table, spec.column)
+            if own is not None:
+                tsvector, config = own
+                source = f"column {tsvector}, {config}"
+            else:
+                tsvector, config = None, pg_search.text_search_config(conn, spec.options.language)
+                source = f"to_tsvector('{config}', {spec.column})"
+            texts = pg_search.sample_texts(conn, self.plan, spec.read_index, self.plan.table.estimated_rows, self.v.seed)
+            rng = random.Random(f"{self.v.seed}:{spec.name}")
+            rows = rng.sample(texts, min(len(texts), 2 * self.v.opts.queries))
+            queries = pick_queries(pg_search.kept_words(conn, config, rows), self.v.opts.queries, rng)
+            tops = pg_search.keyword_top_k(conn, self.plan, spec.read_index, tsvector, config, queries, self.k)
         encode = query_encoder(spec.options)
         tally = _Tally()
-        with self.v.ui.progress(len(queries), f"Keyword queries on {vector_label(spec.name)}, both sides",
+        with self.v.ui.progress(len(queries), f"Keyword queries on {vector_label(spec.name)}",
                                 unit="queries") as progress:
-            for query in queries:
-                self._query(spec, query, search, encode, tally)
+            for query, top in zip(queries, tops):
+                self._query(spec, query, top, encode, tally)
                 progress.advance(1)
         return source, tally
 
-    def _query(self, spec: Bm25Spec, query: str, search: pg_search.KeywordSearch, encode, tally: _Tally) -> None:
-        """One query on both sides, into ``tally``.
+    def _query(self, spec: Bm25Spec, query: str, top: list[tuple[tuple, float]], encode, tally: _Tally) -> None:
+        """One query (``top``: PostgreSQL's answer) against Qdrant's, into ``tally``.
 
         The warning case: PostgreSQL ranks rows for the query and Qdrant's BM25 keeps a token of it,
         yet Qdrant returns no point at all. Its words were taken from a sampled row whose BM25 vector
@@ -139,7 +140,7 @@ class KeywordCheck:
         if vector is None:
             tally.no_token += 1
             return
-        expected = [normalize_point_id(make_point_id(self.plan.key, keys)) for keys, _ in search.top_k(query)]
+        expected = [normalize_point_id(make_point_id(self.plan.key, keys)) for keys, _ in top]
         if not expected:
             tally.no_match += 1
             return
