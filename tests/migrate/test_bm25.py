@@ -216,3 +216,29 @@ def test_edge_with_a_language(docs, cli, tmp_path):
         assert {h.id for h in hybrid} >= {0, 9}
     finally:
         shard.close()
+
+
+def test_migration_file_keys(db, cli, tmp_path, open_qdrant):
+    """The flags as migration-file keys (a list, a table of settings)."""
+    make_docs(db, ["zebra text", "other words"])
+    folder = tmp_path / "q"
+    config = tmp_path / "m.toml"
+    config.write_text(f'''
+migration.num-workers = 1
+
+[qdrant]
+url = "local:{folder}"
+bm25 = ["body", "title=t"]
+bm25-language = "french"
+bm25-stemming = false
+
+[[table]]
+pg.table = "docs"
+qdrant.collection = "c"
+''')
+    r = cli("migrate", "--config", str(config), "--pg.url", db.url)
+    assert r.exit_code == 0, r.output
+    points = {p.id: p for p in open_qdrant(folder).scroll("c", limit=10, with_vectors=True)[0]}
+    bm25 = qdrant_edge.Bm25(qdrant_edge.Bm25Config(language="french", stemmer=qdrant_edge.DisabledStemmer()))
+    assert sorted(points[0].vector["body-bm25"].indices) == sorted(bm25.embed_document("zebra text").indices)
+    assert sorted(points[1].vector["t"].indices) == sorted(bm25.embed_document("title 1").indices)
