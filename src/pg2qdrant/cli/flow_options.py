@@ -41,14 +41,15 @@ def verify_options(fn: Callable) -> Callable:
              help="Rows compared field by field: a count or a percentage. Default: all rows under 100,000, "
                   "else max(1,000, 1%)."),
         _opt("--verify.queries", "verify_queries", type=int, default=DEFAULT_QUERIES, show_default=True,
-             help="Query vectors sampled from the table for search parity (0 = skip)."),
+             help="Query vectors sampled from the table for search parity, and keyword queries per BM25 vector "
+                  "(0 = skip both)."),
         _opt("--verify.k", "verify_k", type=int, default=DEFAULT_K, show_default=True,
              help="Neighbours compared per query (recall@k)."),
         _opt("--verify.queries-file", "verify_queries_file", metavar="PATH",
              help="Query vectors instead of sampled rows: .npy (queries x dim), .json list (or {vector: list}), "
                   ".jsonl (one per line)."),
         _opt("--verify.vector", "verify_vector", multiple=True,
-             help="Named vector(s) to search, comma-separated or repeated (default: all)."),
+             help="Named vector(s) to search, BM25 vectors included, comma-separated or repeated (default: all)."),
         _opt("--verify.report", "verify_report", metavar="PATH",
              help="Write the report: .json, .md or .html (one self-contained file with plots)."),
         _opt("--verify.threshold", "verify_threshold", multiple=True, metavar="NAME=VALUE",

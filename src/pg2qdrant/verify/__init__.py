@@ -29,4 +29,5 @@ Layout (one module per concern):
 - :mod:`.search`: search-parity metrics (:class:`ParityStats`) and query vectors
   (:class:`QueryReservoir`, :func:`load_queries_file`);
 - :mod:`.checks`: the five checks (:class:`Verification`) and :func:`run_verify`.
+- :mod:`.keywords`: the sixth with BM25 vectors, PostgreSQL's full-text top-k vs Qdrant's BM25 top-k.
 """

@@ -1,4 +1,5 @@
-"""The five checks (:class:`Verification`) and the entry point :func:`run_verify`.
+"""The five checks (:class:`Verification`; the sixth, keyword search, in :mod:`.keywords`) and the entry
+point :func:`run_verify`.
 
 The orchestration: opens the snapshot and the target, runs the checks in order on
 top of :mod:`.compare`, :mod:`.source_rows`, :mod:`.ids` and :mod:`.search`, and turns
@@ -21,13 +22,14 @@ import numpy as np
 from pg2qdrant.core.errors import InputError, Pg2QdrantError
 from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.mapping.ids import make_point_id, normalize_point_id
-from pg2qdrant.core.plan import CollectionShape, Plan, VectorSpec, check_shape, vector_label
+from pg2qdrant.core.plan import Bm25Spec, CollectionShape, Plan, VectorSpec, check_shape, vector_label
 from pg2qdrant.runtime.ids import BYTES_PER_ROW, EXAMPLES_KEPT, IdScan, scan_ids
 from pg2qdrant.runtime.session import open_source
 from pg2qdrant.runtime.target import connect_target
 from pg2qdrant.source import search as pg_search
 from pg2qdrant.source.connect import Connection
 from pg2qdrant.verify.compare import Mismatch, _short, compare_points, same_json
+from pg2qdrant.verify.keywords import KeywordCheck
 from pg2qdrant.verify.options import INDEX_POLL_S, RETRIEVE_BATCH, VerifyOptions, sample_size
 from pg2qdrant.verify.report import FAIL, PASS, SKIP, WARN, CheckResult, Report, render_summary, worst, write_report
 from pg2qdrant.verify.search import HAMMING, PG_OPERATORS, ParityStats, QueryReservoir, load_queries_file, qdrant_score
@@ -165,6 +167,8 @@ class Verification:
         values = self._timed(lambda: self.check_values(scan.source_rows, reservoir))
         search = self._timed(lambda: self.check_search(shape, searched, file_queries or reservoir.kept))
         report.checks = [counts, ids, values, schema, search]
+        if self.plan.bm25:  # 6: keyword search, informational
+            report.checks.append(self._timed(lambda: KeywordCheck(self, self._searched_bm25()).run()))
         report.seconds = time.monotonic() - clock
         return report
 
@@ -322,12 +326,16 @@ class Verification:
 
     # -- 5. search parity -------------------------------------------------------------------
     def _searched_specs(self) -> list[VectorSpec]:
-        names = [v.name for v in self.plan.vectors]
+        names = [v.name for v in self.plan.vectors] + [b.name for b in self.plan.bm25]
         unknown = [n for n in self.opts.vectors if n not in names]
         if unknown:
             raise InputError(f"--verify.vector names {', '.join(map(repr, unknown))}, not a migrated vector.",
                              fix=f"vectors: {', '.join(names)}.")
         return [v for v in self.plan.vectors if not self.opts.vectors or v.name in self.opts.vectors]
+
+    def _searched_bm25(self) -> list[Bm25Spec]:
+        """The BM25 vectors the keyword check queries: all, or those --verify.vector names."""
+        return [b for b in self.plan.bm25 if not self.opts.vectors or b.name in self.opts.vectors]
 
     def check_search(self, shape: CollectionShape, searched: Sequence[VectorSpec],
                      queries_by_vector: dict[str, list[tuple[Any, Any]]]) -> CheckResult:

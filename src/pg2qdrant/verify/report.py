@@ -40,7 +40,7 @@ def worst(verdicts: Iterable[str]) -> str:
 
 @dataclass
 class CheckResult:
-    number: int  # 1 counts, 2 IDs, 3 values, 4 schema, 5 search parity (the numbering)
+    number: int  # 1 counts, 2 IDs, 3 values, 4 schema, 5 search parity (the numbering), 6 keywords (BM25)
     name: str
     verdict: str  # pass | warn | fail | skip
     line: str  # the verdict line: one sentence a user can act on
