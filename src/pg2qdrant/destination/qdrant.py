@@ -140,16 +140,18 @@ class QdrantTarget(Retrying):
 
     def create_collection(self, spec: CollectionSpec) -> None:
         """Create the collection. A server builds HNSW while loading: every m is 0 until
-        ``finish_load`` (per-vector HNSW too); local mode has no HNSW, and keeps the values as given."""
+        ``finish_load`` (per-vector HNSW too). Local mode has no HNSW and keeps no collection-wide
+        HNSW or quantization (it reports Qdrant's defaults): there each vector records its own."""
         options = spec.options
         defer = self.capabilities.hnsw
         m, ef = spec.hnsw
 
         def vector(v) -> models.VectorParams:
-            own = spec.vector_hnsw(v)
+            own = spec.vector_hnsw(v) if defer else (v.hnsw_m, v.hnsw_ef_construct)
+            quantization = spec.vector_quantization(v) if defer else v.quantization
             return models.VectorParams(
                 size=v.size, distance=models.Distance(v.distance), datatype=models.Datatype(v.datatype),
-                on_disk=options.on_disk, quantization_config=_quantization(spec.vector_quantization(v)),
+                on_disk=options.on_disk, quantization_config=_quantization(quantization),
                 hnsw_config=None if own is None else models.HnswConfigDiff(m=0 if defer else own[0],
                                                                            ef_construct=own[1]))
 
