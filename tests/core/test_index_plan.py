@@ -84,5 +84,8 @@ def test_binary_quantize_index_means_binary_quantization_and_not_a_distance():
     assert any("rescore=true" in n for n in notes)
     assert any(n.startswith("b: index b_ivf is IVFFlat (lists=7)") and "Qdrant's HNSW may return better" in n
                for n in notes)
+    only_bq = _plan(BQ)
+    assert next(v for v in only_bq.vectors if v.name == "b").distance == "Cosine"
+    assert any("index b_bq on binary_quantize(b) compares bits" in w for w in only_bq.warnings)
     # a plain index on the column comes before the binary_quantize one for HNSW
     assert _settings(_plan(BQ, PLAIN))["b"].m_source == "from index b_idx (pgvector's default m)"

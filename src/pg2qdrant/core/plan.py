@@ -677,10 +677,7 @@ def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], overr
     kind = _vector_kind(col)
     assert kind is not None
     indexes = [i for i in table.vector_indexes if i.column == col.name]
-    # An index on binary_quantize(col) searches the bits by Hamming distance: it says nothing of
-    # the distance of the vectors themselves (pgvector's README re-ranks its results with <=>).
-    distance, source = _distance(col, kind, [i for i in indexes if not i.binary_quantized], overrides,
-                                 overrides_by, warnings)
+    distance, source = _distance(col, kind, indexes, overrides, overrides_by, warnings)
     size = None if kind == VectorKind.SPARSE else (col.typmod if col.typmod > 0 else None)
     return VectorSpec(
         name=col.name, column=col.name, kind=kind, size=size, distance=distance,
@@ -757,13 +754,18 @@ def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str,
         return None, "sparse vectors are scored by dot product in Qdrant"
     if col.name in overrides:
         return overrides[col.name], overrides_by
+    # An index on binary_quantize(col) searches the bits by Hamming distance: it says nothing of
+    # the distance of the vectors themselves (pgvector's README re-ranks its results with <=>).
+    binary = [i.name for i in indexes if i.binary_quantized]
+    indexes = [i for i in indexes if not i.binary_quantized]
     if indexes:
         return _distance_of_indexes(col, kind, indexes, warnings)
     if kind == VectorKind.BIT:
         return "Manhattan", "bit vectors: Manhattan on 0/1 equals Hamming distance"
     warnings.append(
-        f"{col.name}: no HNSW or IVFFlat index tells which distance you search with; using Cosine. "
-        f"Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
+        f"{col.name}: no HNSW or IVFFlat index tells which distance you search with"
+        + (f" (index {binary[0]} on binary_quantize({col.name}) compares bits, not the vectors)" if binary else "")
+        + f"; using Cosine. Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
     return "Cosine", "default (no HNSW/IVFFlat index on the column)"
 
 
