@@ -185,13 +185,8 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
             payload_indexes=tuple((p.field, p.type) for p in payload_indexes),
         )
 
-    def validate(self) -> None:
-        if self.batch_size <= 0:
-            raise InputError(f"--migration.batch-size must be positive (got {self.batch_size}).",
-                             fix=f"use e.g. --migration.batch-size {default_of(CopyOptions, 'batch_size')}.")
-        if self.num_workers < 0:
-            raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
-                             fix="use 1 or more (0 means one per CPU core).")
+    def _validate_index_flags(self) -> None:
+        """--qdrant.hnsw-m, --qdrant.hnsw-ef-construct, --qdrant.quantization (None: not given)."""
         if (self.hnsw_m is not None and self.hnsw_m < 0) or (
                 self.hnsw_ef_construct is not None and self.hnsw_ef_construct <= 0):
             raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
@@ -199,6 +194,15 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
         if self.quantization not in (None, *QUANTIZATIONS):
             raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
                              fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
+
+    def validate(self) -> None:
+        if self.batch_size <= 0:
+            raise InputError(f"--migration.batch-size must be positive (got {self.batch_size}).",
+                             fix=f"use e.g. --migration.batch-size {default_of(CopyOptions, 'batch_size')}.")
+        if self.num_workers < 0:
+            raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
+                             fix="use 1 or more (0 means one per CPU core).")
+        self._validate_index_flags()
         for flag, value in (("--qdrant.shard-number", self.shard_number),
                             ("--qdrant.replication-factor", self.replication_factor)):
             if value is not None and value <= 0:
