@@ -273,6 +273,19 @@ class Summary:
         ui.summary(self.title, self.rows)
 
 
+def render_index_settings(ui: UI, plan) -> None:
+    """Each dense vector's HNSW and quantization with where each came from (a flag, a pgvector index,
+    the default), then the notes on the pgvector indexes (IVFFlat, binary quantization)."""
+    rows = [(vector_label(v.name), f"{i.m} ({i.m_source})", f"{i.ef_construct} ({i.ef_construct_source})",
+             f"{i.quantization or 'none'}" + ("" if i.quantization_source == "none" else f" ({i.quantization_source})"))
+            for v in plan.vectors if (i := v.index) is not None]
+    if rows:
+        ui.out.print(table("Index settings (HNSW built after the load)",
+                           ("vector", "HNSW m", "HNSW ef_construct", "quantization"), rows))
+    for note in plan.index_notes:
+        ui.info(note)
+
+
 # complexity: prints the plan's tables (source, vectors, IDs, payload, indexes, notes); each optional section is a
 # branch.
 def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
@@ -301,6 +314,8 @@ def render_plan(ui: UI, plan, target_display: str | None = None) -> None:
           v.distance or "dot (sparse)", v.datatype, v.distance_source) for v in plan.vectors]
         + [(b.name, b.declared, "sparse", "dot, IDF modifier", "sparse", f"{b.source}: {b.describe()}")
            for b in getattr(plan, "bm25", ())]))
+
+    render_index_settings(ui, plan)
 
     keys = dict(plan.payload_keys)  # --qdrant.payload-key / layouts: * spreads, empty leaves out
 

@@ -148,10 +148,10 @@ def test_the_defaults_are_really_compared():
     text = (DOCS / "commands" / "migrate.md").read_text()
     plain = [cell for flags, cell in flag_rows(text) if simple_default(cell) is not None]
     assert len(plain) >= 20, plain
-    planted = text.replace("| `--qdrant.hnsw-m` | 16 |", "| `--qdrant.hnsw-m` | 32 |")
+    planted = text.replace("| `--migration.batch-size`, `-b` | 256 |", "| `--migration.batch-size`, `-b` | 32 |")
     assert planted != text
     assert problems(("migrate",), planted) == [
-        "migrate: --qdrant.hnsw-m is documented with default '32', the command's is 16"]
+        "migrate: --migration.batch-size is documented with default '32', the command's is 256"]
 
 
 def test_a_missing_or_invented_flag_is_caught():

@@ -23,6 +23,7 @@ COMMANDS = [("migrate",), ("pg",), ("inspect",), ("verify",), ("sync",), ("sync"
 
 NEW_COLLECTION = {"--qdrant.hnsw-m", "--qdrant.hnsw-ef-construct", "--qdrant.on-disk", "--qdrant.quantization",
                   "--qdrant.shard-number", "--qdrant.replication-factor", "--migration.create-collection"}
+INDEX_SETTINGS = {"--qdrant.hnsw-m", "--qdrant.hnsw-ef-construct", "--qdrant.quantization"}  # inspect shows them
 COPY = {"--migration.num-workers", "--migration.batch-size", "--migration.batch-delay", "--migration.restart",
         "--migration.delete-orphans", "--migration.dry-run", "--migration.range-rows", "--migration.consistent",
         "--migration.offsets-collection", "--migration.state-file", "--verify", "--then-sync"}
@@ -31,7 +32,8 @@ COPY = {"--migration.num-workers", "--migration.batch-size", "--migration.batch-
 NOT_LISTED = {
     ("migrate",): {"--verify.sample", "--verify.k", "--sync.mode", "--sync.slot", "--health.max-lag-seconds",
                    "--health.max-lag-bytes", "--trace"},
-    ("inspect",): COPY | NEW_COLLECTION | {"--qdrant.url", "--qdrant.api-key", "--skip-tls-verification"},
+    ("inspect",): COPY | NEW_COLLECTION - INDEX_SETTINGS | {"--qdrant.url", "--qdrant.api-key",
+                                                             "--skip-tls-verification"},
     ("verify",): COPY | NEW_COLLECTION | {"--trace"},
     ("sync",): {"--migration.restart", "--migration.dry-run", "--migration.consistent", "--trace"},
     ("demo",): {"--skip-tls-verification", "--trace"},

@@ -26,14 +26,27 @@ class Unsupported(ValueError):
     """A request the endpoint does not translate (answered as a 400 naming the endpoint)."""
 
 
-def vector_params(params: models.VectorParams) -> edge.EdgeVectorParams:
+def vector_params(params: models.VectorParams, hnsw: models.HnswConfig) -> edge.EdgeVectorParams:
+    """A dense vector's Edge parameters; its own HNSW (``params.hnsw_config``, a diff over the
+    collection's ``hnsw``) too, as a server builds one graph per vector with its own m."""
     multi = None
     if params.multivector_config is not None:
         multi = edge.MultiVectorConfig(edge.MultiVectorComparator.MaxSim)
     datatype = params.datatype.value if params.datatype is not None else "float32"
+    own = None
+    if params.hnsw_config is not None:
+        merged = vector_hnsw(params, hnsw)
+        own = edge.HnswIndexConfig(m=merged.m, ef_construct=merged.ef_construct,
+                                   full_scan_threshold=merged.full_scan_threshold)
     return edge.EdgeVectorParams(size=params.size, distance=getattr(edge.Distance, params.distance.value),
                                  datatype=getattr(edge.VectorStorageDatatype, DATATYPES[datatype]),
-                                 on_disk=params.on_disk, multivector_config=multi)
+                                 on_disk=params.on_disk, multivector_config=multi, hnsw_config=own)
+
+
+def vector_hnsw(params: models.VectorParams, hnsw: models.HnswConfig) -> models.HnswConfig:
+    """The HNSW a dense vector is indexed with: the collection's, with the vector's own diff over it."""
+    own = params.hnsw_config.model_dump(exclude_none=True) if params.hnsw_config is not None else {}
+    return hnsw.model_copy(update=own)
 
 
 def sparse_params(params: models.SparseVectorParams) -> edge.EdgeSparseVectorParams:
@@ -47,7 +60,7 @@ def shard_config(dense: dict[str, models.VectorParams], sparse: dict[str, models
     """The Edge shard for a collection ("" is the unnamed vector)."""
     optimizers = None if indexing_threshold is None else edge.EdgeOptimizersConfig(
         indexing_threshold=indexing_threshold)
-    vectors = {name: vector_params(p) for name, p in dense.items()}
+    vectors = {name: vector_params(p, hnsw) for name, p in dense.items()}
     if not dense and not sparse:
         # Qdrant accepts a collection without vectors (pg2qdrant's saved-state one); an Edge shard
         # needs one: an unused, unreported placeholder that no point ever has.

@@ -189,11 +189,16 @@ class Engine:
     def update_collection(self, name: str, req: models.UpdateCollection) -> bool:
         with self.lock:
             coll = self._get(name)
+            rebuild = False
             for vname, diff in (req.vectors or {}).items():
                 if vname not in coll.dense:
                     raise ApiError(400, f"Wrong input: Not existing vector name error: {vname}")
-                coll.dense[vname] = coll.dense[vname].model_copy(
-                    update={k: v for k, v in _set(diff).items() if k in ("on_disk", "hnsw_config")})
+                update = {k: v for k, v in _set(diff).items() if k == "on_disk"}
+                if diff.hnsw_config is not None:  # a diff over the vector's own diff, as a server merges it
+                    old = coll.dense[vname].hnsw_config or models.HnswConfigDiff()
+                    update["hnsw_config"] = old.model_copy(update=_set(diff.hnsw_config))
+                    rebuild = True
+                coll.dense[vname] = coll.dense[vname].model_copy(update=update)
             if req.optimizers_config is not None:
                 coll.optimizers = coll.optimizers.model_copy(update=_set(req.optimizers_config))
             if req.quantization_config is not None:
@@ -204,6 +209,8 @@ class Engine:
                 coll.params.update(_set(req.params))
             if req.hnsw_config is not None:
                 coll.hnsw = coll.hnsw.model_copy(update=_set(req.hnsw_config))
+                rebuild = True
+            if rebuild:
                 self._rebuild(coll)
         return True
 
@@ -215,7 +222,7 @@ class Engine:
         coll.shard.close()
         coll.shard = edge.EdgeShard.load(str(coll.path), convert.shard_config(
             coll.dense, coll.sparse, coll.hnsw, threshold))
-        if coll.hnsw.m > 0:
+        if any(convert.vector_hnsw(p, coll.hnsw).m > 0 for p in coll.dense.values()) or coll.hnsw.m > 0:
             coll.shard.optimize()
 
     def delete_collection(self, name: str) -> bool:

@@ -35,6 +35,8 @@ from pg2qdrant import __version__
 from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import Interrupted, Pg2QdrantError
 from pg2qdrant.core.options import (
+    DEFAULT_HNSW_EF_CONSTRUCT,
+    DEFAULT_HNSW_M,
     ROWS_PER_RANGE,
     Bm25Options,
     CollectionConfig,
@@ -180,16 +182,19 @@ def target_options(fn: Callable) -> Callable:
         click.option("--qdrant.no-auto-payload-index", "no_auto_payload_index", is_flag=True,
                      default=not default_of(CollectionConfig, "auto_payload_index"),
                      help="Do not mirror btree-indexed columns as payload indexes."),
-        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=default_of(CollectionConfig, "hnsw_m"), show_default=True,
+        opt("--qdrant.hnsw-m", "hnsw_m", type=int, default=default_of(CollectionConfig, "hnsw_m"),
+            show_default=f"pgvector index's, else {DEFAULT_HNSW_M}",
             help="HNSW m, set after the load (0: no HNSW)."),
         opt("--qdrant.hnsw-ef-construct", "hnsw_ef_construct", type=int,
-            default=default_of(CollectionConfig, "hnsw_ef_construct"), show_default=True,
+            default=default_of(CollectionConfig, "hnsw_ef_construct"),
+            show_default=f"pgvector index's, else {DEFAULT_HNSW_EF_CONSTRUCT}",
             help="HNSW ef_construct."),
         bool_flag("--qdrant.on-disk", "on_disk", default_of(CollectionConfig, "on_disk"),
                   "Vectors on disk (memmap) instead of in RAM."),
         opt("--qdrant.quantization", "quantization", type=click.Choice(["int8"]),
             default=default_of(CollectionConfig, "quantization"),
-            help="Scalar quantization of dense vectors (int8)."),
+            help="Scalar quantization (int8) of dense vectors; default: binary where a "
+                 "binary_quantize(column) index is, else none."),
         opt("--qdrant.shard-number", "shard_number", type=int, default=default_of(CollectionConfig, "shard_number"),
             help="Shards of the new collection."),
         opt("--qdrant.replication-factor", "replication_factor", type=int,

@@ -34,11 +34,12 @@ from pg2qdrant.ui import UI
 MIGRATE_HIDDEN = (flags_of("Verify", "Sync", "Service") - {"--metrics-port"}) | BM25_TUNING
 
 #: Not in inspect's --help: it reads the table and prints the plan; it writes nothing and does not
-#: connect to Qdrant, so the copy's and the new collection's settings cannot change what it prints.
+#: connect to Qdrant, so the copy's and most of the new collection's settings cannot change what it
+#: prints (HNSW and quantization do: it shows them beside the pgvector indexes they override).
 INSPECT_HIDDEN = flags_of("Copy") | {
     "--qdrant.url", "--qdrant.api-key", "--skip-tls-verification", "--migration.max-retries",
-    "--migration.retry-deadline", "--migration.create-collection", "--qdrant.hnsw-m", "--qdrant.hnsw-ef-construct",
-    "--qdrant.on-disk", "--qdrant.quantization", "--qdrant.shard-number", "--qdrant.replication-factor"}
+    "--migration.retry-deadline", "--migration.create-collection",
+    "--qdrant.on-disk", "--qdrant.shard-number", "--qdrant.replication-factor"}
 
 
 def _migrate_command(name: str, hidden: bool = False):

@@ -35,14 +35,25 @@ def default_of(cls: type, name: str) -> Any:
     raise LookupError(f"{cls.__name__}.{name} has no default")
 
 
+DEFAULT_HNSW_M = 16  # Qdrant's defaults, for a vector without a pgvector HNSW index and no flag
+DEFAULT_HNSW_EF_CONSTRUCT = 100
+#: Approximate searches (verify's) of a quantized collection: twice the candidates by the quantized
+#: vectors, re-ranked with the original ones (rescore=true), as Qdrant's quantization guide advises.
+RESCORE_OVERSAMPLING = 2.0
+QUANTIZATIONS = ("int8",)  # --qdrant.quantization; "binary" comes from a binary_quantize(col) index
+
+
 @dataclass(frozen=True)
 class CollectionOptions:
-    """How the collection is created and bulk-loaded (only used when we create it)."""
+    """How the collection is created and bulk-loaded (only used when we create it).
 
-    hnsw_m: int = 16  # restored after the load; 0 keeps the collection without HNSW
-    hnsw_ef_construct: int = 100
+    ``hnsw_m``, ``hnsw_ef_construct`` and ``quantization`` are the flags: None when not given, and
+    then each vector's come from its pgvector index, else the defaults above (core/plan.py)."""
+
+    hnsw_m: int | None = None  # restored after the load; 0 keeps the collection without HNSW
+    hnsw_ef_construct: int | None = None
     on_disk: bool | None = None  # None: Qdrant's default (vectors in RAM)
-    quantization: str | None = None  # "int8"
+    quantization: str | None = None  # "int8" (None: a binary_quantize index's binary, else none)
     shard_number: int | None = None  # None: the server's default
     replication_factor: int | None = None
     payload_indexes: tuple[tuple[str, str], ...] = ()  # (field, type), created before loading
@@ -85,8 +96,8 @@ class CollectionConfig:
 
     collection: str
     create_collection: bool = True
-    hnsw_m: int = default_of(CollectionOptions, "hnsw_m")
-    hnsw_ef_construct: int = default_of(CollectionOptions, "hnsw_ef_construct")
+    hnsw_m: int | None = default_of(CollectionOptions, "hnsw_m")  # None: from the pgvector index, else 16
+    hnsw_ef_construct: int | None = default_of(CollectionOptions, "hnsw_ef_construct")  # ... else 100
     on_disk: bool | None = default_of(CollectionOptions, "on_disk")
     quantization: str | None = default_of(CollectionOptions, "quantization")
     shard_number: int | None = default_of(CollectionOptions, "shard_number")
@@ -174,6 +185,16 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
             payload_indexes=tuple((p.field, p.type) for p in payload_indexes),
         )
 
+    def _validate_index_flags(self) -> None:
+        """--qdrant.hnsw-m, --qdrant.hnsw-ef-construct, --qdrant.quantization (None: not given)."""
+        if (self.hnsw_m is not None and self.hnsw_m < 0) or (
+                self.hnsw_ef_construct is not None and self.hnsw_ef_construct <= 0):
+            raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
+                             fix="use e.g. --qdrant.hnsw-m 16 --qdrant.hnsw-ef-construct 100.")
+        if self.quantization not in (None, *QUANTIZATIONS):
+            raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
+                             fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
+
     def validate(self) -> None:
         if self.batch_size <= 0:
             raise InputError(f"--migration.batch-size must be positive (got {self.batch_size}).",
@@ -181,12 +202,7 @@ class MigrationOptions(SourceConfig, TargetConfig, StateConfig, CollectionConfig
         if self.num_workers < 0:
             raise InputError(f"--migration.num-workers must be positive (got {self.num_workers}).",
                              fix="use 1 or more (0 means one per CPU core).")
-        if self.hnsw_m < 0 or self.hnsw_ef_construct <= 0:
-            raise InputError("--qdrant.hnsw-m must be >= 0 and --qdrant.hnsw-ef-construct > 0.",
-                             fix="use e.g. --qdrant.hnsw-m 16 --qdrant.hnsw-ef-construct 100.")
-        if self.quantization not in (None, "int8"):
-            raise InputError(f"--qdrant.quantization {self.quantization!r} is not supported.",
-                             fix="use --qdrant.quantization int8 (scalar quantization), or leave it out.")
+        self._validate_index_flags()
         for flag, value in (("--qdrant.shard-number", self.shard_number),
                             ("--qdrant.replication-factor", self.replication_factor)):
             if value is not None and value <= 0:

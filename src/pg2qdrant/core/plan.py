@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pg2qdrant.core.errors import InputError
-from pg2qdrant.core.options import (
+from pg2qdrant.core.options import (  # CollectionOptions: the targets and tests import it from here
+    DEFAULT_HNSW_EF_CONSTRUCT,
+    DEFAULT_HNSW_M,
     Bm25Options,
-    CollectionOptions,  # noqa: F401  (the targets and tests import it from here)
+    CollectionOptions,
 )
-from pg2qdrant.core.table import BIT_OID, Column, PgType, ServerInfo, TableInfo
+from pg2qdrant.core.table import BIT_OID, Column, PgType, ServerInfo, TableInfo, VectorIndex
 
 # --- distances ----------------------------------------------------------------------------
 
@@ -176,6 +178,21 @@ class ReadColumn:
 
 
 @dataclass(frozen=True)
+class IndexSettings:
+    """How Qdrant indexes one dense vector, each setting with where it came from (`inspect` shows
+    them): HNSW ``m`` and ``ef_construct``, quantization, and notes on pgvector indexes that have no
+    Qdrant equivalent (IVFFlat)."""
+
+    m: int
+    m_source: str
+    ef_construct: int
+    ef_construct_source: str
+    quantization: str | None  # None | "int8" (the flag) | "binary" (a binary_quantize(col) index)
+    quantization_source: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class VectorSpec:
     name: str  # named vector in Qdrant == column name
     column: str
@@ -187,6 +204,7 @@ class VectorSpec:
     declared: str
     read_index: int
     size_from_data: bool = False
+    index: IndexSettings | None = None  # dense vectors: HNSW and quantization (sparse: None)
 
     @property
     def is_sparse(self) -> bool:
@@ -309,6 +327,9 @@ class VectorConfig:
     datatype: str  # float32 | float16 | uint8 | sparse
     sparse: bool = False
     modifier: str | None = None  # sparse only: "idf" (BM25 vectors: Qdrant weighs each term by its IDF)
+    hnsw_m: int | None = None  # dense vectors: this vector's HNSW (see CollectionSpec.hnsw)
+    hnsw_ef_construct: int | None = None
+    quantization: str | None = None  # None | "int8" | "binary"
 
 
 @dataclass(frozen=True)
@@ -327,6 +348,37 @@ class CollectionSpec:
     @property
     def sparse_vectors(self) -> tuple[VectorConfig, ...]:
         return tuple(v for v in self.vectors if v.sparse)
+
+    @property
+    def hnsw(self) -> tuple[int, int]:
+        """The collection's HNSW (m, ef_construct): the one its dense vectors share, else the flags'
+        (or the defaults); a vector that differs gets its own (``vector_hnsw``)."""
+        shared = {(v.hnsw_m, v.hnsw_ef_construct) for v in self.dense_vectors}
+        if len(shared) == 1 and None not in next(iter(shared)):
+            return next(iter(shared))  # type: ignore[return-value]
+        o = self.options
+        return (DEFAULT_HNSW_M if o.hnsw_m is None else o.hnsw_m,
+                DEFAULT_HNSW_EF_CONSTRUCT if o.hnsw_ef_construct is None else o.hnsw_ef_construct)
+
+    def vector_hnsw(self, vector: VectorConfig) -> tuple[int, int] | None:
+        """A dense vector's own HNSW (m, ef_construct) where it differs from the collection's."""
+        own = (vector.hnsw_m, vector.hnsw_ef_construct)
+        return None if vector.sparse or None in own or own == self.hnsw else own  # type: ignore[return-value]
+
+    @property
+    def builds_hnsw(self) -> bool:
+        """Some vector has an HNSW index to build once loaded (m > 0)."""
+        return self.hnsw[0] > 0 or any((self.vector_hnsw(v) or (0, 0))[0] > 0 for v in self.dense_vectors)
+
+    @property
+    def quantization(self) -> str | None:
+        """The collection's quantization: the one its dense vectors share (else per vector)."""
+        shared = {v.quantization for v in self.dense_vectors}
+        return shared.pop() if len(shared) == 1 else None
+
+    def vector_quantization(self, vector: VectorConfig) -> str | None:
+        """A dense vector's own quantization where the collection has none for all."""
+        return None if vector.sparse or self.quantization is not None else vector.quantization
 
     def shape(self) -> CollectionShape:
         return CollectionShape(
@@ -365,10 +417,28 @@ class Plan:
         return tuple(v for v in self.vectors if v.is_sparse)
 
     def collection_spec(self, options: CollectionOptions | None = None) -> CollectionSpec:
-        """The collection this plan writes, for a target (``options``: how to create it)."""
-        vectors = tuple(VectorConfig(v.name, v.size, v.distance, v.datatype, v.is_sparse) for v in self.vectors)
+        """The collection this plan writes, for a target (``options``: how to create it; its flags
+        win over what the plan took from the pgvector indexes)."""
+        options = options or CollectionOptions()
+
+        def config(v: VectorSpec) -> VectorConfig:
+            if v.is_sparse or v.index is None:
+                return VectorConfig(v.name, v.size, v.distance, v.datatype, v.is_sparse)
+            i = v.index
+            return VectorConfig(
+                v.name, v.size, v.distance, v.datatype, False,
+                hnsw_m=i.m if options.hnsw_m is None else options.hnsw_m,
+                hnsw_ef_construct=i.ef_construct if options.hnsw_ef_construct is None else options.hnsw_ef_construct,
+                quantization=i.quantization if options.quantization is None else options.quantization)
+
+        vectors = tuple(config(v) for v in self.vectors)
         vectors += tuple(VectorConfig(b.name, None, None, "sparse", True, "idf") for b in self.bm25)
-        return CollectionSpec(self.collection, vectors, options or CollectionOptions())
+        return CollectionSpec(self.collection, vectors, options)
+
+    @property
+    def index_notes(self) -> tuple[str, ...]:
+        """What the plan says of the pgvector indexes (IVFFlat has no Qdrant equivalent, ...)."""
+        return tuple(n for v in self.vectors if v.index for n in v.index.notes)
 
     def with_vector_size(self, name: str, size: int) -> Plan:
         vectors = tuple(
@@ -502,11 +572,14 @@ def build_plan(
     id_mode: str = "native",
     payload_index_flags: list[str] | None = None,
     auto_payload_index: bool = True,
+    index_flags: CollectionOptions | None = None,
 ) -> Plan:
     """Decide the whole mapping from catalog facts and options (raises InputError).
 
     ``key_source`` and ``distance_source`` say who named the key columns and the distances (the
-    flags, a layout, the demo): the plan shows it, and errors name it."""
+    flags, a layout, the demo): the plan shows it, and errors name it. ``index_flags``: the
+    --qdrant.hnsw-m, --qdrant.hnsw-ef-construct and --qdrant.quantization given (None: not given),
+    which win over the pgvector indexes."""
     if not collection or not collection.strip():
         raise InputError("--qdrant.collection is empty.", fix="name the target collection.")
     if id_mode not in ID_MODES:
@@ -523,7 +596,9 @@ def build_plan(
     reads = _Reads()
     # Key first: its reads come first in every row.
     key = _key_spec(table, key_columns, key_source, id_mode, reads)
-    vectors = [_vector_spec(col, table, overrides, distance_source, reads, warnings) for col in vector_columns]
+    flags = index_flags or CollectionOptions()
+    vectors = [_vector_spec(col, table, overrides, distance_source, reads, warnings, flags)
+               for col in vector_columns]
     payload = []
     for col in chosen:
         if _vector_kind(col) is None:
@@ -598,7 +673,7 @@ def _key_spec(table: TableInfo, key_columns: list[str], source: str, id_mode: st
 
 
 def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], overrides_by: str, reads: _Reads,
-                 warnings: list[str]) -> VectorSpec:
+                 warnings: list[str], flags: CollectionOptions) -> VectorSpec:
     kind = _vector_kind(col)
     assert kind is not None
     indexes = [i for i in table.vector_indexes if i.column == col.name]
@@ -609,7 +684,56 @@ def _vector_spec(col: Column, table: TableInfo, overrides: dict[str, str], overr
         distance_source=source, datatype=_DATATYPES[kind], declared=col.declared,
         read_index=reads.add(col, _vector_read(col)),
         size_from_data=(kind != VectorKind.SPARSE and size is None),
+        index=None if kind == VectorKind.SPARSE else index_settings(col.name, indexes, flags),
     )
+
+
+IVFFLAT_RECALL_NOTE = (
+    "Qdrant has no IVFFlat: the collection gets an HNSW index. If your recall baseline was measured "
+    "with IVFFlat (lower recall), Qdrant's HNSW may return better results: a difference from that "
+    "baseline can be an improvement, not a mismatch.")
+
+
+def index_settings(column: str, indexes: list[VectorIndex], flags: CollectionOptions) -> IndexSettings:
+    """A dense vector's HNSW and quantization: the flags, else its pgvector indexes, else the defaults.
+
+    HNSW ``m`` and ``ef_construct`` come from the column's HNSW index (one on the column itself, or a
+    cast of it, before one on ``binary_quantize(column)``): the settings it was built with, pgvector's
+    defaults (16, 64) where its WITH (...) gives none. An index on ``binary_quantize(column)`` asks for
+    binary quantization (Qdrant rescoring with the original vectors at query time)."""
+    hnsw = sorted((i for i in indexes if i.method == "hnsw"), key=lambda i: i.binary_quantized)
+    idx = hnsw[0] if hnsw else None
+
+    def hnsw_value(flag: int | None, flag_name: str, setting: str, default: int) -> tuple[int, str]:
+        if flag is not None:
+            return flag, flag_name
+        if idx is None:
+            return default, "default"
+        given = idx.option(setting)
+        value = idx.setting(setting)
+        assert value is not None
+        return value, f"from index {idx.name}" + ("" if given is not None else f" (pgvector's default {setting})")
+
+    m, m_source = hnsw_value(flags.hnsw_m, "--qdrant.hnsw-m", "m", DEFAULT_HNSW_M)
+    ef, ef_source = hnsw_value(flags.hnsw_ef_construct, "--qdrant.hnsw-ef-construct", "ef_construction",
+                               DEFAULT_HNSW_EF_CONSTRUCT)
+    binary = next((i for i in indexes if i.binary_quantized), None)
+    notes = []
+    if flags.quantization is not None:
+        quantization, q_source = flags.quantization, "--qdrant.quantization"
+        if binary is not None:
+            q_source += f" (wins over index {binary.name} on binary_quantize)"
+    elif binary is not None:
+        quantization, q_source = "binary", f"from index {binary.name} (binary_quantize({column}))"
+        notes.append(f"{column}: binary quantization (from index {binary.name}): search with rescore=true and "
+                     "oversampling (e.g. 2.0) in the query's params.quantization, as verify does, to re-rank "
+                     "with the original vectors as pgvector's binary_quantize queries do.")
+    else:
+        quantization, q_source = None, "none"
+    for i in indexes:
+        if i.method == "ivfflat":
+            notes.append(f"{column}: index {i.name} is IVFFlat (lists={i.setting('lists')}). {IVFFLAT_RECALL_NOTE}")
+    return IndexSettings(m, m_source, ef, ef_source, quantization, q_source, tuple(notes))
 
 
 def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str, str], overrides_by: str,
@@ -630,13 +754,18 @@ def _distance(col: Column, kind: VectorKind, indexes: list, overrides: dict[str,
         return None, "sparse vectors are scored by dot product in Qdrant"
     if col.name in overrides:
         return overrides[col.name], overrides_by
+    # An index on binary_quantize(col) searches the bits by Hamming distance: it says nothing of
+    # the distance of the vectors themselves (pgvector's README re-ranks its results with <=>).
+    binary = [i.name for i in indexes if i.binary_quantized]
+    indexes = [i for i in indexes if not i.binary_quantized]
     if indexes:
         return _distance_of_indexes(col, kind, indexes, warnings)
     if kind == VectorKind.BIT:
         return "Manhattan", "bit vectors: Manhattan on 0/1 equals Hamming distance"
     warnings.append(
-        f"{col.name}: no HNSW or IVFFlat index tells which distance you search with; using Cosine. "
-        f"Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
+        f"{col.name}: no HNSW or IVFFlat index tells which distance you search with"
+        + (f" (index {binary[0]} on binary_quantize({col.name}) compares bits, not the vectors)" if binary else "")
+        + f"; using Cosine. Pass --qdrant.distance-metric {col.name}=dot|euclid|manhattan|cosine to choose.")
     return "Cosine", "default (no HNSW/IVFFlat index on the column)"
 
 

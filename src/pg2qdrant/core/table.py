@@ -36,14 +36,41 @@ class Column:
     not_null: bool
 
 
+#: What pgvector builds an index with when its WITH (...) leaves a setting out (pgvector's README:
+#: HNSW ``m`` 16 and ``ef_construction`` 64, IVFFlat ``lists`` 100).
+PGVECTOR_INDEX_DEFAULTS = {"m": 16, "ef_construction": 64, "lists": 100}
+
+
 @dataclass(frozen=True)
 class VectorIndex:
-    """An HNSW or IVFFlat index whose operator class names the distance the user searched with."""
+    """An HNSW or IVFFlat index whose operator class names the distance the user searched with.
+
+    ``expression`` is the indexed expression when it is not the bare column (e.g.
+    ``binary_quantize(embedding)::bit(3)`` or ``(embedding)::halfvec(3)``); ``options`` the
+    index's reloptions as written in ``WITH (...)`` (only the settings the user gave: see
+    ``setting`` for pgvector's defaults)."""
 
     name: str
     column: str
-    method: str
+    method: str  # hnsw | ivfflat
     opclass: str
+    expression: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def binary_quantized(self) -> bool:
+        """An index on ``binary_quantize(column)``: pgvector's binary quantization of the column."""
+        return self.expression is not None and self.expression.lstrip("(").startswith("binary_quantize(")
+
+    def option(self, name: str) -> int | None:
+        """A setting given in ``WITH (...)`` (None: not given)."""
+        value = dict(self.options).get(name)
+        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+    def setting(self, name: str) -> int | None:
+        """The value the index was built with: the one given, else pgvector's default."""
+        given = self.option(name)
+        return given if given is not None else PGVECTOR_INDEX_DEFAULTS.get(name)
 
 
 class _Relation:

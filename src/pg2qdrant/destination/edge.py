@@ -3,7 +3,7 @@
 ``edge:DIR`` with ``--qdrant.collection NAME`` writes the shard ``DIR/NAME``, so one
 folder can hold several collections like a Qdrant storage directory. The same
 plan, mapping and checks apply as for a server; HNSW building is deferred to
-the end of the load (built by ``optimize()``) unless ``--qdrant.hnsw-m 0``.
+the end of the load (built by ``optimize()``) unless every vector's m is 0 (``--qdrant.hnsw-m 0``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from pg2qdrant.core.errors import InputError, TargetError
 from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.options import RESCORE_OVERSAMPLING
 from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination.address import TargetAddress
@@ -37,6 +38,16 @@ _DATATYPES = {"float32": "Float32", "float16": "Float16", "uint8": "Uint8"}
 _PAYLOAD_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool",
                   "datetime": "Datetime", "uuid": "Uuid", "text": "Text", "geo": "Geo",
                   TENANT_INDEX: "Keyword"}  # is_tenant is a server-side storage hint
+
+
+def _quantization(kind: str | None):
+    """Edge's quantization config, as the qdrant-client target's (``int8`` or ``binary``)."""
+    edge = _edge()
+    if kind == "int8":
+        return edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, always_ram=True)
+    if kind == "binary":
+        return edge.BinaryQuantizationConfig(always_ram=True)
+    return None
 
 
 class EdgeTarget:
@@ -90,29 +101,34 @@ class EdgeTarget:
                                                                    if str((sp or {}).get("modifier", "")).lower() == "idf"))
 
     @staticmethod
-    def _config(spec: CollectionSpec, *, hnsw_m: int, optimizers=None):
-        """The shard's configuration for the collection, with the given HNSW m."""
+    def _config(spec: CollectionSpec, *, build: bool, optimizers=None):
+        """The shard's configuration for the collection: HNSW as planned (``build``) or with every
+        m at 0 (no index while loading), quantization as planned."""
         edge = _edge()
         options = spec.options
+
+        def hnsw(m: int, ef: int):
+            return edge.HnswIndexConfig(m=m if build else 0, ef_construct=ef, full_scan_threshold=10000)
+
         vectors = {
             v.name: edge.EdgeVectorParams(
                 size=v.size, distance=getattr(edge.Distance, v.distance),
-                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk)
+                datatype=getattr(edge.VectorStorageDatatype, _DATATYPES[v.datatype]), on_disk=options.on_disk,
+                hnsw_config=None if (own := spec.vector_hnsw(v)) is None else hnsw(*own),
+                quantization_config=_quantization(spec.vector_quantization(v)))
             for v in spec.dense_vectors
         }
         sparse = {v.name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if v.modifier == "idf" else None)
                   for v in spec.sparse_vectors}
         return edge.EdgeConfig(
-            vectors=vectors or None, sparse_vectors=sparse or None,
-            hnsw_config=edge.HnswIndexConfig(m=hnsw_m, ef_construct=options.hnsw_ef_construct,
-                                             full_scan_threshold=10000),
-            optimizers=optimizers,
+            vectors=vectors or None, sparse_vectors=sparse or None, hnsw_config=hnsw(*spec.hnsw),
+            quantization_config=_quantization(spec.quantization), optimizers=optimizers,
         )
 
     def create_collection(self, spec: CollectionSpec) -> None:
         edge = _edge()
         # m=0: no HNSW while loading; finish_load() builds it once, at the end.
-        config = self._config(spec, hnsw_m=0)
+        config = self._config(spec, build=False)
         path = self.path(spec.name)
         try:
             shard = edge.EdgeShard.create(str(path), config)
@@ -127,15 +143,14 @@ class EdgeTarget:
         """Build HNSW now that every point is in (skipped for an existing shard or m=0)."""
         shard = self.shard(spec.name)
         shard.flush()
-        if not created or spec.options.hnsw_m == 0:
+        if not created or not spec.builds_hnsw:
             return
         edge = _edge()
         shard.close()
         del self._shards[spec.name]
         # Index every segment, however small (the default threshold would leave small
         # collections unindexed).
-        config = self._config(spec, hnsw_m=spec.options.hnsw_m,
-                              optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
+        config = self._config(spec, build=True, optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1))
         shard = edge.EdgeShard.load(str(self.path(spec.name)), config)
         self._shards[spec.name] = shard
         shard.optimize()
@@ -214,7 +229,8 @@ class EdgeTarget:
             query = [float(x) for x in query]
         hits = self.shard(collection).query(edge.QueryRequest(
             limit=limit, query=edge.Query.Nearest(query, using=vector_name or None), with_payload=False,
-            params=edge.SearchParams(exact=exact)))
+            params=edge.SearchParams(exact=exact, quantization=None if exact else edge.QuantizationSearchParams(
+                rescore=True, oversampling=RESCORE_OVERSAMPLING))))
         return [(h.id, h.score) for h in hits]
 
     def index_status(self, collection: str) -> tuple[int, int, bool]:

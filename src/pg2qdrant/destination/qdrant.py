@@ -15,6 +15,7 @@ from pg2qdrant.core import redaction
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.mapping.batch import PointBatch
 from pg2qdrant.core.mapping.vectors import SparseValue
+from pg2qdrant.core.options import RESCORE_OVERSAMPLING
 from pg2qdrant.core.plan import TENANT_INDEX, CollectionShape, CollectionSpec
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import operations as ops
@@ -31,6 +32,17 @@ from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_
     translate_error,
     wire_for,
 )
+
+
+def _quantization(kind: str | None):
+    """Qdrant's quantization config: ``int8`` (--qdrant.quantization) or ``binary`` (a
+    binary_quantize(col) index; searches rescore with the original vectors)."""
+    if kind == "int8":
+        return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, always_ram=True))
+    if kind == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    return None
 
 
 def _shape_of(info: models.CollectionInfo) -> CollectionShape:
@@ -127,16 +139,23 @@ class QdrantTarget(Retrying):
         return _shape_of(self.call("read the collection", lambda: self.client.get_collection(collection)))
 
     def create_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection. A server builds HNSW while loading: every m is 0 until
+        ``finish_load`` (per-vector HNSW too). Local mode has no HNSW and keeps no collection-wide
+        HNSW or quantization (it reports Qdrant's defaults): there each vector records its own."""
         options = spec.options
-        quantization = None
-        if options.quantization == "int8":
-            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-                type=models.ScalarType.INT8, always_ram=True))
-        vectors = {
-            v.name: models.VectorParams(size=v.size, distance=models.Distance(v.distance),
-                                        datatype=models.Datatype(v.datatype), on_disk=options.on_disk)
-            for v in spec.dense_vectors
-        }
+        defer = self.capabilities.hnsw
+        m, ef = spec.hnsw
+
+        def vector(v) -> models.VectorParams:
+            own = spec.vector_hnsw(v) if defer else (v.hnsw_m, v.hnsw_ef_construct)
+            quantization = spec.vector_quantization(v) if defer else v.quantization
+            return models.VectorParams(
+                size=v.size, distance=models.Distance(v.distance), datatype=models.Datatype(v.datatype),
+                on_disk=options.on_disk, quantization_config=_quantization(quantization),
+                hnsw_config=None if own is None else models.HnswConfigDiff(m=0 if defer else own[0],
+                                                                           ef_construct=own[1]))
+
+        vectors = {v.name: vector(v) for v in spec.dense_vectors}
         sparse = {v.name: models.SparseVectorParams(index=models.SparseIndexParams(on_disk=options.on_disk),
                                                     modifier=models.Modifier.IDF if v.modifier == "idf" else None)
                   for v in spec.sparse_vectors}
@@ -145,8 +164,8 @@ class QdrantTarget(Retrying):
         self.call("create the collection", lambda: self.client.create_collection(
             spec.name, vectors_config=vectors, sparse_vectors_config=sparse or None,
             # m=0 defers HNSW building until every point is in (finish_load restores m).
-            hnsw_config=models.HnswConfigDiff(m=0, ef_construct=options.hnsw_ef_construct),
-            quantization_config=quantization, shard_number=options.shard_number,
+            hnsw_config=models.HnswConfigDiff(m=0 if defer else m, ef_construct=ef),
+            quantization_config=_quantization(spec.quantization), shard_number=options.shard_number,
             replication_factor=options.replication_factor))
         if not self.capabilities.payload_indexes:
             return
@@ -158,12 +177,15 @@ class QdrantTarget(Retrying):
                 spec.name, field_name=field, field_schema=schema, wait=True))
 
     def finish_load(self, spec: CollectionSpec, created: bool) -> None:
-        """Restore HNSW's m on a collection we created with m=0; Qdrant then builds the index."""
-        options = spec.options
-        if created and options.hnsw_m > 0:
-            self.call("enable HNSW indexing", lambda: self.client.update_collection(
-                spec.name, hnsw_config=models.HnswConfigDiff(m=options.hnsw_m,
-                                                                   ef_construct=options.hnsw_ef_construct)))
+        """Restore HNSW's m (the collection's and each vector's own) on a collection a server loaded
+        with m=0; Qdrant then builds the index. Local mode was created with its values."""
+        if not (created and self.capabilities.hnsw and spec.builds_hnsw):
+            return
+        m, ef = spec.hnsw
+        own = {v.name: models.VectorParamsDiff(hnsw_config=models.HnswConfigDiff(m=h[0], ef_construct=h[1]))
+               for v in spec.dense_vectors if (h := spec.vector_hnsw(v)) is not None}
+        self.call("enable HNSW indexing", lambda: self.client.update_collection(
+            spec.name, hnsw_config=models.HnswConfigDiff(m=m, ef_construct=ef), vectors_config=own or None))
 
     def records(self, collection: str, namespace: str):
         """Small JSON records kept in the target itself (resume progress, sync markers)."""
@@ -246,8 +268,10 @@ class QdrantTarget(Retrying):
             query = _sparse(query.indices.tolist(), query.values.tolist())
         elif not isinstance(query, list):
             query = [float(x) for x in query]
-        # Without HNSW (local mode) every search is exhaustive (and search_params only warn).
-        params = models.SearchParams(exact=exact) if self.capabilities.hnsw else None
+        # Without HNSW (local mode) every search is exhaustive (and search_params only warn). A
+        # quantized collection re-ranks with the original vectors (Qdrant ignores this elsewhere).
+        params = models.SearchParams(exact=exact, quantization=None if exact else models.QuantizationSearchParams(
+            rescore=True, oversampling=RESCORE_OVERSAMPLING)) if self.capabilities.hnsw else None
         result = self.call("search", lambda: self.client.query_points(
             collection, query=query, using=vector_name or None, limit=limit, with_payload=False,
             search_params=params))

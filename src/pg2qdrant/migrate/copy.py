@@ -219,6 +219,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         else:
             for w in plan.warnings:
                 ui.warn(w)
+            for note in plan.index_notes:
+                ui.info(note)
         source_rows = session.source_rows
         if options.dry_run:
             ranges = plan_read_ranges(session.conn, plan, options.num_workers, options.range_rows)

@@ -60,7 +60,8 @@ def open_source(options: MigrationOptions, ui: UI, *, snapshot_id: str | None = 
                           key_source=options.key_source, columns=options.columns,
                           distance_overrides=options.distance_overrides, distance_source=options.distance_source,
                           id_mode=options.id_mode, payload_index_flags=options.payload_index,
-                          auto_payload_index=options.auto_payload_index)
+                          auto_payload_index=options.auto_payload_index,
+                          index_flags=options.collection_options(()))
         adapters.check_loadable(plan)
         plan = layouts.apply_options(
             plan, where=options.where and source_where.validate_where(conn, table, options.where),

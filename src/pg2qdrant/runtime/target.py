@@ -6,7 +6,7 @@ import os
 
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.options import CollectionOptions, StateConfig, TargetConfig
-from pg2qdrant.core.plan import Plan, check_shape
+from pg2qdrant.core.plan import CollectionSpec, Plan, check_shape, vector_label
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.address import TargetAddress, parse_target_url
@@ -40,7 +40,7 @@ def ensure_collection(target, plan: Plan, collection_options: CollectionOptions,
                 fix="create it first, or drop --migration.create-collection=false to let pg2qdrant create it.",
             )
         target.create_collection(spec)
-        ui.info(f"Created collection {plan.collection!r}: {check.expected.describe()}"
+        ui.info(f"Created collection {plan.collection!r}: {check.expected.describe()}; {_index_words(spec)}"
                 + (f"; payload indexes: {', '.join(f'{f} ({t})' for f, t in collection_options.payload_indexes)}"
                    if collection_options.payload_indexes else ""))
         return True
@@ -50,6 +50,20 @@ def ensure_collection(target, plan: Plan, collection_options: CollectionOptions,
             "match it (--qdrant.distance-metric column=metric, --pg.columns).")
     ui.info(f"Collection {plan.collection!r} exists and matches the plan; points are upserted by ID.")
     return False
+
+
+def _index_words(spec: CollectionSpec) -> str:
+    """The collection's HNSW and quantization, and each vector's own where it differs (`inspect`
+    says where each value came from)."""
+    m, ef = spec.hnsw
+    words = f"HNSW m={m} ef_construct={ef}" + (f", {spec.quantization} quantization" if spec.quantization else "")
+    for v in spec.dense_vectors:
+        own, quantization = spec.vector_hnsw(v), spec.vector_quantization(v)
+        if own or quantization:
+            words += (f" ({vector_label(v.name)}: " + ", ".join(
+                ([f"m={own[0]} ef_construct={own[1]}"] if own else [])
+                + ([f"{quantization} quantization"] if quantization else [])) + ")")
+    return words
 
 
 def state_store(options: StateConfig, target) -> StateStore:

@@ -314,7 +314,9 @@ def _keys(conn: psycopg.Connection, oid: int) -> tuple[tuple[str, ...], tuple[tu
 
 
 def _vector_indexes(conn: psycopg.Connection, oid: int) -> tuple[VectorIndex, ...]:
-    """HNSW/IVFFlat indexes with the column they cover (through expressions too)."""
+    """HNSW/IVFFlat indexes with the column they cover (through expressions too: the expression,
+    e.g. ``binary_quantize(embedding)::bit(3)``, is kept), their operator class and their
+    reloptions (``m``, ``ef_construction``, ``lists``: only those given in ``WITH (...)``)."""
     rows = conn.execute(
         """
         SELECT ic.relname, am.amname, opc.opcname,
@@ -322,7 +324,9 @@ def _vector_indexes(conn: psycopg.Connection, oid: int) -> tuple[VectorIndex, ..
                         (SELECT a2.attname FROM pg_depend d
                          JOIN pg_attribute a2 ON a2.attrelid = d.refobjid AND a2.attnum = d.refobjsubid
                          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                           AND d.refobjid = i.indrelid AND d.refobjsubid > 0 LIMIT 1))
+                           AND d.refobjid = i.indrelid AND d.refobjsubid > 0 LIMIT 1)),
+               CASE WHEN i.indkey[0] = 0 THEN pg_get_indexdef(i.indexrelid, 1, true) END,
+               coalesce(ic.reloptions, '{}')
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_am am ON am.oid = ic.relam
@@ -333,7 +337,10 @@ def _vector_indexes(conn: psycopg.Connection, oid: int) -> tuple[VectorIndex, ..
         """,
         (oid,),
     ).fetchall()
-    return tuple(VectorIndex(name, col, method, opclass) for name, method, opclass, col in rows if col)
+    return tuple(
+        VectorIndex(name, col, method, opclass, expression,
+                    tuple(tuple(o.split("=", 1)) for o in reloptions if "=" in o))
+        for name, method, opclass, col, expression, reloptions in rows if col)
 
 
 def _btree_columns(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
