@@ -67,3 +67,21 @@ def test_a_strict_collection_that_cannot_get_the_tenant_index_stops_before_writi
         assert "'title'" in result.stderr and "max_payload_index_count (1)" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         assert not [r for r in q.seen() if r.op in WRITES or r.op == CREATE_COLLECTION]  # nothing written
+
+
+@pytest.mark.parametrize("front", ["grpc", "rest"])
+def test_a_refused_request_names_the_limit_and_the_flag(front):
+    from pg2qdrant.core.errors import InputError
+    from pg2qdrant.destination.address import parse_target_url
+    from pg2qdrant.destination.qdrant import QdrantTarget
+    with QdrantEndpoint() as q:
+        client = q.client()
+        client.create_collection("s", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT),
+                                 strict_mode_config=models.StrictModeConfig(enabled=True, upsert_max_batchsize=1))
+        target = QdrantTarget(parse_target_url(q.target_url(front)))
+        pts = [models.PointStruct(id=i, vector=[1.0, 0.5]) for i in range(2)]
+        with pytest.raises(InputError) as exc:  # sent as is (not through the Writer, which would bound it)
+            target.call("write points", lambda: target.client.upsert("s", pts))
+        assert "strict mode (upsert_max_batchsize)" in str(exc.value) and "--migration.batch-size" in exc.value.fix
+        assert target.points_per_request("s") == 1
+        target.close()
