@@ -60,8 +60,11 @@ class Collection:
             status=q.CollectionStatus.Green, optimizer_status=q.OptimizerStatus(ok=True),
             segments_count=1, points_count=len(self.ids), indexed_vectors_count=0,
             config=q.CollectionConfig(params=params, hnsw_config=hnsw,
-                                      optimizer_config=q.OptimizersConfigDiff(flush_interval_sec=5),
-                                      wal_config=q.WalConfigDiff(wal_capacity_mb=32)))
+                                      optimizer_config=q.OptimizersConfigDiff(
+                                          deleted_threshold=0.2, vacuum_min_vector_number=1000,
+                                          default_segment_number=0, indexing_threshold=10000,
+                                          flush_interval_sec=5),
+                                      wal_config=q.WalConfigDiff(wal_capacity_mb=32, wal_segments_ahead=0)))
 
 
 def _key(point_id: q.PointId):

@@ -322,3 +322,87 @@ def test_grpc_url_chooses_grpc_on_any_port():
     address = parse_target_url("grpcs://example.com")
     assert address.grpc and address.port == 6334 and address.https
     assert not parse_target_url("http://127.0.0.1:41234").grpc
+
+
+# -- strict mode (qdrant_endpoint/strict.py): refused as Qdrant refuses, over both fronts --------------
+STRICT = models.StrictModeConfig(enabled=True, unindexed_filtering_retrieve=False, unindexed_filtering_update=False,
+                                 upsert_max_batchsize=3, max_query_limit=10, max_payload_index_count=1)
+UNINDEXED = ('Index required but not found for "tag" of one of the following types: [keyword, uuid]. '
+             "Help: Create an index for this key or use a different filter.")
+
+
+def _refusal(call) -> tuple[int | str, str]:
+    """(HTTP status or gRPC code, Qdrant's message) of a refused call."""
+    try:
+        call()
+    except UnexpectedResponse as exc:
+        return exc.status_code, exc.structured()["status"]["error"]
+    except grpc.RpcError as exc:
+        return exc.code().name, exc.details()
+    raise AssertionError("the call was not refused")
+
+
+def test_strict_mode_refuses_like_qdrant(q, client):
+    bad = "INVALID_ARGUMENT" if client._client._prefer_grpc else 400
+    client.create_collection("s", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT),
+                             strict_mode_config=STRICT)
+    assert client.get_collection("s").config.strict_mode_config.upsert_max_batchsize == 3  # reported back
+    by_tag = models.Filter(must=[models.FieldCondition(key="tag", match=models.MatchValue(value="a"))])
+    pts = [models.PointStruct(id=i, vector=[1.0, 0.5], payload={"tag": "a"}) for i in range(4)]
+    assert _refusal(lambda: client.upsert("s", pts)) == (
+        bad, 'Bad request: Limit exceeded 4 > 3 for "upsert limit". Help: Reduce the "upsert limit" parameter to '
+             "or below 3.")
+    client.upsert("s", pts[:3])
+    for call in (lambda: client.delete("s", models.FilterSelector(filter=by_tag)),  # updates by filter
+                 lambda: client.set_payload("s", {"x": 1}, points=by_tag),
+                 lambda: client.count("s", count_filter=by_tag),  # retrieves with a filter
+                 lambda: client.scroll("s", scroll_filter=by_tag),
+                 lambda: client.query_points("s", query=[1.0, 0.0], query_filter=by_tag)):
+        assert _refusal(call) == (bad, f"Bad request: {UNINDEXED}")
+    assert _refusal(lambda: client.scroll("s", limit=11))[1].startswith('Bad request: Limit exceeded 11 > 10 for "limit"')
+    client.delete("s", models.FilterSelector(filter=models.Filter()))  # no key: nothing to index
+    client.create_payload_index("s", "tag", models.PayloadSchemaType.KEYWORD, wait=True)
+    client.upsert("s", pts[:3])
+    assert client.count("s", count_filter=by_tag).count == 3  # indexed now
+    client.delete("s", models.FilterSelector(filter=by_tag))
+    assert client.count("s").count == 0
+    assert _refusal(lambda: client.create_payload_index("s", "n", models.PayloadSchemaType.INTEGER, wait=True)) == (
+        bad, "Bad request: Collection already has the maximum number of payload indices (1). Help: Please delete "
+             "an existing index before creating a new one.")
+    client.update_collection("s", strict_mode_config=models.StrictModeConfig(enabled=False))
+    client.scroll("s", limit=100, scroll_filter=models.Filter(must=[models.FieldCondition(
+        key="other", match=models.MatchValue(value=1))]))  # strict mode off: allowed
+
+
+def test_strict_mode_write_rate_limit_answers_429_with_retry_after(q, client):
+    q.engine.default_strict_mode = models.StrictModeConfig(enabled=True, write_rate_limit=60)  # Cloud-like default
+    try:
+        client.create_collection("r", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+    finally:
+        q.engine.default_strict_mode = None
+    assert client.get_collection("r").config.strict_mode_config.write_rate_limit == 60
+    pt = [models.PointStruct(id=1, vector=[1.0, 0.5])]
+    q.collection("r").limiter.drain()
+    with pytest.raises(ResourceExhaustedResponse) as exc:
+        client.upsert("r", pt)
+    assert exc.value.retry_after_s == 1
+    assert "Write rate limit exceeded: Operation requires 1 tokens" in str(exc.value)
+    time.sleep(1.05)
+    client.upsert("r", pt)
+    big = [models.PointStruct(id=i, vector=[1.0, 0.5]) for i in range(61)]
+    # over the bucket's capacity: no Retry-After (no point in waiting); gRPC: RESOURCE_EXHAUSTED as such
+    assert _refusal_429(lambda: client.upsert("r", big)).endswith("please try to split your request")
+
+
+def _refusal_429(call) -> str:
+    try:
+        call()
+    except ResourceExhaustedResponse as exc:
+        return str(exc)
+    except UnexpectedResponse as exc:
+        assert exc.status_code == 429
+        return exc.structured()["status"]["error"]
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return exc.details()
+    raise AssertionError("the call was not refused")

@@ -11,6 +11,11 @@ run pg2qdrant's server path, through the real qdrant-client, against this endpoi
   servicers (grpc_front.py) and the REST JSON routes qdrant-client calls (rest.py);
   both convert to qdrant-client's models, and convert.py alone turns those into Edge
   calls;
+* strict mode (strict.py): a collection's ``strict_mode_config`` (given at create or update,
+  or ``engine.default_strict_mode`` for collections created without one, as Qdrant Cloud
+  does; get collection reports it) is enforced when enabled, with Qdrant's words: unindexed
+  filtering refused for updates and retrieves, ``upsert_max_batchsize``, ``max_query_limit``,
+  ``max_payload_index_count`` and ``write_rate_limit`` (429 with Retry-After);
 * fault injection sits in front (faults.py): HTTP statuses and gRPC codes, Retry-After,
   dropped connections (a TCP proxy in front of gRPC cuts the call's connection),
   lost acknowledgements, slow answers, oversized requests, API keys, TLS.

@@ -22,6 +22,7 @@ import qdrant_edge as edge
 from qdrant_client import models
 
 from . import convert
+from . import strict as S
 
 DEFAULT_HNSW = models.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000, max_indexing_threads=0,
                                  on_disk=False)
@@ -33,10 +34,11 @@ DEFAULT_OPTIMIZERS = models.OptimizersConfig(deleted_threshold=0.2, vacuum_min_v
 class ApiError(Exception):
     """A request Qdrant would refuse: ``status`` is the HTTP status (the gRPC front maps it)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds (Retry-After / retry-after metadata), for a 429
 
 
 def not_found(name: str) -> ApiError:
@@ -70,10 +72,57 @@ class Collection:
     metadata: dict | None = None
     params: dict[str, Any] = field(default_factory=dict)  # shard_number, replication_factor, ...
     status: models.CollectionStatus = models.CollectionStatus.GREEN  # tests may set YELLOW
+    strict: models.StrictModeConfig | None = None  # strict_mode_config (strict.py enforces it when enabled)
+    limiter: S.RateLimiter | None = None  # the write rate limiter of strict mode's write_rate_limit
 
     @property
     def unnamed(self) -> bool:
         return "" in self.dense
+
+    @property
+    def strict_on(self) -> bool:
+        return self.strict is not None and bool(self.strict.enabled)
+
+    def set_strict_mode(self, config: models.StrictModeConfig | None) -> None:
+        self.strict = config
+        limit = config.write_rate_limit if config is not None and config.enabled else None
+        self.limiter = S.RateLimiter(limit) if limit else None
+
+    def indexed(self) -> dict[str, str]:
+        """Payload key -> index type (keyword, integer, ...), as "get collection" reports them."""
+        return {key: str(idx.data_type).rsplit(".", 1)[-1].lower()
+                for key, idx in self.shard.info().payload_schema.items()}
+
+    def check_read(self, flt: Any, limit: int | None = None) -> None:
+        """Strict mode's checks of a read (count, scroll, query): its limit and its filter."""
+        if not self.strict_on:
+            return
+        _strict(lambda: S.check_limit(limit, self.strict.max_query_limit, "limit"))
+        if self.strict.unindexed_filtering_retrieve is False:
+            _strict(lambda: S.check_filter(flt, self.indexed()))
+
+    def check_write(self, operation: Any) -> None:
+        """Strict mode's checks of one update operation: batch size, filter, write rate."""
+        if not self.strict_on:
+            return
+        points = None
+        if isinstance(operation, models.UpsertOperation):
+            points = len(points_of(operation.upsert))
+            _strict(lambda: S.check_limit(points, self.strict.upsert_max_batchsize, "upsert limit"))
+        elif isinstance(operation, models.UpdateVectorsOperation):
+            points = len(operation.update_vectors.points)
+            _strict(lambda: S.check_limit(points, self.strict.upsert_max_batchsize, "update limit"))
+        if self.strict.unindexed_filtering_update is False:
+            _strict(lambda: S.check_filter(S.update_filter(operation), self.indexed()))
+        if self.limiter is not None:
+            _strict(lambda: self.limiter.consume(S.write_cost(operation, points)))
+
+
+def _strict(check) -> None:
+    try:
+        check()
+    except S.StrictModeError as exc:
+        raise ApiError(exc.status, exc.message, exc.retry_after) from None
 
 
 class Engine:
@@ -85,6 +134,8 @@ class Engine:
         # True: HNSW is built (synchronously, when m > 0 is set) for segments of any size, so
         # small test collections are really indexed; False: Qdrant's indexing_threshold applies.
         self.index_every_segment = index_every_segment
+        # What a collection created without strict_mode_config gets (Qdrant Cloud: strict mode on).
+        self.default_strict_mode: models.StrictModeConfig | None = None
         self.collections: dict[str, Collection] = {}
         self.aliases: dict[str, str] = {}  # alias -> collection, as a server keeps them
         self.lock = threading.RLock()
@@ -182,8 +233,9 @@ class Engine:
                 raise _edge_error(exc) from None
             params = {k: getattr(req, k) for k in ("shard_number", "replication_factor", "write_consistency_factor",
                                                   "on_disk_payload", "sharding_method") if getattr(req, k) is not None}
-            self.collections[name] = Collection(name, path, shard, dense, sparse, hnsw, optimizers,
-                                                req.quantization_config, req.metadata, params)
+            coll = self.collections[name] = Collection(name, path, shard, dense, sparse, hnsw, optimizers,
+                                                       req.quantization_config, req.metadata, params)
+            coll.set_strict_mode(req.strict_mode_config or self.default_strict_mode)
         return True
 
     def update_collection(self, name: str, req: models.UpdateCollection) -> bool:
@@ -207,6 +259,9 @@ class Engine:
                 coll.metadata = {**(coll.metadata or {}), **req.metadata}
             if req.params is not None:
                 coll.params.update(_set(req.params))
+            if req.strict_mode_config is not None:
+                current = coll.strict or models.StrictModeConfig()
+                coll.set_strict_mode(current.model_copy(update=_set(req.strict_mode_config)))
             if req.hnsw_config is not None:
                 coll.hnsw = coll.hnsw.model_copy(update=_set(req.hnsw_config))
                 rebuild = True
@@ -254,7 +309,9 @@ class Engine:
                 config=models.CollectionConfig(
                     params=params, hnsw_config=coll.hnsw, optimizer_config=coll.optimizers,
                     wal_config=models.WalConfig(wal_capacity_mb=32, wal_segments_ahead=0),
-                    quantization_config=coll.quantization, metadata=coll.metadata),
+                    quantization_config=coll.quantization, metadata=coll.metadata,
+                    strict_mode_config=None if coll.strict is None else models.StrictModeConfigOutput(
+                        **coll.strict.model_dump())),
                 payload_schema=schema)
 
     # -- points --------------------------------------------------------------------------
@@ -264,6 +321,7 @@ class Engine:
         with self.lock:
             coll = self._get(name)
             for operation in operations:
+                coll.check_write(operation)
                 try:
                     for op in self._edge_operations(coll, operation):
                         coll.shard.update(op)
@@ -308,6 +366,11 @@ class Engine:
     def create_field_index(self, name: str, field_name: str, schema: Any, wait: bool = True) -> models.UpdateResult:
         with self.lock:
             coll = self._get(name)
+            if coll.strict_on and coll.strict.max_payload_index_count is not None \
+                    and len(coll.indexed()) >= coll.strict.max_payload_index_count:
+                n = coll.strict.max_payload_index_count
+                raise ApiError(400, f"Bad request: Collection already has the maximum number of payload indices ({n}). "
+                                    "Help: Please delete an existing index before creating a new one.")
             try:
                 coll.shard.update(edge.UpdateOperation.create_field_index(field_name, convert.payload_schema(schema)))
             except Exception as exc:
@@ -322,6 +385,7 @@ class Engine:
     def count(self, name: str, flt: models.Filter | None = None, exact: bool = True) -> int:
         with self.lock:
             coll = self._get(name)
+            coll.check_read(flt)
             return self._call(lambda: coll.shard.count(edge.CountRequest(filter=convert.filter_(flt), exact=True)))
 
     def retrieve(self, name: str, ids: list, with_payload: Any = True, with_vector: Any = False) -> list[models.Record]:
@@ -332,11 +396,13 @@ class Engine:
                 with_vector=convert.with_vector(with_vector)))
             return [convert.record(r, coll.unnamed) for r in records]
 
-    def scroll(self, name: str, req: models.ScrollRequest) -> tuple[list[models.Record], Any]:
+    def scroll(self, name: str, req: models.ScrollRequest, *, checked: bool = True) -> tuple[list[models.Record], Any]:
         with self.lock:
             coll = self._get(name)
             if req.order_by is not None:
                 raise convert.Unsupported("scroll with order_by")
+            if checked:
+                coll.check_read(req.filter, req.limit or 10)
             records, nxt = self._call(lambda: coll.shard.scroll(edge.ScrollRequest(
                 offset=None if req.offset is None else convert.point_id(req.offset), limit=req.limit or 10,
                 filter=convert.filter_(req.filter), with_payload=convert.with_payload(
@@ -348,6 +414,7 @@ class Engine:
     def query(self, name: str, req: models.QueryRequest) -> list[models.ScoredPoint]:
         with self.lock:
             coll = self._get(name)
+            coll.check_read(req.filter, req.limit or 10)
             prefetches = [self._prefetch(p) for p in _listed(req.prefetch)]
             if isinstance(req.query, models.FusionQuery):  # hybrid search: prefetch stages fused
                 return self._fused(coll, req, prefetches)
@@ -411,7 +478,7 @@ class Engine:
             req = models.ScrollRequest(limit=1000, with_payload=True, with_vector=True)
             out: dict[Any, models.Record] = {}
             while True:
-                records, nxt = self.scroll(name, req)
+                records, nxt = self.scroll(name, req, checked=False)  # the tests' view: no strict mode
                 out.update((r.id, r) for r in records)
                 if nxt is None:
                     return out

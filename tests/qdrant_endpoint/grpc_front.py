@@ -90,6 +90,7 @@ class Collections(pb.CollectionsServicer):
             shard_number=m.shard_number if m.HasField("shard_number") else None,
             replication_factor=m.replication_factor if m.HasField("replication_factor") else None,
             on_disk_payload=m.on_disk_payload if m.HasField("on_disk_payload") else None,
+            strict_mode_config=_opt(m, "strict_mode_config", G.convert_strict_mode_config),
             metadata=G.convert_payload(m.metadata) if len(m.metadata) else None)
         return pb.CollectionOperationResponse(result=self.e.create_collection(m.collection_name, req))
 
@@ -261,6 +262,8 @@ class Interceptor(grpc.ServerInterceptor):
         except ApiError as exc:
             if req.outcome == "pending":
                 req.outcome = "error"
+            if exc.retry_after is not None:
+                context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
             self._abort(req, context, F.GRPC_CODES.get(exc.status, "UNKNOWN"), exc.message)
         except convert.Unsupported as exc:
             req.outcome = "error"

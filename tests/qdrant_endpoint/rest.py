@@ -263,6 +263,7 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, req: F.SeenRequest, rt: Route, body: Any, query: dict, started: float,
                send: bool = True) -> tuple[int, bytes, str]:
         endpoint = self.server.endpoint
+        headers: dict[str, str] = {}
         if req.size > endpoint.max_request_bytes:
             req.outcome = "too_large"
             status, payload = endpoint.too_large_status, _error_body(
@@ -279,6 +280,8 @@ class Handler(BaseHTTPRequestHandler):
                     payload = {"result": jsonable(result), "status": "ok", "time": time.perf_counter() - started}
             except ApiError as exc:
                 status, payload = exc.status, _error_body(exc.message, started)
+                if exc.retry_after is not None:
+                    headers = {"Retry-After": str(exc.retry_after)}
             except convert.Unsupported as exc:
                 status, payload = 400, _error_body(f"qdrant test endpoint does not support {exc}", started)
             except Exception as exc:  # a bug in the endpoint: say so, as a 500
@@ -291,7 +294,7 @@ class Handler(BaseHTTPRequestHandler):
         if send:
             if req.outcome == "pending":
                 req.outcome = "ok" if status < 400 else "error"
-            self._send(req, status, data, ctype)
+            self._send(req, status, data, ctype, headers)
         return status, data, ctype
 
     def _act(self, req: F.SeenRequest, action: F.Action, rt: Route, body: Any, query: dict, started: float,

@@ -32,6 +32,32 @@ class Capabilities:
     encodes_wire: bool  # encode() turns a batch into its request bytes once; the writer sizes requests by them
 
 
+@dataclass(frozen=True)
+class StrictMode:
+    """A collection's strict-mode limits that bind what pg2qdrant sends (None: no limit), as the
+    server reports them (``config.strict_mode_config`` with ``enabled: true``), and the payload
+    indexes it has (field -> type)."""
+
+    upsert_max_batchsize: int | None = None
+    write_rate_limit: int | None = None  # per minute; a request costs its points
+    max_query_limit: int | None = None
+    max_payload_index_count: int | None = None
+    unindexed_filtering_update: bool = True
+    unindexed_filtering_retrieve: bool = True
+    indexed: tuple[tuple[str, str], ...] = ()
+
+    def points_per_request(self) -> int | None:
+        """The most points one write request may carry: the upsert limit, and the write rate
+        limit's bucket (a request costing more than it is refused, not delayed)."""
+        limits = [n for n in (self.upsert_max_batchsize, self.write_rate_limit) if n]
+        return min(limits) if limits else None
+
+    def limit_name(self) -> str:
+        if self.upsert_max_batchsize and self.upsert_max_batchsize == self.points_per_request():
+            return f"upsert_max_batchsize={self.upsert_max_batchsize}"
+        return f"write_rate_limit={self.write_rate_limit}/min"
+
+
 class Target(Protocol):
     """One Qdrant (server, local mode or Edge folder) holding collections."""
 
@@ -55,4 +81,5 @@ class Target(Protocol):
                exact: bool) -> list[tuple[Any, float]]: ...
     def index_status(self, collection: str) -> tuple[int, int, bool]: ...
     def delete_points(self, collection: str, ids: Iterable) -> None: ...
+    def strict_mode(self, collection: str) -> StrictMode | None: ...
     def close(self) -> None: ...

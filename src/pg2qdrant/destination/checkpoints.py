@@ -121,9 +121,12 @@ class CollectionRecords:
     def records(self) -> list[dict[str, Any]]:
         if not self.client.collection_exists(self.collection):
             return []
-        out, offset = [], None
+        out, offset, page = [], None, 100
+        strict = self.client.get_collection(self.collection).config.strict_mode_config
+        if strict is not None and strict.enabled and strict.max_query_limit:
+            page = min(page, strict.max_query_limit)  # strict mode refuses a longer page
         while True:
-            found, offset = self.client.scroll(self.collection, limit=100, offset=offset, with_payload=True)
+            found, offset = self.client.scroll(self.collection, limit=page, offset=offset, with_payload=True)
             out += [json.loads(r.payload["record"]) for r in found]
             if offset is None:
                 return out

@@ -240,6 +240,10 @@ class EdgeTarget:
     def delete_points(self, collection: str, ids: Iterable) -> None:
         self.shard(collection).update(_edge().UpdateOperation.delete_points(list(ids)))
 
+    def strict_mode(self, collection: str) -> None:
+        """Qdrant Edge has no strict mode."""
+        return None
+
     def close(self) -> None:
         for shard in self._shards.values():
             try:

@@ -21,6 +21,7 @@ from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import operations as ops
 from pg2qdrant.destination import wire
 from pg2qdrant.destination.address import TargetAddress
+from pg2qdrant.destination.base import StrictMode
 from pg2qdrant.destination.checkpoints import CollectionRecords
 from pg2qdrant.destination.grpc_writer import GrpcPointsWriter
 from pg2qdrant.destination.server import (  # noqa: F401  (TargetAddress, parse_target_url: imported from here too)
@@ -59,6 +60,19 @@ def _shape_of(info: models.CollectionInfo) -> CollectionShape:
                                                                if sp.modifier == models.Modifier.IDF))
 
 
+def _strict_of(info: models.CollectionInfo) -> StrictMode | None:
+    config = info.config.strict_mode_config
+    if config is None or not config.enabled:
+        return None
+    indexed = tuple(sorted((k, str(getattr(v.data_type, "value", v.data_type)))
+                           for k, v in (info.payload_schema or {}).items()))
+    return StrictMode(upsert_max_batchsize=config.upsert_max_batchsize, write_rate_limit=config.write_rate_limit,
+                      max_query_limit=config.max_query_limit, max_payload_index_count=config.max_payload_index_count,
+                      unindexed_filtering_update=config.unindexed_filtering_update is not False,
+                      unindexed_filtering_retrieve=config.unindexed_filtering_retrieve is not False,
+                      indexed=indexed)
+
+
 def _sparse(indices: list[int], values: list[float]) -> models.SparseVector:
     return models.SparseVector.model_construct(indices=indices, values=values)
 
@@ -89,6 +103,7 @@ class QdrantTarget(Retrying):
         self._grpc_points = GrpcPointsWriter(address, api_key=api_key, timeout=timeout, retry=self.retry) \
             if self.wire == wire.GRPC else None
         redaction.register(api_key)
+        self._strict: dict[str, StrictMode | None] = {}  # strict mode by collection, read once
         if address.kind == "memory":
             self.client = QdrantClient(location=":memory:")
         elif address.kind == "local":
@@ -169,12 +184,41 @@ class QdrantTarget(Retrying):
             replication_factor=options.replication_factor))
         if not self.capabilities.payload_indexes:
             return
-        for field, kind in options.payload_indexes:
+        self._strict.pop(spec.name, None)
+        strict = self.strict_mode(spec.name)  # the server's default for new collections (Qdrant Cloud: on)
+        cap = strict.max_payload_index_count if strict else None
+        if cap is not None and len(options.payload_indexes) > cap:
+            self.delete_collection(spec.name)  # just created, empty: a rerun starts clean
+            raise InputError(
+                f"The new collection {spec.name!r} allows {cap} payload indexes (strict mode's "
+                f"max_payload_index_count) and the plan has {len(options.payload_indexes)}: "
+                + ", ".join(f"{f} ({k})" for f, k in options.payload_indexes) + ". Nothing was written.",
+                fix="leave out the indexes mirrored from PostgreSQL (--qdrant.auto-payload-index false) or some "
+                    "--qdrant.payload-index flags, or raise the collection default's max_payload_index_count.")
+        self.create_payload_indexes(spec.name, options.payload_indexes)
+
+    def create_payload_indexes(self, collection: str, indexes) -> None:
+        for field, kind in indexes:
             # "tenant": one collection for many tenants (Qdrant's multitenancy guide: is_tenant=true).
             schema = (models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
                       if kind == TENANT_INDEX else models.PayloadSchemaType(kind))
             self.call(f"create the payload index on {field}", lambda field=field, schema=schema: self.client.create_payload_index(
-                spec.name, field_name=field, field_schema=schema, wait=True))
+                collection, field_name=field, field_schema=schema, wait=True))
+        self._strict.pop(collection, None)  # its indexes changed
+
+    def strict_mode(self, collection: str) -> StrictMode | None:
+        """The collection's strict-mode limits (None: off, or no such collection), read once."""
+        if collection not in self._strict:
+            self._strict[collection] = None
+            if self.address.kind == "server" and self.call(
+                    "check the collection", lambda: self.client.collection_exists(collection)):
+                info = self.call("read the collection", lambda: self.client.get_collection(collection))
+                self._strict[collection] = _strict_of(info)
+        return self._strict[collection]
+
+    def points_per_request(self, collection: str) -> int | None:
+        strict = self.strict_mode(collection)
+        return strict.points_per_request() if strict else None
 
     def finish_load(self, spec: CollectionSpec, created: bool) -> None:
         """Restore HNSW's m (the collection's and each vector's own) on a collection a server loaded
@@ -192,6 +236,7 @@ class QdrantTarget(Retrying):
         return _RetryingRecords(CollectionRecords(self.client, collection, namespace), self)
 
     def delete_collection(self, collection: str) -> None:
+        self._strict.pop(collection, None)
         self.call("delete the collection", lambda: self.client.delete_collection(collection))
 
     # -- aliases (destination/aliases.py) -------------------------------------------------
@@ -244,6 +289,9 @@ class QdrantTarget(Retrying):
 
     def scroll(self, collection: str, *, batch: int = 1000, with_vectors: bool = False,
                with_payload: bool | list[str] = True) -> Iterator[models.Record]:
+        strict = self.strict_mode(collection)
+        if strict and strict.max_query_limit:
+            batch = min(batch, strict.max_query_limit)  # a longer page is refused
         offset = None
         while True:
             records, offset = self.call("read points", lambda offset=offset: self.client.scroll(

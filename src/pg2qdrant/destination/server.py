@@ -182,12 +182,43 @@ def server_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# Strict mode's refusals (Qdrant's lib/collection/src/operations/verification): (words of the
+# message, the limit it hit, the fix).
+_STRICT_REFUSALS = (
+    ('"upsert limit"', "upsert_max_batchsize", "lower --migration.batch-size to the limit above (pg2qdrant "
+                                               "lowers it by itself when it can read the collection's strict mode)."),
+    ('"update limit"', "upsert_max_batchsize", "lower --migration.batch-size to the limit above."),
+    ('for "limit"', "max_query_limit", "raise the collection's strict_mode_config.max_query_limit, or lower the "
+                                       "number of results asked for (verify: --verify.k)."),
+    ("Index required but not found", "unindexed_filtering_update/retrieve",
+     "create the payload index it names (--qdrant.payload-index COLUMN:TYPE, or PUT /collections/NAME/index), "
+     "or allow unindexed filtering in the collection's strict_mode_config."),
+    ("maximum number of payload indices", "max_payload_index_count",
+     "delete an unused payload index, raise the collection's strict_mode_config.max_payload_index_count, or "
+     "create fewer (--qdrant.auto-payload-index false, fewer --qdrant.payload-index)."),
+    ("larger than rate limiter capacity", "write_rate_limit",
+     "lower --migration.batch-size below the collection's write_rate_limit (points per minute)."),
+)
+
+
+def strict_mode_refusal(text: str) -> tuple[str, str] | None:
+    """(the strict-mode limit, its fix) when ``text`` is a strict-mode refusal; None otherwise."""
+    for words, limit, fix in _STRICT_REFUSALS:
+        if words in text:
+            return limit, fix
+    return None
+
+
 def translate_error(exc: Exception, what: str, address: TargetAddress) -> Exception:
     """Turn a qdrant-client/httpx/grpc exception into our error with the fix in it."""
     where = address.display()
     text = redaction.redact(server_message(exc)).strip()
     status = getattr(exc, "status_code", None)
     code = _grpc_code(exc)
+    strict = strict_mode_refusal(text)
+    if strict is not None:
+        return InputError(f"Qdrant at {where} refused to {what}: the collection's strict mode ({strict[0]}): {text}",
+                          fix=strict[1])
     if status in (401, 403) or code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         return InputError(f"Qdrant at {where} rejected the request to {what} (HTTP {status or code}): {text}",
                           fix="check --qdrant.api-key (or QDRANT_API_KEY); it needs write access.")

@@ -42,7 +42,7 @@ class Writer:
                  on_written: Callable[[Any, int], None] | None = None):
         self.target = target
         self.collection = collection
-        self.batch_size = batch_size
+        self.batch_size = request_points(target, collection, batch_size)
         capabilities = target.capabilities
         self.max_bytes = capabilities.max_request_bytes
         # Points encoded once, requests sized by their bytes.
@@ -205,6 +205,13 @@ class Writer:
                 f.cancel()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def request_points(target: Any, collection: str, batch_size: int) -> int:
+    """Points per request: ``batch_size``, or fewer where the collection's strict mode allows fewer
+    (runtime.target says so once)."""
+    limit = getattr(target, "points_per_request", lambda c: None)(collection)
+    return min(batch_size, limit) if limit else batch_size
 
 
 def _points_of(request: list[ops.Operation]) -> frozenset[PointId] | None:

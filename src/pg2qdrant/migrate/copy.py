@@ -18,7 +18,7 @@ from pg2qdrant.core.plan import Plan, plan_fingerprint
 from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.checkpoints import MigrationState, StateStore, state_id_for
 from pg2qdrant.destination.server import wire_for
-from pg2qdrant.destination.writer import Writer
+from pg2qdrant.destination.writer import Writer, request_points
 from pg2qdrant.migrate.workers import DryRunTarget, ReaderPool, ReaderSpec, SharedReaders, TableReads, WriteSpec
 from pg2qdrant.runtime.session import SourceSession, open_source
 from pg2qdrant.runtime.target import (
@@ -27,6 +27,7 @@ from pg2qdrant.runtime.target import (
     ensure_collection,
     source_identity,
     state_store,
+    strict_mode_indexes,
     target_identity,
     target_settings,
 )
@@ -237,6 +238,9 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
         exists = target.shape(plan.collection) is not None
         if not exists and not options.create_collection:  # stop before saved progress is judged or replaced
             ensure_collection(target, plan, options.collection_options(plan.payload_indexes), create=False, ui=ui)
+        if exists:  # strict mode's needs, proven before the state record is written
+            strict_mode_indexes(target, plan.collection_spec(options.collection_options(plan.payload_indexes)),
+                                create=False)
         state, _ = _load_or_start_state(session, plan, options, store, ui, target, target_identity(address),
                                         exists)
         if state.status == "complete":
@@ -254,7 +258,8 @@ def migrate(options: MigrationOptions, ui: UI, *, show_plan: bool = False,
             # Recorded before creating: a run killed right after creation still restores HNSW at the end.
             state.collection_created = True
             store.save(state)
-        ensure_collection(target, plan, collection_options, create=options.create_collection, ui=ui)
+        ensure_collection(target, plan, collection_options, create=options.create_collection, ui=ui,
+                          batch_size=options.batch_size)
         ranges = [ReadRange.from_json(r) for r in state.ranges]
         run = CopyRun(session, target, ranges, options, ui, state=state, store=store)
         written = run.execute(source_rows)
@@ -411,7 +416,9 @@ class CopyRun:
         workers_write = self.target is not None and not settings.in_process
         write = None
         if workers_write:
-            write = WriteSpec(settings, plan.collection, self.options.batch_size, self.options.batch_delay_ms / 1000.0)
+            write = WriteSpec(settings, plan.collection, request_points(self.target, plan.collection,
+                                                                        self.options.batch_size),
+                              self.options.batch_delay_ms / 1000.0)
         elif self.target is None:  # the dry run: the same requests, dropped
             dry = DryRunTarget(wire_for(settings.address), settings.capabilities.max_request_bytes)
             write = WriteSpec(dry, plan.collection, self.options.batch_size, 0.0)

@@ -6,7 +6,7 @@ import os
 
 from pg2qdrant.core.errors import InputError
 from pg2qdrant.core.options import CollectionOptions, StateConfig, TargetConfig
-from pg2qdrant.core.plan import CollectionSpec, Plan, check_shape, vector_label
+from pg2qdrant.core.plan import TENANT_INDEX, CollectionSpec, Plan, check_shape, vector_label
 from pg2qdrant.core.retry import RetryPolicy
 from pg2qdrant.destination import TargetSettings
 from pg2qdrant.destination.address import TargetAddress, parse_target_url
@@ -29,8 +29,59 @@ def connect_target(options: TargetConfig, address: TargetAddress | None = None, 
     return settings.open()
 
 
-def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
-    """Create the collection, or prove the existing one fits the plan. True when created."""
+def ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI,
+                      batch_size: int | None = None) -> bool:
+    """Create the collection, or prove the existing one fits the plan (and meets its strict mode:
+    strict_mode_indexes). True when created. ``batch_size``: said to be lowered where strict mode
+    allows fewer points per request."""
+    created = _ensure_collection(target, plan, collection_options, create=create, ui=ui)
+    spec = plan.collection_spec(collection_options)
+    if not created:
+        strict_mode_indexes(target, spec, create=True, ui=ui)
+    strict = _strict(target, spec.name)
+    limit = strict.points_per_request() if strict else None
+    if limit and batch_size and limit < batch_size:
+        ui.info(f"Batch size lowered to {limit} by the collection's strict mode ({strict.limit_name()}).")
+    return created
+
+
+def strict_mode_indexes(target, spec: CollectionSpec, *, create: bool, ui: UI | None = None) -> None:
+    """The payload indexes an existing collection in strict mode needs for this run, created first
+    (``create``) or proven creatable; else a stop before any write.
+
+    The run's own filtered requests are TRUNCATE's delete by an empty filter (no key, allowed by
+    strict mode) and none else (deletes, verify's and the state collection's reads go by id); what a
+    strict collection needs indexed is the tenant field (``--qdrant.tenant-column``), which every
+    tenant's search filters by."""
+    strict = _strict(target, spec.name)
+    if strict is None:
+        return
+    have = dict(strict.indexed)
+    missing = [(f, k) for f, k in spec.options.payload_indexes if k == TENANT_INDEX and f not in have]
+    if not missing:
+        return
+    field, _ = missing[0]
+    cap = strict.max_payload_index_count
+    if cap is not None and len(have) + len(missing) > cap:
+        raise InputError(
+            f"Collection {spec.name!r} is in strict mode and has no keyword index on {field!r}, the tenant field "
+            f"(--qdrant.tenant-column) that searches filter by; it cannot get one: it has {len(have)} payload "
+            f"indexes, the most its max_payload_index_count ({cap}) allows. Nothing was written.",
+            fix=f"delete an unused payload index of the collection (DELETE /collections/{spec.name}/index/NAME), "
+                "raise its strict_mode_config.max_payload_index_count, or write to a new collection "
+                "(--qdrant.collection).")
+    if create:
+        target.create_payload_indexes(spec.name, missing)
+        if ui is not None:
+            ui.info(f"Created the payload index the collection's strict mode needs: {field} (keyword, tenant).")
+
+
+def _strict(target, collection: str):
+    """The collection's strict mode (None: off, or a target without one)."""
+    return getattr(target, "strict_mode", lambda name: None)(collection)
+
+
+def _ensure_collection(target, plan: Plan, collection_options: CollectionOptions, *, create: bool, ui: UI) -> bool:
     spec = plan.collection_spec(collection_options)
     check = check_shape(spec, target.shape(spec.name))
     if not check.exists:

@@ -57,7 +57,7 @@ class PollSync(Runner):
                         "points whose rows are gone.")
         self.target = connect_target(options, address, ui)
         ensure_collection(self.target, plan, options.collection_options(plan.payload_indexes), create=options.create_collection,
-                          ui=ui)
+                          ui=ui, batch_size=options.batch_size)
         self.address = address
         self.writer = Writer(self.target, plan.collection, batch_size=options.batch_size)
         self.state = _StateStore(self.target, options,
