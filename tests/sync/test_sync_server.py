@@ -170,6 +170,7 @@ def test_poll_then_reconcile_over_grpc(sdb, cli):
         r = cli(*args)
         assert r.exit_code == 0, r.output
         assert assert_collection_is_table(q, sdb) == 100
+        assert q.info("c").config.hnsw_config.m == 16  # HNSW on (a collection created for loading has m=0)
         workload = Workload(sdb.url, seed=10, last_id=100)  # deletes, key changes, a TRUNCATE
         workload.run(1.5)
         r = cli(*args, "--sync.reconcile")

@@ -56,8 +56,12 @@ class PollSync(Runner):
                 ui.warn("poll mode does not see deletes (or key changes); add --sync.reconcile to remove "
                         "points whose rows are gone.")
         self.target = connect_target(options, address, ui)
-        ensure_collection(self.target, plan, options.collection_options(plan.payload_indexes), create=options.create_collection,
-                          ui=ui, batch_size=options.batch_size)
+        collection_options = options.collection_options(plan.payload_indexes)
+        if ensure_collection(self.target, plan, collection_options, create=options.create_collection, ui=ui,
+                             batch_size=options.batch_size):
+            # A server's collection is created without HNSW for loading (m=0); polls write as rows change
+            # and never end as a copy does, so HNSW is switched on at once (was: never, on a server).
+            self.target.finish_load(plan.collection_spec(collection_options), True)
         self.address = address
         self.writer = Writer(self.target, plan.collection, batch_size=options.batch_size)
         self.state = _StateStore(self.target, options,
