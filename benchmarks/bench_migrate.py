@@ -272,7 +272,7 @@ def child_ingest(spec: dict) -> dict:
     try:
         plan = session.plan
         target.check_reachable()
-        target.create_collection(plan, options.collection_options(plan.payload_indexes))  # the migration's shard config
+        target.create_collection(plan.collection_spec(options.collection_options(plan.payload_indexes)))  # as migrate
         shard = target.shard(COLLECTION)
         upsert = edge.UpdateOperation.upsert_points
         conn = connect.connect(spec["url"], autocommit=True)
@@ -335,14 +335,15 @@ def child_hnsw(spec: dict) -> dict:
     try:
         plan = session.plan
         started = time.perf_counter()
-        target.finish_load(plan, options.collection_options(plan.payload_indexes), True)
+        spec = plan.collection_spec(options.collection_options(plan.payload_indexes))
+        target.finish_load(spec, True)
         seconds = time.perf_counter() - started
         info = target.shard(COLLECTION).info()
     finally:
         target.close()
         session.close()
     return {"rows": info.indexed_vectors_count, "seconds": seconds, "points": info.points_count,
-            "hnsw_m": options.hnsw_m}
+            "hnsw_m": spec.hnsw[0]}
 
 
 def naive_into_edge(url: str, table: str, path: str, dim: int, *, binary: bool = False) -> int:
