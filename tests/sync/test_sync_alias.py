@@ -64,3 +64,24 @@ def test_after_the_switch_changes_stream_into_the_version_the_alias_points_to(sd
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}
     assert client.count("items").count == 17 and client.count("items_v1").count == 20
     assert client.retrieve("items", [10])[0].payload["title"] == "after the switch"
+
+
+def test_a_gate_failed_by_changes_after_the_catch_up_catches_up_again_and_passes(sdb, tmp_path, cli, open_qdrant):
+    """--then-sync: rows keep changing while the gate reads them. A row deleted after the catch-up fails the
+    first verification; sync catches up once more, the second passes, and the alias switches."""
+    from pg2qdrant.migrate import alias as alias_flow
+    url = f"local:{tmp_path / 'q'}"
+    with sdb.connect() as conn:
+        create_items(conn, 30)
+    alias_flow.after_copy_hook = lambda plan: sdb.execute("DELETE FROM items WHERE id = 7")
+    try:
+        r = cli("migrate", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url", url, "--qdrant.alias", "items",
+                "--migration.num-workers", "1", "--verify.queries", "3", "--then-sync", "--sync.slot", slot_of(sdb),
+                "--sync.once")
+    finally:
+        alias_flow.after_copy_hook = None
+    assert r.exit_code == 0, r.output
+    assert "catching up again and verifying again (attempt 2 of 3)" in r.output
+    client = open_qdrant(tmp_path / "q")
+    assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v1"}
+    assert client.count("items").count == 29

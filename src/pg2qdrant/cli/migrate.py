@@ -91,6 +91,9 @@ def _migrate_command(name: str, hidden: bool = False):
     return help_layout(command, MIGRATE_HIDDEN)
 
 
+GATE_TRIES = 3  # --qdrant.alias --then-sync: verifications (each after a catch-up) before giving up
+
+
 def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
     """--qdrant.alias: copy into the next version, verify it (the gate, with the --verify.* flags), then
     switch the alias (migrate/alias.py). With --then-sync the version first catches up from its own slot
@@ -106,9 +109,9 @@ def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
     version = plan.options(options)
     sync_options = sync_options_from(kw) if kw["then_sync"] else None
     run = TableRun(plan.alias, None, verified=True)
+    from pg2qdrant.sync import run_sync
     try:
         if sync_options is not None:
-            from pg2qdrant.sync import run_sync
             once, sync_options.once = sync_options.once, True  # copy, then catch up with the slot, then stop
             run_sync(version, sync_options, ui, initial_copy=True, service=service)
             sync_options.once = once
@@ -121,9 +124,21 @@ def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
         ui.error(unproven(plan, "The copy did not finish.").render())
         raise exc
     after_copy(plan)
-    report = run_verify(version, build_verify_options(kw), ui)
-    if report.exit_code != 0:
-        raise unproven(plan, f"Verification of {plan.version!r} failed: the alias was not switched.")
+    # With --then-sync the table keeps changing while the gate reads it: a row changed since the catch-up
+    # differs from its point until sync applies it. So a failed gate catches up once more and verifies
+    # again (GATE_TRIES in all); a copy that is really wrong fails every time.
+    tries = GATE_TRIES if sync_options is not None else 1
+    for attempt in range(1, tries + 1):
+        if run_verify(version, build_verify_options(kw), ui).exit_code == 0:
+            break
+        if attempt == tries:
+            raise unproven(plan, f"Verification of {plan.version!r} failed"
+                                 + (f" {tries} times" if tries > 1 else "") + ": the alias was not switched.")
+        ui.warn(f"verification of {plan.version!r} failed; rows changed since the catch-up explain that until "
+                f"sync applies them: catching up again and verifying again (attempt {attempt + 1} of {tries}).")
+        once, sync_options.once = sync_options.once, True
+        run_sync(version, sync_options, ui, initial_copy=False, service=service)
+        sync_options.once = once
     switch(version, plan, ui)
     if sync_options is not None:
         ui.info(f"A sync that was serving the previous version ({plan.live or plan.alias!r}) keeps updating a "
