@@ -85,3 +85,44 @@ def test_a_gate_failed_by_changes_after_the_catch_up_catches_up_again_and_passes
     client = open_qdrant(tmp_path / "q")
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v1"}
     assert client.count("items").count == 29
+
+
+def test_a_stop_during_the_catch_up_ends_the_run_before_the_gate_and_drops_the_versions_slot(sdb, tmp_path):
+    """SIGTERM / Ctrl-C while the version catches up (sync's stop event set): a stopped catch-up returns like
+    one that caught up, so the run must check it: no gate, no switch, exit as interrupted, and the version's
+    own slot (a rerun copies into a new version) dropped."""
+    from pg2qdrant.cli.migrate import _VersionSync
+    from pg2qdrant.core.errors import Interrupted
+    from pg2qdrant.core.options import MigrationOptions
+    from pg2qdrant.migrate.alias import VersionPlan
+    from pg2qdrant.sync.options import SyncOptions
+    from pg2qdrant.ui import UI
+    with sdb.connect() as conn:
+        create_items(conn, 10)
+    version = MigrationOptions(pg_url=sdb.url, table="items", collection="items_v1",
+                               qdrant_url=f"local:{tmp_path / 'q'}", num_workers=1)
+    syncing = _VersionSync(version, SyncOptions(), UI(quiet=True), None, VersionPlan("items", "items_v1", None, False))
+    syncing.stop.set()  # as the signal handler does during the catch-up
+    slot = SyncOptions().names("items_v1")[0]
+    with pytest.raises(Interrupted) as stopped:
+        syncing.catch_up(initial_copy=True)
+    assert "Stopped before the version was verified: the alias was not switched." in stopped.value.message
+    assert f"replication slot {slot!r} was dropped" in stopped.value.message
+    assert sdb.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))[0][0] == 0
+
+
+def test_a_file_synced_through_one_slot_refuses_an_aliased_entry_with_the_fix(sdb, tmp_path, cli):
+    """`migrate --config FILE --then-sync` streams a file's tables through one slot; an entry with qdrant.alias
+    needs its own (per version): refused before anything is written, naming --only."""
+    with sdb.connect() as conn:
+        create_items(conn, 5)
+    sdb.execute("CREATE TABLE other (id int PRIMARY KEY, v vector(3))")
+    path = tmp_path / "m.toml"
+    path.write_text(f'"qdrant.url" = "local:{tmp_path / "q"}"\n\n[[table]]\nname = "items"\n"pg.table" = "items"\n'
+                    '"qdrant.alias" = "items"\n\n[[table]]\nname = "other"\n"pg.table" = "other"\n'
+                    '"qdrant.collection" = "other"\n')
+    r = cli("migrate", "--config", str(path), "--pg.url", sdb.url, "--then-sync", "--sync.once")
+    assert r.exit_code == 2, r.output
+    assert "qdrant.alias with --then-sync" in r.output and f"--config {path} --only items --then-sync" in r.output
+    assert sdb.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s", (sdb.name,))[0][0] == 0
+    assert not (tmp_path / "q").exists() or not list((tmp_path / "q").glob("collection/*"))

@@ -94,27 +94,23 @@ def _migrate_command(name: str, hidden: bool = False):
 GATE_TRIES = 3  # --qdrant.alias --then-sync: verifications (each after a catch-up) before giving up
 
 
-def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
+def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun] | None:
     """--qdrant.alias: copy into the next version, verify it (the gate, with the --verify.* flags), then
     switch the alias (migrate/alias.py). With --then-sync the version first catches up from its own slot
     (`--sync.once`), is verified, the alias switches, and the stream goes on into the version."""
     from pg2qdrant.core.errors import Pg2QdrantError
     from pg2qdrant.migrate.alias import after_copy, plan_version, switch, unproven
-    from pg2qdrant.verify.checks import run_verify
     if options.dry_run:
         from pg2qdrant.core.errors import InputError
         raise InputError("--qdrant.alias does not take --migration.dry-run (nothing would be switched).",
                          fix="leave out --migration.dry-run, or --qdrant.alias to dry-run into a collection.")
     plan = plan_version(options, ui)
     version = plan.options(options)
-    sync_options = sync_options_from(kw) if kw["then_sync"] else None
+    syncing = _VersionSync(version, sync_options_from(kw), ui, service, plan) if kw["then_sync"] else None
     run = TableRun(plan.alias, None, verified=True)
-    from pg2qdrant.sync import run_sync
     try:
-        if sync_options is not None:
-            once, sync_options.once = sync_options.once, True  # copy, then catch up with the slot, then stop
-            run_sync(version, sync_options, ui, initial_copy=True, service=service)
-            sync_options.once = once
+        if syncing is not None:
+            syncing.catch_up(initial_copy=True)  # copy from the slot's snapshot, then catch up with the slot
         else:
             from pg2qdrant.destination.address import parse_target_url
             from pg2qdrant.migrate.copy import migrate
@@ -124,28 +120,82 @@ def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun]:
         ui.error(unproven(plan, "The copy did not finish.").render())
         raise exc
     after_copy(plan)
-    # With --then-sync the table keeps changing while the gate reads it: a row changed since the catch-up
-    # differs from its point until sync applies it. So a failed gate catches up once more and verifies
-    # again (GATE_TRIES in all); a copy that is really wrong fails every time.
-    tries = GATE_TRIES if sync_options is not None else 1
+    _gate(version, kw, ui, plan, syncing)
+    switch(version, plan, ui)
+    if syncing is None:
+        return [run]
+    ui.info(f"A sync that was serving the previous version ({plan.live or plan.alias!r}) keeps updating a "
+            "collection no reader sees: stop it (and drop its slot with `pg2qdrant sync drop`).")
+    syncing.stream()
+    return None
+
+
+def _gate(version, kw: dict, ui: UI, plan, syncing: _VersionSync | None) -> None:
+    """Verify the version; with --then-sync the table keeps changing while the gate reads it (a row changed
+    since the catch-up differs from its point until sync applies it), so a failed gate catches up once more
+    and verifies again (GATE_TRIES in all): a copy that is really wrong fails every time."""
+    from pg2qdrant.migrate.alias import unproven
+    from pg2qdrant.verify.checks import run_verify
+    tries = GATE_TRIES if syncing is not None else 1
     for attempt in range(1, tries + 1):
         if run_verify(version, build_verify_options(kw), ui).exit_code == 0:
-            break
+            return
         if attempt == tries:
-            raise unproven(plan, f"Verification of {plan.version!r} failed"
-                                 + (f" {tries} times" if tries > 1 else "") + ": the alias was not switched.")
+            raise unproven(plan, f"Verification of {plan.version!r} failed" + (f" {tries} times" if tries > 1 else "")
+                           + ": the alias was not switched." + (syncing.slot_note() if syncing else ""))
         ui.warn(f"verification of {plan.version!r} failed; rows changed since the catch-up explain that until "
                 f"sync applies them: catching up again and verifying again (attempt {attempt + 1} of {tries}).")
-        once, sync_options.once = sync_options.once, True
-        run_sync(version, sync_options, ui, initial_copy=False, service=service)
-        sync_options.once = once
-    switch(version, plan, ui)
-    if sync_options is not None:
-        ui.info(f"A sync that was serving the previous version ({plan.live or plan.alias!r}) keeps updating a "
-                "collection no reader sees: stop it (and drop its slot with `pg2qdrant sync drop`).")
-        run_sync(version, sync_options, ui, initial_copy=False, service=service)
-        return None
-    return [run]
+        syncing.catch_up(initial_copy=False)
+
+
+class _VersionSync:
+    """--then-sync for a version: catch-ups (`--sync.once`) before the gate, then the stream. One stop event
+    for all: a SIGTERM or Ctrl-C during a catch-up ends the run before any gate or switch (a catch-up that
+    was stopped returns like one that caught up)."""
+
+    def __init__(self, version, sync_options, ui: UI, service, plan):
+        import threading
+        self.version, self.sync_options, self.ui, self.service, self.plan = version, sync_options, ui, service, plan
+        self.stop = threading.Event()
+
+    def catch_up(self, *, initial_copy: bool) -> None:
+        from pg2qdrant.core.errors import Interrupted
+        from pg2qdrant.migrate.alias import unproven
+        from pg2qdrant.sync import run_sync
+        once, self.sync_options.once = self.sync_options.once, True
+        try:
+            run_sync(self.version, self.sync_options, self.ui, initial_copy=initial_copy, service=self.service,
+                     stop=self.stop)
+        finally:
+            self.sync_options.once = once
+        if self.stop.is_set():
+            why = unproven(self.plan, "Stopped before the version was verified: the alias was not switched.")
+            raise Interrupted(why.message + self.slot_note(), fix=why.fix)
+
+    def stream(self) -> None:
+        from pg2qdrant.sync import run_sync
+        run_sync(self.version, self.sync_options, self.ui, initial_copy=False, service=self.service, stop=self.stop)
+
+    def slot_note(self) -> str:
+        """The version is left unproven and a rerun copies into a new one: the version's own slot would keep
+        WAL for nothing, so it is dropped (a --sync.slot the user named is only mentioned)."""
+        import time
+
+        from pg2qdrant.core.errors import InputError, Pg2QdrantError
+        from pg2qdrant.sync import sync_drop
+        slot = self.sync_options.names(self.version.collection)[0]
+        drop = f"`pg2qdrant sync drop --qdrant.collection {self.version.collection}` (same --pg.url"
+        if self.sync_options.slot:
+            return f" Replication slot {slot!r} stays and keeps WAL: {drop}, --sync.slot) removes it."
+        for _ in range(30):  # the stream's connection may hold the slot for a moment after it stopped
+            try:
+                sync_drop(self.version.pg_url, self.version.collection, self.sync_options, self.ui)
+                return f" The version's replication slot {slot!r} was dropped (a rerun copies from a new one)."
+            except InputError:
+                time.sleep(0.1)
+            except Pg2QdrantError:
+                break
+        return f" Replication slot {slot!r} could not be dropped yet and keeps WAL: {drop}) removes it."
 
 
 migrate_cmd = _migrate_command("migrate")
