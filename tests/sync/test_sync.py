@@ -557,3 +557,13 @@ def test_cdc_bm25_vectors_follow_their_text_like_a_fresh_migrate(sdb, tmp_path, 
     assert toasted  # stored out of line: the n-only update sent it as unchanged TOAST
     assert "body-bm25" not in expected[4][1] and "body-bm25" not in expected[8][1]
     assert "body-bm25" in expected[2][1] and "body-bm25" in expected[1][1]
+    # Restarted with other BM25 settings: every point is written again with them (no mixture of encodings).
+    german = [a if a != "english" else "german" for a in base]
+    r = cli(*german, "--sync.once")
+    assert r.exit_code == 0, r.output
+    assert "The --qdrant.bm25 settings differ from those 'c' was written with" in r.output
+    fresh_german = tmp_path / "fresh-german"
+    r = cli("migrate", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url", f"local:{fresh_german}",
+            "--qdrant.collection", "c", "--migration.num-workers", "1", *[a if a != "english" else "german" for a in bm25])
+    assert r.exit_code == 0, r.output
+    assert _points(tmp_path / "q") == _points(fresh_german) != expected

@@ -317,14 +317,20 @@ class CdcSync(Runner):
         if record is None:  # written by a version that did not record it: from now on
             self.remember_written_with(plan)
             return
-        if record.get("plan") == now:
+        before = {"bm25": {}, **record["plan"]}  # recorded before BM25 settings were: none then
+        if before == now:
             return
-        problem = schema_watch.unfollowable(record["plan"], now, self.options.columns)
+        problem = schema_watch.unfollowable(before, now, self.options.columns)
         if problem is not None:
             raise InputError(f"{plan.table.display} changed while sync was stopped in a way sync cannot follow: "
                              f"{problem}. Nothing was written.", fix=schema_watch.RECOPY_FIX)
-        self.ui.info(f"{plan.table.display} changed while sync was stopped (its columns or partitions): rewriting "
-                     f"every point of {plan.collection!r} as the table is now.")
+        if before["bm25"] != now["bm25"] and {k: v for k, v in before.items() if k != "bm25"} == \
+                {k: v for k, v in now.items() if k != "bm25"}:
+            self.ui.info(f"The --qdrant.bm25 settings differ from those {plan.collection!r} was written with: "
+                         "rewriting every point with the new ones.")
+        else:
+            self.ui.info(f"{plan.table.display} changed while sync was stopped (its columns or partitions): "
+                         f"rewriting every point of {plan.collection!r} as the table is now.")
         written = schema_watch.rewrite_points(self.options.pg_url, plan,
                                               Writer(self.target, plan.collection, batch_size=self.options.batch_size),
                                               row_mapper(plan))

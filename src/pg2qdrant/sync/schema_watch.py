@@ -250,7 +250,7 @@ def _as_rereads(batch: ChangeBatch) -> None:
 def descriptor(plan: Plan) -> dict:
     """What a collection's points are written with, as plain values (kept with sync's records, so that
     a change made while sync was stopped is found at the next start): the key, vectors and payload
-    mappings, and the table's shape."""
+    mappings, the table's shape, and the BM25 settings (a record from before them had none: "bm25" {})."""
     return {
         "key_columns": list(plan.key.columns),
         "key": repr((plan.key.kinds, tuple(plan.reads[i] for i in plan.key.read_indexes))),
@@ -258,6 +258,8 @@ def descriptor(plan: Plan) -> dict:
         "payload": {s.name: repr((s.column, s.declared, s.kind, s.array, plan.reads[s.read_index]))
                     for s in plan.payload},
         "shape": repr(plan_shape(plan)),
+        # --qdrant.bm25: other settings encode other vectors (a fresh migrate writes none of a mixture)
+        "bm25": {b.name: repr((b.column, b.options)) for b in plan.bm25},
     }
 
 
