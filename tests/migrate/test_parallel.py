@@ -240,6 +240,19 @@ def test_writer_applies_sync_operations_in_order_within_points_and_bytes():
     assert upserted == list(range(120)) + list(range(30))  # every point, in order
 
 
+def test_writer_cuts_a_large_delete_to_the_points_per_request():
+    """A DELETE of many rows is one DeletePoints: it is cut like upserts (strict mode's write rate limit
+    charges every point a request touches), in order, every id once."""
+    from pg2qdrant.destination import operations as ops
+    from pg2qdrant.destination.writer import Writer
+    target = _Target(max_bytes=None)
+    Writer(target, "c", batch_size=4).apply([ops.DeletePoints(tuple(range(10))), ops.SetPayload(3, {"t": "y"})])
+    assert [[type(op).__name__ for op in r] for r in target.requests] == [["DeletePoints"], ["DeletePoints"],
+                                                                         ["DeletePoints", "SetPayload"]]
+    assert [i for r in target.requests for op in r if isinstance(op, ops.DeletePoints) for i in op.ids] == \
+        list(range(10))
+
+
 class _SlowServer(_Target):
     """A server 30 ms away: each request's (start, end, points) is recorded; one may fail."""
 

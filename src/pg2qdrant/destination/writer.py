@@ -182,11 +182,16 @@ class Writer:
             yield request
 
     def _bounded(self, operations: list[ops.Operation]) -> Iterator[tuple[ops.Operation, int, int]]:
-        """(operation, points, estimated bytes), upserts cut to the bounds."""
+        """(operation, points, estimated bytes), upserts and deletes cut to the bounds (a delete counts its
+        ids: strict mode's write rate limit charges the points a request touches)."""
         for op in operations:
             if isinstance(op, ops.Upsert):
                 for part, b in self._slices(op.batch):
                     yield ops.Upsert(part), len(part), b
+            elif isinstance(op, ops.DeletePoints) and len(op.ids) > 1:
+                for start in range(0, len(op.ids), self.batch_size):
+                    part = ops.DeletePoints(op.ids[start:start + self.batch_size])
+                    yield part, len(part.ids), (ops.estimated_bytes(part) if self.max_bytes is not None else 0)
             else:
                 yield op, 1, (ops.estimated_bytes(op) if self.max_bytes is not None else 0)
 
