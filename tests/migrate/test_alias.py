@@ -6,13 +6,15 @@ meanwhile) and local mode (qdrant-client keeps aliases too); Edge has none.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
+from qdrant_client import models
 
 from helpers import create_items_table
 from pg2qdrant.migrate import alias as alias_flow
-from qdrant_endpoint import UPSERT, QdrantEndpoint, wrong_input
+from qdrant_endpoint import UPDATE_ALIASES, UPSERT, QdrantEndpoint, wrong_input
 
 pytestmark = [pytest.mark.one_server, pytest.mark.timeout(180)]
 
@@ -67,7 +69,7 @@ def test_remigrations_switch_only_after_verify_while_readers_query_the_alias(db,
             third = run(cli, db, q.grpc_url, "--pg.columns", "id,title,v")
             assert third.exit_code == 0, third.output
             assert aliases(q) == {"items": "items_v3"}
-            assert "Removed 'items_v1' (--qdrant.keep-versions 2)." in third.output
+            assert "Removed 'items_v1' (--qdrant.keep-versions 2: kept 'items_v3', 'items_v2')." in third.output
             assert set(q.points("items_v3")[1].payload) == {"id", "title"}
             # a failing verify (a row deleted between the copy and the gate) keeps v3 live
             alias_flow.after_copy_hook = lambda plan: db.execute("DELETE FROM t WHERE id = 5")
@@ -146,3 +148,121 @@ def test_a_migration_file_entry_takes_the_alias(db, cli, tmp_path, open_qdrant):
     assert result.exit_code == 0, result.output
     client = open_qdrant(tmp_path / "q")
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v1"}
+
+
+def failing_gate(db):
+    """after_copy_hook: a row deleted between the copy and the gate (put back by the caller)."""
+    return lambda plan: db.execute("DELETE FROM t WHERE id = 5")
+
+
+def put_back(db) -> None:
+    db.execute("INSERT INTO t SELECT 5, 'five', 15, 1.0, v FROM (SELECT v FROM t WHERE id = 6) s")
+
+
+def test_keep_versions_keeps_the_previously_live_version_not_one_that_failed_verification(db, cli, tmp_path):
+    create_items_table(db, 10)
+    url = f"local:{tmp_path / 'q'}"
+    assert run(cli, db, url).exit_code == 0  # v1 live
+    alias_flow.after_copy_hook = failing_gate(db)
+    try:
+        assert run(cli, db, url).exit_code == 1  # v2 copied, gate failed
+    finally:
+        alias_flow.after_copy_hook = None
+    put_back(db)
+    third = run(cli, db, url)  # v3 switches: v1 (the rollback target) is kept, v2 goes
+    assert third.exit_code == 0, third.output
+    assert "Removed 'items_v2' (--qdrant.keep-versions 2: kept 'items_v3', 'items_v1')." in third.output
+    back = cli("alias", "switch", "items", "v1", "--qdrant.url", url)
+    assert back.exit_code == 0, back.output
+
+
+def test_an_unfinished_version_of_another_plan_is_left_and_switching_to_it_needs_force(db, cli):
+    create_items_table(db, ROWS)
+    with QdrantEndpoint() as q:
+        assert run(cli, db, q.grpc_url).exit_code == 0
+        q.faults.add(UPSERT, collection="items_v2", times=1, action=wrong_input())
+        assert run(cli, db, q.grpc_url, "--migration.max-retries", "0").exit_code != 0  # v2 unfinished
+        refused = cli("alias", "switch", "items", "v2", "--qdrant.url", q.url)
+        assert refused.exit_code == 2 and "unfinished" in refused.output and "--force" in refused.output
+        assert aliases(q) == {"items": "items_v1"}
+        # other options: v2 (another plan) is not resumed, v3 is copied, gets HNSW and goes live
+        other = run(cli, db, q.grpc_url, "--pg.columns", "id,title,v", "--qdrant.keep-versions", "3")
+        assert other.exit_code == 0, other.output
+        assert "'items_v2' was made with other options" in other.output
+        assert "`pg2qdrant alias drop items items_v2`" in other.output
+        assert aliases(q) == {"items": "items_v3"}
+        assert q.info("items_v3").config.hnsw_config.m == 16  # (a collection created for loading has m=0)
+        assert set(q.points("items_v3")[1].payload) == {"id", "title"}
+        forced = cli("alias", "switch", "items", "v2", "--force", "--qdrant.url", q.url)
+        assert forced.exit_code == 0, forced.output
+        assert aliases(q) == {"items": "items_v2"}
+
+
+def test_a_plain_collection_created_during_the_copy_is_not_deleted_without_adopt(db, cli):
+    create_items_table(db, 5)
+    with QdrantEndpoint() as q:
+        client = q.client()
+        alias_flow.after_copy_hook = lambda plan: client.create_collection(
+            "items", vectors_config={"v": models.VectorParams(size=4, distance=models.Distance.DOT)})
+        try:
+            result = run(cli, db, q.grpc_url)
+        finally:
+            alias_flow.after_copy_hook = None
+        assert result.exit_code == 1 and "--qdrant.adopt" in result.output, result.output
+        assert "'items_v1' holds the verified copy" in result.output
+        assert "items" in q.engine.list_collections() and "items_v1" in q.engine.list_collections()
+        assert aliases(q) == {}
+
+
+def test_adopt_that_fails_to_create_the_alias_says_how_to_restore_it(db, cli):
+    create_items_table(db, 5)
+    with QdrantEndpoint() as q:
+        plain = cli("migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url", q.grpc_url,
+                    "--qdrant.collection", "items")
+        assert plain.exit_code == 0, plain.output
+        q.faults.add(UPDATE_ALIASES, times=1, action=wrong_input("Service internal error: disk full"))
+        failed = run(cli, db, q.grpc_url, "--qdrant.adopt")
+        assert failed.exit_code == 1, failed.output
+        assert "readers find no 'items'" in failed.output and "`pg2qdrant alias switch items items_v1`" in failed.output
+        assert "items" not in q.engine.list_collections() and aliases(q) == {}
+        restored = cli("alias", "switch", "items", "items_v1", "--qdrant.url", q.url)  # no alias, no collection
+        assert restored.exit_code == 0, restored.output
+        assert aliases(q) == {"items": "items_v1"}
+        # a run killed in that window: the rerun says how to restore readers at once, then copies again
+        q.client().update_collection_aliases(change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="items"))])
+        again = run(cli, db, q.grpc_url)
+        assert again.exit_code == 0, again.output
+        assert "readers have no 'items' now: `pg2qdrant alias switch items items_v1` restores it" in again.output
+        assert aliases(q) == {"items": "items_v2"}
+
+
+def test_drop_with_a_state_file_keeps_the_records_of_another_qdrant(db, cli, tmp_path):
+    create_items_table(db, 5)
+    url, state = f"local:{tmp_path / 'a'}", tmp_path / "state.json"
+    for _ in range(2):  # v1, then v2 live
+        assert run(cli, db, url, "--migration.state-file", str(state)).exit_code == 0
+    data = json.loads(state.read_text())
+    mine = [k for k, r in data.items() if r["collection"] == "items_v1"]
+    assert len(mine) == 1
+    other = {**data[mine[0]], "state_id": "other", "target": {"kind": "local", "path": str(tmp_path / "b")}}
+    state.write_text(json.dumps({**data, "other": other}))
+    dropped = cli("alias", "drop", "items", "v1", "--qdrant.url", url, "--migration.state-file", str(state))
+    assert dropped.exit_code == 0, dropped.output
+    left = json.loads(state.read_text())
+    assert mine[0] not in left and left["other"]["target"]["path"] == str(tmp_path / "b")
+
+
+def test_a_copy_that_wrote_nothing_does_not_claim_an_unproven_copy(db, cli, monkeypatch):
+    create_items_table(db, 5)
+    with QdrantEndpoint() as q:
+        failed = run(cli, db, q.grpc_url, "--pg.columns", "id,nope,v")
+        assert failed.exit_code != 0
+        assert "nothing was written ('items_v1' was not created)" in failed.output, failed.output
+        assert "holds the unproven copy" not in failed.output and "alias drop" not in failed.output
+    plan = alias_flow.VersionPlan("items", "items_v1", None, False, alias_flow.TargetConfig())
+
+    def unreachable(*args, **kwargs):
+        raise OSError("connection refused")
+    monkeypatch.setattr(alias_flow, "connect_target", unreachable)
+    assert "'items_v1' may hold an unproven copy" in alias_flow.unproven(plan, "The copy did not finish.").message

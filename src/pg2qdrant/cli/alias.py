@@ -1,8 +1,8 @@
 """`pg2qdrant alias list|switch|drop`: the versions behind an alias (``migrate --qdrant.alias``).
 
 ``list`` shows the versions ``NAME_vN`` with their point counts and which one the alias points
-to; ``switch`` moves the alias to another version in one request (a rollback); ``drop``
-removes a version that is not live. The flow that builds and switches versions is
+to; ``switch`` moves the alias to another version in one request (a rollback; a version whose
+copy is unfinished only with ``--force``); ``drop`` removes a version that is not live. The flow that builds and switches versions is
 migrate/alias.py; the alias operations are destination/aliases.py.
 """
 
@@ -38,6 +38,21 @@ def _options(fn: Callable) -> Callable:
     ]):
         fn = decorator(fn)
     return fn
+
+
+def _where(kw: dict) -> dict | None:
+    """The target a --migration.state-file's records must name (records kept in the target are its own)."""
+    if not kw["state_file"]:
+        return None
+    from pg2qdrant.destination.address import parse_target_url
+    from pg2qdrant.runtime.target import target_identity
+    return target_identity(parse_target_url(kw["qdrant_url"]))
+
+
+def _store(kw: dict, target):
+    from pg2qdrant.core.options import StateConfig
+    from pg2qdrant.runtime.target import state_store
+    return state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]), target)
 
 
 def _target(ui: UI, kw: dict):
@@ -76,11 +91,15 @@ def alias_list(ui: UI, name: str, **kw: Any) -> None:
 @click.argument("name")
 @click.argument("version")
 @_options
+@click.option("--force", "force", is_flag=True, default=False,
+              help="Switch even to a version whose copy is unfinished (its saved progress is not complete).")
 @global_options
 @handle_errors
-def alias_switch(ui: UI, name: str, version: str, **kw: Any) -> None:
+def alias_switch(ui: UI, name: str, version: str, force: bool, **kw: Any) -> None:
     """Point alias NAME at VERSION (NAME_vN, vN or N) in one request: a rollback."""
+    from pg2qdrant.core.errors import InputError
     from pg2qdrant.destination.aliases import alias_state, switch_alias
+    from pg2qdrant.migrate.alias import latest_records
     target = _target(ui, kw)
     try:
         state = alias_state(target, name, count=False)
@@ -88,6 +107,14 @@ def alias_switch(ui: UI, name: str, version: str, **kw: Any) -> None:
         if chosen.live:
             ui.info(f"Alias {name!r} already points to {chosen.name!r}.")
             return
+        saved = latest_records(_store(kw, target), _where(kw)).get(chosen.name)
+        if saved is not None and saved.status != "complete" and not force:
+            raise InputError(
+                f"The copy into {chosen.name!r} is unfinished (its saved progress: {len(saved.done)} of "
+                f"{len(saved.ranges)} ranges): readers of {name!r} would see part of the table.",
+                fix=f"finish it (rerun the `pg2qdrant migrate --qdrant.alias {name}` command that built it: it "
+                    f"resumes), or pass --force to switch anyway (`pg2qdrant alias switch {name} {chosen.name} "
+                    "--force`).")
         switch_alias(target, name, chosen.name, exists=state.live is not None)
     finally:
         target.close()
@@ -102,14 +129,10 @@ def alias_switch(ui: UI, name: str, version: str, **kw: Any) -> None:
 @handle_errors
 def alias_drop(ui: UI, name: str, version: str, **kw: Any) -> None:
     """Remove VERSION of alias NAME (never the live one) and its saved progress."""
-    from pg2qdrant.core.options import StateConfig
     from pg2qdrant.migrate.alias import drop_version
-    from pg2qdrant.runtime.target import state_store
     target = _target(ui, kw)
     try:
-        store = state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]),
-                            target)
-        dropped = drop_version(target, store, name, version)
+        dropped = drop_version(target, _store(kw, target), name, version, _where(kw))
     finally:
         target.close()
     ui.info(f"Removed {dropped!r}.")

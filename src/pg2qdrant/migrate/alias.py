@@ -5,12 +5,16 @@ sync's initial copy and catch-up) and the gate (verify) between them; migrate an
 never import each other:
 
 1. :func:`plan_version`: which version to write. The next free number, except a version
-   whose copy an earlier run left unfinished (its saved progress is not complete): that one
-   is resumed. A plain collection named NAME stops here unless ``--qdrant.adopt``.
+   whose copy an earlier run left unfinished (its saved progress is not complete) with the same
+   plan (the same fingerprint: the options that decide what the points look like): that one is
+   resumed. An unfinished version of another plan is left (and said). A plain collection named
+   NAME stops here unless ``--qdrant.adopt``.
 2. the copy into ``options.collection = NAME_vN`` and the gate, by the caller;
 3. :func:`switch`: the alias moves to the new version in one request (or, adopting, the plain
-   collection is removed and the alias created: the gap between is measured and said), then
-   versions beyond ``--qdrant.keep-versions`` are removed, never the live one.
+   collection is removed and the alias created: the gap between is measured and said; a plain
+   collection that appeared during the copy without ``--qdrant.adopt`` is not removed), then
+   versions beyond ``--qdrant.keep-versions`` are removed: the live one never, and the one that
+   was live before (the rollback target) before any other.
 
 Until step 3 the alias is untouched: a failed gate or an interrupted copy leaves readers on
 the old version (:func:`unproven` says which version holds what, and how to go on).
@@ -20,12 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from pg2qdrant.core.errors import InputError, Pg2QdrantError
-from pg2qdrant.core.options import MigrationOptions
+from pg2qdrant.core.options import MigrationOptions, TargetConfig
 from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.aliases import AliasState, alias_state, switch_alias, version_name, version_number
+from pg2qdrant.destination.checkpoints import MigrationState
 from pg2qdrant.runtime.target import connect_target, state_store, target_identity
 from pg2qdrant.ui import UI
 
@@ -44,15 +50,19 @@ class VersionPlan:
     alias: str
     version: str  # the collection this run writes: NAME_vN
     live: str | None  # where the alias points now (None: no alias yet)
-    adopt: bool  # a plain collection named ``alias`` is replaced at the switch
+    adopt: bool  # a plain collection named ``alias`` (there at plan time, with --qdrant.adopt) is replaced
+    target: TargetConfig | None = field(default=None, compare=False, repr=False)  # where (unproven looks)
 
     def options(self, options: MigrationOptions) -> MigrationOptions:
         """The run's options, writing the version."""
         return dataclasses.replace(options, collection=self.version)
 
 
-def plan_version(options: MigrationOptions, ui: UI) -> VersionPlan:
-    """Which version this run writes (see the module docstring); input errors before any write."""
+def plan_version(options: MigrationOptions, ui: UI, fingerprint: str | None = None) -> VersionPlan:
+    """Which version this run writes (see the module docstring); input errors before any write.
+
+    ``fingerprint``: this run's plan fingerprint (core.plan.plan_fingerprint), when the caller has
+    the plan; without it, it is computed from the source (only when an unfinished version is there)."""
     alias = options.alias
     address = parse_target_url(options.qdrant_url)
     if address.kind == "memory":  # each step connects anew, and an in-memory Qdrant lives in one client
@@ -69,31 +79,71 @@ def plan_version(options: MigrationOptions, ui: UI) -> VersionPlan:
                     f"collection {alias!r} is deleted and the alias {alias!r} created in its place (readers see "
                     "no collection for that short moment, which is measured and said); or choose another "
                     "--qdrant.alias.")
-        unfinished = _unfinished(target, options, state)
+        latest = latest_records(state_store(options, target), _where(options))
     finally:
         target.close()
+    unfinished, left = _unfinished(state, latest, lambda: fingerprint or _fingerprint(options, ui))
     if unfinished is not None:
         ui.info(f"Alias {alias!r}: resuming the unfinished copy into {unfinished!r} (the alias stays on "
                 f"{state.live!r} until it is verified).")
-        return VersionPlan(alias, unfinished, state.live, state.plain_collection)
+        return VersionPlan(alias, unfinished, state.live, state.plain_collection, options)
     version = version_name(alias, state.next_number)
+    if left:
+        names = ", ".join(map(repr, left))
+        ui.info(f"Alias {alias!r}: the unfinished copy in {names} was made with other options (another plan), so "
+                f"it is left as it is and not resumed; `pg2qdrant alias drop {alias} {left[0]}` removes it.")
+    finished = [v.name for v in state.versions if latest.get(v.name) and latest[v.name].status == "complete"]
+    if state.live is None and not state.plain_collection and finished:
+        ui.info(f"Alias {alias!r}: there is no alias or collection {alias!r}, but {finished[-1]!r} holds a finished "
+                f"copy. If an earlier run was stopped while adopting (after deleting the collection {alias!r}, "
+                f"before creating the alias), readers have no {alias!r} now: "
+                f"`pg2qdrant alias switch {alias} {finished[-1]}` restores it at once.")
     ui.info(f"Alias {alias!r}: copying into the new version {version!r}; the alias "
             + (f"stays on {state.live!r}" if state.live else
                ("replaces the collection of that name" if state.plain_collection else "is created"))
             + " once the copy is verified.")
-    return VersionPlan(alias, version, state.live, state.plain_collection)
+    return VersionPlan(alias, version, state.live, state.plain_collection, options)
 
 
-def _unfinished(target, options: MigrationOptions, state: AliasState) -> str | None:
-    """The newest version above the live one whose saved progress says its copy is not finished."""
-    live = version_number(state.alias, state.live) if state.live else 0
-    newer = [v.name for v in state.versions if v.number > (live or 0)]
-    if not newer:
-        return None
-    where = target_identity(parse_target_url(options.qdrant_url))
-    running = {s.collection for s in state_store(options, target).list()
-               if s.status != "complete" and (not options.state_file or s.target == where)}
-    return next((name for name in reversed(newer) if name in running), None)
+def _where(options) -> dict | None:
+    """The target a state file's records must name to be this target's (None: records kept in the target)."""
+    return target_identity(parse_target_url(options.qdrant_url)) if options.state_file else None
+
+
+def latest_records(store, where: dict | None) -> dict[str, MigrationState]:
+    """collection -> its most recent progress record for this target (``where``: see :func:`_where`)."""
+    latest: dict[str, MigrationState] = {}
+    for s in store.list():
+        if where is not None and s.target != where:
+            continue
+        if s.collection not in latest or s.updated_at >= latest[s.collection].updated_at:
+            latest[s.collection] = s
+    return latest
+
+
+def _unfinished(state: AliasState, latest: dict[str, MigrationState],
+                fingerprint: Callable[[], str]) -> tuple[str | None, list[str]]:
+    """The newest version above the live one whose copy is unfinished with this run's plan (to resume),
+    and the unfinished ones above the live one made with another plan (left as they are)."""
+    live = (version_number(state.alias, state.live) if state.live else 0) or 0
+    running = [v.name for v in reversed(state.versions) if v.number > live
+               and v.name in latest and latest[v.name].status != "complete"]
+    if not running:
+        return None, []
+    mine = fingerprint()
+    same = [name for name in running if latest[name].plan_fingerprint == mine]
+    return (same[0], []) if same else (None, running)
+
+
+def _fingerprint(options: MigrationOptions, ui: UI) -> str:
+    """This run's plan fingerprint, from the source (the pre-write checks the copy makes again are skipped)."""
+    from pg2qdrant.core.plan import plan_fingerprint
+    from pg2qdrant.runtime.session import open_source
+    session = open_source(options, ui, count=False, keys_checked=True)
+    try:
+        return plan_fingerprint(session.plan)
+    finally:
+        session.close()
 
 
 class NotSwitched(Pg2QdrantError):
@@ -104,51 +154,99 @@ def unproven(plan: VersionPlan, why: str) -> NotSwitched:
     """What a run that did not switch says: where the alias is, what the version holds, what next."""
     where = f"still points to {plan.live!r}" if plan.live else \
         ("was not created; the collection of that name is untouched" if plan.adopt else "was not created")
+    exists = _exists(plan)
+    holds = {True: f"{plan.version!r} holds the unproven copy.",
+             None: f"{plan.version!r} may hold an unproven copy (whether it exists could not be checked).",
+             False: f"nothing was written ({plan.version!r} was not created)."}[exists]
+    drop = "" if exists is False else \
+        f"; or remove {plan.version!r} with `pg2qdrant alias drop {plan.alias} {plan.version}`"
     return NotSwitched(
-        f"{why} The alias {plan.alias!r} {where}; {plan.version!r} holds the unproven copy.",
+        f"{why} The alias {plan.alias!r} {where}; {holds}",
         fix="rerun the same command: an unfinished copy is resumed in the same version, a finished one that "
-            f"failed verification is copied again into a new version; or remove {plan.version!r} with "
-            f"`pg2qdrant alias drop {plan.alias} {plan.version}`.")
+            f"failed verification is copied again into a new version{drop}.")
+
+
+def _exists(plan: VersionPlan) -> bool | None:
+    """Whether the version collection exists (None: the check failed, or no target to ask)."""
+    if plan.target is None:
+        return None
+    try:
+        target = connect_target(plan.target, parse_target_url(plan.target.qdrant_url))
+        try:
+            return plan.version in target.collection_names()
+        finally:
+            target.close()
+    except Exception:  # noqa: BLE001  (the target may be what failed: then say "may hold")
+        return None
 
 
 def switch(options: MigrationOptions, plan: VersionPlan, ui: UI) -> None:
     """Point the alias at the verified version (one request), then remove the versions beyond
-    --qdrant.keep-versions (never the live one)."""
+    --qdrant.keep-versions (never the live one, the previously live one first kept)."""
+    alias, version = plan.alias, plan.version
     target = connect_target(options, parse_target_url(options.qdrant_url), ui)
     try:
-        state = alias_state(target, plan.alias, count=False)
+        state = alias_state(target, alias, count=False)
+        if state.plain_collection and not plan.adopt:
+            raise NotSwitched(
+                f"A collection named {alias!r} was created while {version!r} was being copied (there was none "
+                f"when the run began); it is not deleted without --qdrant.adopt. The alias {alias!r} was not "
+                f"created; {version!r} holds the verified copy.",
+                fix=f"if the collection {alias!r} may be replaced: rerun with --qdrant.adopt (the copy is made "
+                    f"again into a new version), or delete it and run `pg2qdrant alias switch {alias} {version}`; "
+                    "otherwise choose another --qdrant.alias.")
         if state.plain_collection:
             started = time.monotonic()
-            target.delete_collection(plan.alias)
-            switch_alias(target, plan.alias, plan.version, exists=False)
+            target.delete_collection(alias)
+            try:
+                switch_alias(target, alias, version, exists=False)
+            except Exception as exc:  # noqa: BLE001  (whatever failed, readers have no alias: say how to fix)
+                reason = exc.message if isinstance(exc, Pg2QdrantError) else str(exc)
+                raise NotSwitched(
+                    f"Adopting: the collection {alias!r} was deleted, but creating the alias {alias!r} on "
+                    f"{version!r} failed ({reason}): readers find no {alias!r} until it is created.",
+                    fix=f"`pg2qdrant alias switch {alias} {version}` creates it at once ({version!r} holds the "
+                        "verified copy).") from None
             gap = time.monotonic() - started
-            ui.info(f"Adopted: the collection {plan.alias!r} was deleted and the alias {plan.alias!r} created on "
-                    f"{plan.version!r}; readers found no {plan.alias!r} for {gap * 1000:.0f} ms.")
+            ui.info(f"Adopted: the collection {alias!r} was deleted and the alias {alias!r} created on "
+                    f"{version!r}; readers found no {alias!r} for {gap * 1000:.0f} ms.")
         else:
-            switch_alias(target, plan.alias, plan.version, exists=state.live is not None)
-            ui.info(f"Alias {plan.alias!r} now points to {plan.version!r}"
+            switch_alias(target, alias, version, exists=state.live is not None)
+            ui.info(f"Alias {alias!r} now points to {version!r}"
                     + (f" (was {state.live!r})." if state.live else "."))
-        prune(target, options, plan.alias, options.keep_versions, ui)
+        prune(target, options, alias, options.keep_versions, ui, previous=plan.live)
     finally:
         target.close()
 
 
-def prune(target, options: MigrationOptions, alias: str, keep: int, ui: UI) -> list[str]:
-    """Remove the versions of ``alias`` beyond the ``keep`` newest, never the live one, with their
-    saved progress; the names removed."""
+def prune(target, options: MigrationOptions, alias: str, keep: int, ui: UI, *,
+          previous: str | None = None) -> list[str]:
+    """Keep ``keep`` versions of ``alias`` and remove the others with their saved progress; the names
+    removed. Kept: the live one, then (``keep`` >= 2) ``previous``, the one that was live before (the
+    rollback target, whatever came between: a version that failed verification is never preferred
+    to it), then the newest others."""
+    if keep <= 0:
+        return []
     state = alias_state(target, alias, count=False)
-    doomed = [v.name for v in state.versions[:-keep] if not v.live] if keep > 0 else []
+    names = [v.name for v in state.versions]
+    kept = [state.live] if state.live in names else []
+    if len(kept) < keep and previous in names and previous not in kept:
+        kept.append(previous)
+    kept += [n for n in reversed(names) if n not in kept][:max(keep - len(kept), 0)]
+    doomed = [n for n in names if n not in kept]
     if not doomed:
         return []
     store = state_store(options, target)
     for name in doomed:
-        drop_version(target, store, alias, name)
-    ui.info(f"Removed {', '.join(map(repr, doomed))} (--qdrant.keep-versions {keep}).")
+        drop_version(target, store, alias, name, _where(options))
+    ui.info(f"Removed {', '.join(map(repr, doomed))} (--qdrant.keep-versions {keep}: kept "
+            f"{', '.join(map(repr, kept))}).")
     return doomed
 
 
-def drop_version(target, store, alias: str, name: str) -> str:
-    """`pg2qdrant alias drop`: remove one version (never the live one) and its saved progress."""
+def drop_version(target, store, alias: str, name: str, where: dict | None = None) -> str:
+    """`pg2qdrant alias drop`: remove one version (never the live one) and its saved progress (in a state
+    file, ``where``: only the records of this target)."""
     state = alias_state(target, alias, count=False)
     version = state.version(name)
     if version.live:
@@ -156,6 +254,6 @@ def drop_version(target, store, alias: str, name: str) -> str:
                          fix=f"switch the alias to another version first (`pg2qdrant alias switch {alias} VERSION`).")
     target.delete_collection(version.name)
     for saved in store.list():
-        if saved.collection == version.name:
+        if saved.collection == version.name and (where is None or saved.target == where):
             store.delete(saved.state_id)
     return version.name
