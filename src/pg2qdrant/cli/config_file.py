@@ -48,6 +48,18 @@ def one_slot(entries: list, *, whole: bool) -> bool:
     return len(entries) > 1 or (whole and entries[0].kw.get("sync_mode") == "cdc")
 
 
+def _refuse_aliased(entries: list, source: str, command: str) -> None:
+    """`migrate --config FILE --then-sync` through one slot: an entry with qdrant.alias needs its own (each
+    version has its own slot, copy, gate and switch)."""
+    from pg2qdrant.core.errors import InputError
+    aliased = [e for e in entries if e.kw.get("qdrant_alias")]
+    if command == "migrate" and aliased:
+        raise InputError(f"{aliased[0].origin}: qdrant.alias with --then-sync copies into a new version from its "
+                         "own slot, verifies it and switches the alias; the tables of a file share one slot.",
+                         fix=f"run that entry alone: pg2qdrant migrate --config {source} --only {aliased[0].name} "
+                             "--then-sync (or leave out --then-sync).")
+
+
 def sync_many(ctx: click.Context, ui: UI, entries: list, source: str, command: str) -> None:
     """`sync --config FILE` (and `migrate --config FILE --then-sync`, `sync --config FILE status|drop`), see
     one_slot: one publication and one slot for all of the file's entries (sync/many.py)."""
@@ -56,12 +68,7 @@ def sync_many(ctx: click.Context, ui: UI, entries: list, source: str, command: s
     from pg2qdrant.core.errors import InputError
     from pg2qdrant.sync.many import file_names, run_many
     kws = [e.kw for e in entries]
-    aliased = [e for e in entries if e.kw.get("qdrant_alias")]
-    if command == "migrate" and aliased:  # each version has its own slot, copy, gate and switch
-        raise InputError(f"{aliased[0].origin}: qdrant.alias with --then-sync copies into a new version from its "
-                         "own slot, verifies it and switches the alias; the tables of a file share one slot.",
-                         fix=f"run that entry alone: pg2qdrant migrate --config {source} --only {aliased[0].name} "
-                             "--then-sync (or leave out --then-sync).")
+    _refuse_aliased(entries, source, command)
     shared = sorted(k for k in kws[0] if (k.startswith("sync_") or k in ("pg_url", "then_sync", "metrics_port"))
                     and any(kw.get(k) != kws[0].get(k) for kw in kws))
     if shared:
