@@ -52,6 +52,18 @@ LOCK_CONFLICT_TRIES = 5  # initial copies started again while the application's 
 log = logging.getLogger("pg2qdrant.sync")  # one logger for every sync module (--debug)
 
 
+def let_it_go_first(exc: LockConflict, attempt: int, ui: UI, stop: threading.Event, again: str) -> None:
+    """After the ``attempt``-th initial copy stopped for an application's TRUNCATE/ALTER TABLE (LockConflict):
+    wait (backing off) while it runs, then return to copy again; the last attempt raises it."""
+    if attempt == LOCK_CONFLICT_TRIES:
+        raise exc
+    delay = BACKOFF_START_S * 2 ** attempt
+    ui.warn(f"{exc.message} The copy stopped so that it can run; {again} in {delay:.0f} s "
+            f"(attempt {attempt + 1} of {LOCK_CONFLICT_TRIES}).")
+    if stop.wait(delay):
+        raise Interrupted("Interrupted before the initial copy could start again.", fix="rerun the same command.")
+
+
 class CdcSync(Runner):
     """One sync run in CDC mode: setup, (initial copy), stream with reconnects, clean stop."""
 
@@ -239,14 +251,7 @@ class CdcSync(Runner):
             try:
                 return self._copy_from_a_new_slot(address)
             except LockConflict as exc:
-                if attempt == LOCK_CONFLICT_TRIES:
-                    raise
-                delay = BACKOFF_START_S * 2 ** attempt
-                self.ui.warn(f"{exc.message} The copy stopped so that it can run; copying again from a new slot "
-                             f"in {delay:.0f} s (attempt {attempt + 1} of {LOCK_CONFLICT_TRIES}).")
-                if self.stop.wait(delay):
-                    raise Interrupted("Interrupted before the initial copy could start again.",
-                                      fix="rerun the same command.") from None
+                let_it_go_first(exc, attempt, self.ui, self.stop, "copying again from a new slot")
         raise AssertionError("unreachable")
 
     def _copy_from_a_new_slot(self, address) -> Plan:

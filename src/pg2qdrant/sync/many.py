@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pg2qdrant.core.errors import InputError, Interrupted, LockConflict, SourceError
+from pg2qdrant.core.errors import InputError, LockConflict, SourceError
 from pg2qdrant.core.options import MigrationOptions
 from pg2qdrant.runtime.target import connect_target, target_identity
 from pg2qdrant.source import connect, slots
@@ -41,8 +41,8 @@ from pg2qdrant.source.pgoutput import Begin, Commit, Delete, Insert, Relation, T
 from pg2qdrant.source.replication import ConnectionLost, ReplicationConnection
 from pg2qdrant.sync import schema_watch
 from pg2qdrant.sync.apply import Applier, ChangeBatch, SourceLookup
-from pg2qdrant.sync.cdc import LOCK_CONFLICT_TRIES, CdcSync
-from pg2qdrant.sync.options import BACKOFF_START_S, LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
+from pg2qdrant.sync.cdc import LOCK_CONFLICT_TRIES, CdcSync, let_it_go_first
+from pg2qdrant.sync.options import LAG_WARN_BYTES, SyncOptions, SyncStats, _mib
 from pg2qdrant.sync.reconcile import _reconcile_now, delete_truncated
 from pg2qdrant.sync.status import StatusLine
 from pg2qdrant.sync.stream import Acknowledger, Receiver, Stream
@@ -211,14 +211,7 @@ class ManySync(CdcSync):
                     self._resume(addresses, existing, published)
                 return
             except LockConflict as exc:
-                if attempt == LOCK_CONFLICT_TRIES:
-                    raise
-                delay = BACKOFF_START_S * 2 ** attempt
-                self.ui.warn(f"{exc.message} The copy stopped so that it can run; the tables not yet copied are "
-                             f"copied again in {delay:.0f} s (attempt {attempt + 1} of {LOCK_CONFLICT_TRIES}).")
-                if self.stop.wait(delay):
-                    raise Interrupted("Interrupted before the initial copy could start again.",
-                                      fix="rerun the same command.") from None
+                let_it_go_first(exc, attempt, self.ui, self.stop, "the tables not yet copied are copied again")
             for t in self.tables:
                 _, existing = t._check_source(t.plan)
             conn = connect.connect(self.options.pg_url, autocommit=True)
