@@ -36,6 +36,7 @@ def table_50k(db):
     return db
 
 
+@pytest.mark.one_server  # our processes and resume state, not PostgreSQL's: the other resume tests run on both
 def test_sigkill_at_ten_random_moments_then_rerun_loses_nothing(table_50k, tmp_path):
     db = table_50k
     args = edge_args(db, "t", tmp_path, "--migration.range-rows", "2500", "--migration.num-workers", "2")
@@ -62,6 +63,7 @@ def test_sigkill_at_ten_random_moments_then_rerun_loses_nothing(table_50k, tmp_p
         target.close()
 
 
+@pytest.mark.one_server  # our processes and resume state, not PostgreSQL's: the other resume tests run on both
 def test_sigterm_stops_quickly_saves_progress_and_the_rerun_resumes(db, qdrant_path):
     create_items_table(db, 3000)
     args = migrate_args(db, "t", qdrant_path, "c", "--migration.range-rows", "300", "-b", "50",

@@ -98,6 +98,7 @@ def test_migrate_then_migrate_then_sync_deletes_points_of_rows_deleted_meanwhile
     assert compare(sdb, url) == 25
 
 
+@pytest.mark.one_server  # our processes and resume state, not PostgreSQL's: the other resume tests run on both
 def test_rerun_after_a_run_killed_during_its_copy_copies_again_and_deletes_orphans(sdb, tmp_path, cli):
     """A run killed during its initial copy leaves its slot; the rerun must not take the marker of an
     earlier copy (from a slot of the same name) for this one's, and its copy removes the points of rows
