@@ -41,6 +41,22 @@ def _truncate_while_only_the_coordinator_holds_its_lock(db, proc: subprocess.Pop
     return done
 
 
+def _alter_while_copying_then_catch_up(db, proc: subprocess.Popen, slot: str, *more: str) -> None:
+    """An ALTER TABLE queued behind the initial copy's lock must go first; then changes (and ``more``) are
+    streamed, and sync catches up (the schema watch's poll included)."""
+    statement = _truncate_while_only_the_coordinator_holds_its_lock(
+        db, proc, "ALTER TABLE items ADD COLUMN extra integer DEFAULT 5")
+    statement.join(60)
+    assert not statement.is_alive(), "the ALTER TABLE still waits"
+    db.execute("UPDATE items SET extra = 6 WHERE id <= 10")
+    for sql in more:
+        db.execute(sql)
+    wait_streaming(db.url, slot, proc=proc)
+    wait_caught_up(db.url, slot, proc=proc)
+    time.sleep(3)  # the schema watch's poll
+    wait_caught_up(db.url, slot, proc=proc)
+
+
 def _command(db, url: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pg2qdrant", *extra, "--pg.url", db.url, "--pg.table", "items", "--qdrant.url",
             url, "--qdrant.collection", "c", "--migration.num-workers", "2", "--migration.range-rows", "100"]
@@ -78,15 +94,7 @@ def test_sync_lets_the_statement_go_first_and_copies_again(sdb, tmp_path):
     proc = subprocess.Popen(_command(sdb, url, "sync", "--sync.initial-copy", "--sync.slot", slot),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        statement = _truncate_while_only_the_coordinator_holds_its_lock(
-            sdb, proc, "ALTER TABLE items ADD COLUMN extra integer DEFAULT 5")
-        statement.join(60)
-        assert not statement.is_alive(), "the ALTER TABLE still waits"
-        sdb.execute("UPDATE items SET extra = 6 WHERE id <= 10")
-        wait_streaming(sdb.url, slot, proc=proc)
-        wait_caught_up(sdb.url, slot)
-        time.sleep(3)  # the schema watch's poll
-        wait_caught_up(sdb.url, slot)
+        _alter_while_copying_then_catch_up(sdb, proc, slot)
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=60)
@@ -112,16 +120,7 @@ def test_sync_of_a_file_lets_the_statement_go_first_and_copies_the_rest_again(sd
                              "--sync.slot", slot], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **env_for(sdb)})
     try:
-        statement = _truncate_while_only_the_coordinator_holds_its_lock(
-            sdb, proc, "ALTER TABLE items ADD COLUMN extra integer DEFAULT 5")
-        statement.join(60)
-        assert not statement.is_alive(), "the ALTER TABLE still waits"
-        sdb.execute("UPDATE items SET extra = 6 WHERE id <= 10")
-        sdb.execute("DELETE FROM other WHERE id <= 5")
-        wait_streaming(sdb.url, slot, proc=proc)
-        wait_caught_up(sdb.url, slot, proc=proc)
-        time.sleep(3)  # the schema watch's poll
-        wait_caught_up(sdb.url, slot, proc=proc)
+        _alter_while_copying_then_catch_up(sdb, proc, slot, "DELETE FROM other WHERE id <= 5")
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=60)
