@@ -14,10 +14,12 @@ from typing import Any
 import click
 
 from pg2qdrant.cli.common import (
+    connect_address,
     global_options,
     handle_errors,
     help_layout,
     main,
+    progress_store,
     qdrant_address_options,
     state_options_list,
 )
@@ -40,26 +42,9 @@ def _options(fn: Callable) -> Callable:
     return fn
 
 
-def _where(kw: dict) -> dict | None:
-    """The target a --migration.state-file's records must name (records kept in the target are its own)."""
-    if not kw["state_file"]:
-        return None
-    from pg2qdrant.destination.address import parse_target_url
-    from pg2qdrant.runtime.target import target_identity
-    return target_identity(parse_target_url(kw["qdrant_url"]))
-
-
-def _store(kw: dict, target):
-    from pg2qdrant.core.options import StateConfig
-    from pg2qdrant.runtime.target import state_store
-    return state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]), target)
-
-
-def _target(ui: UI, kw: dict):
-    from pg2qdrant.core.options import TargetConfig
-    from pg2qdrant.runtime.target import connect_target
-    return connect_target(TargetConfig(qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
-                                       skip_tls_verification=kw["skip_tls_verification"]), ui=ui)
+def _owner(kw: dict) -> dict | None:
+    from pg2qdrant.runtime.target import records_owner
+    return records_owner(kw["qdrant_url"], kw["state_file"])
 
 
 @alias_group.command("list")
@@ -71,7 +56,7 @@ def alias_list(ui: UI, name: str, **kw: Any) -> None:
     """The versions NAME_vN of alias NAME: point counts, and which one is live."""
     from pg2qdrant.destination.aliases import alias_state
     from pg2qdrant.ui import table
-    target = _target(ui, kw)
+    target = connect_address(ui, kw)
     try:
         state = alias_state(target, name)
     finally:
@@ -100,14 +85,14 @@ def alias_switch(ui: UI, name: str, version: str, force: bool, **kw: Any) -> Non
     from pg2qdrant.core.errors import InputError
     from pg2qdrant.destination.aliases import alias_state, switch_alias
     from pg2qdrant.migrate.alias import latest_records
-    target = _target(ui, kw)
+    target = connect_address(ui, kw)
     try:
         state = alias_state(target, name, count=False)
         chosen = state.version(version)
         if chosen.live:
             ui.info(f"Alias {name!r} already points to {chosen.name!r}.")
             return
-        saved = latest_records(_store(kw, target), _where(kw)).get(chosen.name)
+        saved = latest_records(progress_store(kw, target), _owner(kw)).get(chosen.name)
         if saved is not None and saved.status != "complete" and not force:
             raise InputError(
                 f"The copy into {chosen.name!r} is unfinished (its saved progress: {len(saved.done)} of "
@@ -130,9 +115,9 @@ def alias_switch(ui: UI, name: str, version: str, force: bool, **kw: Any) -> Non
 def alias_drop(ui: UI, name: str, version: str, **kw: Any) -> None:
     """Remove VERSION of alias NAME (never the live one) and its saved progress."""
     from pg2qdrant.migrate.alias import drop_version
-    target = _target(ui, kw)
+    target = connect_address(ui, kw)
     try:
-        dropped = drop_version(target, _store(kw, target), name, version, _where(kw))
+        dropped = drop_version(target, progress_store(kw, target), name, version, _owner(kw))
     finally:
         target.close()
     ui.info(f"Removed {dropped!r}.")

@@ -142,6 +142,19 @@ def state_options_list(help_collection: str, help_file: str) -> list[Callable]:
     ]
 
 
+def connect_address(ui: UI, kw: dict):
+    """The target the flags of :func:`qdrant_address_options` (and --skip-tls-verification) name."""
+    from pg2qdrant.runtime.target import connect_target
+    return connect_target(TargetConfig(qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
+                                       skip_tls_verification=kw["skip_tls_verification"]), ui=ui)
+
+
+def progress_store(kw: dict, target):
+    """The saved-progress store the flags of :func:`state_options_list` name, in ``target`` or a file."""
+    from pg2qdrant.runtime.target import state_store
+    return state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]), target)
+
+
 def target_options(fn: Callable) -> Callable:
     for decorator in reversed([
         *qdrant_address_options(

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from pg2qdrant.cli.common import (
+    connect_address,
     global_options,
     handle_errors,
     help_layout,
     main,
+    progress_store,
     qdrant_address_options,
     state_options_list,
 )
@@ -25,12 +27,8 @@ def state_group() -> None:
 
 def _state_store_for(ui: UI, kw: dict):
     """The target and its store of saved progress: all `state list` / `state clear` need."""
-    from pg2qdrant.core.options import StateConfig, TargetConfig
-    from pg2qdrant.runtime.target import connect_target, state_store
-    target = connect_target(TargetConfig(qdrant_url=kw["qdrant_url"], api_key=kw["qdrant_api_key"],
-                                         skip_tls_verification=kw["skip_tls_verification"]), ui=ui)
-    return target, state_store(StateConfig(offsets_collection=kw["offsets_collection"], state_file=kw["state_file"]),
-                               target)
+    target = connect_address(ui, kw)
+    return target, progress_store(kw, target)
 
 
 def _state_options(fn: Callable) -> Callable:

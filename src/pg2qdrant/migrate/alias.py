@@ -32,7 +32,7 @@ from pg2qdrant.core.options import MigrationOptions, TargetConfig
 from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.aliases import AliasState, alias_state, switch_alias, version_name, version_number
 from pg2qdrant.destination.checkpoints import MigrationState
-from pg2qdrant.runtime.target import connect_target, state_store, target_identity
+from pg2qdrant.runtime.target import connect_target, records_owner, state_store
 from pg2qdrant.ui import UI
 
 #: Test-only hook, called with the VersionPlan between the copy and the gate (tests change a row there
@@ -79,7 +79,7 @@ def plan_version(options: MigrationOptions, ui: UI, fingerprint: str | None = No
                     f"collection {alias!r} is deleted and the alias {alias!r} created in its place (readers see "
                     "no collection for that short moment, which is measured and said); or choose another "
                     "--qdrant.alias.")
-        latest = latest_records(state_store(options, target), _where(options))
+        latest = latest_records(state_store(options, target), records_owner(options.qdrant_url, options.state_file))
     finally:
         target.close()
     unfinished, left = _unfinished(state, latest, lambda: fingerprint or _fingerprint(options, ui))
@@ -105,13 +105,8 @@ def plan_version(options: MigrationOptions, ui: UI, fingerprint: str | None = No
     return VersionPlan(alias, version, state.live, state.plain_collection, options)
 
 
-def _where(options) -> dict | None:
-    """The target a state file's records must name to be this target's (None: records kept in the target)."""
-    return target_identity(parse_target_url(options.qdrant_url)) if options.state_file else None
-
-
 def latest_records(store, where: dict | None) -> dict[str, MigrationState]:
-    """collection -> its most recent progress record for this target (``where``: see :func:`_where`)."""
+    """collection -> its most recent progress record for this target (``where``: runtime.target.records_owner)."""
     latest: dict[str, MigrationState] = {}
     for s in store.list():
         if where is not None and s.target != where:
@@ -236,9 +231,7 @@ def prune(target, options: MigrationOptions, alias: str, keep: int, ui: UI, *,
     doomed = [n for n in names if n not in kept]
     if not doomed:
         return []
-    store = state_store(options, target)
-    for name in doomed:
-        drop_version(target, store, alias, name, _where(options))
+    _remove(target, state_store(options, target), doomed, records_owner(options.qdrant_url, options.state_file))
     ui.info(f"Removed {', '.join(map(repr, doomed))} (--qdrant.keep-versions {keep}: kept "
             f"{', '.join(map(repr, kept))}).")
     return doomed
@@ -247,13 +240,18 @@ def prune(target, options: MigrationOptions, alias: str, keep: int, ui: UI, *,
 def drop_version(target, store, alias: str, name: str, where: dict | None = None) -> str:
     """`pg2qdrant alias drop`: remove one version (never the live one) and its saved progress (in a state
     file, ``where``: only the records of this target)."""
-    state = alias_state(target, alias, count=False)
-    version = state.version(name)
+    version = alias_state(target, alias, count=False).version(name)
     if version.live:
         raise InputError(f"{version.name!r} is the version alias {alias!r} points to; it is not removed.",
                          fix=f"switch the alias to another version first (`pg2qdrant alias switch {alias} VERSION`).")
-    target.delete_collection(version.name)
-    for saved in store.list():
-        if saved.collection == version.name and (where is None or saved.target == where):
-            store.delete(saved.state_id)
+    _remove(target, store, [version.name], where)
     return version.name
+
+
+def _remove(target, store, names: list[str], where: dict | None) -> None:
+    """Delete these version collections and their saved progress (one read of the records for all)."""
+    for name in names:
+        target.delete_collection(name)
+    for saved in store.list():
+        if saved.collection in names and (where is None or saved.target == where):
+            store.delete(saved.state_id)

@@ -141,6 +141,13 @@ def target_identity(address: TargetAddress) -> dict:
     return {"kind": address.kind, "path": os.path.realpath(address.path)}
 
 
+def records_owner(qdrant_url: str, state_file: str | None) -> dict | None:
+    """The target a saved record must name to be this target's: in a state file (which may serve several
+    targets) its :func:`target_identity`; None for records kept in the target itself (its own by where
+    they live)."""
+    return target_identity(parse_target_url(qdrant_url)) if state_file else None
+
+
 def describe_target(identity: dict) -> str:
     if not identity:  # a record written before records named their target
         return ""
