@@ -142,7 +142,7 @@ def _gate(version, kw: dict, ui: UI, plan, syncing: _VersionSync | None) -> None
             return
         if attempt == tries:
             raise unproven(plan, f"Verification of {plan.version!r} failed" + (f" {tries} times" if tries > 1 else "")
-                           + ": the alias was not switched." + (syncing.slot_note() if syncing else ""))
+                           + ": the alias was not switched." + (syncing.abandon_slot() if syncing else ""))
         ui.warn(f"verification of {plan.version!r} failed; rows changed since the catch-up explain that until "
                 f"sync applies them: catching up again and verifying again (attempt {attempt + 1} of {tries}).")
         syncing.catch_up(initial_copy=False)
@@ -170,13 +170,13 @@ class _VersionSync:
             self.sync_options.once = once
         if self.stop.is_set():
             why = unproven(self.plan, "Stopped before the version was verified: the alias was not switched.")
-            raise Interrupted(why.message + self.slot_note(), fix=why.fix)
+            raise Interrupted(why.message + self.abandon_slot(), fix=why.fix)
 
     def stream(self) -> None:
         from pg2qdrant.sync import run_sync
         run_sync(self.version, self.sync_options, self.ui, initial_copy=False, service=self.service, stop=self.stop)
 
-    def slot_note(self) -> str:
+    def abandon_slot(self) -> str:
         """The version is left unproven and a rerun copies into a new one: the version's own slot would keep
         WAL for nothing, so it is dropped (a --sync.slot the user named is only mentioned)."""
         import time
