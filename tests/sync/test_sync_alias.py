@@ -50,7 +50,8 @@ def test_after_the_switch_changes_stream_into_the_version_the_alias_points_to(sd
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 120
-        while "Streaming changes" not in log.read_text():
+        # the stream after the switch (the catch-up before the gate prints "Streaming changes" too)
+        while "Streaming changes" not in log.read_text().partition("now points to 'items_v2'")[2]:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         sdb.execute("DELETE FROM items WHERE id <= 3")
