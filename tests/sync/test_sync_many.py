@@ -99,10 +99,12 @@ class Workload:
             cur.execute(f"DELETE FROM {name} WHERE id = %s", (self._key(name, k),))
         self.counts[op] = self.counts.get(op, 0) + 1
 
-    def run(self, seconds: float, *, during=None) -> None:
+    def run(self, seconds: float, *, during=None, pending=None) -> None:
+        """As test_sync.Workload.run: ``pending`` keeps it writing until the planned faults happened."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             start = time.monotonic()
-            while (elapsed := time.monotonic() - start) < seconds and not self.stop.is_set():
+            while ((elapsed := time.monotonic() - start) < seconds or (
+                    pending is not None and pending() and elapsed < seconds + 60)) and not self.stop.is_set():
                 if self.truncate and "truncate" not in self.counts and elapsed > seconds / 2:
                     conn.execute(f"TRUNCATE {self.truncate}")
                     self.ids[self.truncate] = []
@@ -149,7 +151,8 @@ def test_three_tables_one_slot_workload_sigkill_and_restart(tables, tmp_path, cl
         seen_slots.update(names)
         assert len(names) <= 1, names  # only one slot on the server, throughout
         if kills and elapsed > kills[0]:
-            kills.pop(0)
+            late = elapsed - kills.pop(0)  # a late kill keeps the spacing to the next one
+            kills[:] = [t + late for t in kills]
             state["proc"].send_signal(signal.SIGKILL)
             state["proc"].wait()
             state["kills"] += 1
@@ -158,7 +161,7 @@ def test_three_tables_one_slot_workload_sigkill_and_restart(tables, tmp_path, cl
     try:
         wait_streaming(tables.url, SLOT, proc=state["proc"])
         workload = Workload(tables.url, DIMS, seed=7, truncate="parts")
-        workload.run(6.0, during=during)
+        workload.run(6.0, during=during, pending=lambda: bool(kills))
         wait_streaming(tables.url, SLOT, proc=state["proc"])
         wait_caught_up(tables.url, SLOT)
         state["proc"].send_signal(signal.SIGTERM)
