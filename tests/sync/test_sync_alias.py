@@ -24,14 +24,24 @@ def test_then_sync_switches_after_catch_up_and_verify_then_streams_into_the_new_
     first = cli(*base)
     assert first.exit_code == 0, first.output
     sdb.execute("DELETE FROM items WHERE id <= 5")
-    synced = cli(*base, "--then-sync", "--sync.slot", slot_of(sdb), "--sync.once")
+    slot = slot_of(sdb)
+    synced = cli(*base, "--then-sync", "--sync.slot", slot, "--sync.once")
     assert synced.exit_code == 0, synced.output
     out = synced.output
     assert out.index("Alias 'items' now points to 'items_v2' (was 'items_v1').") < out.index("Resuming from replication slot")
     assert "keeps updating a collection no reader sees" in out
+    # the stream's summary names the command that resumes it (rerunning migrate would build items_v3)
+    assert f"resume with `pg2qdrant sync --qdrant.collection items_v2 --sync.slot {slot}`" in " ".join(out.split())
     client = open_qdrant(tmp_path / "q")
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}
     assert client.count("items").count == 25 and client.count("items_v1").count == 30
+    client.close()
+    sdb.execute("DELETE FROM items WHERE id = 6")
+    resumed = cli("sync", "--pg.url", sdb.url, "--pg.table", "items", "--qdrant.url", url, "--qdrant.collection",
+                  "items_v2", "--migration.num-workers", "1", "--sync.slot", slot, "--sync.once")
+    assert resumed.exit_code == 0 and "Resuming from replication slot" in resumed.output, resumed.output
+    client = open_qdrant(tmp_path / "q")
+    assert client.count("items").count == 24 and client.count("items_v1").count == 30
 
 
 def test_after_the_switch_changes_stream_into_the_version_the_alias_points_to(sdb, tmp_path, open_qdrant):

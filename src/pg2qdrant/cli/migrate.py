@@ -173,8 +173,30 @@ class _VersionSync:
             raise Interrupted(why.message + self.abandon_slot(), fix=why.fix)
 
     def stream(self) -> None:
+        """The stream into the version the alias now points to. Rerunning the migrate command would build the
+        next version, so every way this ends (a stop, a failure) names the `sync` command that resumes it."""
+        from pg2qdrant.core.errors import Pg2QdrantError
         from pg2qdrant.sync import run_sync
-        run_sync(self.version, self.sync_options, self.ui, initial_copy=False, service=self.service, stop=self.stop)
+        resume = self.resume_command()
+        try:
+            run_sync(self.version, self.sync_options, self.ui, initial_copy=False, service=self.service,
+                     stop=self.stop, resume=f"resume with {resume}")
+        except Pg2QdrantError as exc:
+            exc.fix = f"{exc.fix + ' ' if exc.fix else ''}To resume the stream into {self.version.collection!r} " \
+                      f"(rerunning this migrate command builds a new version): {resume}."
+            raise
+        except KeyboardInterrupt:
+            from pg2qdrant.core.errors import Interrupted
+            raise Interrupted("Interrupted.", fix=f"resume the stream into {self.version.collection!r} with {resume} "
+                              "(rerunning this migrate command builds a new version).") from None
+
+    def resume_command(self) -> str:
+        """`pg2qdrant sync` on the version (its slot's default name derives from the version's name, so only a
+        slot the user named must be given again); the connection flags are named, never their values."""
+        slot = f" --sync.slot {self.sync_options.slot}" if self.sync_options.slot else ""
+        return (f"`pg2qdrant sync --qdrant.collection {self.version.collection}{slot}` and this command's other "
+                f"flags (without --qdrant.alias {self.plan.alias}, --qdrant.keep-versions, --qdrant.adopt, --then-sync "
+                "and the --verify.* flags)")
 
     def abandon_slot(self) -> str:
         """The version is left unproven and a rerun copies into a new one: the version's own slot would keep

@@ -62,12 +62,14 @@ from pg2qdrant.ui import UI, Summary
 
 def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI, *,
              initial_copy: bool | None = None, stop: threading.Event | None = None,
-             stats: SyncStats | None = None, service=None) -> SyncStats:
+             stats: SyncStats | None = None, service=None, resume: str = "rerun to resume") -> SyncStats:
     """Run `sync` until stopped (SIGTERM, Ctrl-C, ``stop`` set) or, with ``once``, caught up.
 
     ``initial_copy=True`` is `migrate --then-sync`: copy from the new slot's snapshot,
     then stream from its consistent point.
     ``service`` (observability.Service, --metrics-port): fed with the stream's stats and slot.
+    ``resume``: how to go on from the kept slot, in the summary (an alias's stream is resumed by `sync`
+    on its version, not by rerunning the migrate command that started it).
     """
     sync_options = sync_options or SyncOptions()
     if initial_copy is not None:
@@ -94,11 +96,11 @@ def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI
             runner.run()
     finally:
         runner.close()
-    _summary(sync_options, runner, stats).render(ui)
+    _summary(sync_options, runner, stats, resume).render(ui)
     return stats
 
 
-def _summary(sync_options: SyncOptions, runner, stats: SyncStats) -> Summary:
+def _summary(sync_options: SyncOptions, runner, stats: SyncStats, resume: str) -> Summary:
     elapsed = time.monotonic() - stats.started
     rows = [("changes applied", f"{stats.changes:,}"), ("time", f"{elapsed:,.1f} s"),
             ("rate", f"{stats.rate():,.0f} changes/s")]
@@ -107,7 +109,7 @@ def _summary(sync_options: SyncOptions, runner, stats: SyncStats) -> Summary:
                  ("last applied LSN", format_lsn(stats.acked_lsn)),
                  ("rows read again by key", f"{stats.rereads:,}"),
                  ("reconnects", f"{stats.reconnects:,}"),
-                 ("slot", f"{runner.slot} (kept: rerun to resume; `pg2qdrant sync drop` removes it)")]
+                 ("slot", f"{runner.slot} (kept: {resume}; `pg2qdrant sync drop` removes it)")]
     elif sync_options.mode == "poll":
         rows.append(("watermark", stats.watermark or "-"))
     if stats.deleted_orphans or stats.filled_missing or sync_options.reconcile or sync_options.mode == "reconcile":
