@@ -266,3 +266,29 @@ def test_a_copy_that_wrote_nothing_does_not_claim_an_unproven_copy(db, cli, monk
         raise OSError("connection refused")
     monkeypatch.setattr(alias_flow, "connect_target", unreachable)
     assert "'items_v1' may hold an unproven copy" in alias_flow.unproven(plan, "The copy did not finish.").message
+
+
+def test_a_second_run_of_the_same_alias_stops_while_the_first_builds_its_version(db, cli, qdrant_path, open_qdrant):
+    """Two runs of one alias at once would pick the same next version: the second (another process, started
+    while the first is between its copy and its gate) stops at once and names the holder; once the first has
+    switched, the alias is free again."""
+    import subprocess
+    import sys
+    create_items_table(db, ROWS)
+    url = f"local:{qdrant_path}"
+    command = [sys.executable, "-m", "pg2qdrant", "migrate", "--pg.url", db.url, "--pg.table", "t", "--qdrant.url",
+               url, "--qdrant.alias", "items", "--verify.queries", "3"]
+    second: list[subprocess.CompletedProcess] = []
+    alias_flow.after_copy_hook = lambda plan: second.append(subprocess.run(command, capture_output=True, text=True))
+    try:
+        first = run(cli, db, url)
+    finally:
+        alias_flow.after_copy_hook = None
+    assert first.exit_code == 0, first.output
+    refused = " ".join((second[0].stdout + second[0].stderr).split())
+    assert second[0].returncode == 2, refused
+    assert "Another pg2qdrant run (PostgreSQL backend pid" in refused and "alias 'items'" in refused, refused
+    after = subprocess.run(command, capture_output=True, text=True)  # the first run released it
+    assert after.returncode == 0, after.stdout + after.stderr
+    client = open_qdrant(qdrant_path)
+    assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"items": "items_v2"}

@@ -99,29 +99,33 @@ def _behind_alias(options, kw: dict, ui: UI, service) -> list[TableRun] | None:
     switch the alias (migrate/alias.py). With --then-sync the version first catches up from its own slot
     (`--sync.once`), is verified, the alias switches, and the stream goes on into the version."""
     from pg2qdrant.core.errors import Pg2QdrantError
-    from pg2qdrant.migrate.alias import after_copy, plan_version, switch, unproven
+    from pg2qdrant.migrate.alias import after_copy, hold_alias, plan_version, switch, unproven
     if options.dry_run:
         from pg2qdrant.core.errors import InputError
         raise InputError("--qdrant.alias does not take --migration.dry-run (nothing would be switched).",
                          fix="leave out --migration.dry-run, or --qdrant.alias to dry-run into a collection.")
-    plan = plan_version(options, ui)
-    version = plan.options(options)
-    syncing = _VersionSync(version, sync_options_from(kw), ui, service, plan) if kw["then_sync"] else None
-    run = TableRun(plan.alias, None, verified=True)
+    lock = hold_alias(options)  # until the switch: another run of this alias stops at once
     try:
-        if syncing is not None:
-            syncing.catch_up(initial_copy=True)  # copy from the slot's snapshot, then catch up with the slot
-        else:
-            from pg2qdrant.destination.address import parse_target_url
-            from pg2qdrant.migrate.copy import migrate
-            run.result = migrate(version, ui, show_plan=False)
-            run.result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
-    except (Pg2QdrantError, KeyboardInterrupt) as exc:
-        ui.error(unproven(plan, "The copy did not finish.").render())
-        raise exc
-    after_copy(plan)
-    _gate(version, kw, ui, plan, syncing)
-    switch(version, plan, ui)
+        plan = plan_version(options, ui)
+        version = plan.options(options)
+        syncing = _VersionSync(version, sync_options_from(kw), ui, service, plan) if kw["then_sync"] else None
+        run = TableRun(plan.alias, None, verified=True)
+        try:
+            if syncing is not None:
+                syncing.catch_up(initial_copy=True)  # copy from the slot's snapshot, then catch up with the slot
+            else:
+                from pg2qdrant.destination.address import parse_target_url
+                from pg2qdrant.migrate.copy import migrate
+                run.result = migrate(version, ui, show_plan=False)
+                run.result.summary(parse_target_url(options.qdrant_url).display()).render(ui)
+        except (Pg2QdrantError, KeyboardInterrupt) as exc:
+            ui.error(unproven(plan, "The copy did not finish.").render())
+            raise exc
+        after_copy(plan)
+        _gate(version, kw, ui, plan, syncing)
+        switch(version, plan, ui)
+    finally:
+        lock.release()
     if syncing is None:
         return [run]
     ui.info(f"A sync that was serving the previous version ({plan.live or plan.alias!r}) keeps updating a "

@@ -33,6 +33,7 @@ from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.aliases import AliasState, alias_state, switch_alias, version_name, version_number
 from pg2qdrant.destination.checkpoints import MigrationState
 from pg2qdrant.runtime.target import connect_target, records_owner, state_store
+from pg2qdrant.source.run_lock import RunLock, try_lock
 from pg2qdrant.ui import UI
 
 #: Test-only hook, called with the VersionPlan between the copy and the gate (tests change a row there
@@ -43,6 +44,22 @@ after_copy_hook = None
 def after_copy(plan: VersionPlan) -> None:
     if after_copy_hook is not None:
         after_copy_hook(plan)
+
+
+def hold_alias(options: MigrationOptions) -> RunLock:
+    """The lock of ``options.alias`` on this Qdrant, held from planning a version until its switch: two runs
+    started together would pick the same next version and write one collection. Taken in the source database
+    (source.run_lock: every run of the job connects there); a second run stops at once, naming the holder."""
+    where = parse_target_url(options.qdrant_url).display()
+    lock, holder = try_lock(options.pg_url, f"pg2qdrant alias {options.alias} at {where}")
+    if lock is None:
+        by = f" (PostgreSQL backend pid {holder})" if holder else ""
+        raise InputError(
+            f"Another pg2qdrant run{by} is building a version of alias {options.alias!r} on {where}: two runs "
+            "would pick the same version.",
+            fix="wait until that run has switched the alias (or stop it), then rerun: an unfinished version it "
+                "leaves is resumed; `pg2qdrant alias list` shows the versions.")
+    return lock
 
 
 @dataclass(frozen=True)
