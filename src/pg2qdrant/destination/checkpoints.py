@@ -98,6 +98,7 @@ class CollectionRecords:
         self.client = client  # a qdrant_client.QdrantClient
         self.collection = collection
         self.namespace = namespace
+        self._page: int | None = None  # scroll page size, read from the state collection on first listing
 
     def describe(self) -> str:
         return f"collection {self.collection!r} in the target"
@@ -121,12 +122,13 @@ class CollectionRecords:
     def records(self) -> list[dict[str, Any]]:
         if not self.client.collection_exists(self.collection):
             return []
-        out, offset, page = [], None, 100
-        strict = self.client.get_collection(self.collection).config.strict_mode_config
-        if strict is not None and strict.enabled and strict.max_query_limit:
-            page = min(page, strict.max_query_limit)  # strict mode refuses a longer page
+        if self._page is None:  # read once per store: the state collection's strict mode does not change
+            strict = self.client.get_collection(self.collection).config.strict_mode_config
+            limit = strict.max_query_limit if strict is not None and strict.enabled else None
+            self._page = min(100, limit) if limit else 100  # strict mode refuses a longer page
+        out, offset = [], None
         while True:
-            found, offset = self.client.scroll(self.collection, limit=page, offset=offset, with_payload=True)
+            found, offset = self.client.scroll(self.collection, limit=self._page, offset=offset, with_payload=True)
             out += [json.loads(r.payload["record"]) for r in found]
             if offset is None:
                 return out
