@@ -173,15 +173,20 @@ def wait_caught_up(url: str, slot: str, timeout: float = 60, proc: subprocess.Po
 
 
 def wait_streaming(url: str, slot: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+    """Until a walsender streams from the slot (START_REPLICATION done). The slot alone is not enough: the
+    connection that created it holds it (active) while the initial copy reads its snapshot, and a SIGTERM
+    sent then interrupts the copy (exit 130)."""
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row and row[0]:
+            row = conn.execute("SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r "
+                               "ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,)).fetchone()
+            if row and row[0] in ("catchup", "streaming"):
                 return
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"sync exited with {proc.returncode}")
             time.sleep(0.1)
+        raise AssertionError(f"no stream from slot {slot} in {timeout} s")
     raise AssertionError(f"slot {slot} was not streaming within {timeout} s")
 
 

@@ -40,21 +40,6 @@ from pg2qdrant.sync.schema_watch import POLL_EVERY_S
 from pg2qdrant.ui import UI
 
 
-def wait_streamed(url: str, slot: str, timeout: float = 60) -> None:
-    """Until the initial copy is over and the slot streams (the slot is active during the copy too:
-    a DDL then is not what these tests are about)."""
-    wait_streaming(url, slot, timeout)
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r "
-                               "ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,)).fetchone()
-            if row and row[0] in ("streaming", "catchup"):
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"slot {slot} did not stream within {timeout} s")
-
-
 class Syncing:
     """run_sync (initial copy, then streaming) in a thread, until :meth:`finish`."""
 
@@ -64,7 +49,7 @@ class Syncing:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(options(db, url),), daemon=True)
         self.thread.start()
-        wait_streamed(db.url, self.slot)
+        wait_streaming(db.url, self.slot)
 
     def _run(self, opts) -> None:
         try:
@@ -176,7 +161,6 @@ def test_named_column_dropped_stops_sync_after_applying_what_came_before(sdb, tm
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_streaming(sdb.url, slot, proc=proc)
-        wait_streamed(sdb.url, slot)
         with sdb.connect() as conn:
             conn.execute("UPDATE items SET title = 'before the drop' WHERE id <= 4")
             conn.execute("UPDATE items SET n = n + 100 WHERE id = 5")
@@ -243,7 +227,6 @@ def test_sync_config_follows_ddl_per_table(tables, tmp_path):
                             env={**os.environ, **env_for(tables)})
     try:
         wait_streaming(tables.url, SLOT, proc=proc)
-        wait_streamed(tables.url, SLOT)
         with psycopg.connect(tables.url, autocommit=True) as conn:
             conn.execute("ALTER TABLE docs ADD COLUMN extra integer DEFAULT 5")
             conn.execute("ALTER TABLE parts DETACH PARTITION parts_b")

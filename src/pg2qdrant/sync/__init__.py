@@ -100,7 +100,7 @@ def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI
     return stats
 
 
-def _summary(sync_options: SyncOptions, runner, stats: SyncStats, resume: str) -> Summary:
+def _summary(sync_options: SyncOptions, runner, stats: SyncStats, resume: str = "rerun to resume") -> Summary:
     elapsed = time.monotonic() - stats.started
     rows = [("changes applied", f"{stats.changes:,}"), ("time", f"{elapsed:,.1f} s"),
             ("rate", f"{stats.rate():,.0f} changes/s")]
