@@ -20,6 +20,7 @@ pytestmark = pytest.mark.one_server
 SYLLABLES = ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze"]
 SHARED = ["harbor", "meadow", "lantern", "granite"]
 ROWS = 48
+ROWS_TIED = 600
 
 
 def word(n: int) -> str:
@@ -105,7 +106,24 @@ def test_queries_and_overlap():
     assert set(queries[0].split()) <= {"harbor", "kalox"}
     assert pick_queries([["a"], ["b"]], 1, random.Random(1)) == ["a"]
     assert overlap_at_k([1, 2, 3, 4], [4, 9, 1], 10) == 0.5
-    assert overlap_at_k([1, 2], [2, 1], 1) == 0.0 and overlap_at_k([], [1], 3) is None
+    assert overlap_at_k([1], [2, 1], 1) == 0.0 and overlap_at_k([], [1], 3) is None
+    assert overlap_at_k([1, 2, 3], [3, 1], 2) == 1.0  # 2 and 3 tied with PostgreSQL's 2nd: either counts
+
+
+def test_rows_that_tie_count_whichever_side_returns_them(db, cli, tmp_path):
+    """Texts that rank equally for most queries (a template filled with a number): which tied rows come first
+    is arbitrary on both sides, so the overlap counts any of them (it read 0.000 when only PostgreSQL's
+    first k by key counted)."""
+    db.execute("CREATE TABLE kw (id bigint PRIMARY KEY, text text, embedding vector(4))")
+    db.execute("INSERT INTO kw SELECT i, 'document number ' || i || ' about ' || (ARRAY['cats', 'dogs', 'harbors', "
+               "'lanterns'])[1 + i %% 4], ARRAY[i, 1, 0, 0.5]::vector FROM generate_series(1, %s) i", (ROWS_TIED,))
+    args = migrate_args(db, "kw", tmp_path / "q", "kw", "--qdrant.bm25", "text", "--migration.num-workers", "1")
+    assert cli(*args).exit_code == 0
+    args[0] = "verify"
+    r = cli(*args, "--verify.seed", "3", "--verify.queries", "12", "--verify.report", str(tmp_path / "r.json"))
+    assert r.exit_code == 0, r.output
+    figures = keyword_check(json.loads((tmp_path / "r.json").read_text()))["figures"]["text-bm25"]
+    assert figures["queries"] >= 8 and figures["overlap min"] == 1.0, figures
 
 
 def test_edge(db, cli, tmp_path):

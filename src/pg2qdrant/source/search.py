@@ -178,9 +178,14 @@ def kept_words(conn: psycopg.Connection, config: str, texts: list[str]) -> list[
     return [list(r[0]) for r in rows]
 
 
+TIE_CAP = 1000  # rows kept per keyword query, ties at the k-th rank included
+
+
 def keyword_top_k(conn: psycopg.Connection, plan, text_read_index: int, tsvector: str | None, config: str,
                   queries: list[str], k: int) -> list[list[tuple[tuple, float]]]:
-    """PostgreSQL's full-text top-k of each query: (key values in plan.key order, ts_rank_cd), best first.
+    """PostgreSQL's full-text top-k of each query: (key values in plan.key order, ts_rank_cd), best first,
+    with every row tied with the k-th (``rank()``, up to TIE_CAP rows): which of equally ranked rows come
+    first is arbitrary on both sides, so a comparison must take any of them.
 
     ``ts_rank_cd`` of the table's tsvector column (or of ``to_tsvector(config, text)``) against
     ``plainto_tsquery(config, query)``; all queries in one scan, so a table without a tsvector
@@ -193,18 +198,19 @@ def keyword_top_k(conn: psycopg.Connection, plan, text_read_index: int, tsvector
     rank = sql.SQL("ts_rank_cd(pg2qdrant_d.pg2qdrant_doc, pg2qdrant_q.pg2qdrant_tsq)")
     first_key = sql.SQL(plan.reads[plan.key.read_indexes[0]].sql)
     query = sql.SQL(
-        "SELECT * FROM (SELECT pg2qdrant_q.pg2qdrant_i, {rank} AS pg2qdrant_r, row_number() OVER (PARTITION BY "
-        "pg2qdrant_q.pg2qdrant_i ORDER BY {rank} DESC, {first_key}) AS pg2qdrant_n, {keys} FROM {table} "
+        "SELECT * FROM (SELECT pg2qdrant_q.pg2qdrant_i, {rank} AS pg2qdrant_r, rank() OVER (PARTITION BY "
+        "pg2qdrant_q.pg2qdrant_i ORDER BY {rank} DESC) AS pg2qdrant_n, row_number() OVER (PARTITION BY "
+        "pg2qdrant_q.pg2qdrant_i ORDER BY {rank} DESC, {first_key}) AS pg2qdrant_m, {keys} FROM {table} "
         "CROSS JOIN LATERAL (SELECT {doc} AS pg2qdrant_doc) pg2qdrant_d "
         "JOIN (SELECT pg2qdrant_i, plainto_tsquery({cfg}::regconfig, pg2qdrant_w) AS pg2qdrant_tsq "
         "FROM unnest(%s::text[]) WITH ORDINALITY AS pg2qdrant_u(pg2qdrant_w, pg2qdrant_i)) pg2qdrant_q "
         "ON pg2qdrant_d.pg2qdrant_doc @@ pg2qdrant_q.pg2qdrant_tsq{filter}) pg2qdrant_s "
-        "WHERE pg2qdrant_n <= {k} ORDER BY pg2qdrant_i, pg2qdrant_n").format(
+        "WHERE pg2qdrant_n <= {k} AND pg2qdrant_m <= {cap} ORDER BY pg2qdrant_i, pg2qdrant_m").format(
         rank=rank, first_key=first_key, keys=sql.SQL(", ").join(sql.SQL(plan.reads[i].sql) for i in plan.key.read_indexes),
-        table=ident(plan.table), doc=document, cfg=sql.Literal(config), k=sql.Literal(k),
+        table=ident(plan.table), doc=document, cfg=sql.Literal(config), k=sql.Literal(k), cap=sql.Literal(TIE_CAP),
         filter=sql.SQL(" WHERE ") + where_sql(plan) if plan.where else sql.SQL(""))
     out: list[list[tuple[tuple, float]]] = [[] for _ in queries]
     with _as_source_error(), conn.cursor(binary=True) as cur:
         for row in cur.execute(query, (queries,)):
-            out[row[0] - 1].append((tuple(row[3:3 + nkeys]), float(row[1])))
+            out[row[0] - 1].append((tuple(row[4:4 + nkeys]), float(row[1])))
     return out

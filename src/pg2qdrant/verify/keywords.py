@@ -47,11 +47,12 @@ def pick_queries(word_lists: Sequence[list[str]], n: int, rng: random.Random) ->
 
 
 def overlap_at_k(expected: Sequence[Any], found: Sequence[Any], k: int) -> float | None:
-    """Share of PostgreSQL's top-k (as many rows as matched, up to k) that Qdrant's top-k holds too."""
-    want = list(expected)[:k]
-    if not want:
+    """Share of Qdrant's top-k that PostgreSQL ranks in its top k, out of as many as PostgreSQL matched (up
+    to k). ``expected`` holds PostgreSQL's top k with every row tied with the k-th: of equally ranked rows
+    either side may return any, so each of them counts (texts that tie everywhere would else read 0)."""
+    if not expected:
         return None
-    return len(set(want) & set(list(found)[:k])) / len(want)
+    return len(set(expected) & set(list(found)[:k])) / min(k, len(expected))
 
 
 class KeywordCheck:
@@ -93,7 +94,8 @@ class KeywordCheck:
                                  "expected": "", "actual": ""})
         details.append(f"informational (never fails verify): {WHY_DIFFERENT}")
         details.append(f"queries: 1 to {MAX_WORDS} words of a sampled row's text that PostgreSQL's parser keeps "
-                       f"(seed {self.v.seed}); PostgreSQL: ts_rank_cd with plainto_tsquery, top {self.k}; Qdrant: "
+                       f"(seed {self.v.seed}); PostgreSQL: ts_rank_cd with plainto_tsquery, top {self.k} (rows tied with "
+                       f"the {self.k}th each count); Qdrant: "
                        f"top {self.k} by the BM25 vector, query from Qdrant's BM25 embed_query with the same settings")
         if findings:
             details.append("a warning: PostgreSQL's top hit holds the keywords (the row they were taken from "
