@@ -23,6 +23,7 @@ the old version (:func:`unproven` says which version holds what, and how to go o
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,8 +51,12 @@ def hold_alias(options: MigrationOptions) -> RunLock:
     """The lock of ``options.alias`` on this Qdrant, held from planning a version until its switch: two runs
     started together would pick the same next version and write one collection. Taken in the source database
     (source.run_lock: every run of the job connects there); a second run stops at once, naming the holder."""
-    where = parse_target_url(options.qdrant_url).display()
-    lock, holder = try_lock(options.pg_url, f"pg2qdrant alias {options.alias} at {where}")
+    address = parse_target_url(options.qdrant_url)
+    where = address.display()
+    # one Qdrant however it is reached: a server by host (its REST and gRPC ports are one), a folder by its real path
+    place = f"{address.host.lower()}/{address.prefix or ''}" if address.kind == "server" else \
+        os.path.realpath(address.path)
+    lock, holder = try_lock(options.pg_url, f"pg2qdrant alias {options.alias} at {place}")
     if lock is None:
         by = f" (PostgreSQL backend pid {holder})" if holder else ""
         raise InputError(
