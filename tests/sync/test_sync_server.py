@@ -122,7 +122,9 @@ def test_transient_failures_during_apply_are_retried_without_losing_or_repeating
         every_other = itertools.count()
         fault = q.faults.add(BATCH, collection="c", times=4, action=action,
                              when=lambda req: next(every_other) % 2 == 0)
-        workload.run(2.5)
+        # Until the four faults fired: a slow apply folds more transactions into each request, so 2.5 s
+        # of writes may make fewer than the eight batch requests they need.
+        workload.run(2.5, pending=lambda: fault.fired < 4)
         wait_caught_up(sdb.url, slot)
         stats = sync.join()
         assert fault.fired == 4
