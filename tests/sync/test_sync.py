@@ -470,7 +470,7 @@ def test_poll_mode_without_deletes_matches(sdb, tmp_path):
                               kwargs=dict(stop=stop, stats=stats), daemon=True)
     worker.start()
     workload = Workload(sdb.url, seed=9, deletes=False, key_changes=False, truncate=False, last_id=100)
-    workload.run(2.5)
+    workload.run(2.5, pending=lambda: stats.changes < 100)  # a slow start may not have polled yet
     stop.set()
     worker.join(30)
     # One more round after the workload (a scheduled poll would do the same).
