@@ -248,7 +248,10 @@ def test_cdc_initial_copy_during_workload_then_stream_equals_table(sdb, tmp_path
                     c.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
                     killed.append(pid[0])
 
-    workload.run(4.0, during=kill_walsender)
+    # Writing goes on until the walsender was killed and the stream has applied enough to check: on a slow
+    # machine (a late start, a TRUNCATE waiting behind the copy) 4 s of writes can end before the stream began.
+    workload.run(4.0, during=kill_walsender,
+                 pending=lambda: not killed or stats.partial_updates == 0 or stats.changes <= 50)
     deadline = time.monotonic() + 60
     while not killed and time.monotonic() < deadline:  # a slow machine was still copying
         kill_walsender(99.0)
