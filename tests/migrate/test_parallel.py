@@ -62,8 +62,9 @@ def test_parallel_copy_is_exact(db, qdrant_path, cli, small_ranges, kind, worker
         target.close()
 
 
-def _wait_for_copy(url: str, timeout: float = 30.0) -> None:
-    """Until a pg2qdrant reader has issued its COPY (so the snapshot has been taken)."""
+def _wait_for_copy(url: str, timeout: float = 120.0) -> None:
+    """Until a pg2qdrant reader has issued its COPY (so the snapshot has been taken); the readers are spawned
+    processes whose imports alone take seconds on a loaded machine."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -73,7 +74,7 @@ def _wait_for_copy(url: str, timeout: float = 30.0) -> None:
             if n:
                 return
             time.sleep(0.02)
-    raise AssertionError("the copy never started")
+    raise AssertionError(f"the copy never started within {timeout} s")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

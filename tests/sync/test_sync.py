@@ -248,7 +248,10 @@ def test_cdc_initial_copy_during_workload_then_stream_equals_table(sdb, tmp_path
                     c.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
                     killed.append(pid[0])
 
-    workload.run(4.0, during=kill_walsender)
+    # Writing goes on until the walsender was killed and the stream has applied enough to check: on a slow
+    # machine (a late start, a TRUNCATE waiting behind the copy) 4 s of writes can end before the stream began.
+    workload.run(4.0, during=kill_walsender,
+                 pending=lambda: not killed or stats.partial_updates == 0 or stats.changes <= 50)
     deadline = time.monotonic() + 60
     while not killed and time.monotonic() < deadline:  # a slow machine was still copying
         kill_walsender(99.0)
@@ -470,7 +473,7 @@ def test_poll_mode_without_deletes_matches(sdb, tmp_path):
                               kwargs=dict(stop=stop, stats=stats), daemon=True)
     worker.start()
     workload = Workload(sdb.url, seed=9, deletes=False, key_changes=False, truncate=False, last_id=100)
-    workload.run(2.5)
+    workload.run(2.5, pending=lambda: stats.changes < 100)  # a slow start may not have polled yet
     stop.set()
     worker.join(30)
     # One more round after the workload (a scheduled poll would do the same).

@@ -89,7 +89,9 @@ def test_cdc_over_the_server_equals_table(sdb, front):
     workload = Workload(sdb.url, seed=21, last_id=150)
     with QdrantEndpoint() as q:
         sync = SyncThread(sdb, q.target_url(front), SyncOptions(slot=slot), initial_copy=True)
-        workload.run(3.0)  # the copy reads the slot's snapshot while the workload writes
+        # The copy reads the slot's snapshot while the workload writes; writing goes on until a payload-only
+        # update was applied in place (its TRUNCATE may wait behind the copy, ending 3 s of writes early).
+        workload.run(3.0, pending=lambda: sync.stats.partial_updates == 0)
         wait_streaming(sdb.url, slot)
         wait_caught_up(sdb.url, slot)
         stats = sync.join()
@@ -120,7 +122,9 @@ def test_transient_failures_during_apply_are_retried_without_losing_or_repeating
         every_other = itertools.count()
         fault = q.faults.add(BATCH, collection="c", times=4, action=action,
                              when=lambda req: next(every_other) % 2 == 0)
-        workload.run(2.5)
+        # Until the four faults fired: a slow apply folds more transactions into each request, so 2.5 s
+        # of writes may make fewer than the eight batch requests they need.
+        workload.run(2.5, pending=lambda: fault.fired < 4)
         wait_caught_up(sdb.url, slot)
         stats = sync.join()
         assert fault.fired == 4
