@@ -74,6 +74,21 @@ def create_items(conn: psycopg.Connection, rows: int, seed: int = 1) -> None:
         cur.executemany(INSERT, [_row(rng, k) for k in range(1, rows + 1)])
 
 
+def writing(elapsed: float, seconds: float, pending) -> bool:
+    """Whether a workload writes on: for ``seconds``, then (up to a minute more) while ``pending()`` is true."""
+    return elapsed < seconds or (pending is not None and pending() and elapsed < seconds + 60)
+
+
+def kill_due(kills: list[float], elapsed: float) -> bool:
+    """Whether the next planned kill (``kills``: moments, soonest first) is due; if so it is taken off, and a
+    late one moves the rest by its lateness (the spacing between kills is kept)."""
+    if not kills or elapsed <= kills[0]:
+        return False
+    late = elapsed - kills.pop(0)
+    kills[:] = [t + late for t in kills]
+    return True
+
+
 class Workload:
     """Random writes from another connection, in small transactions, for ``seconds``."""
 
@@ -143,8 +158,7 @@ class Workload:
         before the faults it was meant to carry have happened."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             start = time.monotonic()
-            while (elapsed := time.monotonic() - start) < seconds or (
-                    pending is not None and pending() and elapsed < seconds + 60):
+            while writing(elapsed := time.monotonic() - start, seconds, pending):
                 if self.truncate and "truncate" not in self.counts and elapsed > seconds / 2:
                     self.truncate_and_reload(conn)  # once per workload
                 with conn.transaction(), conn.cursor() as cur:
@@ -186,7 +200,6 @@ def wait_streaming(url: str, slot: str, timeout: float = 60, proc: subprocess.Po
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"sync exited with {proc.returncode}")
             time.sleep(0.1)
-        raise AssertionError(f"no stream from slot {slot} in {timeout} s")
     raise AssertionError(f"slot {slot} was not streaming within {timeout} s")
 
 
@@ -315,9 +328,7 @@ def test_cdc_sigkill_at_random_moments_then_restart_equals_table(sdb, tmp_path):
     state = {"proc": proc, "kills": 0}
 
     def killer(elapsed: float) -> None:
-        if kills and elapsed > kills[0]:
-            late = elapsed - kills.pop(0)  # a late kill keeps the spacing to the next ones
-            kills[:] = [t + late for t in kills]
+        if kill_due(kills, elapsed):
             state["proc"].send_signal(signal.SIGKILL)
             state["proc"].wait()
             state["kills"] += 1

@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 import pytest
 from test_config_file import env_for, no_password
-from test_sync import sdb, wait_caught_up, wait_streaming  # noqa: F401 (sdb: fixture)
+from test_sync import kill_due, sdb, wait_caught_up, wait_streaming, writing  # noqa: F401 (sdb: fixture)
 
 from helpers import assert_collection_equals_table, fill_items, vector_literal
 from pg2qdrant.destination import open_target
@@ -103,8 +103,7 @@ class Workload:
         """As test_sync.Workload.run: ``pending`` keeps it writing until the planned faults happened."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             start = time.monotonic()
-            while ((elapsed := time.monotonic() - start) < seconds or (
-                    pending is not None and pending() and elapsed < seconds + 60)) and not self.stop.is_set():
+            while writing(elapsed := time.monotonic() - start, seconds, pending) and not self.stop.is_set():
                 if self.truncate and "truncate" not in self.counts and elapsed > seconds / 2:
                     conn.execute(f"TRUNCATE {self.truncate}")
                     self.ids[self.truncate] = []
@@ -150,9 +149,7 @@ def test_three_tables_one_slot_workload_sigkill_and_restart(tables, tmp_path, cl
         names = _slots(tables)
         seen_slots.update(names)
         assert len(names) <= 1, names  # only one slot on the server, throughout
-        if kills and elapsed > kills[0]:
-            late = elapsed - kills.pop(0)  # a late kill keeps the spacing to the next one
-            kills[:] = [t + late for t in kills]
+        if kill_due(kills, elapsed):
             state["proc"].send_signal(signal.SIGKILL)
             state["proc"].wait()
             state["kills"] += 1
