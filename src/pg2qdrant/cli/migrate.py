@@ -182,17 +182,17 @@ class _VersionSync:
         from pg2qdrant.core.errors import Pg2QdrantError
         from pg2qdrant.sync import run_sync
         resume = self.resume_command()
+        how = f"resume the stream into {self.version.collection!r} with {resume} (rerunning this migrate command " \
+              "builds a new version)."
         try:
             run_sync(self.version, self.sync_options, self.ui, initial_copy=False, service=self.service,
                      stop=self.stop, resume=f"resume with {resume}")
         except Pg2QdrantError as exc:
-            exc.fix = f"{exc.fix + ' ' if exc.fix else ''}To resume the stream into {self.version.collection!r} " \
-                      f"(rerunning this migrate command builds a new version): {resume}."
+            exc.fix = f"{exc.fix} Then {how}" if exc.fix else how
             raise
         except KeyboardInterrupt:
             from pg2qdrant.core.errors import Interrupted
-            raise Interrupted("Interrupted.", fix=f"resume the stream into {self.version.collection!r} with {resume} "
-                              "(rerunning this migrate command builds a new version).") from None
+            raise Interrupted("Interrupted.", fix=how) from None
 
     def resume_command(self) -> str:
         """`pg2qdrant sync` on the version (its slot's default name derives from the version's name, so only a

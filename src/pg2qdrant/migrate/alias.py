@@ -23,7 +23,6 @@ the old version (:func:`unproven` says which version holds what, and how to go o
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pg2qdrant.core.options import MigrationOptions, TargetConfig
 from pg2qdrant.destination.address import parse_target_url
 from pg2qdrant.destination.aliases import AliasState, alias_state, switch_alias, version_name, version_number
 from pg2qdrant.destination.checkpoints import MigrationState
-from pg2qdrant.runtime.target import connect_target, records_owner, state_store
+from pg2qdrant.runtime.target import connect_target, records_owner, state_store, target_identity
 from pg2qdrant.source.run_lock import RunLock, try_lock
 from pg2qdrant.ui import UI
 
@@ -53,9 +52,8 @@ def hold_alias(options: MigrationOptions) -> RunLock:
     (source.run_lock: every run of the job connects there); a second run stops at once, naming the holder."""
     address = parse_target_url(options.qdrant_url)
     where = address.display()
-    # one Qdrant however it is reached: a server by host (its REST and gRPC ports are one), a folder by its real path
-    place = f"{address.host.lower()}/{address.prefix or ''}" if address.kind == "server" else \
-        os.path.realpath(address.path)
+    # which Qdrant, however it is reached: its identity without the port (a server's REST and gRPC ports are one)
+    place = sorted((k, v) for k, v in target_identity(address).items() if k != "port")
     lock, holder = try_lock(options.pg_url, f"pg2qdrant alias {options.alias} at {place}")
     if lock is None:
         by = f" (PostgreSQL backend pid {holder})" if holder else ""

@@ -59,10 +59,12 @@ from pg2qdrant.sync.poll import PollSync
 from pg2qdrant.sync.status import _StopSignals
 from pg2qdrant.ui import UI, Summary
 
+RESUME_BY_RERUN = "rerun to resume"  # the summary's word on a kept slot (an alias's stream says otherwise)
+
 
 def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI, *,
              initial_copy: bool | None = None, stop: threading.Event | None = None,
-             stats: SyncStats | None = None, service=None, resume: str = "rerun to resume") -> SyncStats:
+             stats: SyncStats | None = None, service=None, resume: str = RESUME_BY_RERUN) -> SyncStats:
     """Run `sync` until stopped (SIGTERM, Ctrl-C, ``stop`` set) or, with ``once``, caught up.
 
     ``initial_copy=True`` is `migrate --then-sync`: copy from the new slot's snapshot,
@@ -100,7 +102,7 @@ def run_sync(options: MigrationOptions, sync_options: SyncOptions | None, ui: UI
     return stats
 
 
-def _summary(sync_options: SyncOptions, runner, stats: SyncStats, resume: str = "rerun to resume") -> Summary:
+def _summary(sync_options: SyncOptions, runner, stats: SyncStats, resume: str = RESUME_BY_RERUN) -> Summary:
     elapsed = time.monotonic() - stats.started
     rows = [("changes applied", f"{stats.changes:,}"), ("time", f"{elapsed:,.1f} s"),
             ("rate", f"{stats.rate():,.0f} changes/s")]
